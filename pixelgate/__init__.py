@@ -1,0 +1,3 @@
+"""pixelgate: one gateway in front of many image-generation models."""
+
+__version__ = "0.1.0"

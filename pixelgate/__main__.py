@@ -1,0 +1,3 @@
+from pixelgate.cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""create_app(settings) -> the ASGI application. The lifespan builds every shared object
+(database engine, HTTP pool, storage, services) and tears it down; nothing is module-global."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from pixelgate import __version__
+from pixelgate.config import Settings, load_settings
+from pixelgate.db.models import Meta
+from pixelgate.db.session import make_engine, migrate, sessionmaker
+from pixelgate.services.auth import KeyStore
+from pixelgate.services.engine import Engine
+from pixelgate.services.records import RecordWriter
+from pixelgate.services.routing import ChannelDirectory
+from pixelgate.services.sandbox import SandboxTransport
+from pixelgate.services.storage import LocalStorage, UrlSigner
+from pixelgate.services.transport import HttpTransport
+from pixelgate.surfaces import admin, files, openai_images
+
+log = logging.getLogger("pixelgate")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: AsyncEngine
+    sessions: async_sessionmaker
+    keys: KeyStore
+    directory: ChannelDirectory
+    storage: LocalStorage
+    signer: UrlSigner
+    records: RecordWriter
+    http: HttpTransport
+    engine: Engine
+
+
+async def bootstrap(settings: Settings, db: AsyncEngine) -> str | None:
+    """Schema, config channels and the admin key: run once before serving. Returns a newly
+    generated admin key, which the caller prints once."""
+    await migrate(db)
+    sessions = sessionmaker(db)
+    await ChannelDirectory(sessions).sync_config(settings.channels, settings.sandbox)
+    await _secret(sessions, settings)
+    return await KeyStore(sessions).ensure_admin(settings.admin_key)
+
+
+async def _secret(sessions: async_sessionmaker, settings: Settings) -> str:
+    if settings.secret_key:
+        return settings.secret_key
+    async with sessions() as session, session.begin():
+        row = await session.get(Meta, "url_signing_secret")
+        if row is None:
+            row = Meta(key="url_signing_secret", value=secrets.token_hex(32))
+            session.add(row)
+    async with sessions() as session:  # re-read: a concurrent first start may have won
+        return (await session.execute(select(Meta.value).where(Meta.key == "url_signing_secret"))).scalar_one()
+
+
+async def start_services(settings: Settings) -> Services:
+    db = make_engine(settings.resolved_database_url)
+    if settings.migrate_on_start:
+        generated = await bootstrap(settings, db)
+        if generated:
+            print(f"pixelgate: created admin key (shown once, keep it): {generated}", flush=True)
+    sessions = sessionmaker(db)
+    directory = ChannelDirectory(sessions, settings.cache_seconds)
+    storage = LocalStorage(settings.resolved_storage_dir)
+    signer = UrlSigner(await _secret(sessions, settings), settings.url_ttl_seconds, settings.public_base_url)
+    records = RecordWriter(sessions)
+    records.start()
+    http = HttpTransport(settings.upstream_connections)
+    engine = Engine(settings, directory, storage, signer, records,
+                    {"http": http, "sandbox": SandboxTransport()})
+    return Services(settings, db, sessions, KeyStore(sessions, settings.cache_seconds), directory,
+                    storage, signer, records, http, engine)
+
+
+async def stop_services(services: Services) -> None:
+    await services.records.close()
+    await services.http.close()
+    await services.db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.services = await start_services(settings)
+        try:
+            yield
+        finally:
+            await stop_services(app.state.services)
+
+    app = FastAPI(title="pixelgate", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.include_router(openai_images.router)
+    app.include_router(openai_images.models_router)
+    app.include_router(files.router)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory` and for each worker process of `pixelgate serve`."""
+    return create_app(load_settings())

@@ -1,0 +1,252 @@
+"""The command line: `pixelgate serve`, `pixelgate migrate`, `pixelgate keys ...`,
+`pixelgate channels ...`. Management commands work on the same database as the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import click
+
+from pixelgate.config import ChannelConfig, ConfigError, Settings, load_settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    try:
+        return load_settings(ctx.obj.get("config"))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `work(services-like namespace)` against the database, after migrating it."""
+    from pixelgate.app import bootstrap
+    from pixelgate.db.session import make_engine, sessionmaker
+    from pixelgate.services.auth import KeyStore
+    from pixelgate.services.routing import ChannelDirectory
+
+    async def main() -> Any:
+        db = make_engine(settings.resolved_database_url)
+        try:
+            generated = await bootstrap(settings, db)
+            if generated:
+                click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}", err=True)
+            sessions = sessionmaker(db)
+            ns = type("CLIContext", (), {"keys": KeyStore(sessions), "directory": ChannelDirectory(sessions)})()
+            return await work(ns)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except Exception as exc:
+        from pixelgate.errors import GatewayError
+
+        if isinstance(exc, GatewayError):
+            raise click.ClickException(exc.message) from None
+        raise
+
+
+def _echo(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group()
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="PIXELGATE_CONFIG",
+              help="TOML or YAML config file (or PIXELGATE_CONFIG).")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """pixelgate: one gateway in front of many image-generation models."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8080).")
+@click.option("--workers", type=int, default=None, help="Worker processes sharing the port.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from pixelgate.app import bootstrap
+    from pixelgate.db.session import make_engine
+
+    overrides = {"host": host, "port": port, "workers": workers}
+    for name, value in overrides.items():
+        if value is not None:  # workers re-read settings from the environment
+            os.environ[f"PIXELGATE_{name.upper()}"] = str(value)
+    if ctx.obj.get("config"):
+        os.environ["PIXELGATE_CONFIG"] = os.path.abspath(ctx.obj["config"])
+    settings = _settings(ctx)
+
+    async def prepare() -> str | None:
+        db = make_engine(settings.resolved_database_url)
+        try:
+            return await bootstrap(settings, db)
+        finally:
+            await db.dispose()
+
+    generated = asyncio.run(prepare())
+    if generated:
+        click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}")
+    os.environ["PIXELGATE_MIGRATE_ON_START"] = "false"  # done once here, not per worker
+    click.echo(f"pixelgate: listening on http://{settings.host}:{settings.port} "
+               f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
+               f"database {settings.resolved_database_url.split('://')[0]}, "
+               f"images in {settings.resolved_storage_dir}")
+    uvicorn.run("pixelgate.app:app_from_environment", factory=True, host=settings.host,
+                port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
+                log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the database schema."""
+    _run(_settings(ctx), lambda ns: asyncio.sleep(0))
+    click.echo("pixelgate: database is up to date")
+
+
+# ---- keys ----
+
+@main.group()
+def keys() -> None:
+    """Manage client API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option("--expires", help="ISO date or datetime (UTC) after which the key stops working.")
+@click.option("--models", help="Comma-separated allowlist of models (default: all).")
+@click.option("--admin", is_flag=True, help="An admin key (may use /admin/).")
+@click.pass_context
+def keys_create(ctx: click.Context, name: str, expires: str | None, models: str | None, admin: bool) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    expires_at = None
+    if expires:
+        try:
+            expires_at = datetime.fromisoformat(expires)
+        except ValueError:
+            raise click.BadParameter(f"not an ISO date: {expires}", param_hint="--expires") from None
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=timezone.utc)
+    allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
+
+    async def work(ns):
+        row, token = await ns.keys.create(name, is_admin=admin, expires_at=expires_at, allowed_models=allowed)
+        return row, token
+
+    row, token = _run(_settings(ctx), work)
+    click.echo(f"id {row.id}, name {row.name!r}: {token}")
+    click.echo("Keep it now: only its hash is stored.", err=True)
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    from pixelgate.services.auth import key_view
+
+    _echo([key_view(k) for k in _run(_settings(ctx), lambda ns: ns.keys.list())])
+
+
+def _key_setter(command: str, **fields: Any):
+    @keys.command(command)
+    @click.argument("key_id", type=int)
+    @click.pass_context
+    def run(ctx: click.Context, key_id: int) -> None:
+        _run(_settings(ctx), lambda ns: ns.keys.update(key_id, **fields))
+        click.echo(f"key {key_id}: {command}d")
+
+    run.__doc__ = f"{command.capitalize()} a key."
+    return run
+
+
+_key_setter("enable", enabled=True)
+_key_setter("disable", enabled=False)
+
+
+@keys.command("delete")
+@click.argument("key_id", type=int)
+@click.pass_context
+def keys_delete(ctx: click.Context, key_id: int) -> None:
+    """Delete a key."""
+    _run(_settings(ctx), lambda ns: ns.keys.delete(key_id))
+    click.echo(f"key {key_id}: deleted")
+
+
+# ---- channels ----
+
+@main.group()
+def channels() -> None:
+    """Manage upstream channels."""
+
+
+@channels.command("list")
+@click.pass_context
+def channels_list(ctx: click.Context) -> None:
+    from pixelgate.services.routing import channel_view
+
+    _echo([channel_view(c) for c in _run(_settings(ctx), lambda ns: ns.directory.list())])
+
+
+@channels.command("add")
+@click.option("--name", required=True)
+@click.option("--provider", required=True)
+@click.option("--base-url")
+@click.option("--api-key", help="The upstream key (stored; never shown again).")
+@click.option("--api-key-env", help="Read the upstream key from this environment variable.")
+@click.option("--models", required=True, help="Comma-separated models it serves.")
+@click.option("--map", "mapping", multiple=True, help="public=upstream model name; repeatable.")
+@click.option("--priority", type=int, default=0)
+@click.option("--weight", type=int, default=1)
+@click.option("--timeout", type=float)
+@click.option("--disabled", is_flag=True)
+@click.pass_context
+def channels_add(ctx: click.Context, name: str, provider: str, base_url: str | None, api_key: str | None,
+                 api_key_env: str | None, models: str, mapping: tuple[str, ...], priority: int,
+                 weight: int, timeout: float | None, disabled: bool) -> None:
+    """Add a channel."""
+    try:
+        cfg = ChannelConfig(name=name, provider=provider, base_url=base_url, api_key=api_key,
+                            api_key_env=api_key_env, models=[m.strip() for m in models.split(",") if m.strip()],
+                            model_map=dict(m.split("=", 1) for m in mapping), priority=priority,
+                            weight=weight, enabled=not disabled, timeout_seconds=timeout)
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None
+    _run(_settings(ctx), lambda ns: ns.directory.create(cfg))
+    click.echo(f"channel {name}: added")
+
+
+def _channel_setter(command: str, enabled: bool):
+    @channels.command(command)
+    @click.argument("name")
+    @click.pass_context
+    def run(ctx: click.Context, name: str) -> None:
+        _run(_settings(ctx), lambda ns: ns.directory.update(name, {"enabled": enabled}))
+        click.echo(f"channel {name}: {command}d")
+
+    run.__doc__ = f"{command.capitalize()} a channel."
+    return run
+
+
+_channel_setter("enable", True)
+_channel_setter("disable", False)
+
+
+@channels.command("remove")
+@click.argument("name")
+@click.pass_context
+def channels_remove(ctx: click.Context, name: str) -> None:
+    """Remove a channel."""
+    _run(_settings(ctx), lambda ns: ns.directory.delete(name))
+    click.echo(f"channel {name}: removed")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Settings: one typed object, read once at start-up and passed down.
+
+Sources, strongest first: explicit overrides (CLI flags), environment variables
+(PIXELGATE_*, nested with "__"), then the config file (TOML or YAML) named by --config or
+PIXELGATE_CONFIG. Everything has an embedded default, so no configuration at all gives a
+working gateway: SQLite and images under ./data, the offline `sandbox` provider enabled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
+                               TomlConfigSettingsSource, YamlConfigSettingsSource)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending field."""
+
+
+class ChannelConfig(BaseModel):
+    """One upstream: a provider type, where to reach it and which models it serves."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    provider: str
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_env: str | None = None
+    models: list[str] = Field(min_length=1)
+    model_map: dict[str, str] = Field(default_factory=dict)
+    priority: int = 0
+    weight: int = Field(default=1, ge=1, le=1000)
+    enabled: bool = True
+    timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        from pixelgate.providers import REGISTRY
+
+        if value not in REGISTRY:
+            raise ValueError(f"unknown provider {value!r}; known: {', '.join(sorted(REGISTRY))}")
+        return value
+
+    @model_validator(mode="after")
+    def _key_source(self) -> "ChannelConfig":
+        if self.api_key and self.api_key_env:
+            raise ValueError("give api_key or api_key_env, not both")
+        if self.api_key_env and self.api_key_env not in os.environ:
+            raise ValueError(f"environment variable {self.api_key_env} (api_key_env) is not set")
+        from pixelgate.providers import REGISTRY
+
+        if REGISTRY[self.provider].needs_base_url and not self.base_url:
+            raise ValueError(f"provider {self.provider!r} needs base_url")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIXELGATE_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: str = "info"
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    storage_dir: Path | None = None
+    public_base_url: str | None = None
+    """Absolute base for image URLs; by default taken from the request's Host header."""
+
+    url_ttl_seconds: int = Field(default=3600, ge=1)
+    """How long a signed image URL stays valid."""
+    secret_key: str | None = Field(default=None, repr=False)
+    """Signs image URLs. By default one is generated and kept in the database, shared by every
+    worker and instance that uses it."""
+    admin_key: str | None = Field(default=None, repr=False)
+
+    sandbox: bool = True
+    """Serve the built-in offline `sandbox` models through a channel named `sandbox`."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Channels tried for one request when the earlier ones failed without accepting work."""
+    async_wait_seconds: float = Field(default=300, gt=0)
+    """How long a synchronous API waits for an asynchronous model before answering 504."""
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    cache_seconds: float = Field(default=2.0, ge=0)
+    """How long keys and channels read from the database are trusted in one process."""
+    upstream_connections: int = Field(default=4096, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    migrate_on_start: bool = True
+
+    channels: list[ChannelConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_channels(self) -> "Settings":
+        names = [c.name for c in self.channels]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"channel names must be unique: {', '.join(sorted(dupes))}")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'pixelgate.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.data_dir / "images").resolve()
+
+
+def load_settings(config_path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+    """Build Settings from overrides, environment and the config file; ConfigError names the
+    first bad field."""
+    path = config_path or os.environ.get("PIXELGATE_CONFIG")
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config file not found: {path}")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                       init_settings: PydanticBaseSettingsSource,
+                                       env_settings: PydanticBaseSettingsSource,
+                                       dotenv_settings: PydanticBaseSettingsSource,
+                                       file_secret_settings: PydanticBaseSettingsSource):
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if path is not None:
+                if str(path).endswith((".yaml", ".yml")):
+                    sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+                else:
+                    sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            return tuple(sources)
+
+    try:
+        return _FileSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except ValueError as exc:  # a malformed TOML/YAML file
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Any) -> str:
+    where = f" in {path}" if path else ""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"invalid configuration{where}: {field}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Images coming in (decoded and checked once) and image bytes helpers."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+from pixelgate.errors import InvalidRequest
+
+# Pillow format name -> (our short name, MIME type)
+FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpeg", "image/jpeg"),
+           "WEBP": ("webp", "image/webp"), "GIF": ("gif", "image/gif")}
+MIME_BY_FORMAT = {short: mime for short, mime in FORMATS.values()}
+EXTENSION = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
+
+MAX_PIXELS = 64_000_000
+"""Decompression-bomb guard: larger images are refused before they are decoded."""
+
+
+@dataclass(slots=True)
+class InputImage:
+    data: bytes
+    format: str
+    width: int
+    height: int
+    has_alpha: bool
+    filename: str | None = None
+
+    @property
+    def mime(self) -> str:
+        return MIME_BY_FORMAT[self.format]
+
+
+def read_image(data: bytes, field: str, filename: str | None = None) -> InputImage:
+    """Identify an uploaded image from its header (no full decode) or raise InvalidRequest."""
+    if not data:
+        raise InvalidRequest(f"'{field}' is empty.", field=field)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+            width, height = img.size
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    except Exception:  # Pillow raises a zoo of types for undecodable input
+        raise InvalidRequest(f"'{field}' is not a valid image (PNG, JPEG, WEBP or GIF).",
+                             field=field) from None
+    if fmt not in FORMATS:
+        raise InvalidRequest(f"'{field}' has unsupported format {fmt or 'unknown'}.", field=field)
+    if width * height > MAX_PIXELS:
+        raise InvalidRequest(f"'{field}' is too large: {width}x{height} pixels.", field=field)
+    return InputImage(data=data, format=FORMATS[fmt][0], width=width, height=height,
+                      has_alpha=has_alpha, filename=filename)
+
+
+def sniff_format(data: bytes) -> str:
+    """Image format from magic bytes; vendors do not always say what they sent."""
+    if data.startswith(b"\x89PNG"):
+        return "png"
+    if data.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:3] == b"GIF":
+        return "gif"
+    return "png"

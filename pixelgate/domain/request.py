@@ -1,0 +1,46 @@
+"""ImageRequest: the one internal request that every public API parses into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pixelgate.domain.images import InputImage
+
+
+class Operation(str, Enum):
+    GENERATE = "generate"
+    EDIT = "edit"
+    VARIATION = "variation"
+
+
+class Delivery(str, Enum):
+    URL = "url"
+    B64 = "b64_json"
+
+
+@dataclass(slots=True)
+class ImageRequest:
+    operation: Operation
+    model: str
+    prompt: str | None = None
+    n: int = 1
+    size: str | None = None
+    """As the client wrote it; checked against the model's capabilities by the engine."""
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    moderation: str | None = None
+    input_fidelity: str | None = None
+    seed: int | None = None
+    user: str | None = None
+    images: list[InputImage] = field(default_factory=list)
+    mask: InputImage | None = None
+    delivery: Delivery = Delivery.URL
+    stream: bool = False
+    partial_images: int | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Vendor-only fields, validated against the model's Options before any upstream call."""

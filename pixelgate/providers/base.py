@@ -1,0 +1,175 @@
+"""The provider interface: what every vendor module implements.
+
+A provider is capabilities (data) + a request builder + reply parsers, with no I/O of its own.
+The engine owns the HTTP client, timeouts, failover, polling, storage and the request log;
+a vendor module only translates between ImageRequest and the vendor's wire format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.domain.result import Finished, Pending, StreamPartial, Submitted
+from pixelgate.errors import (UpstreamBadResponse, UpstreamError, UpstreamRateLimited,
+                              UpstreamRejected, UpstreamUnavailable)
+
+GENERATE, EDIT, VARIATION = Operation.GENERATE, Operation.EDIT, Operation.VARIATION
+
+
+class VendorOptions(BaseModel):
+    """Base for a model's vendor-only fields; unknown fields are refused, never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one model can do. The engine's validator is the only consumer; a provider never
+    checks these itself."""
+
+    operations: frozenset[Operation]
+    """Operations the model performs; any other is a 400 naming `model`."""
+    max_prompt: int | None = None
+    """Longest prompt in characters; None for no limit."""
+    prompt_required: frozenset[Operation] = frozenset({GENERATE, EDIT})
+    """Operations whose prompt may not be empty."""
+    max_n: int = 10
+    """Most images one request may ask for."""
+    sizes: tuple[str, ...] | None = None
+    """Allowed `size` values; None accepts any WxH within `max_side`."""
+    sizes_by_operation: Mapping[Operation, tuple[str, ...]] = field(default_factory=dict)
+    """Overrides `sizes` for one operation."""
+    max_side: int = 4096
+    qualities: tuple[str, ...] | None = None
+    """Allowed `quality` values; None means the field is not accepted."""
+    styles: tuple[str, ...] | None = None
+    backgrounds: tuple[str, ...] | None = None
+    output_formats: tuple[str, ...] | None = None
+    output_compression: bool = False
+    moderation: tuple[str, ...] | None = None
+    input_fidelity: tuple[str, ...] | None = None
+    """Allowed `input_fidelity` values (edits only); None means not accepted."""
+    stream: bool = False
+    max_images: int = 1
+    """Most input images an edit takes."""
+    image_formats: tuple[str, ...] = ("png",)
+    image_max_bytes: int = 4 * 1024 * 1024
+    square_images: bool = False
+    """Input images (and so masks) must be square."""
+    image_needs_alpha_without_mask: bool = False
+    """dall-e-2: an edit without a mask uses the image's own transparency as the mask."""
+    options: type[VendorOptions] | None = None
+    """Vendor-only fields the model takes (request.extras); None takes none."""
+
+
+@dataclass(slots=True)
+class FilePart:
+    data: bytes
+    filename: str
+    content_type: str
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    form: list[tuple[str, str | FilePart]] | None = None
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+    payload: Any = None
+    """Already-decoded body, for in-process transports that need no serialization."""
+
+    def json(self) -> Any:
+        if self.payload is not None:
+            return self.payload
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse(
+                f"upstream answered HTTP {self.status} with a body that is not JSON") from None
+
+
+@dataclass(slots=True)
+class Channel:
+    """A configured upstream as the engine sees it (no secrets are ever logged from here)."""
+
+    name: str
+    provider: str
+    base_url: str | None
+    api_key: str | None
+    models: tuple[str, ...]
+    model_map: Mapping[str, str]
+    priority: int = 0
+    weight: int = 1
+    timeout: float | None = None
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_map.get(model, model)
+
+
+class Provider:
+    """Base class. Subclasses set the class attributes and implement build/parse."""
+
+    name: ClassVar[str]
+    models: ClassVar[dict[str, Capabilities]] = {}
+    """Models this vendor defines, with their capabilities (the catalog reads this)."""
+    generic: ClassVar[Capabilities | None] = None
+    """Capabilities for a model name the provider does not know (e.g. any model behind an
+    OpenAI-compatible gateway); None refuses unknown names."""
+    transport: ClassVar[str] = "http"
+    """Which engine transport carries its calls: "http", or "sandbox" for the in-process one."""
+    needs_base_url: ClassVar[bool] = False
+    default_base_url: ClassVar[str | None] = None
+    timeout: ClassVar[float] = 120.0
+    """Seconds one upstream call may take; image models are slow. A channel may override."""
+
+    def base_url(self, channel: Channel) -> str:
+        return (channel.base_url or self.default_base_url or "").rstrip("/")
+
+    def build(self, req: ImageRequest, model: str, channel: Channel) -> UpstreamCall:
+        raise NotImplementedError
+
+    def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Submitted:
+        raise NotImplementedError
+
+    def build_poll(self, job: Submitted, channel: Channel) -> UpstreamCall:
+        raise NotImplementedError(f"{self.name} has no asynchronous jobs")
+
+    def parse_poll(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Pending:
+        raise NotImplementedError(f"{self.name} has no asynchronous jobs")
+
+    def parse_stream_event(self, req: ImageRequest, event: str,
+                           data: Any) -> StreamPartial | Finished | None:
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def parse_error(self, reply: UpstreamReply) -> UpstreamError:
+        """Default mapping of an HTTP error status; vendors refine it from their error body."""
+        return error_for_status(reply.status, f"upstream answered HTTP {reply.status}")
+
+
+def error_for_status(status: int, message: str, field: str | None = None,
+                     code: str | None = None) -> UpstreamError:
+    """The gateway error class for an upstream HTTP status, before any vendor refinement."""
+    if status == 429:
+        return UpstreamRateLimited(message, code=code)
+    if status in (401, 403):
+        # The channel's own key is wrong or lacks access: the client is not at fault and
+        # nothing was accepted, so another channel may serve it.
+        return UpstreamUnavailable(f"upstream refused the channel's credentials: {message}",
+                                   code="upstream_auth_failed")
+    if 400 <= status < 500:
+        return UpstreamRejected(message, field=field, code=code)
+    return UpstreamUnavailable(message, code=code)

@@ -1,0 +1,157 @@
+"""API keys: creation, hashing and the one authenticate() every surface calls.
+
+Keys are shown once and stored only as SHA-256 (they are 256-bit random strings, so a slow
+password hash would add latency to every request and no safety). A verified key is trusted
+for `cache_seconds` in this process, which bounds how long a revoked key keeps working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from pixelgate.db.models import ApiKey
+from pixelgate.errors import Forbidden, NotFound, Unauthorized
+
+KEY_PREFIX = "pg-"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: int
+    name: str
+    is_admin: bool
+    allowed_models: frozenset[str] | None
+    expires_at: datetime | None
+
+    def may_use(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
+
+    def require_model(self, model: str) -> None:
+        if not self.may_use(model):
+            raise Forbidden(f"This API key is not allowed to use model '{model}'.", field="model")
+
+
+def hash_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The key, from whichever header the client's SDK uses: `Authorization: Bearer` (OpenAI,
+    predictions, Replicate), `Api-Key` (Ideogram) or `mj-api-secret` (midjourney-proxy)."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("api-key") or headers.get("mj-api-secret") or None
+
+
+def key_view(row: ApiKey) -> dict:
+    """A key as the admin API and CLI show it: never the key or its hash."""
+    return {"id": row.id, "name": row.name, "prefix": row.prefix, "is_admin": row.is_admin,
+            "enabled": row.enabled, "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+            "allowed_models": row.allowed_models, "created_at": row.created_at.isoformat()}
+
+
+class KeyStore:
+    def __init__(self, sessions: async_sessionmaker, cache_seconds: float = 2.0) -> None:
+        self._sessions = sessions
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
+                               "or 'Api-Key: <key>'.", code="missing_api_key")
+        digest = hash_key(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            principal = hit[1]
+        else:
+            principal = await self._load(digest)
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[digest] = (now + self._cache_seconds, principal)
+        if principal is None:
+            raise Unauthorized(f"Incorrect API key provided: {token[:6]}****. The key is unknown or disabled.")
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(timezone.utc):
+            raise Unauthorized("This API key has expired.", code="expired_api_key")
+        return principal
+
+    async def _load(self, digest: str) -> Principal | None:
+        async with self._sessions() as session:
+            row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar_one_or_none()
+        if row is None or not row.enabled:
+            return None
+        expires = row.expires_at
+        if expires is not None and expires.tzinfo is None:  # SQLite drops the zone
+            expires = expires.replace(tzinfo=timezone.utc)
+        models = frozenset(row.allowed_models) if row.allowed_models is not None else None
+        return Principal(row.id, row.name, row.is_admin, models, expires)
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    async def create(self, name: str, *, is_admin: bool = False, expires_at: datetime | None = None,
+                     allowed_models: list[str] | None = None, token: str | None = None) -> tuple[ApiKey, str]:
+        token = token or new_key()
+        row = ApiKey(name=name, key_hash=hash_key(token), prefix=token[:8], is_admin=is_admin,
+                     enabled=True, expires_at=expires_at, allowed_models=allowed_models)
+        async with self._sessions() as session, session.begin():
+            session.add(row)
+        return row, token
+
+    async def list(self) -> list[ApiKey]:
+        async with self._sessions() as session:
+            return list((await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars())
+
+    async def get(self, key_id: int) -> ApiKey:
+        async with self._sessions() as session:
+            row = await session.get(ApiKey, key_id)
+        if row is None:
+            raise NotFound(f"No API key with id {key_id}.", field="id")
+        return row
+
+    async def update(self, key_id: int, **fields) -> ApiKey:
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**fields))
+            if result.rowcount == 0:
+                raise NotFound(f"No API key with id {key_id}.", field="id")
+        self.forget()
+        return await self.get(key_id)
+
+    async def delete(self, key_id: int) -> None:
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+        if result.rowcount == 0:
+            raise NotFound(f"No API key with id {key_id}.", field="id")
+        self.forget()
+
+    async def ensure_admin(self, admin_key: str | None) -> str | None:
+        """Make sure an admin key exists. Returns a newly generated key (to print once), or
+        None when PIXELGATE_ADMIN_KEY was given or an admin key already exists."""
+        async with self._sessions() as session:
+            if admin_key:
+                found = (await session.execute(
+                    select(ApiKey.id).where(ApiKey.key_hash == hash_key(admin_key)))).first()
+                if found is None:
+                    await self.create("admin (PIXELGATE_ADMIN_KEY)", is_admin=True, token=admin_key)
+                return None
+            found = (await session.execute(select(ApiKey.id).where(ApiKey.is_admin.is_(True)))).first()
+        if found is not None:
+            return None
+        _, token = await self.create("admin", is_admin=True)
+        return token

@@ -1,0 +1,243 @@
+"""THE pipeline every surface calls: route -> validate -> call (with failover) -> store -> answer.
+
+It is the only code that talks to upstreams. Whether to try another channel is a property of
+the error class (`retry_elsewhere`): yes when the failure proves the vendor accepted nothing
+(connection refused, 429, 5xx, a bad channel key), never once a vendor accepted a job, and not
+after a timeout, which is ambiguous (the vendor may still finish and bill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+
+import pybase64
+
+from pixelgate.config import Settings
+from pixelgate.db.models import RequestLog, StoredImage
+from pixelgate.domain.images import sniff_format
+from pixelgate.domain.request import Delivery, ImageRequest
+from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
+                                     Submitted, UpstreamImage)
+from pixelgate.domain.validate import validate
+from pixelgate.errors import GatewayError, UpstreamBadResponse, UpstreamError, UpstreamTimeout
+from pixelgate.providers import REGISTRY
+from pixelgate.providers.base import Channel, Provider, UpstreamCall, UpstreamReply
+from pixelgate.services.auth import Principal
+from pixelgate.services.records import RecordWriter
+from pixelgate.services.routing import ChannelDirectory, Route
+from pixelgate.services.storage import LocalStorage, UrlSigner, file_name
+from pixelgate.services.transport import upstream_errors
+
+T = TypeVar("T")
+
+
+class Transport(Protocol):
+    async def send(self, call: UpstreamCall, timeout: float) -> UpstreamReply: ...
+    async def stream(self, call: UpstreamCall, timeout: float) -> tuple[UpstreamReply, AsyncIterator[tuple[str, Any]]]: ...
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What one client request did, for its log row."""
+
+    request_id: str
+    surface: str
+    base_url: str
+    principal: Principal | None = None
+    operation: str | None = None
+    model: str | None = None
+    channel: str | None = None
+    images_requested: int = 0
+    images_delivered: int = 0
+    attempts: list[dict] = field(default_factory=list)
+    stored: list[StoredImage] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def attempt(self, channel: Channel, error: GatewayError | None, since: float) -> None:
+        entry: dict[str, Any] = {"channel": channel.name, "ms": round((time.perf_counter() - since) * 1000, 1)}
+        if error is not None:
+            entry.update(error=error.code, status=error.status, message=error.message[:300])
+        self.attempts.append(entry)
+
+    def rows(self, status: int, error: GatewayError | None = None) -> list:
+        log = RequestLog(
+            id=self.request_id, key_id=self.principal.key_id if self.principal else None,
+            surface=self.surface, operation=self.operation, model=self.model, channel=self.channel,
+            status=status, error_code=error.code if error else None,
+            error=error.message[:2000] if error else None, images_requested=self.images_requested,
+            images_delivered=self.images_delivered,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 2), attempts=self.attempts)
+        return [log, *self.stored]
+
+
+@dataclass(slots=True)
+class StreamCompleted:
+    image: DeliveredImage
+    meta: dict[str, Any]
+
+
+class Engine:
+    def __init__(self, settings: Settings, directory: ChannelDirectory, storage: LocalStorage,
+                 signer: UrlSigner, records: RecordWriter, transports: dict[str, Transport]) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.storage = storage
+        self.signer = signer
+        self.records = records
+        self.transports = transports
+
+    async def prepare(self, req: ImageRequest, ctx: RequestContext) -> Route:
+        """Everything that can refuse the request before anything is spent."""
+        ctx.operation, ctx.model, ctx.images_requested = req.operation.value, req.model, req.n
+        route = await self.directory.route(req.model)
+        assert ctx.principal is not None
+        ctx.principal.require_model(req.model)
+        validate(req, route.capabilities)
+        return route
+
+    async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
+        route = await self.prepare(req, ctx)
+        finished = await self._failover(route, ctx, lambda p, c: self._call(p, c, req))
+        images = await self._deliver(finished, req, ctx)
+        return ImageResult(ctx.request_id, req.model, images, int(time.time()), finished.meta)
+
+    async def stream(self, req: ImageRequest, ctx: RequestContext) -> AsyncIterator[StreamPartial | StreamCompleted]:
+        """Partial previews as the vendor sends them, then each finished image once stored.
+        Failover happens only before the first event; after that the stream is committed."""
+        route = await self.prepare(req, ctx)
+
+        async def open_stream(provider: Provider, channel: Channel):
+            call = provider.build(req, channel.upstream_model(req.model), channel)
+            reply, events = await self._transport(provider).stream(call, self._timeout(provider, channel))
+            if reply.status >= 400:
+                raise provider.parse_error(reply)
+            return provider, channel, events
+
+        provider, channel, events = await self._failover(route, ctx, open_stream)
+        return self._relay(provider, channel, events, req, ctx)
+
+    async def _relay(self, provider: Provider, channel: Channel, events: AsyncIterator[tuple[str, Any]],
+                     req: ImageRequest, ctx: RequestContext) -> AsyncIterator[StreamPartial | StreamCompleted]:
+        # The HTTP transport's own total timeout bounds the stream; an asyncio timeout here would
+        # also fire while the consumer holds the generator suspended.
+        with upstream_errors(channel.name):
+            async for name, data in events:
+                parsed = provider.parse_stream_event(req, name, data)
+                if isinstance(parsed, StreamPartial):
+                    yield parsed
+                elif isinstance(parsed, Finished):
+                    for image in await self._deliver(parsed, req, ctx):
+                        yield StreamCompleted(image, parsed.meta)
+
+    # -- upstream calls --
+
+    async def _failover(self, route: Route, ctx: RequestContext,
+                        attempt: Callable[[Provider, Channel], Awaitable[T]]) -> T:
+        last: UpstreamError | None = None
+        for channel in route.channels[: self.settings.max_attempts]:
+            provider = REGISTRY[channel.provider]
+            since = time.perf_counter()
+            try:
+                with upstream_errors(channel.name):
+                    outcome = await attempt(provider, channel)
+            except UpstreamError as exc:
+                ctx.attempt(channel, exc, since)
+                last = exc
+                if exc.retry_elsewhere:
+                    continue
+                raise
+            ctx.attempt(channel, None, since)
+            ctx.channel = channel.name
+            return outcome
+        assert last is not None
+        raise last
+
+    async def _call(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished:
+        call = provider.build(req, channel.upstream_model(req.model), channel)
+        reply = await self._send(provider, channel, call)
+        if reply.status >= 400:
+            raise provider.parse_error(reply)
+        outcome = provider.parse(req, reply)
+        if isinstance(outcome, Submitted):
+            try:
+                return await self._wait(provider, channel, req, outcome)
+            except UpstreamError as exc:
+                exc.retry_elsewhere = False  # the job was accepted: another channel would bill again
+                raise
+        return outcome
+
+    async def _wait(self, provider: Provider, channel: Channel, req: ImageRequest, job: Submitted) -> Finished:
+        """Poll an accepted job until it finishes or the synchronous deadline passes."""
+        deadline = time.monotonic() + self.settings.async_wait_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(self.settings.poll_interval_seconds, max(0.0, deadline - time.monotonic())))
+            reply = await self._send(provider, channel, provider.build_poll(job, channel))
+            if reply.status >= 400:
+                error = provider.parse_error(reply)
+                if error.retry_elsewhere:
+                    continue  # a hiccup while polling; the job itself is still there
+                raise error
+            outcome = provider.parse_poll(req, reply)
+            if isinstance(outcome, Finished):
+                return outcome
+            assert isinstance(outcome, Pending)
+        raise UpstreamTimeout(f"The job on channel {channel.name!r} did not finish within "
+                              f"{self.settings.async_wait_seconds:g} s.", code="job_deadline_exceeded")
+
+    async def _send(self, provider: Provider, channel: Channel, call: UpstreamCall) -> UpstreamReply:
+        timeout = self._timeout(provider, channel)
+        async with asyncio.timeout(timeout):
+            return await self._transport(provider).send(call, timeout)
+
+    def _transport(self, provider: Provider) -> Transport:
+        return self.transports[provider.transport]
+
+    @staticmethod
+    def _timeout(provider: Provider, channel: Channel) -> float:
+        return channel.timeout or provider.timeout
+
+    # -- delivery --
+
+    async def _deliver(self, finished: Finished, req: ImageRequest, ctx: RequestContext) -> list[DeliveredImage]:
+        if not finished.images:
+            raise UpstreamBadResponse("The upstream answered without any image.")
+        delivered = await asyncio.gather(*(self._store(image, req, ctx) for image in finished.images))
+        ctx.images_delivered += len(delivered)
+        return list(delivered)
+
+    async def _store(self, image: UpstreamImage, req: ImageRequest, ctx: RequestContext) -> DeliveredImage:
+        if image.data is not None:
+            data = image.data
+        elif image.b64 is not None:
+            try:
+                data = pybase64.b64decode(image.b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise UpstreamBadResponse("The upstream sent an image that is not valid base64.") from None
+        else:
+            data = await self._fetch(image.url or "")
+        fmt = sniff_format(data)
+        image_id = secrets.token_hex(16)
+        name = file_name(image_id, fmt)
+        await self.storage.put(name, data)
+        ctx.stored.append(StoredImage(id=image_id, request_id=ctx.request_id, format=fmt, bytes=len(data),
+                                      key_id=ctx.principal.key_id if ctx.principal else None))
+        if req.delivery is Delivery.URL:
+            return DeliveredImage(image_id, fmt, url=self.signer.url(ctx.base_url, name),
+                                  revised_prompt=image.revised_prompt)
+        b64 = image.b64 if image.b64 is not None else pybase64.b64encode(data).decode()
+        return DeliveredImage(image_id, fmt, b64=b64, revised_prompt=image.revised_prompt)
+
+    async def _fetch(self, url: str) -> bytes:
+        """Download an image a vendor handed us by URL (they expire, so at once)."""
+        call = UpstreamCall("GET", url)
+        with upstream_errors("image download"):
+            async with asyncio.timeout(60):
+                reply = await self.transports["http"].send(call, 60)
+        if reply.status != 200 or not reply.body:
+            raise UpstreamBadResponse(f"The upstream's image URL answered HTTP {reply.status}.")
+        return reply.body

@@ -1,0 +1,181 @@
+"""Channels: which upstreams serve a model, in which order they are tried, and their CRUD.
+
+The database is the one source of truth (config-file channels are synced into it at start-up),
+so every worker and instance routes alike. Each process trusts what it read for
+`cache_seconds`; a change made through this process is seen at once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from pixelgate.config import ChannelConfig
+from pixelgate.db.models import ChannelRow
+from pixelgate.errors import InvalidRequest, ModelNotFound, NoChannelAvailable, NotFound
+from pixelgate.providers import REGISTRY
+from pixelgate.providers.base import Capabilities, Channel
+from pixelgate.providers.sandbox import Sandbox
+
+SANDBOX_CHANNEL = "sandbox"
+EDITABLE = ("provider", "base_url", "api_key", "api_key_env", "models", "model_map", "priority",
+            "weight", "enabled", "timeout_seconds")
+
+# Every model a provider declares, with its capabilities: a model behaves the same whichever
+# channel serves it (dall-e-3 takes n=1 through OpenAI itself or through another gateway).
+KNOWN_MODELS: dict[str, tuple[str, Capabilities]] = {}
+for _provider in REGISTRY.values():
+    for _model, _caps in _provider.models.items():
+        KNOWN_MODELS.setdefault(_model, (_provider.name, _caps))
+
+
+def channel_view(row: ChannelRow) -> dict:
+    """A channel as the admin API and CLI show it: the upstream key itself never leaves."""
+    return {"name": row.name, "provider": row.provider, "base_url": row.base_url,
+            "has_api_key": bool(row.api_key or row.api_key_env), "api_key_env": row.api_key_env,
+            "models": row.models, "model_map": row.model_map, "priority": row.priority,
+            "weight": row.weight, "enabled": row.enabled, "timeout_seconds": row.timeout_seconds,
+            "source": row.source}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model: str
+    capabilities: Capabilities
+    channels: tuple[Channel, ...]
+
+
+class ChannelDirectory:
+    def __init__(self, sessions: async_sessionmaker, cache_seconds: float = 2.0) -> None:
+        self._sessions = sessions
+        self._cache_seconds = cache_seconds
+        self._routes: dict[str, Route] = {}
+        self._has_disabled: set[str] = set()
+        self._expires = 0.0
+
+    async def route(self, model: str) -> Route:
+        """The model's capabilities and its enabled channels, best first (priority, then a
+        weighted shuffle so that load spreads by weight)."""
+        routes = await self._snapshot()
+        found = routes.get(model)
+        if found is None:
+            if model in self._has_disabled:
+                raise NoChannelAvailable(f"Every channel serving model '{model}' is disabled.")
+            raise ModelNotFound(f"The model '{model}' does not exist or no channel serves it.",
+                                field="model")
+        ordered = sorted(found.channels, key=lambda c: (-c.priority, -random.random() ** (1.0 / c.weight)))
+        return Route(found.model, found.capabilities, tuple(ordered))
+
+    async def models(self) -> list[tuple[str, str]]:
+        """(model, provider of its first channel) for every model that can be served."""
+        routes = await self._snapshot()
+        return sorted((m, r.channels[0].provider) for m, r in routes.items())
+
+    def forget(self) -> None:
+        self._expires = 0.0
+
+    async def _snapshot(self) -> dict[str, Route]:
+        if time.monotonic() < self._expires:
+            return self._routes
+        async with self._sessions() as session:
+            rows = list((await session.execute(select(ChannelRow))).scalars())
+        channels: dict[str, list[Channel]] = {}
+        caps: dict[str, Capabilities] = {}
+        disabled: set[str] = set()
+        for row in rows:
+            if not row.enabled:
+                disabled.update(row.models)
+                continue
+            provider = REGISTRY.get(row.provider)
+            if provider is None:
+                continue
+            channel = Channel(name=row.name, provider=row.provider, base_url=row.base_url,
+                              api_key=row.api_key or (os.environ.get(row.api_key_env) if row.api_key_env else None),
+                              models=tuple(row.models), model_map=dict(row.model_map or {}),
+                              priority=row.priority, weight=row.weight, timeout=row.timeout_seconds)
+            for model in row.models:
+                known = KNOWN_MODELS.get(model)
+                model_caps = known[1] if known else provider.generic
+                if model_caps is None:
+                    continue
+                caps.setdefault(model, model_caps)
+                channels.setdefault(model, []).append(channel)
+        self._routes = {m: Route(m, caps[m], tuple(chs)) for m, chs in channels.items()}
+        self._has_disabled = disabled - set(self._routes)
+        self._expires = time.monotonic() + self._cache_seconds
+        return self._routes
+
+    # -- management (admin API, CLI, start-up sync) --
+
+    async def sync_config(self, configured: list[ChannelConfig], sandbox: bool) -> None:
+        """Make the database's config-sourced channels match the config file."""
+        wanted = {c.name: c for c in configured}
+        if sandbox and SANDBOX_CHANNEL not in wanted:
+            wanted[SANDBOX_CHANNEL] = ChannelConfig(name=SANDBOX_CHANNEL, provider="sandbox",
+                                                    models=list(Sandbox.models), priority=-100)
+        async with self._sessions() as session, session.begin():
+            rows = {r.name: r for r in (await session.execute(select(ChannelRow))).scalars()}
+            for name, row in rows.items():
+                if row.source == "config" and name not in wanted:
+                    await session.delete(row)
+            for name, cfg in wanted.items():
+                row = rows.get(name)
+                if row is None:
+                    row = ChannelRow(name=name)
+                    session.add(row)
+                elif row.source != "config":
+                    continue  # a channel made at run time keeps precedence over the file
+                for field in EDITABLE:
+                    setattr(row, field, getattr(cfg, field))
+                row.source = "config"
+        self.forget()
+
+    async def list(self) -> list[ChannelRow]:
+        async with self._sessions() as session:
+            return list((await session.execute(select(ChannelRow).order_by(ChannelRow.name))).scalars())
+
+    async def get(self, name: str) -> ChannelRow:
+        async with self._sessions() as session:
+            row = (await session.execute(select(ChannelRow).where(ChannelRow.name == name))).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"No channel named '{name}'.", field="name")
+        return row
+
+    async def create(self, cfg: ChannelConfig) -> ChannelRow:
+        async with self._sessions() as session, session.begin():
+            exists = (await session.execute(select(ChannelRow.id).where(ChannelRow.name == cfg.name))).first()
+            if exists:
+                raise InvalidRequest(f"A channel named '{cfg.name}' already exists.", field="name",
+                                     code="already_exists")
+            row = ChannelRow(name=cfg.name, source="admin", **{f: getattr(cfg, f) for f in EDITABLE})
+            session.add(row)
+        self.forget()
+        return row
+
+    async def update(self, name: str, changes: dict) -> ChannelRow:
+        current = await self.get(name)
+        merged = {**{f: getattr(current, f) for f in EDITABLE}, **changes, "name": name}
+        if "api_key" in changes and changes["api_key"]:
+            merged["api_key_env"] = None
+        if changes.get("api_key_env"):
+            merged["api_key"] = None
+        cfg = ChannelConfig.model_validate(merged)  # the same rules as the config file
+        async with self._sessions() as session, session.begin():
+            row = (await session.execute(select(ChannelRow).where(ChannelRow.name == name))).scalar_one()
+            for field in EDITABLE:
+                setattr(row, field, getattr(cfg, field))
+            row.source = "admin"
+        self.forget()
+        return row
+
+    async def delete(self, name: str) -> None:
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(delete(ChannelRow).where(ChannelRow.name == name))
+        if result.rowcount == 0:
+            raise NotFound(f"No channel named '{name}'.", field="name")
+        self.forget()

@@ -1,0 +1,62 @@
+"""Where delivered images live, and the signed, expiring URLs that serve them.
+
+Every image is written here before the client is answered, whatever the client asked for,
+because vendor URLs expire and a client may lose a base64 answer. Local disk by default; the
+interface (put / path) is what an S3-compatible store will implement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import time
+from pathlib import Path
+
+from pixelgate.domain.images import EXTENSION
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        """`name` is "<id>.<ext>"; ids are hex, so the first two characters fan out folders."""
+        return self.root / name[:2] / name
+
+    async def put(self, name: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self.path(name), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)  # readers never see a half-written image
+
+
+def file_name(image_id: str, fmt: str) -> str:
+    return f"{image_id}.{EXTENSION[fmt]}"
+
+
+class UrlSigner:
+    """HMAC-signed links: whoever holds the link may fetch the image until it expires."""
+
+    def __init__(self, secret: str, ttl_seconds: int, public_base_url: str | None = None) -> None:
+        self._secret = secret.encode()
+        self.ttl = ttl_seconds
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+
+    def _sign(self, name: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def url(self, request_base: str, name: str) -> str:
+        expires = int(time.time()) + self.ttl
+        base = self.public_base_url or request_base.rstrip("/")
+        return f"{base}/files/{name}?exp={expires}&sig={self._sign(name, expires)}"
+
+    def verify(self, name: str, expires: int, signature: str) -> bool:
+        return expires >= time.time() and hmac.compare_digest(self._sign(name, expires), signature)

@@ -1,0 +1,114 @@
+"""How upstream calls travel: HTTP through one pooled aiohttp session, or in-process to the
+sandbox. Both answer UpstreamReply; foreign exceptions are translated at one place,
+`upstream_errors()`, into the gateway's UpstreamError classes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, AsyncIterator, Iterator
+
+import aiohttp
+import orjson
+
+from pixelgate.errors import (UpstreamBadResponse, UpstreamError, UpstreamTimeout,
+                              UpstreamUnavailable)
+from pixelgate.providers.base import FilePart, UpstreamCall, UpstreamReply
+
+
+@contextlib.contextmanager
+def upstream_errors(channel: str) -> Iterator[None]:
+    """Turn client-library and socket errors into our classes, most specific first: a failure
+    to connect proves nothing was accepted (so another channel may be tried), while a broken
+    or silent connection after sending is ambiguous (the vendor may still work and bill)."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(f"channel {channel!r} did not answer in time") from None
+    except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+        raise UpstreamUnavailable(f"cannot connect to channel {channel!r}: {exc.__class__.__name__}") from None
+    except (aiohttp.ClientError, ConnectionError, OSError) as exc:
+        raise UpstreamBadResponse(f"channel {channel!r} broke the connection: {exc.__class__.__name__}") from None
+
+
+class HttpTransport:
+    def __init__(self, connections: int) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._connections = connections
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created lazily: it must be born inside the running loop
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0,
+                                             ttl_dns_cache=300, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                                  skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _request(self, call: UpstreamCall, timeout: float):
+        kwargs: dict[str, Any] = {"headers": call.headers,
+                                  "timeout": aiohttp.ClientTimeout(total=timeout)}
+        if call.json is not None:
+            kwargs["data"] = orjson.dumps(call.json)
+            kwargs["headers"] = {**call.headers, "Content-Type": "application/json"}
+        elif call.form is not None:
+            form = aiohttp.FormData()
+            for name, value in call.form:
+                if isinstance(value, FilePart):
+                    form.add_field(name, value.data, filename=value.filename, content_type=value.content_type)
+                else:
+                    form.add_field(name, value)
+            kwargs["data"] = form
+        return self.session.request(call.method, call.url, **kwargs)
+
+    async def send(self, call: UpstreamCall, timeout: float) -> UpstreamReply:
+        async with self._request(call, timeout) as resp:
+            return UpstreamReply(resp.status, resp.headers, await resp.read())
+
+    async def stream(self, call: UpstreamCall, timeout: float) -> tuple[UpstreamReply, AsyncIterator[tuple[str, Any]]]:
+        resp = await self._request(call, timeout).__aenter__()
+        if resp.status >= 400 or "text/event-stream" not in resp.headers.get("content-type", ""):
+            try:
+                return UpstreamReply(resp.status, resp.headers, await resp.read()), _none()
+            finally:
+                resp.release()
+        return UpstreamReply(resp.status, resp.headers), _sse_events(resp)
+
+
+async def _none() -> AsyncIterator[tuple[str, Any]]:
+    return
+    yield  # pragma: no cover
+
+
+async def _sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """Server-sent events as (event, parsed data). Lines are split by hand because a frame that
+    carries a whole image in base64 is longer than aiohttp's readline allows."""
+    buffer = b""
+    event, data_lines = "message", []
+    try:
+        async for chunk in resp.content.iter_any():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.rstrip(b"\r")
+                if not line:
+                    if data_lines:
+                        data = b"\n".join(data_lines)
+                        if data.strip() != b"[DONE]":
+                            try:
+                                yield event, orjson.loads(data)
+                            except orjson.JSONDecodeError:
+                                raise UpstreamBadResponse("upstream sent an event that is not JSON") from None
+                    event, data_lines = "message", []
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip().decode()
+                elif line.startswith(b"data:"):
+                    data_lines.append(line[5:].lstrip())
+    finally:
+        resp.release()

@@ -1,0 +1,68 @@
+"""SurfaceRoute: renders every GatewayError raised while serving a route in the surface's own
+error shape, and writes the request log row. Dependencies and body validation run inside the
+route handler, so auth and validation failures get the surface's shape too."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Callable
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from pixelgate.errors import GatewayError, InvalidRequest
+from pixelgate.services.engine import RequestContext
+
+log = logging.getLogger("pixelgate")
+
+ErrorRenderer = Callable[[GatewayError], Response]
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def context(request: Request) -> RequestContext:
+    return request.state.ctx
+
+
+def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True) -> type[APIRoute]:
+    class SurfaceRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                request_id = new_request_id()
+                ctx = RequestContext(request_id=request_id, surface=surface, base_url=str(request.base_url))
+                request.state.ctx = ctx
+                error: GatewayError | None = None
+                try:
+                    response = await handler(request)
+                except GatewayError as exc:
+                    error = exc
+                except RequestValidationError as exc:
+                    error = _validation_error(exc)
+                except Exception as exc:  # last resort: log it, answer 500 in our shape
+                    log.exception("unhandled error in %s %s", request.method, request.url.path)
+                    error = GatewayError(f"Internal error ({exc.__class__.__name__}); request id {request_id}.")
+                if error is not None:
+                    response = render_error(error)
+                    response.headers.update(error.headers)
+                response.headers["x-request-id"] = request_id
+                if logged and not getattr(request.state, "log_deferred", False):
+                    request.app.state.services.records.add(*ctx.rows(response.status_code, error))
+                return response
+
+            return handle
+
+    return SurfaceRoute
+
+
+def _validation_error(exc: RequestValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = ".".join(loc) or None
+    return InvalidRequest(f"Invalid value for '{field}': {err.get('msg')}." if field else str(err.get("msg")),
+                          field=field)

@@ -1,0 +1,35 @@
+"""GET /files/{id}.{ext}?exp=&sig= : images from the gateway's own storage, by signed link."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+
+from pixelgate.domain.images import MIME_BY_FORMAT
+from pixelgate.errors import Forbidden, NotFound
+from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces.openai_images import render_error
+
+router = APIRouter(route_class=surface_route("files", render_error, logged=False))
+
+_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|webp|gif)$")
+_MIME = {"png": MIME_BY_FORMAT["png"], "jpg": MIME_BY_FORMAT["jpeg"], "webp": MIME_BY_FORMAT["webp"],
+         "gif": MIME_BY_FORMAT["gif"]}
+
+
+@router.get("/files/{name}")
+async def get_file(name: str, request: Request, exp: int = 0, sig: str = "") -> Response:
+    services = request.app.state.services
+    match = _NAME.match(name)
+    if not match:
+        raise NotFound("No such file.")
+    if not services.signer.verify(name, exp, sig):
+        raise Forbidden("This link is invalid or has expired.", code="link_expired")
+    path = services.storage.path(name)
+    if not path.is_file():
+        raise NotFound("No such file.")
+    return FileResponse(path, media_type=_MIME[match.group(1)],
+                        headers={"cache-control": f"private, max-age={max(0, exp - int(time.time()))}"})

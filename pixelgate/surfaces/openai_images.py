@@ -1,0 +1,233 @@
+"""The OpenAI Images API, wire-compatible with the official SDKs pointed here by base_url.
+
+  POST /v1/images/generations   JSON            (also POST /images/generations, no /v1)
+  POST /v1/images/edits         multipart: image | image[] (several), mask
+  POST /v1/images/variations    multipart: image
+  GET  /v1/models, /v1/models/{id}
+Answers {"created", "data": [{"url" | "b64_json", "revised_prompt"?}], ...}; with stream=true,
+server-sent events as OpenAI sends them. Errors: {"error": {"message", "type", "param", "code"}}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from starlette.datastructures import UploadFile
+
+from pixelgate.domain.images import read_image
+from pixelgate.domain.request import Delivery, ImageRequest, Operation
+from pixelgate.domain.result import ImageResult
+from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, PayloadTooLarge
+from pixelgate.services.auth import token_from_headers
+from pixelgate.services.engine import StreamCompleted
+from pixelgate.surfaces._route import context, surface_route
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def render_error(exc: GatewayError) -> Response:
+    return JSONResponse({"error": {"message": exc.message, "type": exc.type, "param": exc.field,
+                                   "code": exc.code}}, status_code=exc.status)
+
+
+router = APIRouter(route_class=surface_route("openai", render_error))
+models_router = APIRouter(route_class=surface_route("openai", render_error, logged=False))
+
+DEFAULT_MODEL = {Operation.GENERATE: "dall-e-2", Operation.EDIT: "gpt-image-1.5",
+                 Operation.VARIATION: "dall-e-2"}
+"""What OpenAI itself picks when the client names no model."""
+
+
+class ImageFields(BaseModel):
+    """The fields of the three endpoints. Anything else is a vendor option (request.extras),
+    checked against the model later; strings from multipart forms are coerced."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    prompt: str | None = None
+    n: int = Field(default=1)
+    size: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    response_format: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    moderation: str | None = None
+    input_fidelity: str | None = None
+    stream: StrictBool | None = None
+    partial_images: int | None = None
+    user: str | None = None
+    seed: int | None = None
+
+
+class FormFields(ImageFields):
+    stream: bool | None = None  # "true"/"false" arrive as text in multipart
+
+
+def to_request(fields: ImageFields, operation: Operation) -> ImageRequest:
+    if fields.response_format not in (None, "url", "b64_json"):
+        raise InvalidRequest(f"Invalid value: '{fields.response_format}'. Supported values are: "
+                             "'url' and 'b64_json'.", field="response_format")
+    return ImageRequest(
+        operation=operation, model=fields.model or DEFAULT_MODEL[operation], prompt=fields.prompt,
+        n=fields.n, size=fields.size, quality=fields.quality, style=fields.style,
+        background=fields.background, output_format=fields.output_format,
+        output_compression=fields.output_compression, moderation=fields.moderation,
+        input_fidelity=fields.input_fidelity, seed=fields.seed, user=fields.user,
+        delivery=Delivery(fields.response_format or "url"), stream=bool(fields.stream),
+        partial_images=fields.partial_images, extras=dict(fields.model_extra or {}))
+
+
+def _fields(model: type[ImageFields], data: dict) -> ImageFields:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise InvalidRequest(f"Invalid type for '{field}': {err['msg'].lower()}.", field=field,
+                             code="invalid_type") from None
+
+
+async def _json_body(request: Request) -> dict:
+    body = await request.body()
+    if len(body) > request.app.state.services.settings.max_body_bytes:
+        raise PayloadTooLarge("The request body is too large.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("We could not parse the JSON body of your request. The OpenAI API "
+                             "expects a JSON payload.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+async def _form_body(request: Request) -> tuple[dict, list[tuple[str, UploadFile]]]:
+    if "multipart/form-data" not in request.headers.get("content-type", ""):
+        raise InvalidRequest("This endpoint takes multipart/form-data with the image as a file.",
+                             field="image", code="invalid_content_type")
+    try:
+        form = await request.form(max_files=40, max_fields=100)
+    except Exception as exc:  # python-multipart reports malformed bodies with assorted types
+        raise InvalidRequest(f"Malformed multipart body: {exc}.", code="invalid_multipart") from None
+    fields: dict[str, Any] = {}
+    files: list[tuple[str, UploadFile]] = []
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            files.append((name, value))
+        elif name in fields:
+            raise InvalidRequest(f"Parameter '{name}' was given more than once.", field=name)
+        else:
+            fields[name] = value
+    return fields, files
+
+
+async def _authenticate(request: Request):
+    ctx = context(request)
+    ctx.principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    return ctx
+
+
+@router.post("/v1/images/generations")
+@router.post("/images/generations", include_in_schema=False)
+async def generations(request: Request) -> Response:
+    ctx = await _authenticate(request)
+    req = to_request(_fields(ImageFields, await _json_body(request)), Operation.GENERATE)
+    return await _answer(request, req, ctx)
+
+
+@router.post("/v1/images/edits")
+async def edits(request: Request) -> Response:
+    return await _multipart(request, Operation.EDIT)
+
+
+@router.post("/v1/images/variations")
+async def variations(request: Request) -> Response:
+    return await _multipart(request, Operation.VARIATION)
+
+
+async def _multipart(request: Request, operation: Operation) -> Response:
+    ctx = await _authenticate(request)
+    data, files = await _form_body(request)
+    fields = _fields(FormFields, data)
+    req = to_request(fields, operation)
+    for name, upload in files:
+        content = await upload.read()
+        if name in ("image", "image[]"):
+            req.images.append(read_image(content, "image", upload.filename))
+        elif name == "mask" and req.mask is None:
+            req.mask = read_image(content, "mask", upload.filename)
+        else:
+            raise InvalidRequest(f"Unexpected file field '{name}'.", field=name, code="unknown_parameter")
+    return await _answer(request, req, ctx)
+
+
+async def _answer(request: Request, req: ImageRequest, ctx) -> Response:
+    engine = request.app.state.services.engine
+    if req.stream:
+        events = await engine.stream(req, ctx)
+        request.state.log_deferred = True
+        return StreamingResponse(_sse(request, events, req, ctx), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
+    return JSONResponse(render_result(await engine.generate(req, ctx)))
+
+
+def render_result(result: ImageResult) -> dict:
+    data = []
+    for image in result.images:
+        item: dict[str, Any] = {"url": image.url} if image.url is not None else {"b64_json": image.b64}
+        if image.revised_prompt:
+            item["revised_prompt"] = image.revised_prompt
+        data.append(item)
+    return {"created": result.created, "data": data, **result.meta}
+
+
+async def _sse(request: Request, events: AsyncIterator, req: ImageRequest, ctx) -> AsyncIterator[bytes]:
+    family = "image_edit" if req.operation is Operation.EDIT else "image_generation"
+    status, error = 200, None
+    try:
+        async for event in events:
+            if isinstance(event, StreamCompleted):
+                payload = {"type": f"{family}.completed", "b64_json": event.image.b64, **event.meta}
+                if event.image.url:
+                    payload["url"] = event.image.url
+            else:
+                payload = {"type": f"{family}.partial_image", "b64_json": event.b64,
+                           "partial_image_index": event.index, **event.meta}
+            yield b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    except GatewayError as exc:
+        status, error = exc.status, exc
+        body = {"type": "error", "error": {"message": exc.message, "type": exc.type,
+                                           "param": exc.field, "code": exc.code}}
+        yield b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+    finally:
+        request.app.state.services.records.add(*ctx.rows(status, error))
+
+
+@models_router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    ctx = await _authenticate(request)
+    served = await request.app.state.services.directory.models()
+    data = [{"id": model, "object": "model", "created": 0, "owned_by": provider}
+            for model, provider in served if ctx.principal.may_use(model)]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@models_router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    for model, provider in await request.app.state.services.directory.models():
+        if model == model_id and ctx.principal.may_use(model):
+            return JSONResponse({"id": model, "object": "model", "created": 0, "owned_by": provider})
+    raise ModelNotFound(f"The model '{model_id}' does not exist.", field="model")
