@@ -97,6 +97,9 @@ def _check_size(req: ImageRequest, caps: Capabilities) -> None:
 
 
 def _check_output(req: ImageRequest, caps: Capabilities) -> None:
+    if req.background == "transparent" and req.output_format == "jpeg":
+        raise InvalidRequest("Transparent background requires output_format 'png' or 'webp'.",
+                             field="background")
     if req.output_compression is None:
         return
     if not caps.output_compression:
@@ -105,12 +108,9 @@ def _check_output(req: ImageRequest, caps: Capabilities) -> None:
     if not 0 <= req.output_compression <= 100:
         raise InvalidRequest(f"Invalid value: {req.output_compression}. 'output_compression' must be "
                              "between 0 and 100.", field="output_compression")
-    if (req.output_format or "png") == "png" and req.output_compression != 100:
+    if (req.output_format or "png") == "png":
         raise InvalidRequest("'output_compression' is only supported with output_format 'jpeg' or 'webp'.",
                              field="output_compression")
-    if req.background == "transparent" and req.output_format == "jpeg":
-        raise InvalidRequest("Transparent background requires output_format 'png' or 'webp'.",
-                             field="background")
 
 
 def _check_images(req: ImageRequest, caps: Capabilities) -> None:

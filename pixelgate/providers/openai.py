@@ -31,11 +31,11 @@ GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 
 _DALLE2 = Capabilities(
     operations=frozenset({GENERATE, EDIT, VARIATION}), max_prompt=1000, sizes=DALLE2_SIZES,
-    qualities=("standard",), max_images=1, image_formats=("png",), image_max_bytes=4 * MB,
+    qualities=("standard", "auto"), max_images=1, image_formats=("png",), image_max_bytes=4 * MB,
     square_images=True, image_needs_alpha_without_mask=True)
 _DALLE3 = Capabilities(
     operations=frozenset({GENERATE}), max_prompt=4000, max_n=1,
-    sizes=("1024x1024", "1792x1024", "1024x1792"), qualities=("standard", "hd"),
+    sizes=("1024x1024", "1792x1024", "1024x1792"), qualities=("standard", "hd", "auto"),
     styles=("vivid", "natural"))
 _GPT_IMAGE = Capabilities(
     operations=frozenset({GENERATE, EDIT}), max_prompt=32000, sizes=GPT_SIZES,

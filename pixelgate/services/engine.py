@@ -226,11 +226,12 @@ class Engine:
         await self.storage.put(name, data)
         ctx.stored.append(StoredImage(id=image_id, request_id=ctx.request_id, format=fmt, bytes=len(data),
                                       key_id=ctx.principal.key_id if ctx.principal else None))
+        delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt)
         if req.delivery is Delivery.URL:
-            return DeliveredImage(image_id, fmt, url=self.signer.url(ctx.base_url, name),
-                                  revised_prompt=image.revised_prompt)
-        b64 = image.b64 if image.b64 is not None else pybase64.b64encode(data).decode()
-        return DeliveredImage(image_id, fmt, b64=b64, revised_prompt=image.revised_prompt)
+            delivered.url = self.signer.url(ctx.base_url, name)
+        if req.delivery is Delivery.B64 or req.stream:  # stream events always carry the bytes
+            delivered.b64 = image.b64 if image.b64 is not None else pybase64.b64encode(data).decode()
+        return delivered
 
     async def _fetch(self, url: str) -> bytes:
         """Download an image a vendor handed us by URL (they expire, so at once)."""

@@ -99,7 +99,8 @@ class ChannelDirectory:
                               models=tuple(row.models), model_map=dict(row.model_map or {}),
                               priority=row.priority, weight=row.weight, timeout=row.timeout_seconds)
             for model in row.models:
-                known = KNOWN_MODELS.get(model)
+                # A renamed model behaves as the upstream model it maps to.
+                known = KNOWN_MODELS.get(model) or KNOWN_MODELS.get(channel.upstream_model(model))
                 model_caps = known[1] if known else provider.generic
                 if model_caps is None:
                     continue

@@ -1,0 +1,724 @@
+"""pixelgate benchmark: requests/s and the latency the gateway adds on /v1/images/generations.
+
+It prints figures; it is not a timed test. For every scenario it
+
+  1. starts bench/fast_upstream.py (an emulated OpenAI-compatible upstream answering a
+     precomputed PNG-in-base64 reply, optionally after --delay seconds),
+  2. loads the upstream directly with wrk (the baseline),
+  3. starts a fresh `pixelgate serve` (its own temp data dir, SQLite, N workers) whose one
+     channel points at that upstream, checks one answer end to end (the image comes back
+     byte-identical, uncompressed), warms it up, then loads it with wrk at the same concurrency,
+     sampling the RSS of the gateway's processes every 50 ms from /proc,
+  4. reports requests/s, p50/p99 latency, the latency the gateway adds (gateway minus direct),
+     errors (HTTP status >= 400 and socket errors/timeouts), the gateway's peak memory, and
+     how the machine's CPU time was split between the gateway, the upstream and wrk.
+
+Load generator: wrk (closed loop: N connections, each sends its next request when the last
+answer arrived), latency percentiles from its histogram (1 us resolution) via a Lua done()
+hook. Everything runs on this machine, so the gateway, the upstream and wrk share its cores.
+
+    .venv/bin/python bench/run.py                      # every default scenario, ~3 minutes
+    .venv/bin/python bench/run.py --quick              # shorter runs, for a smoke check
+    .venv/bin/python bench/run.py --scenario small-c1 --scenario large-c16 --duration 20
+    .venv/bin/python bench/run.py --list               # the scenarios
+    make bench ARGS="--quick"
+
+Results also go to bench/out/results.json (and --markdown prints the table as Markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+ADMIN_KEY = "pg-bench-admin-key-0123456789abcdefghijklmnopqrstuv"
+MODEL = "bench-image"
+PATH = "/v1/images/generations"
+SMALL = 4096            # bytes of PNG: a few KB
+LARGE = 1_100_000       # bytes of PNG: ~1.47 MB of base64
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    concurrency: int
+    workers: int
+    image_bytes: int = SMALL
+    delay: float = 0.0
+    about: str = ""
+    default: bool = True
+
+
+SCENARIOS = [
+    Scenario("small-c1", 1, 1, about="latency added at concurrency 1 (1 worker)"),
+    Scenario("small-c64", 64, 2, about="throughput, small images, 2 workers"),
+    Scenario("small-c256", 256, 2, about="throughput, small images, 2 workers"),
+    Scenario("large-c16", 16, 2, image_bytes=LARGE, about="~1.5 MB base64 images, 2 workers"),
+    Scenario("slow-c1000", 1000, 2, delay=2.0, about="upstream answers after 2 s, 1,000 in flight"),
+    # Extra scenarios, run only when named with --scenario:
+    Scenario("small-c1-w2", 1, 2, default=False, about="as small-c1 with 2 workers"),
+    Scenario("small-c64-w1", 64, 1, default=False, about="as small-c64 with 1 worker"),
+    Scenario("large-c1", 1, 1, image_bytes=LARGE, default=False, about="latency added, 1.5 MB images"),
+    Scenario("large-c64", 64, 2, image_bytes=LARGE, default=False, about="1.5 MB images at c=64"),
+    Scenario("slow-c1000-w1", 1000, 1, delay=2.0, default=False, about="as slow-c1000 with 1 worker"),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+# ---------------------------------------------------------------------------------------------
+# processes: every child gets its own process group, killed by id on exit (even on Ctrl-C)
+
+class Children:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever is left in its group (uvicorn workers, spawn helpers)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc.poll() is None:
+            proc.wait(5)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(reversed(self.procs)):
+            self.stop(proc, grace=5.0)
+
+
+CHILDREN = Children()
+TEMP_DIRS: list[Path] = []
+
+
+def _on_signal(signum, frame):  # turn SIGTERM/SIGHUP into the same path as Ctrl-C
+    raise KeyboardInterrupt
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:g} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc readings
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def worker_pids(root: int) -> list[int]:
+    """uvicorn's worker processes (spawned children), or the root itself with one worker."""
+    found = []
+    for pid in descendants(root)[1:]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"spawn_main" in fh.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return sorted(found) or [root]
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICK
+
+
+class MemorySampler(threading.Thread):
+    """Sum of RSS over a process tree every `interval` seconds; the tree is re-read each second."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.pids = descendants(root)
+        self.peak = 0
+        self.samples = 0
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.peak, self.samples = 0, 0
+
+    def current(self) -> int:
+        return sum(rss_bytes(p) for p in self.pids)
+
+    def run(self) -> None:
+        last_tree = time.monotonic()
+        while not self._halt.wait(self.interval):
+            if time.monotonic() - last_tree > 1.0:
+                self.pids, last_tree = descendants(self.root), time.monotonic()
+            value = self.current()
+            with self._lock:
+                self.peak = max(self.peak, value)
+                self.samples += 1
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+LUA = """
+wrk.method = "POST"
+wrk.body = '%(body)s'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept-Encoding"] = "gzip, deflate"
+%(auth)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,' ..
+    '"write":%%d,"status":%%d,"timeout":%%d,"p50":%%.0f,"p90":%%.0f,"p99":%%.0f,"p999":%%.0f,' ..
+    '"mean":%%.1f,"min":%%.0f,"max":%%.0f}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.mean, latency.min, latency.max))
+end
+"""
+
+
+@dataclasses.dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    mean_ms: float
+    max_ms: float
+    errors_status: int
+    errors_socket: int
+    mbytes_read: float
+    wrk_cpu_s: float
+
+    @property
+    def errors(self) -> int:
+        return self.errors_status + self.errors_socket
+
+
+def lua_script(tmp: Path, name: str, body: dict, token: str | None) -> Path:
+    path = tmp / f"{name}.lua"
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
+    path.write_text(LUA % {"body": json.dumps(body, separators=(",", ":")), "auth": auth})
+    return path
+
+
+def run_wrk(url: str, script: Path, concurrency: int, seconds: float, threads: int,
+            timeout: float) -> LoadResult:
+    threads = max(1, min(threads, concurrency))
+    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+            f"--timeout={max(1, round(timeout))}s", "-s", str(script), url]
+    proc = CHILDREN.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out = proc.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if proc in CHILDREN.procs:
+            CHILDREN.procs.remove(proc)
+    line = next((l for l in out.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {' '.join(argv)}\n{out[-2000:]}")
+    d = json.loads(line[len("BENCH_JSON "):])
+    secs = d["duration_us"] / 1e6
+    return LoadResult(
+        requests=d["requests"], seconds=secs, rps=d["requests"] / secs if secs else 0.0,
+        p50_ms=d["p50"] / 1000, p90_ms=d["p90"] / 1000, p99_ms=d["p99"] / 1000,
+        p999_ms=d["p999"] / 1000, mean_ms=d["mean"] / 1000, max_ms=d["max"] / 1000,
+        errors_status=d["status"], errors_socket=d["connect"] + d["read"] + d["write"] + d["timeout"],
+        mbytes_read=d["bytes"] / 1e6, wrk_cpu_s=usage.ru_utime + usage.ru_stime)
+
+
+def ensure_wrk(install: bool) -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    how = "apt-get update && apt-get install -y wrk"
+    if install and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"wrk not found; installing it: {how}", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
+        path = shutil.which("wrk")
+        if path:
+            return path
+    sys.exit(f"bench: this benchmark needs wrk (Debian package 'wrk'). Install it with:\n    {how}")
+
+
+def version_of(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except Exception:
+        return "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# one scenario
+
+@dataclasses.dataclass
+class Outcome:
+    scenario: Scenario
+    png_bytes: int
+    b64_bytes: int
+    direct: LoadResult
+    gateway: LoadResult
+    idle_rss: int
+    peak_rss: int
+    rss_samples: int
+    cpu_gateway: float
+    cpu_upstream: float
+    cpu_upstream_direct: float
+    check: str
+
+    @property
+    def added_p50(self) -> float:
+        return self.gateway.p50_ms - self.direct.p50_ms
+
+    @property
+    def added_p99(self) -> float:
+        return self.gateway.p99_ms - self.direct.p99_ms
+
+    @property
+    def in_flight(self) -> float:
+        """Little's law: mean requests in flight = throughput x mean latency."""
+        return self.gateway.rps * self.gateway.mean_ms / 1000
+
+    @property
+    def per_request_rss(self) -> float:
+        return max(0, self.peak_rss - self.idle_rss) / max(1, self.scenario.concurrency)
+
+
+def start_upstream(port: int, sc: Scenario, tmp: Path) -> subprocess.Popen:
+    log = tmp / f"upstream-{port}.log"
+    proc = CHILDREN.start([sys.executable, str(HERE / "fast_upstream.py"), "--port", str(port),
+                           "--image-bytes", str(sc.image_bytes), "--delay", str(sc.delay)],
+                          stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc, 30, log)
+    return proc
+
+
+def start_gateway(port: int, upstream_port: int, sc: Scenario, tmp: Path) -> tuple[subprocess.Popen, Path]:
+    work = Path(tempfile.mkdtemp(prefix="gw-", dir=tmp))
+    (work / "cfg.toml").write_text(f"""sandbox = false
+
+[[channels]]
+name = "bench"
+provider = "openai-compatible"
+base_url = "http://127.0.0.1:{upstream_port}/v1"
+api_key = "sk-bench"
+models = ["{MODEL}"]
+timeout_seconds = 60
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
+    env.update(PIXELGATE_ADMIN_KEY=ADMIN_KEY, PIXELGATE_DATA_DIR=str(work / "data"),
+               PIXELGATE_LOG_LEVEL="warning")
+    log = work / "gateway.log"
+    exe = ROOT / ".venv" / "bin" / "pixelgate"
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "pixelgate"]
+    proc = CHILDREN.start(argv + ["--config", "cfg.toml", "serve", "--port", str(port),
+                                  "--workers", str(sc.workers)],
+                          cwd=work, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60, log)
+    # uvicorn answers /healthz from the first worker up; give every worker its turn
+    deadline = time.monotonic() + 30
+    while sc.workers > 1 and len(worker_pids(proc.pid)) < sc.workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    return proc, log
+
+
+def check_answer(port: int, body: dict, expected_png: bytes, timeout: float) -> str:
+    """One request end to end: 200, not compressed, the image byte-identical to the upstream's."""
+    import base64
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {ADMIN_KEY}",
+                                          "Content-Type": "application/json",
+                                          "Accept-Encoding": "gzip, deflate"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        encoding = resp.headers.get("Content-Encoding")
+        raw = resp.read()
+    if encoding:
+        raise RuntimeError(f"the gateway compressed the image answer (Content-Encoding: {encoding})")
+    answer = json.loads(raw)
+    got = base64.b64decode(answer["data"][0]["b64_json"])
+    if got != expected_png:
+        raise RuntimeError("the gateway's image differs from the upstream's")
+    return "ok: 200, uncompressed, image identical"
+
+
+def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from fast_upstream import make_png
+
+    png = make_png(sc.image_bytes)
+    b64_len = (len(png) + 2) // 3 * 4
+    duration = args.duration
+    warmup = args.warmup
+    # Latency must fit in wrk's timeout, and a warm-up must see at least one slow answer.
+    timeout = max(10.0, sc.delay * 5 + 10)
+    if sc.delay:
+        warmup = max(warmup, sc.delay + 1)
+        duration = max(duration, sc.delay * 5)
+
+    up_port, gw_port = free_port(), free_port()
+    upstream = start_upstream(up_port, sc, tmp)
+    gateway = None
+    try:
+        upstream_body = {"model": MODEL, "prompt": "a fox", "n": 1, "response_format": "b64_json"}
+        client_body = {"model": MODEL, "prompt": "a fox", "response_format": "b64_json"}
+        direct_lua = lua_script(tmp, f"{sc.name}-direct", upstream_body, None)
+        gw_lua = lua_script(tmp, f"{sc.name}-gateway", client_body, ADMIN_KEY)
+        direct_url = f"http://127.0.0.1:{up_port}{PATH}"
+        gw_url = f"http://127.0.0.1:{gw_port}{PATH}"
+
+        print(f"  direct  : warm-up {warmup:g} s, run {duration:g} s at c={sc.concurrency}", flush=True)
+        run_wrk(direct_url, direct_lua, sc.concurrency, warmup, args.threads, timeout)
+        if sc.delay:
+            time.sleep(sc.delay + 0.5)
+        up_cpu0 = cpu_seconds([upstream.pid])
+        direct = run_wrk(direct_url, direct_lua, sc.concurrency, duration, args.threads, timeout)
+        cpu_up_direct = cpu_seconds([upstream.pid]) - up_cpu0
+        if sc.delay:
+            time.sleep(sc.delay + 0.5)
+
+        gateway, gw_log = start_gateway(gw_port, up_port, sc, tmp)
+        check = check_answer(gw_port, client_body, png, timeout)
+        sampler = MemorySampler(gateway.pid, 0.05)
+        idle = sampler.current()
+        sampler.start()
+        print(f"  gateway : {sc.workers} worker(s), idle RSS {idle / 2**20:.0f} MiB; "
+              f"warm-up {warmup:g} s, run {duration:g} s", flush=True)
+        run_wrk(gw_url, gw_lua, sc.concurrency, warmup, args.threads, timeout)
+        if sc.delay:
+            time.sleep(sc.delay + 0.5)
+        pids = descendants(gateway.pid)
+        gw_cpu0, up_cpu0 = cpu_seconds(pids), cpu_seconds([upstream.pid])
+        profiler = start_profiler(args, sc, pids, duration)
+        sampler.reset()
+        result = run_wrk(gw_url, gw_lua, sc.concurrency, duration, args.threads, timeout)
+        cpu_gw, cpu_up = cpu_seconds(pids) - gw_cpu0, cpu_seconds([upstream.pid]) - up_cpu0
+        sampler.stop()
+        if profiler is not None:
+            try:
+                profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        if args.keep_logs:
+            shutil.copy(gw_log, OUT / f"{sc.name}-gateway.log")
+        return Outcome(sc, len(png), b64_len, direct, result, idle, sampler.peak, sampler.samples,
+                       cpu_gw, cpu_up, cpu_up_direct, check)
+    finally:
+        if gateway is not None:
+            CHILDREN.stop(gateway)
+        CHILDREN.stop(upstream)
+
+
+def start_profiler(args: argparse.Namespace, sc: Scenario, pids: list[int], duration: float):
+    """--profile: py-spy records one gateway worker (the last spawned) during the run."""
+    if not args.profile:
+        return None
+    spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+    if not os.path.exists(spy):
+        print("  (--profile: py-spy not found; `.venv/bin/pip install py-spy`)", flush=True)
+        return None
+    worker = worker_pids(pids[0])[-1]
+    out = OUT / f"profile-{sc.name}.txt"
+    print(f"  profiling worker {worker} -> {out}", flush=True)
+    return CHILDREN.start([spy, "record", "--pid", str(worker), "--duration", str(max(1, int(duration) - 1)),
+                           "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} KB"
+
+
+def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
+    head = ["scenario", "workers", "conc", "image b64", "direct req/s", "direct p50 / p99 ms",
+            "gateway req/s", "gateway p50 / p99 ms", "added p50 / p99 ms", "errors gw (direct)",
+            "gw peak RSS (idle)", "CPU cores gw / upstream / wrk"]
+    rows = []
+    for o in outcomes:
+        d, g, s = o.direct, o.gateway, o.scenario
+        cores = (f"{o.cpu_gateway / g.seconds:.2f} / {o.cpu_upstream / g.seconds:.2f} / "
+                 f"{g.wrk_cpu_s / g.seconds:.2f}")
+        rows.append([s.name, str(s.workers), str(s.concurrency), size(o.b64_bytes),
+                     f"{d.rps:,.0f}", f"{d.p50_ms:.3f} / {d.p99_ms:.3f}",
+                     f"{g.rps:,.0f}", f"{g.p50_ms:.3f} / {g.p99_ms:.3f}",
+                     f"{o.added_p50:+.3f} / {o.added_p99:+.3f}",
+                     f"{g.errors} ({d.errors})", f"{mib(o.peak_rss)} ({mib(o.idle_rss)})", cores])
+    return head, rows
+
+
+def print_table(outcomes: list[Outcome], markdown: bool) -> None:
+    head, rows = table_rows(outcomes)
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
+    """The issue's targets, for the scenarios that were run."""
+    by = {o.scenario.name: o for o in outcomes}
+    out: list[tuple[str, bool, str]] = []
+    if "small-c1" in by:
+        o = by["small-c1"]
+        out.append(("c=1: gateway adds < 1 ms at the median", o.added_p50 < 1.0,
+                    f"adds {o.added_p50:.3f} ms (p50 {o.gateway.p50_ms:.3f} vs direct {o.direct.p50_ms:.3f})"))
+    if "small-c64" in by:
+        o = by["small-c64"]
+        out.append(("c=64, small images, 2 workers: >= 1,500 req/s", o.gateway.rps >= 1500 and o.gateway.errors == 0,
+                    f"{o.gateway.rps:,.0f} req/s, {o.gateway.errors} errors"))
+    if "large-c16" in by:
+        o = by["large-c16"]
+        out.append(("1.5 MB images, c=16, 2 workers: >= 600 req/s", o.gateway.rps >= 600 and o.gateway.errors == 0,
+                    f"{o.gateway.rps:,.0f} req/s, {o.gateway.errors} errors"))
+        copies = o.per_request_rss / o.b64_bytes
+        out.append(("1.5 MB images: each image held in memory no more than twice", copies <= 2.0,
+                    f"(peak {mib(o.peak_rss)} - idle {mib(o.idle_rss)}) / {o.scenario.concurrency} in flight = "
+                    f"{o.per_request_rss / 1e6:.2f} MB per request = {copies:.2f} x the {size(o.b64_bytes)} "
+                    f"base64 image ({o.per_request_rss / o.png_bytes:.2f} x the {size(o.png_bytes)} PNG)"))
+    if "slow-c1000" in by:
+        o = by["slow-c1000"]
+        out.append(("slow upstream: 1,000 in flight at no error", o.gateway.errors == 0 and o.in_flight >= 950,
+                    f"{o.in_flight:,.0f} in flight on average (req/s x mean latency), {o.gateway.errors} errors "
+                    f"({o.gateway.errors_status} HTTP >= 400, {o.gateway.errors_socket} socket/timeouts)"))
+        out.append(("slow upstream: gateway adds < 20 ms at the median", o.added_p50 < 20.0,
+                    f"adds {o.added_p50:.1f} ms (p50 {o.gateway.p50_ms:.1f} vs direct {o.direct.p50_ms:.1f})"))
+    return out
+
+
+def machine() -> dict:
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "orjson"):
+        try:
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+        except Exception:
+            versions[pkg] = "?"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory": f"{mem / 2**30:.1f} GiB",
+            "kernel": platform.release(), "python": platform.python_version(),
+            "wrk": version_of(["wrk", "--version"]), "packages": versions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", action="append", metavar="NAME",
+                        help="run only this scenario (repeatable; see --list)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured run (10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up before each run (3)")
+    parser.add_argument("--quick", action="store_true", help="--duration 4 --warmup 1")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: it shares 2 cores)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown too")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy record one gateway worker per scenario into bench/out/")
+    parser.add_argument("--keep-logs", action="store_true", help="copy gateway logs into bench/out/")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--tmp-dir", help="where the temp data dirs go (default: the system's)")
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for s in SCENARIOS:
+            print(f"{s.name:15} c={s.concurrency:<5} workers={s.workers} image={s.image_bytes:>9} B "
+                  f"delay={s.delay:g}s {'(default) ' if s.default else ''}{s.about}")
+        return 0
+    if args.quick:
+        args.duration, args.warmup = 4.0, 1.0
+    names = args.scenario or [s.name for s in SCENARIOS if s.default]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    ensure_wrk(not args.no_install)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 4096:
+        print(f"warning: open-file limit is {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}; "
+              "the 1,000-connection scenario needs ~4,000 (ulimit -n)", file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    OUT.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="pixelgate-bench-", dir=args.tmp_dir))
+    TEMP_DIRS.append(tmp)
+    info = machine()
+    print(f"pixelgate benchmark: {info['cpus']} x {info['cpu_model']}, {info['memory']}, "
+          f"Python {info['python']}, {info['wrk']}")
+    print(f"runs of {args.duration:g} s after {args.warmup:g} s of warm-up; wrk -t{args.threads}; "
+          f"scenarios: {', '.join(names)}\n", flush=True)
+    outcomes: list[Outcome] = []
+    started = time.monotonic()
+    try:
+        for name in names:
+            sc = BY_NAME[name]
+            print(f"[{sc.name}] {sc.about}", flush=True)
+            outcomes.append(run_scenario(sc, args, tmp))
+            o = outcomes[-1]
+            print(f"  -> direct {o.direct.rps:,.0f} req/s p50 {o.direct.p50_ms:.3f} ms; gateway "
+                  f"{o.gateway.rps:,.0f} req/s p50 {o.gateway.p50_ms:.3f} ms p99 {o.gateway.p99_ms:.3f} ms, "
+                  f"{o.gateway.errors} errors, peak RSS {mib(o.peak_rss)}", flush=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # images written so far
+            tmp.mkdir()
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        CHILDREN.stop_all()
+        for d in TEMP_DIRS:
+            shutil.rmtree(d, ignore_errors=True)
+
+    print(f"\nResults ({time.monotonic() - started:.0f} s in all; latency in ms; 'added' = gateway minus "
+          "direct; errors = HTTP >= 400 + socket errors + timeouts; RSS = sum over the gateway's "
+          "processes, sampled every 50 ms; CPU = cores busy on average during the gateway run)\n")
+    print_table(outcomes, markdown=False)
+    if args.markdown:
+        print()
+        print_table(outcomes, markdown=True)
+    checks = verdicts(outcomes)
+    if checks:
+        print("\nTargets:")
+        for what, ok, detail in checks:
+            print(f"  [{'MET' if ok else 'NOT MET'}] {what}: {detail}")
+    for o in outcomes:
+        if o.scenario.name.startswith("slow"):
+            print(f"\n{o.scenario.name}: {o.in_flight:,.0f} requests in flight on average through the gateway "
+                  f"({o.direct.rps * o.direct.mean_ms / 1000:,.0f} direct)")
+    record = {"machine": info, "duration": args.duration, "warmup": args.warmup, "threads": args.threads,
+              "command": " ".join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+              "results": [{"scenario": dataclasses.asdict(o.scenario), "png_bytes": o.png_bytes,
+                           "b64_bytes": o.b64_bytes, "direct": dataclasses.asdict(o.direct),
+                           "gateway": dataclasses.asdict(o.gateway), "added_p50_ms": o.added_p50,
+                           "added_p99_ms": o.added_p99, "idle_rss": o.idle_rss, "peak_rss": o.peak_rss,
+                           "rss_samples": o.rss_samples, "per_request_rss": o.per_request_rss,
+                           "in_flight": o.in_flight, "cpu_gateway_s": o.cpu_gateway,
+                           "cpu_upstream_s": o.cpu_upstream, "cpu_upstream_direct_s": o.cpu_upstream_direct,
+                           "check": o.check} for o in outcomes],
+              "targets": [{"target": w, "met": ok, "detail": d} for w, ok, d in checks]}
+    (OUT / "results.json").write_text(json.dumps(record, indent=2))
+    print(f"\n(saved to {OUT / 'results.json'})")
+    return 1 if args.strict and not all(ok for _, ok, _ in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Fixtures: a real gateway on loopback (uvicorn in a thread, lifespan on), on SQLite and on
+PostgreSQL, plus strict vendor emulators. Nothing here reaches beyond 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import secrets
+import socket
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from PIL import Image
+
+from pixelgate.app import create_app
+from pixelgate.config import Settings
+from tests.emulators.openai_images import OpenAIEmulatorState
+from tests.emulators.openai_images import create_app as create_openai_emulator
+from tests.emulators.server import serve
+
+PG_DSN = os.environ.get("PIXELGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+ADMIN_KEY = "pg-test-admin-key-000000000000000000000000"
+
+for _name in [n for n in os.environ if n.startswith("PIXELGATE_")]:
+    del os.environ[_name]  # the tests configure the gateway explicitly
+
+
+def _pg(sql: str, database: str = "test") -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(f"{PG_DSN}/{database}")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    return request.param
+
+
+@contextmanager
+def database(backend: str, tmp_path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/gateway.db"
+        return
+    name = "pixelgate_" + secrets.token_hex(6)
+    _pg(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://{PG_DSN.split('://', 1)[1]}/{name}"
+    finally:
+        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    settings: Settings
+    app: Any
+
+    @property
+    def services(self):
+        return self.app.state.services
+
+    def http(self, key: str | None = ADMIN_KEY, headers: dict | None = None, **kwargs) -> httpx.Client:
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers={**auth, **(headers or {})}, timeout=60, **kwargs)
+
+    def sdk(self, key: str = ADMIN_KEY, **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=key, max_retries=0, **kwargs)
+
+    def create_key(self, **fields) -> str:
+        with self.http() as client:
+            resp = client.post("/admin/keys", json={"name": "test", **fields})
+            assert resp.status_code == 201, resp.text
+            return resp.json()["key"]
+
+    def requests_log(self) -> list[dict]:
+        with self.http() as client:
+            return client.get("/admin/requests", params={"limit": 1000}).json()["data"]
+
+    def log_row(self, request_id: str) -> dict:
+        rows = [r for r in self.requests_log() if r["id"] == request_id]
+        assert rows, f"no log row for {request_id}"
+        return rows[0]
+
+
+@contextmanager
+def run_gateway(settings: Settings) -> Iterator[Gateway]:
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.01)
+    try:
+        yield Gateway(f"http://127.0.0.1:{sock.getsockname()[1]}", settings, app)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def make_gateway(backend, tmp_path_factory):
+    """make_gateway(channels=[...], **settings) -> a running Gateway on a fresh database."""
+    with ExitStack() as stack:
+        def make(**overrides) -> Gateway:
+            tmp = tmp_path_factory.mktemp("gw")
+            url = stack.enter_context(database(backend, tmp))
+            fields: dict[str, Any] = dict(data_dir=tmp, database_url=url, admin_key=ADMIN_KEY,
+                                          cache_seconds=0, poll_interval_seconds=0.05)
+            fields.update(overrides)
+            return stack.enter_context(run_gateway(Settings(**fields)))
+        yield make
+
+
+@pytest.fixture
+def gateway(make_gateway) -> Gateway:
+    """A gateway with nothing but the sandbox."""
+    return make_gateway()
+
+
+@pytest.fixture
+def openai_upstream() -> Iterator[tuple[OpenAIEmulatorState, str]]:
+    state = OpenAIEmulatorState()
+    with serve(create_openai_emulator(state)) as base:
+        yield state, base + "/v1"
+
+
+OPENAI_MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"]
+
+
+def openai_channel(base_url: str, name: str = "openai", **fields) -> dict:
+    return {"name": name, "provider": "openai", "base_url": base_url, "api_key": "sk-emulator-key",
+            "models": OPENAI_MODELS, **fields}
+
+
+@pytest.fixture
+def openai_gateway(make_gateway, openai_upstream) -> tuple[Gateway, OpenAIEmulatorState]:
+    state, base = openai_upstream
+    return make_gateway(channels=[openai_channel(base)]), state
+
+
+def png(width: int = 64, height: int = 64, alpha: bool = False, colour=(200, 30, 30)) -> bytes:
+    img = Image.new("RGBA" if alpha else "RGB", (width, height), colour + ((0,) if alpha else ()))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+def mask_png(width: int = 64, height: int = 64) -> bytes:
+    """An OpenAI mask: the left half transparent (edit), the right half opaque (keep)."""
+    img = Image.new("RGBA", (width, height), (0, 0, 0, 255))
+    img.paste((0, 0, 0, 0), (0, 0, width // 2, height))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()

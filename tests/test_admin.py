@@ -1,0 +1,81 @@
+"""The admin API: keys shown once and stored hashed; channels managed at run time; upstream keys
+never returned."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tests.conftest import ADMIN_KEY, openai_channel
+
+
+def test_key_is_shown_once_and_stored_as_hash(gateway):
+    with gateway.http() as admin:
+        created = admin.post("/admin/keys", json={"name": "bob", "allowed_models": ["sandbox-image"]}).json()
+        token = created["key"]
+        listed = admin.get("/admin/keys").json()["data"]
+        one = admin.get(f"/admin/keys/{created['id']}").json()
+    assert token.startswith("pg-") and "key" not in one
+    assert all("key" not in k and "key_hash" not in k for k in listed)
+    assert token not in str(listed)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+
+    import asyncio
+
+    from sqlalchemy import text
+
+    async def stored() -> list:
+        async with gateway.services.db.connect() as conn:
+            return list((await conn.execute(text("SELECT key_hash FROM api_keys"))).scalars())
+
+    hashes = asyncio.run_coroutine_threadsafe(stored(), _loop(gateway)).result()
+    assert digest in hashes and token not in hashes
+
+
+def _loop(gateway):
+    return gateway.services.records._task.get_loop()
+
+
+def test_bad_admin_input_names_the_field(gateway):
+    with gateway.http() as admin:
+        resp = admin.post("/admin/keys", json={"name": ""})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "name"
+        resp = admin.post("/admin/channels", json={"name": "x", "provider": "nope", "models": ["m"]})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "provider"
+        resp = admin.post("/admin/channels", json={"name": "x", "provider": "openai-compatible", "models": ["m"]})
+        assert resp.status_code == 400 and "base_url" in resp.json()["error"]["message"]
+        resp = admin.patch("/admin/channels/sandbox", json={"weight": 0})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "weight"
+        assert admin.get("/admin/channels/nope").status_code == 404
+
+
+def test_channels_managed_at_run_time(gateway, openai_upstream):
+    state, url = openai_upstream
+    with gateway.http() as admin:
+        resp = admin.post("/admin/channels", json={**openai_channel(url, "live"), "api_key": "sk-emulator-key"})
+        assert resp.status_code == 201, resp.text
+        view = resp.json()
+        assert "api_key" not in view and view["has_api_key"] is True
+        assert "sk-emulator-key" not in admin.get("/admin/channels").text
+        ok = admin.post("/v1/images/generations", json={"model": "dall-e-2", "prompt": "x", "size": "256x256"})
+        assert ok.status_code == 200 and len(state.requests) == 1
+        assert admin.patch("/admin/channels/live", json={"enabled": False}).status_code == 200
+        off = admin.post("/v1/images/generations", json={"model": "dall-e-2", "prompt": "x"})
+        assert off.status_code == 503 and off.json()["error"]["code"] == "no_channel_available"
+        assert admin.delete("/admin/channels/live").status_code == 204
+        gone = admin.post("/v1/images/generations", json={"model": "dall-e-2", "prompt": "x"})
+        assert gone.status_code == 404
+
+
+def test_model_mapping(gateway, openai_upstream):
+    state, url = openai_upstream
+    with gateway.http() as admin:
+        admin.post("/admin/channels", json=openai_channel(url, "mapped", models=["house-style"],
+                                                          model_map={"house-style": "dall-e-3"}))
+        resp = admin.post("/v1/images/generations", json={"model": "house-style", "prompt": "x"})
+    assert resp.status_code == 200, resp.text
+    assert state.requests[-1].fields["model"] == "dall-e-3"
+
+
+def test_admin_key_from_environment_setting(gateway):
+    with gateway.http(key=ADMIN_KEY) as admin:
+        assert admin.get("/admin/keys").json()["data"][0]["is_admin"] is True

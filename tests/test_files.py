@@ -1,0 +1,42 @@
+"""Image URLs are the gateway's own: signed, expiring, served from its storage."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+
+def _url(gateway, **settings) -> str:
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x", "size": "32x32"})
+    return resp.json()["data"][0]["url"]
+
+
+def test_signed_url_serves_the_stored_image(gateway):
+    url = _url(gateway)
+    resp = httpx.get(url)
+    assert resp.status_code == 200 and resp.content.startswith(b"\x89PNG")
+    name = url.split("/files/")[1].split("?")[0]
+    assert gateway.services.storage.path(name).read_bytes() == resp.content
+
+
+def test_tampered_or_unsigned_url_is_refused(gateway):
+    url = _url(gateway)
+    assert httpx.get(url.replace("sig=", "sig=0")).status_code == 403
+    assert httpx.get(url.split("?")[0]).status_code == 403
+    assert httpx.get(url.replace("exp=", "exp=9")).status_code == 403
+
+
+def test_url_expires(make_gateway):
+    gateway = make_gateway(url_ttl_seconds=1)
+    url = _url(gateway)
+    assert httpx.get(url).status_code == 200
+    time.sleep(2.1)
+    resp = httpx.get(url)
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "link_expired"
+
+
+def test_public_base_url(make_gateway):
+    gateway = make_gateway(public_base_url="https://images.example.test/")
+    assert _url(gateway).startswith("https://images.example.test/files/")

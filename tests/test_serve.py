@@ -1,0 +1,127 @@
+"""`pixelgate serve` as a newcomer runs it: embedded defaults, and several worker processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import database
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start(args, cwd, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pixelgate", *args], cwd=cwd, env=env or os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_up(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read())
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("gateway did not come up")
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out
+
+
+def test_first_start_with_no_configuration(tmp_path):
+    if not _port_free(8080):
+        pytest.skip("port 8080 is taken on this machine")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
+    proc = _start(["serve"], tmp_path, env)
+    try:
+        _wait_up("http://127.0.0.1:8080", proc)
+        assert (tmp_path / "data" / "pixelgate.db").is_file()
+    finally:
+        out = _stop(proc)
+    key = re.search(r"created admin key \(shown once, keep it\): (pg-\S+)", out).group(1)
+    # second start: same database, no new key printed; the printed key works
+    proc = _start(["serve"], tmp_path, env)
+    try:
+        _wait_up("http://127.0.0.1:8080", proc)
+        resp = httpx.post("http://127.0.0.1:8080/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "sandbox-image", "prompt": "hello", "size": "64x64"}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        image = httpx.get(resp.json()["data"][0]["url"])
+        assert image.status_code == 200
+        assert list((tmp_path / "data" / "images").rglob("*.png"))
+    finally:
+        out = _stop(proc)
+    assert "created admin key" not in out
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_workers_share_one_port_database_and_storage(backend, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with database(backend, tmp_path) as url:
+        env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": "pg-workers-test-key",
+               "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+        proc = _start(["serve", "--workers", "2", "--port", str(port)], tmp_path, env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_up(base, proc)
+            workers = [pid for pid in _children(proc.pid) if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+            assert len(workers) == 2
+            headers = {"Authorization": "Bearer pg-workers-test-key"}
+
+            def one(i: int) -> httpx.Response:
+                return httpx.post(base + "/v1/images/generations", headers=headers, timeout=60,
+                                  json={"model": "sandbox-image", "prompt": f"p{i}", "size": "32x32"})
+
+            with ThreadPoolExecutor(16) as pool:
+                responses = list(pool.map(one, range(60)))
+            assert all(r.status_code == 200 for r in responses)
+            for r in responses[:5]:  # an image stored by any worker is served by any worker
+                assert httpx.get(r.json()["data"][0]["url"]).status_code == 200
+            ids = {r.headers["x-request-id"] for r in responses}
+            time.sleep(0.5)
+            logged = {row["id"] for row in httpx.get(base + "/admin/requests", params={"limit": 1000},
+                                                      headers=headers).json()["data"]}
+            assert ids <= logged
+        finally:
+            _stop(proc)
