@@ -114,6 +114,8 @@ async def _json_body(request: Request) -> dict:
 
 
 async def _form_body(request: Request) -> tuple[dict, list[tuple[str, UploadFile]]]:
+    if int(request.headers.get("content-length") or 0) > request.app.state.services.settings.max_body_bytes:
+        raise PayloadTooLarge("The request body is too large.")
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise InvalidRequest("This endpoint takes multipart/form-data with the image as a file.",
                              field="image", code="invalid_content_type")
