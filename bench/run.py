@@ -196,6 +196,12 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+def self_cpu() -> float:
+    """CPU seconds of this script itself (its sampler thread included)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -207,6 +213,36 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = stat[stat.rfind(b")") + 2:].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])       # without guest time, which is already in user
+    return (total - idle) / TICK, total / TICK
+
+
+def other_load(seconds: float = 1.0) -> float:
+    """Cores kept busy by everything on the machine over `seconds` (nothing of ours runs)."""
+    b0, t0 = machine_cpu()
+    time.sleep(seconds)
+    b1, t1 = machine_cpu()
+    return (b1 - b0) / max(1e-9, t1 - t0) * (os.cpu_count() or 1)
+
+
+def wait_quiet(limit: float, patience: float) -> float:
+    """Wait (up to `patience` s) until other processes use less than `limit` cores."""
+    deadline = time.monotonic() + patience
+    load = other_load()
+    told = False
+    while load > limit and time.monotonic() < deadline:
+        if not told:
+            print(f"  waiting for the machine to quieten (other processes use {load:.2f} cores)", flush=True)
+            told = True
+        load = other_load()
+    return load
 
 
 class MemorySampler(threading.Thread):
@@ -358,6 +394,9 @@ class Outcome:
     cpu_gateway: float
     cpu_upstream: float
     cpu_upstream_direct: float
+    cpu_other: float
+    cpu_other_direct: float
+    cpu_workers: list[float]
     check: str
 
     @property
@@ -467,9 +506,11 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         run_wrk(direct_url, direct_lua, sc.concurrency, warmup, args.threads, timeout)
         if sc.delay:
             time.sleep(sc.delay + 0.5)
-        up_cpu0 = cpu_seconds([upstream.pid])
+        wait_quiet(args.quiet_cores, args.wait_quiet)
+        up_cpu0, m0, self0 = cpu_seconds([upstream.pid]), machine_cpu()[0], self_cpu()
         direct = run_wrk(direct_url, direct_lua, sc.concurrency, duration, args.threads, timeout)
         cpu_up_direct = cpu_seconds([upstream.pid]) - up_cpu0
+        other_direct = (machine_cpu()[0] - m0) - cpu_up_direct - direct.wrk_cpu_s - (self_cpu() - self0)
         if sc.delay:
             time.sleep(sc.delay + 0.5)
 
@@ -483,12 +524,18 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         run_wrk(gw_url, gw_lua, sc.concurrency, warmup, args.threads, timeout)
         if sc.delay:
             time.sleep(sc.delay + 0.5)
+        wait_quiet(args.quiet_cores, args.wait_quiet)
         pids = descendants(gateway.pid)
-        gw_cpu0, up_cpu0 = cpu_seconds(pids), cpu_seconds([upstream.pid])
+        workers = worker_pids(gateway.pid)
         profiler = start_profiler(args, sc, pids, duration)
+        gw_cpu0, up_cpu0 = cpu_seconds(pids), cpu_seconds([upstream.pid])
+        w_cpu0 = [cpu_seconds([w]) for w in workers]
+        m0, self0 = machine_cpu()[0], self_cpu()
         sampler.reset()
         result = run_wrk(gw_url, gw_lua, sc.concurrency, duration, args.threads, timeout)
         cpu_gw, cpu_up = cpu_seconds(pids) - gw_cpu0, cpu_seconds([upstream.pid]) - up_cpu0
+        cpu_w = [cpu_seconds([w]) - c for w, c in zip(workers, w_cpu0)]
+        other = (machine_cpu()[0] - m0) - cpu_gw - cpu_up - result.wrk_cpu_s - (self_cpu() - self0)
         sampler.stop()
         if profiler is not None:
             try:
@@ -498,11 +545,16 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         if args.keep_logs:
             shutil.copy(gw_log, OUT / f"{sc.name}-gateway.log")
         return Outcome(sc, len(png), b64_len, direct, result, idle, sampler.peak, sampler.samples,
-                       cpu_gw, cpu_up, cpu_up_direct, check)
+                       cpu_gw, cpu_up, cpu_up_direct, other, other_direct, cpu_w, check)
     finally:
         if gateway is not None:
             CHILDREN.stop(gateway)
         CHILDREN.stop(upstream)
+
+
+def noisy(o: Outcome, limit: float) -> bool:
+    """Did processes other than the gateway, the upstream, wrk and this script use > limit cores?"""
+    return max(o.cpu_other / o.gateway.seconds, o.cpu_other_direct / o.direct.seconds) > limit
 
 
 def start_profiler(args: argparse.Namespace, sc: Scenario, pids: list[int], duration: float):
@@ -535,12 +587,13 @@ def size(n: int) -> str:
 def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
     head = ["scenario", "workers", "conc", "image b64", "direct req/s", "direct p50 / p99 ms",
             "gateway req/s", "gateway p50 / p99 ms", "added p50 / p99 ms", "errors gw (direct)",
-            "gw peak RSS (idle)", "CPU cores gw / upstream / wrk"]
+            "gw peak RSS (idle)", "CPU cores gw (per worker) / upstream / wrk / other"]
     rows = []
     for o in outcomes:
         d, g, s = o.direct, o.gateway, o.scenario
-        cores = (f"{o.cpu_gateway / g.seconds:.2f} / {o.cpu_upstream / g.seconds:.2f} / "
-                 f"{g.wrk_cpu_s / g.seconds:.2f}")
+        per = "+".join(f"{c / g.seconds:.2f}" for c in o.cpu_workers)
+        cores = (f"{o.cpu_gateway / g.seconds:.2f} ({per}) / {o.cpu_upstream / g.seconds:.2f} / "
+                 f"{g.wrk_cpu_s / g.seconds:.2f} / {max(0.0, o.cpu_other) / g.seconds:.2f}")
         rows.append([s.name, str(s.workers), str(s.concurrency), size(o.b64_bytes),
                      f"{d.rps:,.0f}", f"{d.p50_ms:.3f} / {d.p99_ms:.3f}",
                      f"{g.rps:,.0f}", f"{g.p50_ms:.3f} / {g.p99_ms:.3f}",
@@ -595,6 +648,20 @@ def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
     return out
 
 
+def filesystem(path: Path) -> str:
+    """The mount (type, device) that holds path, from /proc/mounts."""
+    best, found = "", "?"
+    try:
+        path = path.resolve()
+        for line in open("/proc/mounts"):
+            dev, mnt, fstype = line.split()[:3]
+            if (str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, found = mnt, f"{fstype} ({dev} on {mnt})"
+    except OSError:
+        pass
+    return found
+
+
 def machine() -> dict:
     model = "?"
     try:
@@ -613,9 +680,18 @@ def machine() -> dict:
         except Exception:
             versions[pkg] = "?"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "pixelgate"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        code = head + (" + uncommitted changes in pixelgate/" if dirty else "")
+    except Exception:
+        code = "?"
     return {"cpus": os.cpu_count(), "cpu_model": model, "memory": f"{mem / 2**30:.1f} GiB",
             "kernel": platform.release(), "python": platform.python_version(),
-            "wrk": version_of(["wrk", "--version"]), "packages": versions}
+            "wrk": version_of(["wrk", "--version"]), "packages": versions, "pixelgate": code,
+            "filesystem": filesystem(Path(tempfile.gettempdir()))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,6 +710,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--tmp-dir", help="where the temp data dirs go (default: the system's)")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
+                        help="before each measured run, wait up to this long for other processes "
+                             "to use less than --quiet-cores (60; 0: do not wait)")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="run a scenario again (this many times at most) when other processes "
+                             "disturbed it (1)")
+    parser.add_argument("--quiet-cores", type=float, default=0.15,
+                        help="what counts as a quiet machine, in cores used by others (0.15)")
     args = parser.parse_args(argv)
 
     if args.list:
@@ -663,8 +747,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pixelgate-bench-", dir=args.tmp_dir))
     TEMP_DIRS.append(tmp)
     info = machine()
+    info["filesystem"] = filesystem(tmp)
     print(f"pixelgate benchmark: {info['cpus']} x {info['cpu_model']}, {info['memory']}, "
           f"Python {info['python']}, {info['wrk']}")
+    print(f"pixelgate at {info['pixelgate']}; gateway data dirs on {filesystem(tmp)}")
     print(f"runs of {args.duration:g} s after {args.warmup:g} s of warm-up; wrk -t{args.threads}; "
           f"scenarios: {', '.join(names)}\n", flush=True)
     outcomes: list[Outcome] = []
@@ -673,13 +759,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             sc = BY_NAME[name]
             print(f"[{sc.name}] {sc.about}", flush=True)
-            outcomes.append(run_scenario(sc, args, tmp))
-            o = outcomes[-1]
-            print(f"  -> direct {o.direct.rps:,.0f} req/s p50 {o.direct.p50_ms:.3f} ms; gateway "
-                  f"{o.gateway.rps:,.0f} req/s p50 {o.gateway.p50_ms:.3f} ms p99 {o.gateway.p99_ms:.3f} ms, "
-                  f"{o.gateway.errors} errors, peak RSS {mib(o.peak_rss)}", flush=True)
-            shutil.rmtree(tmp, ignore_errors=True)  # images written so far
-            tmp.mkdir()
+            for attempt in range(1 + args.retries):
+                o = run_scenario(sc, args, tmp)
+                shutil.rmtree(tmp, ignore_errors=True)  # images written so far
+                tmp.mkdir()
+                print(f"  -> direct {o.direct.rps:,.0f} req/s p50 {o.direct.p50_ms:.3f} ms; gateway "
+                      f"{o.gateway.rps:,.0f} req/s p50 {o.gateway.p50_ms:.3f} ms p99 {o.gateway.p99_ms:.3f} ms, "
+                      f"{o.gateway.errors} errors, peak RSS {mib(o.peak_rss)}", flush=True)
+                if not noisy(o, args.quiet_cores):
+                    break
+                busy = max(o.cpu_other / o.gateway.seconds, o.cpu_other_direct / o.direct.seconds)
+                print(f"  !! other processes used {busy:.2f} cores during this scenario: its figures are "
+                      f"disturbed{'; running it again' if attempt < args.retries else ''}", flush=True)
+            outcomes.append(o)
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
@@ -695,6 +787,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print()
         print_table(outcomes, markdown=True)
+    disturbed = [o.scenario.name for o in outcomes if noisy(o, args.quiet_cores)]
+    if disturbed:
+        print(f"\n!! other processes were busy during: {', '.join(disturbed)} (see the 'other' CPU column); "
+              "those figures understate what the gateway can do")
     checks = verdicts(outcomes)
     if checks:
         print("\nTargets:")
@@ -713,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
                            "rss_samples": o.rss_samples, "per_request_rss": o.per_request_rss,
                            "in_flight": o.in_flight, "cpu_gateway_s": o.cpu_gateway,
                            "cpu_upstream_s": o.cpu_upstream, "cpu_upstream_direct_s": o.cpu_upstream_direct,
+                           "cpu_workers_s": o.cpu_workers, "cpu_other_s": o.cpu_other,
+                           "cpu_other_direct_s": o.cpu_other_direct,
                            "check": o.check} for o in outcomes],
               "targets": [{"target": w, "met": ok, "detail": d} for w, ok, d in checks]}
     (OUT / "results.json").write_text(json.dumps(record, indent=2))

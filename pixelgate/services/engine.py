@@ -12,6 +12,7 @@ import asyncio
 import binascii
 import secrets
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
@@ -55,7 +56,7 @@ class RequestContext:
     images_requested: int = 0
     images_delivered: int = 0
     attempts: list[dict] = field(default_factory=list)
-    stored: list[StoredImage] = field(default_factory=list)
+    stored: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
     def attempt(self, channel: Channel, error: GatewayError | None, since: float) -> None:
@@ -64,15 +65,18 @@ class RequestContext:
             entry.update(error=error.code, status=error.status, message=error.message[:300])
         self.attempts.append(entry)
 
-    def rows(self, status: int, error: GatewayError | None = None) -> list:
-        log = RequestLog(
+    def rows(self, status: int, error: GatewayError | None = None) -> list[tuple[type, dict]]:
+        """The request's log row and its stored images' rows, as plain values for a bulk insert."""
+        now = datetime.now(timezone.utc)
+        log = dict(
             id=self.request_id, key_id=self.principal.key_id if self.principal else None,
             surface=self.surface, operation=self.operation, model=self.model, channel=self.channel,
             status=status, error_code=error.code if error else None,
             error=error.message[:2000] if error else None, images_requested=self.images_requested,
             images_delivered=self.images_delivered,
-            latency_ms=round((time.perf_counter() - self.started) * 1000, 2), attempts=self.attempts)
-        return [log, *self.stored]
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 2), attempts=self.attempts,
+            created_at=now)
+        return [(RequestLog, log), *((StoredImage, {**image, "created_at": now}) for image in self.stored)]
 
 
 @dataclass(slots=True)
@@ -224,8 +228,8 @@ class Engine:
         image_id = secrets.token_hex(16)
         name = file_name(image_id, fmt)
         await self.storage.put(name, data)
-        ctx.stored.append(StoredImage(id=image_id, request_id=ctx.request_id, format=fmt, bytes=len(data),
-                                      key_id=ctx.principal.key_id if ctx.principal else None))
+        ctx.stored.append(dict(id=image_id, request_id=ctx.request_id, format=fmt, bytes=len(data),
+                               key_id=ctx.principal.key_id if ctx.principal else None))
         delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt)
         if req.delivery is Delivery.URL:
             delivered.url = self.signer.url(ctx.base_url, name)

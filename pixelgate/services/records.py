@@ -1,17 +1,18 @@
 """The request log and image rows, written in small batches off the request path.
 
-A request's answer never waits for its log row: rows are queued and inserted together every
-`interval` seconds (or sooner when many are waiting), and flushed at shutdown.
+A request's answer never waits for its log row: rows are queued and inserted together, one
+multi-row INSERT per table, every `interval` seconds (or sooner when many are waiting), and
+flushed at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
-
-from pixelgate.db.models import Base
 
 log = logging.getLogger("pixelgate.records")
 
@@ -21,12 +22,14 @@ class RecordWriter:
         self._sessions = sessions
         self._interval = interval
         self._batch = batch
-        self._pending: list[Base] = []
+        self._pending: list[tuple[type, dict]] = []
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._closing = False
 
-    def add(self, *rows: Base) -> None:
+    def add(self, *rows: tuple[type, dict]) -> None:
+        """Queue (mapped class, column values) pairs."""
         self._pending.extend(rows)
         if len(self._pending) >= self._batch:
             self._wake.set()
@@ -42,13 +45,20 @@ class RecordWriter:
         await self.flush()
 
     async def flush(self) -> None:
-        while self._pending:
-            rows, self._pending = self._pending[:self._batch], self._pending[self._batch:]
-            try:
-                async with self._sessions() as session, session.begin():
-                    session.add_all(rows)
-            except Exception:  # the log must never take the gateway down; say so loudly
-                log.exception("could not write %d log rows", len(rows))
+        """Write everything queued so far; returns once it is committed, even when another
+        flush had already taken some of the rows."""
+        async with self._lock:
+            while self._pending:
+                rows, self._pending = self._pending[:self._batch], self._pending[self._batch:]
+                by_table: dict[type, list[dict]] = defaultdict(list)
+                for table, values in rows:
+                    by_table[table].append(values)
+                try:
+                    async with self._sessions() as session, session.begin():
+                        for table, values in by_table.items():
+                            await session.execute(insert(table), values)
+                except Exception:  # the log must never take the gateway down; say so loudly
+                    log.exception("could not write %d log rows", len(rows))
 
     async def _run(self) -> None:
         while not self._closing:

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from pixelgate.domain.images import EXTENSION
 
+INLINE_WRITE_BYTES = 256 * 1024
+"""Smaller images are written on the event loop: into the page cache, that takes microseconds."""
+
 
 class LocalStorage:
     def __init__(self, root: Path) -> None:
@@ -27,7 +30,10 @@ class LocalStorage:
         return self.root / name[:2] / name
 
     async def put(self, name: str, data: bytes) -> None:
-        await asyncio.to_thread(self._write, self.path(name), data)
+        if len(data) <= INLINE_WRITE_BYTES:
+            self._write(self.path(name), data)  # cheaper than a hop to a thread
+        else:
+            await asyncio.to_thread(self._write, self.path(name), data)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
