@@ -8,8 +8,10 @@ the request says, and answers every POST with one precomputed byte string:
 
 The PNG is random noise (seeded, so every run serves the same bytes) made with Pillow, so it
 does not compress; --image-bytes sets its approximate size. --delay holds each answer that
-many seconds (a timer, no task per request) to emulate a slow vendor. GET /healthz answers 200.
-Responses are never compressed, whatever Accept-Encoding says.
+many seconds (a timer, no task per request) to emulate a slow vendor. GET /healthz answers 200;
+GET /stats answers {"served", "in_flight", "peak_in_flight"} (requests held by --delay now and
+at most since the last GET /stats?reset). Responses are never compressed, whatever
+Accept-Encoding says.
 
     python bench/fast_upstream.py --port 9101 --image-bytes 4096
     python bench/fast_upstream.py --port 9102 --image-bytes 1100000   # ~1.5 MB of base64
@@ -58,6 +60,9 @@ class Upstream(asyncio.Protocol):
     health: bytes = b""
     missing: bytes = b""
     delay: float = 0.0
+    served = 0
+    in_flight = 0
+    peak_in_flight = 0
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -97,18 +102,31 @@ class Upstream(asyncio.Protocol):
         self.buf = buf
 
     def _answer(self, head: bytes) -> None:
+        cls = Upstream
         if head.startswith(b"POST "):
+            cls.served += 1
+            if self.delay > 0:
+                cls.in_flight += 1
+                if cls.in_flight > cls.peak_in_flight:
+                    cls.peak_in_flight = cls.in_flight
+                self.loop.call_later(self.delay, self._later, self.ok)
+                return
             reply = self.ok
         elif head.startswith(b"GET /healthz"):
             reply = self.health
+        elif head.startswith(b"GET /stats"):
+            body = (b'{"served":%d,"in_flight":%d,"peak_in_flight":%d}'
+                    % (cls.served, cls.in_flight, cls.peak_in_flight))
+            if head.startswith(b"GET /stats?reset"):
+                cls.peak_in_flight = cls.in_flight
+            reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                     % len(body)) + body
         else:
             reply = self.missing
-        if self.delay > 0 and reply is self.ok:
-            self.loop.call_later(self.delay, self._write, reply)
-        else:
-            self.transport.write(reply)  # type: ignore[union-attr]
+        self.transport.write(reply)  # type: ignore[union-attr]
 
-    def _write(self, reply: bytes) -> None:
+    def _later(self, reply: bytes) -> None:
+        Upstream.in_flight -= 1
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
 

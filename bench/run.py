@@ -66,6 +66,7 @@ class Scenario:
     workers: int
     image_bytes: int = SMALL
     delay: float = 0.0
+    stagger: bool = False
     about: str = ""
     default: bool = True
 
@@ -75,13 +76,17 @@ SCENARIOS = [
     Scenario("small-c64", 64, 2, about="throughput, small images, 2 workers"),
     Scenario("small-c256", 256, 2, about="throughput, small images, 2 workers"),
     Scenario("large-c16", 16, 2, image_bytes=LARGE, about="~1.5 MB base64 images, 2 workers"),
-    Scenario("slow-c1000", 1000, 2, delay=2.0, about="upstream answers after 2 s, 1,000 in flight"),
+    Scenario("slow-c1000", 1000, 2, delay=2.0, stagger=True,
+             about="upstream answers after 2 s, 1,000 in flight, arrivals spread out"),
+    Scenario("slow-c1000-burst", 1000, 2, delay=2.0,
+             about="as slow-c1000, but all 1,000 requests arrive at once every 2 s"),
     # Extra scenarios, run only when named with --scenario:
     Scenario("small-c1-w2", 1, 2, default=False, about="as small-c1 with 2 workers"),
     Scenario("small-c64-w1", 64, 1, default=False, about="as small-c64 with 1 worker"),
     Scenario("large-c1", 1, 1, image_bytes=LARGE, default=False, about="latency added, 1.5 MB images"),
     Scenario("large-c64", 64, 2, image_bytes=LARGE, default=False, about="1.5 MB images at c=64"),
-    Scenario("slow-c1000-w1", 1000, 1, delay=2.0, default=False, about="as slow-c1000 with 1 worker"),
+    Scenario("slow-c1000-w1", 1000, 1, delay=2.0, stagger=True, default=False,
+             about="as slow-c1000 with 1 worker"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -215,6 +220,42 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
+class InFlightSampler(threading.Thread):
+    """Polls the emulated upstream's GET /stats: how many requests it holds (--delay) at once."""
+
+    def __init__(self, port: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/stats"
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self.peak = 0
+        self._halt = threading.Event()
+
+    def _get(self, suffix: str = "") -> dict:
+        with urllib.request.urlopen(self.url + suffix, timeout=2) as resp:
+            return json.loads(resp.read())
+
+    def run(self) -> None:
+        self._get("?reset")
+        start = time.monotonic()
+        while not self._halt.wait(self.interval):
+            try:
+                stats = self._get()
+            except OSError:
+                continue
+            self.samples.append((time.monotonic() - start, stats["in_flight"]))
+            self.peak = max(self.peak, stats["peak_in_flight"])
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(3)
+
+    def steady(self, after: float) -> float:
+        """Mean requests in flight over the samples taken `after` seconds into the run."""
+        values = [v for t, v in self.samples if t >= after]
+        return sum(values) / len(values) if values else 0.0
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat."""
     with open("/proc/stat") as fh:
@@ -288,6 +329,7 @@ wrk.body = '%(body)s'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept-Encoding"] = "gzip, deflate"
 %(auth)s
+%(stagger)s
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -322,10 +364,27 @@ class LoadResult:
         return self.errors_status + self.errors_socket
 
 
-def lua_script(tmp: Path, name: str, body: dict, token: str | None) -> Path:
+STAGGER = """
+-- Spread the connections' first requests uniformly over %(ms)d ms, so that with an upstream
+-- answering after a fixed delay the arrivals stay spread out instead of coming in one wave.
+local first = %(n)d
+delay = function()
+  if first > 0 then
+    first = first - 1
+    return math.random(0, %(ms)d)
+  end
+  return 0
+end
+"""
+
+
+def lua_script(tmp: Path, name: str, body: dict, token: str | None, stagger_n: int = 0,
+               stagger_ms: int = 0) -> Path:
     path = tmp / f"{name}.lua"
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
-    path.write_text(LUA % {"body": json.dumps(body, separators=(",", ":")), "auth": auth})
+    stagger = STAGGER % {"n": stagger_n, "ms": stagger_ms} if stagger_n else ""
+    path.write_text(LUA % {"body": json.dumps(body, separators=(",", ":")), "auth": auth,
+                           "stagger": stagger})
     return path
 
 
@@ -398,6 +457,10 @@ class Outcome:
     cpu_other_direct: float
     cpu_workers: list[float]
     check: str
+    upstream_peak: int = 0
+    upstream_steady: float = 0.0
+    upstream_peak_direct: int = 0
+    upstream_steady_direct: float = 0.0
 
     @property
     def added_p50(self) -> float:
@@ -497,8 +560,10 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
     try:
         upstream_body = {"model": MODEL, "prompt": "a fox", "n": 1, "response_format": "b64_json"}
         client_body = {"model": MODEL, "prompt": "a fox", "response_format": "b64_json"}
-        direct_lua = lua_script(tmp, f"{sc.name}-direct", upstream_body, None)
-        gw_lua = lua_script(tmp, f"{sc.name}-gateway", client_body, ADMIN_KEY)
+        stagger_n = -(-sc.concurrency // max(1, min(args.threads, sc.concurrency))) if sc.stagger else 0
+        stagger_ms = int(sc.delay * 1000)
+        direct_lua = lua_script(tmp, f"{sc.name}-direct", upstream_body, None, stagger_n, stagger_ms)
+        gw_lua = lua_script(tmp, f"{sc.name}-gateway", client_body, ADMIN_KEY, stagger_n, stagger_ms)
         direct_url = f"http://127.0.0.1:{up_port}{PATH}"
         gw_url = f"http://127.0.0.1:{gw_port}{PATH}"
 
@@ -508,7 +573,12 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
             time.sleep(sc.delay + 0.5)
         wait_quiet(args.quiet_cores, args.wait_quiet)
         up_cpu0, m0, self0 = cpu_seconds([upstream.pid]), machine_cpu()[0], self_cpu()
+        flight_direct = InFlightSampler(up_port) if sc.delay else None
+        if flight_direct:
+            flight_direct.start()
         direct = run_wrk(direct_url, direct_lua, sc.concurrency, duration, args.threads, timeout)
+        if flight_direct:
+            flight_direct.stop()
         cpu_up_direct = cpu_seconds([upstream.pid]) - up_cpu0
         other_direct = (machine_cpu()[0] - m0) - cpu_up_direct - direct.wrk_cpu_s - (self_cpu() - self0)
         if sc.delay:
@@ -532,7 +602,12 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         w_cpu0 = [cpu_seconds([w]) for w in workers]
         m0, self0 = machine_cpu()[0], self_cpu()
         sampler.reset()
+        flight = InFlightSampler(up_port) if sc.delay else None
+        if flight:
+            flight.start()
         result = run_wrk(gw_url, gw_lua, sc.concurrency, duration, args.threads, timeout)
+        if flight:
+            flight.stop()
         cpu_gw, cpu_up = cpu_seconds(pids) - gw_cpu0, cpu_seconds([upstream.pid]) - up_cpu0
         cpu_w = [cpu_seconds([w]) - c for w, c in zip(workers, w_cpu0)]
         other = (machine_cpu()[0] - m0) - cpu_gw - cpu_up - result.wrk_cpu_s - (self_cpu() - self0)
@@ -544,8 +619,14 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
                 pass
         if args.keep_logs:
             shutil.copy(gw_log, OUT / f"{sc.name}-gateway.log")
-        return Outcome(sc, len(png), b64_len, direct, result, idle, sampler.peak, sampler.samples,
-                       cpu_gw, cpu_up, cpu_up_direct, other, other_direct, cpu_w, check)
+        outcome = Outcome(sc, len(png), b64_len, direct, result, idle, sampler.peak, sampler.samples,
+                          cpu_gw, cpu_up, cpu_up_direct, other, other_direct, cpu_w, check)
+        if flight and flight_direct:
+            ramp = sc.delay * (2.2 if sc.stagger else 1.2)  # the first answers come back after that
+            outcome.upstream_peak, outcome.upstream_steady = flight.peak, flight.steady(ramp)
+            outcome.upstream_peak_direct = flight_direct.peak
+            outcome.upstream_steady_direct = flight_direct.steady(ramp)
+        return outcome
     finally:
         if gateway is not None:
             CHILDREN.stop(gateway)
@@ -640,8 +721,11 @@ def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
                     f"base64 image ({o.per_request_rss / o.png_bytes:.2f} x the {size(o.png_bytes)} PNG)"))
     if "slow-c1000" in by:
         o = by["slow-c1000"]
-        out.append(("slow upstream: 1,000 in flight at no error", o.gateway.errors == 0 and o.in_flight >= 950,
-                    f"{o.in_flight:,.0f} in flight on average (req/s x mean latency), {o.gateway.errors} errors "
+        out.append(("slow upstream: 1,000 in flight at no error",
+                    o.gateway.errors == 0 and o.upstream_peak >= 1000 and o.upstream_steady >= 950,
+                    f"upstream held {o.upstream_peak:,} at most and {o.upstream_steady:,.0f} on average once "
+                    f"ramped up (direct: {o.upstream_peak_direct:,} / {o.upstream_steady_direct:,.0f}), "
+                    f"{o.gateway.errors} errors "
                     f"({o.gateway.errors_status} HTTP >= 400, {o.gateway.errors_socket} socket/timeouts)"))
         out.append(("slow upstream: gateway adds < 20 ms at the median", o.added_p50 < 20.0,
                     f"adds {o.added_p50:.1f} ms (p50 {o.gateway.p50_ms:.1f} vs direct {o.direct.p50_ms:.1f})"))
@@ -797,9 +881,10 @@ def main(argv: list[str] | None = None) -> int:
         for what, ok, detail in checks:
             print(f"  [{'MET' if ok else 'NOT MET'}] {what}: {detail}")
     for o in outcomes:
-        if o.scenario.name.startswith("slow"):
-            print(f"\n{o.scenario.name}: {o.in_flight:,.0f} requests in flight on average through the gateway "
-                  f"({o.direct.rps * o.direct.mean_ms / 1000:,.0f} direct)")
+        if o.scenario.delay:
+            print(f"\n{o.scenario.name}: requests held by the upstream through the gateway: {o.upstream_peak:,} "
+                  f"at most, {o.upstream_steady:,.0f} on average once ramped up (direct: "
+                  f"{o.upstream_peak_direct:,} / {o.upstream_steady_direct:,.0f})")
     record = {"machine": info, "duration": args.duration, "warmup": args.warmup, "threads": args.threads,
               "command": " ".join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
               "results": [{"scenario": dataclasses.asdict(o.scenario), "png_bytes": o.png_bytes,
@@ -811,6 +896,10 @@ def main(argv: list[str] | None = None) -> int:
                            "cpu_upstream_s": o.cpu_upstream, "cpu_upstream_direct_s": o.cpu_upstream_direct,
                            "cpu_workers_s": o.cpu_workers, "cpu_other_s": o.cpu_other,
                            "cpu_other_direct_s": o.cpu_other_direct,
+                           "upstream_peak_in_flight": o.upstream_peak,
+                           "upstream_steady_in_flight": o.upstream_steady,
+                           "upstream_peak_in_flight_direct": o.upstream_peak_direct,
+                           "upstream_steady_in_flight_direct": o.upstream_steady_direct,
                            "check": o.check} for o in outcomes],
               "targets": [{"target": w, "met": ok, "detail": d} for w, ok, d in checks]}
     (OUT / "results.json").write_text(json.dumps(record, indent=2))

@@ -18,6 +18,7 @@ from pixelgate.db.models import Meta
 from pixelgate.db.session import make_engine, migrate, sessionmaker
 from pixelgate.services.auth import KeyStore
 from pixelgate.services.engine import Engine
+from pixelgate.services.fetch import Fetcher
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory
 from pixelgate.services.sandbox import SandboxTransport
@@ -39,6 +40,7 @@ class Services:
     signer: UrlSigner
     records: RecordWriter
     http: HttpTransport
+    fetcher: Fetcher
     engine: Engine
 
 
@@ -79,13 +81,15 @@ async def start_services(settings: Settings) -> Services:
     http = HttpTransport(settings.upstream_connections)
     engine = Engine(settings, directory, storage, signer, records,
                     {"http": http, "sandbox": SandboxTransport()})
+    fetcher = Fetcher(settings.fetch_allow_hosts, settings.fetch_max_bytes, settings.fetch_timeout_seconds)
     return Services(settings, db, sessions, KeyStore(sessions, settings.cache_seconds), directory,
-                    storage, signer, records, http, engine)
+                    storage, signer, records, http, fetcher, engine)
 
 
 async def stop_services(services: Services) -> None:
     await services.records.close()
     await services.http.close()
+    await services.fetcher.close()
     await services.db.dispose()
 
 

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     """How long keys and channels read from the database are trusted in one process."""
     upstream_connections: int = Field(default=4096, ge=1)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    fetch_allow_hosts: list[str] = Field(default_factory=list)
+    """Hosts whose URLs (input images, webhooks) may be fetched even though they resolve to
+    loopback or private addresses; everything else must be public."""
+    fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    fetch_timeout_seconds: float = Field(default=30, gt=0)
     migrate_on_start: bool = True
 
     channels: list[ChannelConfig] = Field(default_factory=list)

@@ -64,3 +64,16 @@ def sniff_format(data: bytes) -> str:
     if data[:3] == b"GIF":
         return "gif"
     return "png"
+
+
+def convert_format(data: bytes, fmt: str, compression: int | None = None) -> bytes:
+    """Re-encode an image as `fmt` (png, jpeg or webp) when the vendor could not make it."""
+    with Image.open(io.BytesIO(data)) as img:
+        out = io.BytesIO()
+        if fmt == "jpeg":
+            img.convert("RGB").save(out, "JPEG", quality=compression or 90)
+        elif fmt == "webp":
+            img.save(out, "WEBP", quality=compression or 90)
+        else:
+            img.save(out, "PNG")
+        return out.getvalue()

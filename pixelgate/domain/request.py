@@ -7,6 +7,7 @@ from enum import Enum
 from typing import Any
 
 from pixelgate.domain.images import InputImage
+from pixelgate.domain.masks import Convention
 
 
 class Operation(str, Enum):
@@ -39,6 +40,8 @@ class ImageRequest:
     user: str | None = None
     images: list[InputImage] = field(default_factory=list)
     mask: InputImage | None = None
+    mask_convention: Convention = "alpha"
+    """How `mask` marks the area to edit, as the client's API defines it (see domain.masks)."""
     delivery: Delivery = Delivery.URL
     stream: bool = False
     partial_images: int | None = None

@@ -6,16 +6,12 @@ Every violation is an InvalidRequest naming the parameter as the internal reques
 
 from __future__ import annotations
 
-import re
-
 from pydantic import ValidationError
 
+from pixelgate.domain import sizes
 from pixelgate.domain.request import ImageRequest, Operation
 from pixelgate.errors import InvalidRequest
 from pixelgate.providers.base import Capabilities
-
-_WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-
 
 def supported(values) -> str:
     quoted = [f"'{v}'" for v in values]
@@ -86,12 +82,22 @@ def _check_size(req: ImageRequest, caps: Capabilities) -> None:
         return
     allowed = caps.sizes_by_operation.get(req.operation, caps.sizes)
     if allowed is not None:
-        _choice(req.size, allowed, "size", req.model)
+        if req.size in allowed:
+            return
+        wanted = sizes.parse(req.size)
+        if wanted.width is not None or not any(a != "auto" for a in allowed):
+            _choice(req.size, allowed, "size", req.model)  # exact sizes are the model's own list
+        # an aspect ratio or a tier: the nearest size the model makes
+        options = [sizes.parse(a) for a in allowed if a != "auto"]
+        req.size = sizes.nearest(wanted, options, allowed_text=supported(allowed)).wxh()
         return
-    if req.size == "auto":
+    wanted = sizes.parse(req.size)
+    if caps.fit_size is not None:
+        caps.fit_size(wanted)
         return
-    match = _WXH.match(req.size)
-    if not match or not all(16 <= int(side) <= caps.max_side for side in match.groups()):
+    if wanted.is_auto:
+        return
+    if wanted.width is None or not all(16 <= side <= caps.max_side for side in (wanted.width, wanted.height)):
         raise InvalidRequest(f"Invalid value: '{req.size}'. 'size' must be 'auto' or WIDTHxHEIGHT "
                              f"with each side between 16 and {caps.max_side}.", field="size")
 

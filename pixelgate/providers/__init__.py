@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from pixelgate.providers.ark import Ark
 from pixelgate.providers.base import Provider
+from pixelgate.providers.bfl import BlackForestLabs
+from pixelgate.providers.dashscope import DashScope
+from pixelgate.providers.google import Google
+from pixelgate.providers.ideogram import Ideogram
+from pixelgate.providers.midjourney import Midjourney
 from pixelgate.providers.openai import OpenAI, OpenAICompatible
+from pixelgate.providers.qianfan import Qianfan
 from pixelgate.providers.sandbox import Sandbox
 
-REGISTRY: dict[str, Provider] = {p.name: p for p in (Sandbox(), OpenAI(), OpenAICompatible())}
+REGISTRY: dict[str, Provider] = {p.name: p for p in (
+    Sandbox(), OpenAI(), OpenAICompatible(), BlackForestLabs(), Ideogram(), Ark(), DashScope(),
+    Qianfan(), Google(), Midjourney())}

@@ -8,12 +8,13 @@ a vendor module only translates between ImageRequest and the vendor's wire forma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
 from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.domain.sizes import Size
 from pixelgate.domain.result import Finished, Pending, StreamPartial, Submitted
 from pixelgate.errors import (UpstreamBadResponse, UpstreamError, UpstreamRateLimited,
                               UpstreamRejected, UpstreamUnavailable)
@@ -40,6 +41,12 @@ class Capabilities:
     """Operations whose prompt may not be empty."""
     max_n: int = 10
     """Most images one request may ask for."""
+    n_per_call: int | None = None
+    """Most images one upstream call makes; the engine fans out concurrent calls above it
+    (None: max_n)."""
+    fit_size: Callable[[Size], Any] | None = None
+    """Maps any parsed size to what the vendor can make (nearest match) or raises
+    InvalidRequest; used when `sizes` is None. None accepts any WxH up to `max_side`."""
     sizes: tuple[str, ...] | None = None
     """Allowed `size` values; None accepts any WxH within `max_side`."""
     sizes_by_operation: Mapping[Operation, tuple[str, ...]] = field(default_factory=dict)

@@ -23,9 +23,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pixelgate.domain import sizes
 from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.domain.sizes import Size
 from pixelgate.domain.result import Finished, Pending, StreamPartial, Submitted, UpstreamImage
-from pixelgate.errors import UpstreamError
+from pixelgate.errors import InvalidRequest, UpstreamError
 from pixelgate.providers.base import (EDIT, GENERATE, VARIATION, Capabilities, Channel, Provider,
                                       UpstreamCall, UpstreamReply, VendorOptions)
 from pixelgate.providers.openai import error_from_body, stream_event
@@ -46,7 +48,7 @@ _BASE = Capabilities(
     backgrounds=("transparent", "opaque", "auto"), output_formats=("png", "jpeg", "webp"),
     output_compression=True, moderation=("low", "auto"), input_fidelity=("high", "low"),
     stream=True, max_images=16, image_formats=("png", "webp", "jpeg"),
-    image_max_bytes=50 * 1024 * 1024, options=SandboxOptions)
+    image_max_bytes=50 * 1024 * 1024, options=SandboxOptions, fit_size=lambda size: _fit(size))
 
 # model -> behaviour it implies unless the request's options say otherwise
 BEHAVIOUR: dict[str, dict[str, Any]] = {
@@ -107,10 +109,19 @@ def _finished(body: dict) -> Finished:
     return Finished([UpstreamImage(data=item["data"]) for item in body["images"]], body.get("meta", {}))
 
 
+def _fit(size: Size) -> tuple[int, int]:
+    """Any size vocabulary: exact pixels as asked, ratios and tiers at their area."""
+    if size.width and not (16 <= size.width <= 4096 and 16 <= (size.height or 0) <= 4096):
+        raise InvalidRequest(f"Invalid value: '{size.wxh()}'. Each side must be between 16 and 4096.",
+                             field="size")
+    return sizes.pixels_for(size, 1024 * 1024, multiple=8 if size.width is None else 1, min_side=16)
+
+
 def _dimensions(req: ImageRequest) -> tuple[int, int]:
-    if req.size and req.size != "auto":
-        width, height = req.size.split("x")
-        return int(width), int(height)
+    if req.size:
+        wanted = sizes.parse(req.size)
+        if not wanted.is_auto:
+            return _fit(wanted)
     if req.images and req.operation is not Operation.GENERATE:
         return req.images[0].width, req.images[0].height
     return 1024, 1024

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import dataclasses
 import secrets
 import time
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ import pybase64
 
 from pixelgate.config import Settings
 from pixelgate.db.models import RequestLog, StoredImage
-from pixelgate.domain.images import sniff_format
+from pixelgate.domain.images import convert_format, sniff_format
 from pixelgate.domain.request import Delivery, ImageRequest
 from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
                                      Submitted, UpstreamImage)
@@ -106,7 +107,8 @@ class Engine:
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
         route = await self.prepare(req, ctx)
-        finished = await self._failover(route, ctx, lambda p, c: self._call(p, c, req))
+        per_call = route.capabilities.n_per_call or route.capabilities.max_n
+        finished = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, req, per_call))
         images = await self._deliver(finished, req, ctx)
         return ImageResult(ctx.request_id, req.model, images, int(time.time()), finished.meta)
 
@@ -160,6 +162,25 @@ class Engine:
             return outcome
         assert last is not None
         raise last
+
+    async def _fan_out(self, provider: Provider, channel: Channel, req: ImageRequest, per_call: int) -> Finished:
+        """One upstream call, or concurrent ones when the model makes fewer images per call than
+        asked. If some of them fail, the images of the others are still delivered (their work
+        was accepted and paid); only when all fail does the error decide what happens next."""
+        if req.n <= per_call:
+            return await self._call(provider, channel, req)
+        counts = [per_call] * (req.n // per_call) + ([req.n % per_call] if req.n % per_call else [])
+        parts = [dataclasses.replace(req, n=k, seed=None if req.seed is None else req.seed + i * per_call)
+                 for i, k in enumerate(counts)]
+        results = await asyncio.gather(*(self._call(provider, channel, p) for p in parts), return_exceptions=True)
+        finished = [r for r in results if isinstance(r, Finished)]
+        if not finished:
+            raise next(r for r in results if isinstance(r, BaseException))
+        meta = dict(finished[0].meta)
+        failed = len(results) - len(finished)
+        if failed:
+            meta["partial"] = f"{failed} of {len(results)} upstream calls failed"
+        return Finished([image for f in finished for image in f.images], meta)
 
     async def _call(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished:
         call = provider.build(req, channel.upstream_model(req.model), channel)
@@ -225,6 +246,10 @@ class Engine:
         else:
             data = await self._fetch(image.url or "")
         fmt = sniff_format(data)
+        b64 = image.b64
+        if req.output_format and req.output_format != fmt:  # the vendor could not: convert
+            data = await asyncio.to_thread(convert_format, data, req.output_format, req.output_compression)
+            fmt, b64 = req.output_format, None
         image_id = secrets.token_hex(16)
         name = file_name(image_id, fmt)
         await self.storage.put(name, data)
@@ -234,7 +259,7 @@ class Engine:
         if req.delivery is Delivery.URL:
             delivered.url = self.signer.url(ctx.base_url, name)
         if req.delivery is Delivery.B64 or req.stream:  # stream events always carry the bytes
-            delivered.b64 = image.b64 if image.b64 is not None else pybase64.b64encode(data).decode()
+            delivered.b64 = b64 if b64 is not None else pybase64.b64encode(data).decode()
         return delivered
 
     async def _fetch(self, url: str) -> bytes:

@@ -87,7 +87,7 @@ class ChannelDirectory:
         channels: dict[str, list[Channel]] = {}
         caps: dict[str, Capabilities] = {}
         disabled: set[str] = set()
-        for row in rows:
+        for row in sorted(rows, key=lambda r: -r.priority):  # the best channel's view of a model wins
             if not row.enabled:
                 disabled.update(row.models)
                 continue
@@ -99,9 +99,12 @@ class ChannelDirectory:
                               models=tuple(row.models), model_map=dict(row.model_map or {}),
                               priority=row.priority, weight=row.weight, timeout=row.timeout_seconds)
             for model in row.models:
-                # A renamed model behaves as the upstream model it maps to.
-                known = KNOWN_MODELS.get(model) or KNOWN_MODELS.get(channel.upstream_model(model))
-                model_caps = known[1] if known else provider.generic
+                # The channel's own vendor knows the model best; a renamed model behaves as the
+                # upstream model it maps to; a model another vendor defines behaves as defined there.
+                upstream = channel.upstream_model(model)
+                known = KNOWN_MODELS.get(model) or KNOWN_MODELS.get(upstream)
+                model_caps = (provider.models.get(model) or provider.models.get(upstream)
+                              or (known[1] if known else provider.generic))
                 if model_caps is None:
                     continue
                 caps.setdefault(model, model_caps)

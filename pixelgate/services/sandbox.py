@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator
 import orjson
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from pixelgate.domain.images import convert_format
 from pixelgate.providers.base import UpstreamCall, UpstreamReply
 
 JOB_SECONDS = 1.0
@@ -66,14 +67,13 @@ def _apply_to(base: bytes, drawn: Image.Image, mask: bytes | None, variation: bo
 
 
 def encode(img: Image.Image, fmt: str, compression: int | None = None) -> bytes:
-    out = io.BytesIO()
-    if fmt == "jpeg":
-        img.convert("RGB").save(out, "JPEG", quality=compression or 90)
-    elif fmt == "webp":
-        img.save(out, "WEBP", quality=compression or 90)
-    else:
-        img.save(out, "PNG", compress_level=1)
-    return out.getvalue()
+    if fmt == "png":
+        out = io.BytesIO()
+        img.save(out, "PNG", compress_level=1)  # speed over size: it is a sandbox
+        return out.getvalue()
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=0)
+    return convert_format(buf.getvalue(), fmt, compression)
 
 
 class SandboxTransport:

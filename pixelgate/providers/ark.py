@@ -1,0 +1,10 @@
+"""Ark: placeholder, being written (see ../shared/upstreams/)."""
+
+from __future__ import annotations
+
+from pixelgate.providers.base import Provider
+
+
+class Ark(Provider):
+    name = "ark"
+    models = {}

@@ -1,0 +1,10 @@
+"""DashScope: placeholder, being written (see ../shared/upstreams/)."""
+
+from __future__ import annotations
+
+from pixelgate.providers.base import Provider
+
+
+class DashScope(Provider):
+    name = "dashscope"
+    models = {}

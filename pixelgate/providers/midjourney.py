@@ -1,0 +1,10 @@
+"""Midjourney: placeholder, being written (see ../shared/upstreams/)."""
+
+from __future__ import annotations
+
+from pixelgate.providers.base import Provider
+
+
+class Midjourney(Provider):
+    name = "midjourney"
+    models = {}

@@ -1,0 +1,10 @@
+"""Qianfan: placeholder, being written (see ../shared/upstreams/)."""
+
+from __future__ import annotations
+
+from pixelgate.providers.base import Provider
+
+
+class Qianfan(Provider):
+    name = "qianfan"
+    models = {}
