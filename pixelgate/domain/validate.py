@@ -31,14 +31,15 @@ def _choice(value, allowed, field: str, model: str) -> None:
                              field=field)
 
 
-def validate(req: ImageRequest, caps: Capabilities) -> None:
+def validate(req: ImageRequest, caps: Capabilities, surface: str = "") -> None:
     model, op = req.model, req.operation
     if op not in caps.operations:
         raise InvalidRequest(f"Model '{model}' does not support the {op.value} operation.",
                              field="model", code="unsupported_model")
     _check_prompt(req, caps)
-    if not 1 <= req.n <= caps.max_n:
-        limit = "1" if caps.max_n == 1 else f"between 1 and {caps.max_n}"
+    max_n = caps.surface_max_n.get(surface, caps.max_n)
+    if not 1 <= req.n <= max_n:
+        limit = "1" if max_n == 1 else f"between 1 and {max_n}"
         raise InvalidRequest(f"Invalid value: {req.n}. 'n' for model '{model}' must be {limit}.",
                              field="n")
     _check_size(req, caps)

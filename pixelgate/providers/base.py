@@ -41,6 +41,9 @@ class Capabilities:
     """Operations whose prompt may not be empty."""
     max_n: int = 10
     """Most images one request may ask for."""
+    surface_max_n: Mapping[str, int] = field(default_factory=dict)
+    """A stricter `max_n` on one public API, where its documents say so (dall-e-3: n=1 on the
+    OpenAI API, while the predictions API fans out up to `max_n`)."""
     n_per_call: int | None = None
     """Most images one upstream call makes; the engine fans out concurrent calls above it
     (None: max_n)."""

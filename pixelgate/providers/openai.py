@@ -34,7 +34,7 @@ _DALLE2 = Capabilities(
     qualities=("standard", "auto"), max_images=1, image_formats=("png",), image_max_bytes=4 * MB,
     square_images=True, image_needs_alpha_without_mask=True)
 _DALLE3 = Capabilities(
-    operations=frozenset({GENERATE}), max_prompt=4000, max_n=1,
+    operations=frozenset({GENERATE}), max_prompt=4000, max_n=10, n_per_call=1, surface_max_n={"openai": 1},
     sizes=("1024x1024", "1792x1024", "1024x1792"), qualities=("standard", "hd", "auto"),
     styles=("vivid", "natural"))
 _GPT_IMAGE = Capabilities(

@@ -102,7 +102,7 @@ class Engine:
         route = await self.directory.route(req.model)
         assert ctx.principal is not None
         ctx.principal.require_model(req.model)
-        validate(req, route.capabilities)
+        validate(req, route.capabilities, ctx.surface)
         return route
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:

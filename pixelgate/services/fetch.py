@@ -122,7 +122,7 @@ class Fetcher:
 
     async def image(self, value: str, field: str) -> InputImage:
         """An image given as a URL, a data URL or raw base64, decoded and checked once."""
-        if value.startswith(("http://", "https://")):
+        if "://" in value[:16]:  # a URL of some scheme; get() refuses all but http(s)
             return read_image(await self.get(value, field), field)
         return read_image(decode_inline(value, field), field)
 

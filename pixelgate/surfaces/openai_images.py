@@ -151,7 +151,34 @@ async def generations(request: Request) -> Response:
 
 @router.post("/v1/images/edits")
 async def edits(request: Request) -> Response:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return await _json_edit(request)
     return await _multipart(request, Operation.EDIT)
+
+
+async def _json_edit(request: Request) -> Response:
+    """The JSON form of edits: images as {"image_url": URL or data URL} references."""
+    ctx = await _authenticate(request)
+    data = await _json_body(request)
+    refs, mask_ref = data.pop("images", None), data.pop("mask", None)
+    req = to_request(_fields(ImageFields, data), Operation.EDIT)
+    if not isinstance(refs, list) or not refs:
+        raise InvalidRequest("'images' must be a non-empty list of {\"image_url\": ...}.", field="images")
+    fetcher = request.app.state.services.fetcher
+    for i, ref in enumerate(refs):
+        req.images.append(await fetcher.image(_image_url(ref, f"images[{i}]"), f"images[{i}].image_url"))
+    if mask_ref is not None:
+        req.mask = await fetcher.image(_image_url(mask_ref, "mask"), "mask.image_url")
+    return await _answer(request, req, ctx)
+
+
+def _image_url(ref: Any, field: str) -> str:
+    if isinstance(ref, dict) and "file_id" in ref:
+        raise InvalidRequest("File IDs are not supported here; send image_url (a URL or data URL).",
+                             field=f"{field}.file_id", code="unsupported_parameter")
+    if not isinstance(ref, dict) or not isinstance(ref.get("image_url"), str):
+        raise InvalidRequest(f"'{field}' must be an object with an 'image_url' string.", field=field)
+    return ref["image_url"]
 
 
 @router.post("/v1/images/variations")
