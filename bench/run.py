@@ -489,7 +489,8 @@ def start_upstream(port: int, sc: Scenario, tmp: Path) -> subprocess.Popen:
     return proc
 
 
-def start_gateway(port: int, upstream_port: int, sc: Scenario, tmp: Path) -> tuple[subprocess.Popen, Path]:
+def start_gateway(port: int, upstream_port: int, sc: Scenario, tmp: Path,
+                  extra_env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
     work = Path(tempfile.mkdtemp(prefix="gw-", dir=tmp))
     (work / "cfg.toml").write_text(f"""sandbox = false
 
@@ -504,6 +505,7 @@ timeout_seconds = 60
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
     env.update(PIXELGATE_ADMIN_KEY=ADMIN_KEY, PIXELGATE_DATA_DIR=str(work / "data"),
                PIXELGATE_LOG_LEVEL="warning")
+    env.update(extra_env)
     log = work / "gateway.log"
     exe = ROOT / ".venv" / "bin" / "pixelgate"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "pixelgate"]
@@ -584,7 +586,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         if sc.delay:
             time.sleep(sc.delay + 0.5)
 
-        gateway, gw_log = start_gateway(gw_port, up_port, sc, tmp)
+        gateway, gw_log = start_gateway(gw_port, up_port, sc, tmp, args.gateway_env)
         check = check_answer(gw_port, client_body, png, timeout)
         sampler = MemorySampler(gateway.pid, 0.05)
         idle = sampler.current()
@@ -797,6 +799,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
                         help="before each measured run, wait up to this long for other processes "
                              "to use less than --quiet-cores (60; 0: do not wait)")
+    parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the gateway, e.g. PIXELGATE_CACHE_SECONDS=60 "
+                             "(repeatable; for experiments)")
     parser.add_argument("--retries", type=int, default=1,
                         help="run a scenario again (this many times at most) when other processes "
                              "disturbed it (1)")
@@ -811,6 +816,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.duration, args.warmup = 4.0, 1.0
+    try:
+        args.gateway_env = dict(item.split("=", 1) for item in args.gateway_env)
+    except ValueError:
+        parser.error("--gateway-env takes NAME=VALUE")
     names = args.scenario or [s.name for s in SCENARIOS if s.default]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:

@@ -23,8 +23,9 @@ from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory
 from pixelgate.services.sandbox import SandboxTransport
 from pixelgate.services.storage import LocalStorage, UrlSigner
+from pixelgate.services.tasks import TaskService
 from pixelgate.services.transport import HttpTransport
-from pixelgate.surfaces import admin, files, openai_images
+from pixelgate.surfaces import admin, files, openai_images, predictions, replicate
 
 log = logging.getLogger("pixelgate")
 
@@ -42,6 +43,7 @@ class Services:
     http: HttpTransport
     fetcher: Fetcher
     engine: Engine
+    tasks: TaskService
 
 
 async def bootstrap(settings: Settings, db: AsyncEngine) -> str | None:
@@ -82,11 +84,20 @@ async def start_services(settings: Settings) -> Services:
     engine = Engine(settings, directory, storage, signer, records,
                     {"http": http, "sandbox": SandboxTransport()})
     fetcher = Fetcher(settings.fetch_allow_hosts, settings.fetch_max_bytes, settings.fetch_timeout_seconds)
-    return Services(settings, db, sessions, KeyStore(sessions, settings.cache_seconds), directory,
-                    storage, signer, records, http, fetcher, engine)
+    services = Services(settings, db, sessions, KeyStore(sessions, settings.cache_seconds), directory,
+                        storage, signer, records, http, fetcher, engine, None)  # type: ignore[arg-type]
+    # A task's webhook carries the task as its own API shows it.
+    renderers = {"predictions": lambda task, base: predictions.render_task(task, base, services),
+                 "replicate": lambda task, base: replicate.render(task, base, services)}
+    services.tasks = TaskService(sessions, engine, fetcher, renderers, settings.poll_interval_seconds,
+                                 settings.task_deadline_seconds, settings.webhook_retry_seconds,
+                                 settings.task_lease_seconds)
+    services.tasks.start()
+    return services
 
 
 async def stop_services(services: Services) -> None:
+    await services.tasks.close()
     await services.records.close()
     await services.http.close()
     await services.fetcher.close()
@@ -108,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url="/docs", redoc_url=None)
     app.include_router(openai_images.router)
     app.include_router(openai_images.models_router)
+    app.include_router(predictions.router)
+    app.include_router(replicate.router)
     app.include_router(files.router)
     app.include_router(admin.router)
 

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     async_wait_seconds: float = Field(default=300, gt=0)
     """How long a synchronous API waits for an asynchronous model before answering 504."""
     poll_interval_seconds: float = Field(default=1.0, gt=0)
+    task_deadline_seconds: float = Field(default=3600, gt=0)
+    webhook_retry_seconds: float = Field(default=1.0, gt=0)
+    task_lease_seconds: float = Field(default=30, gt=0)
+    """A worker polling a task holds it this long; if the worker dies, another takes over after it."""
+    """First wait before a failed webhook is sent again; it doubles with each try (9 tries)."""
+    """An asynchronous task still unfinished after this long fails (and is refunded)."""
     cache_seconds: float = Field(default=2.0, ge=0)
     """How long keys and channels read from the database are trusted in one process."""
     upstream_connections: int = Field(default=4096, ge=1)

@@ -45,5 +45,7 @@ class ImageRequest:
     delivery: Delivery = Delivery.URL
     stream: bool = False
     partial_images: int | None = None
+    provider: str | None = None
+    """Prefer channels of this provider (the vendor segment of a predictions model path)."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Vendor-only fields, validated against the model's Options before any upstream call."""

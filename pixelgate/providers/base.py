@@ -73,6 +73,9 @@ class Capabilities:
     """Input images (and so masks) must be square."""
     image_needs_alpha_without_mask: bool = False
     """dall-e-2: an edit without a mask uses the image's own transparency as the mask."""
+    asynchronous: bool = False
+    """The vendor answers with a job to poll; the predictions API then answers at once with a
+    task instead of waiting."""
     options: type[VendorOptions] | None = None
     """Vendor-only fields the model takes (request.extras); None takes none."""
 
@@ -143,6 +146,8 @@ class Provider:
     """Which engine transport carries its calls: "http", or "sandbox" for the in-process one."""
     needs_base_url: ClassVar[bool] = False
     default_base_url: ClassVar[str | None] = None
+    cancellable: ClassVar[bool] = False
+    """Whether an accepted job may be canceled (tasks API); the vendor must allow it."""
     timeout: ClassVar[float] = 120.0
     """Seconds one upstream call may take; image models are slow. A channel may override."""
 

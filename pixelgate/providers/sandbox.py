@@ -15,10 +15,12 @@ finishes after about a second). Options, on any of them:
   sandbox_fail       server_error | unavailable | rate_limit | timeout | moderation |
                      bad_request | bad_response | connection | job_failed
   sandbox_async      true          behave as an asynchronous vendor (submit, then poll)
+  sandbox_job_seconds 0..3600      how long an asynchronous job takes (default 1)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field
@@ -40,6 +42,7 @@ class SandboxOptions(VendorOptions):
     sandbox_delay_ms: int = Field(default=0, ge=0, le=600_000)
     sandbox_fail: FailureMode | None = None
     sandbox_async: bool = False
+    sandbox_job_seconds: float = Field(default=1.0, ge=0, le=3600)
 
 
 _BASE = Capabilities(
@@ -62,7 +65,8 @@ class Sandbox(Provider):
     name = "sandbox"
     transport = "sandbox"
     timeout = 60.0
-    models = {name: _BASE for name in BEHAVIOUR}
+    cancellable = True  # its jobs are stateless tokens: dropping one is all it takes
+    models = {name: _BASE for name in BEHAVIOUR} | {"sandbox-async": dataclasses.replace(_BASE, asynchronous=True)}
     generic = _BASE
     """A sandbox channel may also stand in for any other model name (tests, demos, CI)."""
 
@@ -77,7 +81,7 @@ class Sandbox(Provider):
             "images": [img.data for img in req.images],
             "mask": req.mask.data if req.mask else None,
             "delay_ms": opts.get("sandbox_delay_ms", 0), "fail": opts.get("sandbox_fail"),
-            "async": opts.get("sandbox_async", False),
+            "async": opts.get("sandbox_async", False), "job_seconds": opts.get("sandbox_job_seconds", 1.0),
         }
         return UpstreamCall("POST", "sandbox://generate", json=body, stream=req.stream)
 

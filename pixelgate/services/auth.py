@@ -7,6 +7,7 @@ for `cache_seconds` in this process, which bounds how long a revoked key keeps w
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import time
@@ -109,7 +110,8 @@ class KeyStore:
                      allowed_models: list[str] | None = None, token: str | None = None) -> tuple[ApiKey, str]:
         token = token or new_key()
         row = ApiKey(name=name, key_hash=hash_key(token), prefix=token[:8], is_admin=is_admin,
-                     enabled=True, expires_at=expires_at, allowed_models=allowed_models)
+                     enabled=True, expires_at=expires_at, allowed_models=allowed_models,
+                     webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
         async with self._sessions() as session, session.begin():
             session.add(row)
         return row, token

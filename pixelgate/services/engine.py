@@ -99,18 +99,56 @@ class Engine:
     async def prepare(self, req: ImageRequest, ctx: RequestContext) -> Route:
         """Everything that can refuse the request before anything is spent."""
         ctx.operation, ctx.model, ctx.images_requested = req.operation.value, req.model, req.n
-        route = await self.directory.route(req.model)
+        route = await self.directory.route(req.model, req.provider)
         assert ctx.principal is not None
         ctx.principal.require_model(req.model)
         validate(req, route.capabilities, ctx.surface)
         return route
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
+        """Make the images and wait for them, whatever the vendor's own timing."""
         route = await self.prepare(req, ctx)
-        per_call = route.capabilities.n_per_call or route.capabilities.max_n
-        finished = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, req, per_call))
-        images = await self._deliver(finished, req, ctx)
+        parts = self.split(req, route)
+        outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call))
+        finished = merge(outcomes, len(parts))
+        images = await self.deliver(finished, req, ctx)
         return ImageResult(ctx.request_id, req.model, images, int(time.time()), finished.meta)
+
+    async def start(self, req: ImageRequest, ctx: RequestContext) -> tuple[Channel, list[Finished | Submitted]]:
+        """Submit without waiting: asynchronous vendors answer with jobs (Submitted), which
+        from here on belong to the returned channel; synchronous ones answer Finished."""
+        route = await self.prepare(req, ctx)
+        parts = self.split(req, route)
+
+        async def attempt(provider: Provider, channel: Channel):
+            return channel, await self._fan_out(provider, channel, parts, self._submit)
+
+        return await self._failover(route, ctx, attempt)
+
+    async def poll(self, channel_name: str, req: ImageRequest, job: Submitted) -> Finished | Pending:
+        """One look at an accepted job."""
+        channel = await self.directory.channel(channel_name)
+        provider = REGISTRY[channel.provider]
+        with upstream_errors(channel.name):
+            reply = await self._send(provider, channel, provider.build_poll(job, channel))
+            if reply.status >= 400:
+                raise provider.parse_error(reply)
+            return provider.parse_poll(req, reply)
+
+    @staticmethod
+    def can_cancel(channel: Channel) -> bool:
+        return REGISTRY[channel.provider].cancellable
+
+    @staticmethod
+    def split(req: ImageRequest, route: Route) -> list[ImageRequest]:
+        """The requests to send upstream: one, or several when the model makes fewer images per
+        call than asked (each with its own seed, so the images differ)."""
+        per_call = route.capabilities.n_per_call or route.capabilities.max_n
+        if req.n <= per_call:
+            return [req]
+        counts = [per_call] * (req.n // per_call) + ([req.n % per_call] if req.n % per_call else [])
+        return [dataclasses.replace(req, n=k, seed=None if req.seed is None else req.seed + i * per_call)
+                for i, k in enumerate(counts)]
 
     async def stream(self, req: ImageRequest, ctx: RequestContext) -> AsyncIterator[StreamPartial | StreamCompleted]:
         """Partial previews as the vendor sends them, then each finished image once stored.
@@ -137,7 +175,7 @@ class Engine:
                 if isinstance(parsed, StreamPartial):
                     yield parsed
                 elif isinstance(parsed, Finished):
-                    for image in await self._deliver(parsed, req, ctx):
+                    for image in await self.deliver(parsed, req, ctx):
                         yield StreamCompleted(image, parsed.meta)
 
     # -- upstream calls --
@@ -163,31 +201,28 @@ class Engine:
         assert last is not None
         raise last
 
-    async def _fan_out(self, provider: Provider, channel: Channel, req: ImageRequest, per_call: int) -> Finished:
-        """One upstream call, or concurrent ones when the model makes fewer images per call than
-        asked. If some of them fail, the images of the others are still delivered (their work
-        was accepted and paid); only when all fail does the error decide what happens next."""
-        if req.n <= per_call:
-            return await self._call(provider, channel, req)
-        counts = [per_call] * (req.n // per_call) + ([req.n % per_call] if req.n % per_call else [])
-        parts = [dataclasses.replace(req, n=k, seed=None if req.seed is None else req.seed + i * per_call)
-                 for i, k in enumerate(counts)]
-        results = await asyncio.gather(*(self._call(provider, channel, p) for p in parts), return_exceptions=True)
-        finished = [r for r in results if isinstance(r, Finished)]
-        if not finished:
+    async def _fan_out(self, provider: Provider, channel: Channel, parts: list[ImageRequest],
+                       step: Callable[[Provider, Channel, ImageRequest], Awaitable[T]]) -> list[T]:
+        """Run `step` for every part concurrently. If some fail, the others' results still count
+        (their work was accepted and paid); only when all fail does the error decide what happens
+        next (another channel, or an answer)."""
+        if len(parts) == 1:
+            return [await step(provider, channel, parts[0])]
+        results = await asyncio.gather(*(step(provider, channel, p) for p in parts), return_exceptions=True)
+        done = [r for r in results if not isinstance(r, BaseException)]
+        if not done:
             raise next(r for r in results if isinstance(r, BaseException))
-        meta = dict(finished[0].meta)
-        failed = len(results) - len(finished)
-        if failed:
-            meta["partial"] = f"{failed} of {len(results)} upstream calls failed"
-        return Finished([image for f in finished for image in f.images], meta)
+        return done
 
-    async def _call(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished:
+    async def _submit(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished | Submitted:
         call = provider.build(req, channel.upstream_model(req.model), channel)
         reply = await self._send(provider, channel, call)
         if reply.status >= 400:
             raise provider.parse_error(reply)
-        outcome = provider.parse(req, reply)
+        return provider.parse(req, reply)
+
+    async def _call(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished:
+        outcome = await self._submit(provider, channel, req)
         if isinstance(outcome, Submitted):
             try:
                 return await self._wait(provider, channel, req, outcome)
@@ -201,16 +236,14 @@ class Engine:
         deadline = time.monotonic() + self.settings.async_wait_seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(min(self.settings.poll_interval_seconds, max(0.0, deadline - time.monotonic())))
-            reply = await self._send(provider, channel, provider.build_poll(job, channel))
-            if reply.status >= 400:
-                error = provider.parse_error(reply)
+            try:
+                outcome = await self.poll(channel.name, req, job)
+            except UpstreamError as error:
                 if error.retry_elsewhere:
                     continue  # a hiccup while polling; the job itself is still there
-                raise error
-            outcome = provider.parse_poll(req, reply)
+                raise
             if isinstance(outcome, Finished):
                 return outcome
-            assert isinstance(outcome, Pending)
         raise UpstreamTimeout(f"The job on channel {channel.name!r} did not finish within "
                               f"{self.settings.async_wait_seconds:g} s.", code="job_deadline_exceeded")
 
@@ -228,7 +261,7 @@ class Engine:
 
     # -- delivery --
 
-    async def _deliver(self, finished: Finished, req: ImageRequest, ctx: RequestContext) -> list[DeliveredImage]:
+    async def deliver(self, finished: Finished, req: ImageRequest, ctx: RequestContext) -> list[DeliveredImage]:
         if not finished.images:
             raise UpstreamBadResponse("The upstream answered without any image.")
         delivered = await asyncio.gather(*(self._store(image, req, ctx) for image in finished.images))
@@ -271,3 +304,11 @@ class Engine:
         if reply.status != 200 or not reply.body:
             raise UpstreamBadResponse(f"The upstream's image URL answered HTTP {reply.status}.")
         return reply.body
+
+
+def merge(outcomes: list[Finished], asked: int) -> Finished:
+    """One result from the results of a fan-out."""
+    meta = dict(outcomes[0].meta)
+    if len(outcomes) < asked:
+        meta["partial"] = f"{asked - len(outcomes)} of {asked} upstream calls failed"
+    return Finished([image for f in outcomes for image in f.images], meta)

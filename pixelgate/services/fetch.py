@@ -120,6 +120,21 @@ class Fetcher:
             raise InvalidRequest(f"Fetching '{field}' failed: {exc.__class__.__name__}.", field=field,
                                  code="url_fetch_failed") from None
 
+    async def post(self, url: str, body: bytes, headers: dict[str, str], field: str) -> int:
+        """POST to a client's URL (webhooks); redirects are not followed. Returns the status."""
+        self.check_url(url, field)
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                    await resp.read()
+                    return resp.status
+        except Refused:
+            raise InvalidRequest(f"'{field}' points at a non-public address.", field=field,
+                                 code="url_not_allowed") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise InvalidRequest(f"Sending to '{field}' failed: {exc.__class__.__name__}.", field=field,
+                                 code="url_fetch_failed") from None
+
     async def image(self, value: str, field: str) -> InputImage:
         """An image given as a URL, a data URL or raw base64, decoded and checked once."""
         if "://" in value[:16]:  # a URL of some scheme; get() refuses all but http(s)

@@ -56,11 +56,13 @@ class ChannelDirectory:
         self._cache_seconds = cache_seconds
         self._routes: dict[str, Route] = {}
         self._has_disabled: set[str] = set()
+        self._by_name: dict[str, Channel] = {}
         self._expires = 0.0
 
-    async def route(self, model: str) -> Route:
+    async def route(self, model: str, provider: str | None = None) -> Route:
         """The model's capabilities and its enabled channels, best first (priority, then a
-        weighted shuffle so that load spreads by weight)."""
+        weighted shuffle so that load spreads by weight). With `provider`, that provider's
+        channels are used when any of them serves the model."""
         routes = await self._snapshot()
         found = routes.get(model)
         if found is None:
@@ -68,8 +70,23 @@ class ChannelDirectory:
                 raise NoChannelAvailable(f"Every channel serving model '{model}' is disabled.")
             raise ModelNotFound(f"The model '{model}' does not exist or no channel serves it.",
                                 field="model")
-        ordered = sorted(found.channels, key=lambda c: (-c.priority, -random.random() ** (1.0 / c.weight)))
+        channels = found.channels
+        if provider is not None and any(c.provider == provider for c in channels):
+            channels = tuple(c for c in channels if c.provider == provider)
+            own = REGISTRY[provider]
+            caps = own.models.get(model) or own.models.get(channels[0].upstream_model(model)) or found.capabilities
+            found = Route(model, caps, channels)
+        ordered = sorted(channels, key=lambda c: (-c.priority, -random.random() ** (1.0 / c.weight)))
         return Route(found.model, found.capabilities, tuple(ordered))
+
+    async def channel(self, name: str) -> Channel:
+        """A channel by name, enabled or not: an accepted job is followed to its end even if its
+        channel was disabled meanwhile."""
+        await self._snapshot()
+        found = self._by_name.get(name)
+        if found is None:
+            raise NoChannelAvailable(f"Channel {name!r} no longer exists.")
+        return found
 
     async def models(self) -> list[tuple[str, str]]:
         """(model, provider of its first channel) for every model that can be served."""
@@ -87,17 +104,18 @@ class ChannelDirectory:
         channels: dict[str, list[Channel]] = {}
         caps: dict[str, Capabilities] = {}
         disabled: set[str] = set()
+        by_name: dict[str, Channel] = {}
         for row in sorted(rows, key=lambda r: -r.priority):  # the best channel's view of a model wins
-            if not row.enabled:
-                disabled.update(row.models)
-                continue
             provider = REGISTRY.get(row.provider)
             if provider is None:
                 continue
-            channel = Channel(name=row.name, provider=row.provider, base_url=row.base_url,
+            channel = by_name[row.name] = Channel(name=row.name, provider=row.provider, base_url=row.base_url,
                               api_key=row.api_key or (os.environ.get(row.api_key_env) if row.api_key_env else None),
                               models=tuple(row.models), model_map=dict(row.model_map or {}),
                               priority=row.priority, weight=row.weight, timeout=row.timeout_seconds)
+            if not row.enabled:
+                disabled.update(row.models)
+                continue
             for model in row.models:
                 # The channel's own vendor knows the model best; a renamed model behaves as the
                 # upstream model it maps to; a model another vendor defines behaves as defined there.
@@ -111,6 +129,7 @@ class ChannelDirectory:
                 channels.setdefault(model, []).append(channel)
         self._routes = {m: Route(m, caps[m], tuple(chs)) for m, chs in channels.items()}
         self._has_disabled = disabled - set(self._routes)
+        self._by_name = by_name
         self._expires = time.monotonic() + self._cache_seconds
         return self._routes
 

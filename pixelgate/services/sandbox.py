@@ -132,7 +132,8 @@ class SandboxTransport:
         body = _read_token(token)
         remaining = body["due"] - time.time()
         if remaining > 0:
-            return _reply({"status": "pending", "progress": round(1 - remaining / JOB_SECONDS, 2)})
+            total = body.get("job_seconds") or JOB_SECONDS
+            return _reply({"status": "pending", "progress": round(max(0.0, 1 - remaining / total), 2)})
         if body["fail"] == "job_failed":
             return _reply({"status": "failed", "error": "the sandbox simulated a failed job"})
         images = await _render_all(body)
@@ -165,7 +166,7 @@ async def _render_all(body: dict) -> list[bytes]:
 def _job_token(body: dict) -> str:
     # Input images stay out of the token: a sandbox job re-renders from the prompt alone.
     fields = {k: v for k, v in body.items() if k not in ("images", "mask")}
-    fields["due"] = time.time() + JOB_SECONDS
+    fields["due"] = time.time() + body.get("job_seconds", JOB_SECONDS)
     return base64.urlsafe_b64encode(orjson.dumps(fields)).decode().rstrip("=")
 
 

@@ -135,11 +135,14 @@ def test_edit_image_over_4mb_is_refused_for_dalle2(openai_gateway):
     assert upstream.requests == []
 
 
-def test_edit_needs_multipart(openai_gateway):
-    gateway, _ = openai_gateway
+def test_edit_needs_an_image_in_either_form(openai_gateway):
+    gateway, upstream = openai_gateway
     with gateway.http() as client:
-        resp = client.post("/v1/images/edits", json={"model": "dall-e-2", "prompt": "x"})
-    assert resp.status_code == 400 and resp.json()["error"]["param"] == "image"
+        resp = client.post("/v1/images/edits", json={"model": "gpt-image-1", "prompt": "x"})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "images"
+        resp = client.post("/v1/images/edits", content=b"model=dall-e-2", headers={"content-type": "text/plain"})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "image"
+    assert upstream.requests == []
 
 
 def test_variation_refuses_gpt_image(openai_gateway):

@@ -1,0 +1,230 @@
+"""The predictions and tasks API of the first source document.
+
+  POST /models/{vendor}/{model}/predictions   {"input": {...}, "webhook"?: url}
+      synchronous models:  the finished prediction {id, model, status, output, created_at, ...}
+      asynchronous ones:   at once {"output": [{"taskId", "polling_url"}], "id", "status"}
+  GET  /tasks/{id}                            the task: status, progress, output, error
+  POST /tasks/{id}/cancel
+
+`Prefer: respond-async` runs any model as a task; `Prefer: wait[=seconds]` waits (at most 60 s)
+for an asynchronous one. Errors: {"error": {"message", "type", "param", "code"}}, the field named
+as `input.<name>` for input fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import time
+from datetime import datetime
+from typing import Any, Iterator
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from pixelgate.db.models import Task
+from pixelgate.domain.request import Delivery, ImageRequest, Operation
+from pixelgate.domain.result import ImageResult
+from pixelgate.errors import GatewayError, InvalidRequest
+from pixelgate.providers.base import EDIT
+from pixelgate.services.storage import file_name
+from pixelgate.services.tasks import aware
+from pixelgate.surfaces._route import context, surface_route
+from pixelgate.surfaces.openai_images import JSONResponse, _authenticate, _json_body
+
+TOP_LEVEL = {"model", "input", "webhook", "webhook_events_filter", "id"}
+MAX_WAIT = 60.0
+
+# The vendor segment of a model path names a namespace; where it names a provider, channels of
+# that provider are preferred for the model.
+VENDOR_PROVIDERS = {"openai": "openai", "bfl": "bfl", "black-forest-labs": "bfl", "ideogram": "ideogram",
+                    "ideogram-ai": "ideogram", "doubao": "ark", "bytedance": "ark", "volcengine": "ark",
+                    "qwen": "dashscope", "alibaba": "dashscope", "dashscope": "dashscope",
+                    "qianfan": "qianfan", "baidu": "qianfan", "google": "google",
+                    "midjourney": "midjourney", "sandbox": "sandbox"}
+
+
+def render_error(exc: GatewayError) -> Response:
+    return JSONResponse({"error": {"message": exc.message, "type": exc.type, "param": exc.field,
+                                   "code": exc.code}}, status_code=exc.status)
+
+
+@contextlib.contextmanager
+def input_fields() -> Iterator[None]:
+    """Errors raised while handling `input` name their field as `input.<name>`."""
+    try:
+        yield
+    except GatewayError as exc:
+        if exc.field and exc.field not in TOP_LEVEL and not exc.field.startswith("input"):
+            exc.field = "input." + exc.field
+        raise
+
+
+router = APIRouter(route_class=surface_route("predictions", render_error))
+
+
+class CommonInput(BaseModel):
+    """The input fields every model shares; anything else is a vendor field (request.extras)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: StrictStr | None = None
+    size: StrictStr | None = None
+    image: StrictStr | list[StrictStr] | None = None
+    mask: StrictStr | None = None
+    n: StrictInt = 1
+    quality: StrictStr | None = None
+    seed: StrictInt | None = None
+    style: StrictStr | None = None
+    background: StrictStr | None = None
+    output_format: StrictStr | None = None
+    output_compression: StrictInt | None = None
+    moderation: StrictStr | None = None
+    input_fidelity: StrictStr | None = None
+    response_format: StrictStr | None = None
+
+
+DELIVERY = {"url": Delivery.URL, "b64_json": Delivery.B64, "base64_json": Delivery.B64}
+
+
+async def to_request(request: Request, model: str, data: Any, provider: str | None) -> tuple[ImageRequest, dict]:
+    """The body's `input` as an ImageRequest (input images fetched and checked)."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must have an 'input' object.", field="input", code="missing_required_parameter")
+    try:
+        fields = CommonInput.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0])
+        raise InvalidRequest(f"Invalid type for '{field}': {err['msg'].lower()}.", field=field,
+                             code="invalid_type") from None
+    extras = dict(fields.model_extra or {})
+    if extras.pop("stream", False):
+        raise InvalidRequest("Streaming is not offered by the predictions API; use POST "
+                             "/v1/images/generations with stream=true.", field="stream", code="unsupported_parameter")
+    if fields.response_format is not None and fields.response_format not in DELIVERY:
+        raise InvalidRequest(f"Invalid value: '{fields.response_format}'. Supported values are: 'url', "
+                             "'b64_json' and 'base64_json'.", field="response_format")
+    images = fields.image if isinstance(fields.image, list) else [fields.image] if fields.image else []
+    fetcher = request.app.state.services.fetcher
+    req = ImageRequest(
+        operation=Operation.GENERATE, model=model, prompt=fields.prompt, n=fields.n, size=fields.size,
+        quality=fields.quality, style=fields.style, background=fields.background,
+        output_format=fields.output_format, output_compression=fields.output_compression,
+        moderation=fields.moderation, input_fidelity=fields.input_fidelity, seed=fields.seed,
+        delivery=DELIVERY[fields.response_format or "url"], extras=extras, provider=provider,
+        images=[await fetcher.image(v, "image" if len(images) == 1 else f"image[{i}]") for i, v in enumerate(images)])
+    if fields.mask:
+        req.mask = await fetcher.image(fields.mask, "mask")
+    if req.images:
+        route = await request.app.state.services.directory.route(model, provider)
+        if EDIT in route.capabilities.operations:
+            req.operation = Operation.EDIT
+    return req, data
+
+
+def prefer(request: Request) -> tuple[bool, float | None]:
+    """(respond-async asked, seconds to wait) from the Prefer header."""
+    header = request.headers.get("prefer", "").lower()
+    wait = None
+    if m := re.search(r"\bwait(?:=(\d+(?:\.\d+)?))?", header):
+        wait = min(float(m.group(1)) if m.group(1) else MAX_WAIT, MAX_WAIT)
+    return "respond-async" in header, wait
+
+
+@router.post("/models/{vendor}/{model:path}/predictions")
+async def create_prediction(vendor: str, model: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    body = await _json_body(request)
+    unknown = set(body) - TOP_LEVEL
+    if unknown:
+        field = sorted(unknown)[0]
+        raise InvalidRequest(f"Unrecognized request argument supplied: {field}", field=field, code="unknown_parameter")
+    services = request.app.state.services
+    webhook = check_webhook(request, body.get("webhook"))
+    provider = VENDOR_PROVIDERS.get(vendor.lower())
+    route = await services.directory.route(model, provider)
+    run_async, wait = prefer(request)
+    with input_fields():
+        req, client_input = await to_request(request, model, body.get("input"), provider)
+        if not (route.capabilities.asynchronous or run_async or webhook):
+            result = await services.engine.generate(req, ctx)
+            return JSONResponse(render_sync(result, f"{vendor}/{model}", ctx.started))
+        task = await services.tasks.submit(req, ctx, f"{vendor}/{model}", client_input, webhook,
+                                           run_in_background=not route.capabilities.asynchronous)
+    if wait:
+        task = await services.tasks.wait(task.id, ctx.principal.key_id, wait)
+        if task.status in ("succeeded", "failed", "canceled"):
+            return JSONResponse(render_task(task, str(request.base_url), services))
+    return JSONResponse(submitted(task, str(request.base_url)), status_code=201)
+
+
+def check_webhook(request: Request, webhook: Any) -> str | None:
+    if webhook is None:
+        return None
+    if not isinstance(webhook, str):
+        raise InvalidRequest("'webhook' must be a URL.", field="webhook")
+    request.app.state.services.fetcher.check_url(webhook, "webhook")
+    return webhook
+
+
+@router.get("/tasks/{task_id}")
+async def get_task(task_id: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    services = request.app.state.services
+    task = await services.tasks.get(task_id, ctx.principal.key_id)
+    return JSONResponse(render_task(task, str(request.base_url), services))
+
+
+@router.post("/tasks/{task_id}/cancel")
+async def cancel_task(task_id: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    services = request.app.state.services
+    task = await services.tasks.cancel(task_id, ctx.principal.key_id)
+    return JSONResponse(render_task(task, str(request.base_url), services))
+
+
+def submitted(task: Task, base_url: str) -> dict:
+    return {"id": task.id, "status": task.status,
+            "output": [{"taskId": task.id, "polling_url": f"{base_url.rstrip('/')}/tasks/{task.id}"}]}
+
+
+def render_sync(result: ImageResult, model_path: str, started: float) -> dict:
+    output = [{"url": i.url} if i.url else {"b64_json": i.b64} for i in result.images]
+    now = datetime.now().astimezone().isoformat()
+    return {"id": result.request_id, "model": model_path, "status": "succeeded", "output": output,
+            "error": None, "created_at": now, "completed_at": now,
+            "metrics": {"predict_time": round(time.perf_counter() - started, 3), "image_count": len(output)}}
+
+
+def output_items(task: Task, base_url: str, services) -> list[dict] | None:
+    if task.output is None:
+        return None
+    as_b64 = task.request.get("delivery") == Delivery.B64.value
+    items = []
+    for image in task.output:
+        name = file_name(image["id"], image["format"])
+        if as_b64:
+            items.append({"b64_json": base64.b64encode(services.storage.path(name).read_bytes()).decode()})
+        else:
+            items.append({"url": services.signer.url(base_url, name)})
+    return items
+
+
+def render_task(task: Task, base_url: str, services) -> dict:
+    return {"id": task.id, "model": task.model_path, "status": task.status, "progress": task.progress,
+            "output": output_items(task, base_url, services), "error": task.error,
+            "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
+            "completed_at": _iso(task.completed_at),
+            "metrics": {"predict_time": _seconds(task), "image_count": len(task.output or [])}}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return aware(value).isoformat() if value is not None else None
+
+
+def _seconds(task: Task) -> float | None:
+    if task.started_at and task.completed_at:
+        return round((aware(task.completed_at) - aware(task.started_at)).total_seconds(), 3)
+    return None

@@ -1,0 +1,93 @@
+"""Replicate's predictions API, so that the official `replicate` client pointed here works.
+
+  POST /v1/models/{owner}/{name}/predictions  {"input", "webhook"?, "webhook_events_filter"?}
+       -> 201 prediction {id, model, version, input, logs, output, error, status, urls, ...}
+  GET  /v1/predictions/{id}, POST /v1/predictions/{id}/cancel
+  GET  /v1/webhooks/default/secret            {"key": "whsec_..."}
+Every prediction is a task (`Prefer: wait[=n]` holds the request up to n <= 60 s). Statuses:
+pending -> starting, running -> processing. Errors: problem details {"title", "detail", "status"}.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from pixelgate.db.models import Task
+from pixelgate.errors import GatewayError, InvalidRequest
+from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces.openai_images import JSONResponse, _authenticate, _json_body
+from pixelgate.surfaces.predictions import (VENDOR_PROVIDERS, _iso, _seconds, check_webhook, input_fields,
+                                            output_items, prefer, to_request)
+
+STATUS = {"pending": "starting", "running": "processing"}
+TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
+          409: "Conflict", 422: "Input validation failed", 429: "Request was throttled"}
+
+
+def render_error(exc: GatewayError) -> Response:
+    status = 422 if exc.status == 400 and exc.field else exc.status
+    body = {"title": TITLES.get(status, "Upstream error" if status >= 500 else "Error"),
+            "detail": exc.message, "status": status}
+    if exc.field:
+        body["invalid_fields"] = [{"type": exc.code, "field": exc.field, "description": exc.message}]
+    return JSONResponse(body, status_code=status, headers={"content-type": "application/problem+json"})
+
+
+router = APIRouter(route_class=surface_route("replicate", render_error))
+
+
+def render(task: Task, base_url: str, services) -> dict:
+    base = base_url.rstrip("/")
+    items = output_items(task, base_url, services)
+    error = task.error["message"] if task.error else None
+    return {"id": task.id, "model": task.model_path, "version": "pixelgate", "input": task.input, "logs": "",
+            "output": [i.get("url") or i.get("b64_json") for i in items] if items is not None else None,
+            "data_removed": False, "error": error, "status": STATUS.get(task.status, task.status),
+            "source": "api", "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
+            "completed_at": _iso(task.completed_at),
+            "urls": {"get": f"{base}/v1/predictions/{task.id}", "cancel": f"{base}/v1/predictions/{task.id}/cancel"},
+            "metrics": {"predict_time": _seconds(task)} if task.completed_at else {}}
+
+
+@router.post("/v1/models/{owner}/{name}/predictions")
+async def create(owner: str, name: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    body = await _json_body(request)
+    unknown = set(body) - {"input", "webhook", "webhook_events_filter", "webhook_completed", "stream"}
+    if unknown:
+        field = sorted(unknown)[0]
+        raise InvalidRequest(f"Unknown field '{field}'.", field=field, code="unknown_parameter")
+    services = request.app.state.services
+    provider = VENDOR_PROVIDERS.get(owner.lower())
+    webhook = check_webhook(request, body.get("webhook") or body.get("webhook_completed"))
+    events = body.get("webhook_events_filter")
+    route = await services.directory.route(name, provider)
+    with input_fields():
+        req, client_input = await to_request(request, name, body.get("input"), provider)
+        task = await services.tasks.submit(req, ctx, f"{owner}/{name}", client_input, webhook, events,
+                                           run_in_background=not route.capabilities.asynchronous)
+    _, wait = prefer(request)
+    if wait:
+        task = await services.tasks.wait(task.id, ctx.principal.key_id, wait)
+    return JSONResponse(render(task, str(request.base_url), services), status_code=201)
+
+
+@router.get("/v1/predictions/{task_id}")
+async def get(task_id: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    services = request.app.state.services
+    return JSONResponse(render(await services.tasks.get(task_id, ctx.principal.key_id), str(request.base_url), services))
+
+
+@router.post("/v1/predictions/{task_id}/cancel")
+async def cancel(task_id: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    services = request.app.state.services
+    task = await services.tasks.cancel(task_id, ctx.principal.key_id)
+    return JSONResponse(render(task, str(request.base_url), services))
+
+
+@router.get("/v1/webhooks/default/secret")
+async def webhook_secret(request: Request) -> Response:
+    ctx = await _authenticate(request)
+    return JSONResponse({"key": await request.app.state.services.tasks.webhook_secret(ctx.principal.key_id)})
