@@ -42,7 +42,8 @@ class ImageRequest:
     mask: InputImage | None = None
     mask_convention: Convention = "alpha"
     """How `mask` marks the area to edit, as the client's API defines it (see domain.masks)."""
-    delivery: Delivery = Delivery.URL
+    delivery: Delivery | None = None
+    """url or b64_json; None: the model's default (the engine decides)."""
     stream: bool = False
     partial_images: int | None = None
     provider: str | None = None

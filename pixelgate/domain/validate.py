@@ -37,6 +37,12 @@ def validate(req: ImageRequest, caps: Capabilities, surface: str = "") -> None:
         raise InvalidRequest(f"Model '{model}' does not support the {op.value} operation.",
                              field="model", code="unsupported_model")
     _check_prompt(req, caps)
+    _check_extras(req, caps)  # first: a vendor option may set n
+    if caps.n_option and isinstance(k := req.extras.get(caps.n_option), int):
+        if req.n not in (1, k):
+            raise InvalidRequest(f"'{caps.n_option}' ({k}) and 'n' ({req.n}) disagree; give one of them.",
+                                 field=caps.n_option)
+        req.n = k
     max_n = caps.surface_max_n.get(surface, caps.max_n)
     if not 1 <= req.n <= max_n:
         limit = "1" if max_n == 1 else f"between 1 and {max_n}"
@@ -64,7 +70,6 @@ def validate(req: ImageRequest, caps: Capabilities, surface: str = "") -> None:
         raise InvalidRequest(f"Invalid value: {req.partial_images}. 'partial_images' must be between 0 and 3.",
                              field="partial_images")
     _check_images(req, caps)
-    _check_extras(req, caps)
 
 
 def _check_prompt(req: ImageRequest, caps: Capabilities) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.sizes import Size
 from pixelgate.domain.result import Finished, Pending, StreamPartial, Submitted
 from pixelgate.errors import (UpstreamBadResponse, UpstreamError, UpstreamRateLimited,
@@ -44,6 +44,9 @@ class Capabilities:
     surface_max_n: Mapping[str, int] = field(default_factory=dict)
     """A stricter `max_n` on one public API, where its documents say so (dall-e-3: n=1 on the
     OpenAI API, while the predictions API fans out up to `max_n`)."""
+    n_option: str | None = None
+    """A vendor option that also sets n (Imagen's numberOfImages); a different explicit n is a
+    400 naming it."""
     n_per_call: int | None = None
     """Most images one upstream call makes; the engine fans out concurrent calls above it
     (None: max_n)."""
@@ -73,6 +76,10 @@ class Capabilities:
     """Input images (and so masks) must be square."""
     image_needs_alpha_without_mask: bool = False
     """dall-e-2: an edit without a mask uses the image's own transparency as the mask."""
+    max_concurrent_calls: int | None = None
+    """Most upstream calls of one fan-out in flight at once (BFL caps active jobs per key)."""
+    default_delivery: Delivery = Delivery.URL
+    """How images are delivered when the client does not say (response_format)."""
     asynchronous: bool = False
     """The vendor answers with a job to poll; the predictions API then answers at once with a
     task instead of waiting."""

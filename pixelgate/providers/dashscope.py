@@ -1,10 +1,285 @@
-"""DashScope: placeholder, being written (see ../shared/upstreams/)."""
+"""Alibaba Cloud DashScope (Model Studio): Qwen-Image generation and instruction editing.
+
+Upstream (authority: ../shared/upstreams/dashscope.md), `Authorization: Bearer <key>`:
+  sync   POST /services/aigc/multimodal-generation/generation
+         {"model", "input": {"messages": [{"role": "user", "content":
+              [{"image": "data:image/png;base64,..."} (edits: 1-3), {"text": <prompt>}]}]},
+          "parameters": {"size": "1328*1328", "n", "negative_prompt", "prompt_extend", "watermark", "seed"}}
+         -> {"output": {"choices": [{"message": {"content": [{"image": <url>}, ...]}}]}, "usage", "request_id"}
+  async  POST /services/aigc/text2image/image-synthesis   with `X-DashScope-Async: enable`
+         {"model", "input": {"prompt"}, "parameters": {...as above...}}
+         -> {"output": {"task_id", "task_status": "PENDING"}, "request_id"}
+         GET /tasks/{task_id} -> {"output": {"task_status": PENDING | RUNNING | SUSPENDED | SUCCEEDED |
+                                  FAILED | CANCELED | UNKNOWN, "results": [{"url", "actual_prompt"}],
+                                  "code"?, "message"?}}
+  errors: flat {"request_id", "code", "message"}; task failures arrive with HTTP 200.
+
+Endpoint per model (a channel has no option for it, so the model id decides):
+  qwen-image, -plus, -max, qwen-image-edit, -edit-plus, -edit-max  sync: one round trip, and the
+      only endpoint that serves -max and the edit models.
+  qwen-image-async, qwen-image-plus-async  the same upstream models through the task endpoint
+      (DashScope offers it for qwen-image and -plus only): the call returns at once with a task id,
+      so no connection stays open through a minute of generation and prompt rewriting.
+
+Sizes (every vocabulary goes through domain.sizes; the nearest-match rule is documented there):
+  qwen-image/-plus/-max  five fixed sizes. The source document's Qwen list maps as: 1024*1024 (its
+      default, also used for auto) -> 1328*1328, 768*1024 -> 1104*1472, 768*512 -> 1472*1104,
+      1024*576 -> 1664*928, 512*1024 and 576*1024 -> 928*1664; tiers are 1:1 -> 1328*1328.
+  qwen-image-edit-plus/-max  any W*H with each side 512-2048: larger or smaller asks are scaled
+      into range at their aspect ratio; auto sends no size (the output follows the last input).
+  qwen-image-edit  DashScope takes no size: accepted (the source document lists sizes for the whole
+      Qwen series) but not sent; the output keeps the last input image's aspect at about 1 MP.
+"""
 
 from __future__ import annotations
 
-from pixelgate.providers.base import Provider
+import base64
+from dataclasses import replace
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from pixelgate.domain import sizes
+from pixelgate.domain.request import ImageRequest
+from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
+from pixelgate.domain.sizes import Size
+from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamContentFiltered,
+                              UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamUnavailable)
+from pixelgate.providers.base import (EDIT, GENERATE, Capabilities, Channel, Provider, UpstreamCall,
+                                      UpstreamReply, VendorOptions, error_for_status)
+
+MAX_SEED = 2147483647
+FIXED_SIZES = ("1664*928", "1472*1104", "1328*1328", "1104*1472", "928*1664")
+_FIXED = [sizes.parse(s) for s in FIXED_SIZES]
+_SOURCE_DEFAULT = Size(1024, 1024)  # the source document's Qwen default, where DashScope's is 16:9
+SIDE_MIN, SIDE_MAX = 512, 2048
+
+
+def _fixed(size: Size) -> str | None:
+    best = sizes.nearest(_SOURCE_DEFAULT if size.is_auto else size, _FIXED,
+                         allowed_text=", ".join(FIXED_SIZES) + " (or a size or ratio near one)")
+    return best.wxh("*")
+
+
+def _sides(size: Size) -> str | None:
+    if size.is_auto:
+        return None
+    w, h = (size.width, size.height) if size.width else sizes.pixels_for(size, 1024 * 1024, max_side=8192)
+    scale = min(1.0, SIDE_MAX / max(w, h))
+    scale = max(scale, SIDE_MIN / min(w, h))
+    fitted = Size(*(min(SIDE_MAX, max(SIDE_MIN, round(v * scale))) for v in (w, h)))
+    sizes.nearest(size, [fitted], allowed_text=f"WIDTH*HEIGHT with each side between {SIDE_MIN} and {SIDE_MAX}")
+    return fitted.wxh("*")
+
+
+def _no_size(size: Size) -> str | None:
+    return None
+
+
+class QwenOptions(VendorOptions):
+    """The source document's Qwen fields, plus DashScope's own negative_prompt."""
+
+    watermark: bool = True  # the source document's default; DashScope's own is false
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    refer_image: str | None = None
+    negative_prompt: str | None = Field(default=None, max_length=500)
+
+    @field_validator("refer_image")
+    @classmethod
+    def _empty_only(cls, value: str | None) -> str | None:
+        # The source document's example sends "" (no reference); DashScope's Qwen-Image has no
+        # reference-image input, so only the empty value can be honoured.
+        if value:
+            raise ValueError("Qwen-Image takes no reference image; send input images to an edit "
+                             "model (qwen-image-edit*) through /v1/images/edits")
+        return value
+
+
+class RewritingOptions(QwenOptions):
+    prompt_extend: bool = False  # DashScope defaults to true (an LLM rewrites the prompt): opt-in here
+
+
+MB = 1024 * 1024
+# `quality` is a common field of the source document; DashScope has no such knob, so it is
+# accepted with the source document's values and not sent.
+_GEN = Capabilities(operations=frozenset({GENERATE}), max_prompt=800, max_n=10, n_per_call=1,
+                    fit_size=_fixed, qualities=("low", "medium", "high"), options=RewritingOptions)
+_EDIT = Capabilities(operations=frozenset({EDIT}), max_prompt=800, max_n=10, n_per_call=1,
+                     fit_size=_no_size, qualities=("low", "medium", "high"), max_images=3,
+                     image_formats=("png", "jpeg", "webp", "gif"), image_max_bytes=10 * MB,
+                     options=QwenOptions)  # qwen-image-edit has no prompt_extend
+_EDIT_PLUS = replace(_EDIT, n_per_call=6, fit_size=_sides, options=RewritingOptions)
+_GEN_TASK = replace(_GEN, asynchronous=True)
+
+# public id -> (DashScope model, asynchronous endpoint?, capabilities)
+MODELS: dict[str, tuple[str, bool, Capabilities]] = {
+    "qwen-image": ("qwen-image", False, _GEN),
+    "qwen-image-plus": ("qwen-image-plus", False, _GEN),
+    "qwen-image-max": ("qwen-image-max", False, _GEN),
+    "qwen-image-async": ("qwen-image", True, _GEN_TASK),
+    "qwen-image-plus-async": ("qwen-image-plus", True, _GEN_TASK),
+    "qwen-image-edit": ("qwen-image-edit", False, _EDIT),
+    "qwen-image-edit-plus": ("qwen-image-edit-plus", False, _EDIT_PLUS),
+    "qwen-image-edit-max": ("qwen-image-edit-max", False, _EDIT_PLUS),
+}
+
+# DashScope error code (or its part before the first dot) -> our class and the field it concerns
+_ERRORS: dict[str, tuple[type[UpstreamError], str | None]] = {
+    "DataInspectionFailed": (UpstreamContentFiltered, None),
+    "data_inspection_failed": (UpstreamContentFiltered, None),
+    "InvalidParameter.DataInspection": (UpstreamRejected, "image"),  # a format moderation cannot read
+    "InvalidURL": (UpstreamRejected, "image"),
+    "BadRequest.TooLarge": (UpstreamRejected, "image"),
+    "InvalidParameter": (UpstreamRejected, None),
+    "BadRequest": (UpstreamRejected, None),
+    "Throttling": (UpstreamRateLimited, None),
+    # The channel's account or configuration, not the client: another channel may serve it.
+    "Arrearage": (UpstreamUnavailable, None),
+    "ModelNotFound": (UpstreamUnavailable, None),
+    "RequestTimeOut": (UpstreamUnavailable, None),  # failed calls are not billed
+    "InternalError": (UpstreamUnavailable, None),
+    "ServiceUnavailable": (UpstreamUnavailable, None),
+}
+_RUNNING = {"PENDING": 0.1, "SUSPENDED": 0.1, "RUNNING": 0.5}
 
 
 class DashScope(Provider):
     name = "dashscope"
-    models = {}
+    default_base_url = "https://dashscope.aliyuncs.com/api/v1"  # Singapore: dashscope-intl.aliyuncs.com
+    timeout = 180.0  # a sync call holds the connection for the whole generation (+ prompt rewriting)
+    models = {name: caps for name, (_, _, caps) in MODELS.items()}
+
+    def build(self, req: ImageRequest, model: str, channel: Channel) -> UpstreamCall:
+        # A channel may map a public id to a DashScope snapshot we do not list: it then behaves
+        # as the public model it stands for and is sent under the channel's own name.
+        spec = MODELS.get(model)
+        if spec is None and req.model in MODELS:
+            spec = (model, *MODELS[req.model][1:])
+        if spec is None:
+            raise UpstreamUnavailable(f"channel {channel.name!r} maps '{req.model}' to '{model}', "
+                                      "which is not a Qwen-Image model")
+        upstream, is_async, caps = spec
+        if req.mask is not None:
+            raise InvalidRequest(f"Model '{req.model}' edits by instruction and takes no mask; "
+                                 "describe the region to change in the prompt.", field="mask",
+                                 code="unsupported_parameter")
+        assert caps.options is not None and caps.fit_size is not None
+        opts = caps.options.model_validate(req.extras)
+        seed = req.seed if req.seed is not None else opts.seed
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise InvalidRequest(f"Invalid value: {seed}. 'seed' must be between 0 and {MAX_SEED}.",
+                                 field="seed")
+        params: dict[str, Any] = {"n": req.n, "watermark": opts.watermark}
+        size = caps.fit_size(sizes.parse(req.size) if req.size else Size())
+        if size is not None:
+            params["size"] = size
+        if isinstance(opts, RewritingOptions):
+            params["prompt_extend"] = opts.prompt_extend  # sent always: DashScope's default is on
+        if seed is not None:
+            params["seed"] = seed
+        if opts.negative_prompt:
+            params["negative_prompt"] = opts.negative_prompt
+        headers = {"Authorization": f"Bearer {channel.api_key or ''}"}
+        base = self.base_url(channel)
+        if is_async:
+            body = {"model": upstream, "input": {"prompt": req.prompt}, "parameters": params}
+            return UpstreamCall("POST", f"{base}/services/aigc/text2image/image-synthesis",
+                                {**headers, "X-DashScope-Async": "enable"}, json=body)
+        content: list[dict[str, str]] = [
+            {"image": f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"} for img in req.images]
+        content.append({"text": req.prompt or ""})  # images first: their order names "image 1/2/3"
+        body = {"model": upstream, "input": {"messages": [{"role": "user", "content": content}]},
+                "parameters": params}
+        return UpstreamCall("POST", f"{base}/services/aigc/multimodal-generation/generation", headers, json=body)
+
+    def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Submitted:
+        body = _object(reply)
+        output = body.get("output")
+        if not isinstance(output, dict):
+            raise _error(reply.status, body)
+        if "task_id" in output:
+            if output.get("task_status") in ("FAILED", "CANCELED", "UNKNOWN"):
+                raise _task_error(output)
+            return Submitted(job_id=str(output["task_id"]))
+        try:
+            parts = output["choices"][0]["message"]["content"]
+            revised = next((p["text"] for p in parts if isinstance(p.get("text"), str)), None)
+            images = [UpstreamImage(url=p["image"], revised_prompt=revised) for p in parts if "image" in p]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise UpstreamBadResponse("DashScope reply has no output.choices[0].message.content") from None
+        if not images:
+            raise UpstreamBadResponse("DashScope answered without any image")
+        return Finished(images)
+
+    def build_poll(self, job: Submitted, channel: Channel) -> UpstreamCall:
+        return UpstreamCall("GET", f"{self.base_url(channel)}/tasks/{job.job_id}",
+                            {"Authorization": f"Bearer {channel.api_key or ''}"})
+
+    def parse_poll(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Pending:
+        body = _object(reply)
+        output = body.get("output")
+        if not isinstance(output, dict) or "task_status" not in output:
+            raise _error(reply.status, body)
+        status = output["task_status"]
+        if status in _RUNNING:
+            return Pending(progress=_RUNNING[status])
+        if status != "SUCCEEDED":
+            raise _task_error(output)
+        results = output.get("results")
+        if not isinstance(results, list):
+            raise UpstreamBadResponse("DashScope task SUCCEEDED without output.results")
+        images = [UpstreamImage(url=r["url"], revised_prompt=_revised(r))
+                  for r in results if isinstance(r, dict) and r.get("url")]
+        failed = [r for r in results if isinstance(r, dict) and not r.get("url")]
+        if not images:  # every image of the task failed on its own (code/message per result)
+            raise _task_error(failed[0] if failed else output)
+        meta = {"partial": f"{len(failed)} of {len(results)} images failed upstream"} if failed else {}
+        return Finished(images, meta)
+
+    def parse_error(self, reply: UpstreamReply) -> UpstreamError:
+        try:
+            body = reply.json()
+        except UpstreamError:
+            body = None
+        return _error(reply.status, body if isinstance(body, dict) else {})
+
+
+def _object(reply: UpstreamReply) -> dict:
+    body = reply.json()
+    if not isinstance(body, dict):
+        raise UpstreamBadResponse("DashScope answered with JSON that is not an object")
+    return body
+
+
+def _revised(result: dict) -> str | None:
+    actual = result.get("actual_prompt")  # differs from orig_prompt only when prompt_extend rewrote it
+    return actual if actual and actual != result.get("orig_prompt") else None
+
+
+def _classify(code: str) -> tuple[type[UpstreamError], str | None] | None:
+    return _ERRORS.get(code) or _ERRORS.get(code.split(".")[0])
+
+
+def _error(status: int, body: dict) -> UpstreamError:
+    """A flat {"request_id", "code", "message"} body, with an error status or (seen) HTTP 200."""
+    code, message = str(body.get("code") or ""), str(body.get("message") or f"HTTP {status}")
+    text = f"DashScope {code}: {message}" if code else f"DashScope answered HTTP {status}: {message}"
+    if known := _classify(code) if code else None:
+        cls, field = known
+        return cls(text, field=field)
+    if status < 400:
+        if not code:
+            return UpstreamBadResponse(f"DashScope answered HTTP {status} without output or error code")
+        return UpstreamError(text, code="upstream_error")
+    return error_for_status(status, text)
+
+
+def _task_error(output: dict) -> UpstreamError:
+    """A task (or one of its results) that ended without an image: HTTP 200, code/message inside."""
+    code, status = str(output.get("code") or ""), output.get("task_status", "FAILED")
+    if code in ("DataInspectionFailed", "data_inspection_failed"):
+        return UpstreamContentFiltered(f"DashScope {code}: {output.get('message') or 'content moderation'}")
+    detail = f"{code}: {output.get('message') or ''}".strip(": ") or "no reason given"
+    if status == "UNKNOWN":
+        detail = "the task is unknown or expired"
+    return UpstreamError(f"DashScope task {status}: {detail}", code="upstream_job_failed")

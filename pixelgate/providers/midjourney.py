@@ -1,10 +1,232 @@
-"""Midjourney: placeholder, being written (see ../shared/upstreams/)."""
+"""Midjourney through an upstream midjourney-proxy (novicezk, trueai, mj-plus, or a relay such as
+new-api that forwards `/mj/*` verbatim). Asynchronous: submit a task, then poll it.
+
+Upstream (authority: ../shared/upstreams/midjourney-proxy.md), header `mj-api-secret`:
+  POST /mj/submit/imagine  {"prompt": "a fox --ar 16:9", "base64Array": ["data:image/png;base64,..."],
+                            "botType"?, "state"?}
+    -> HTTP 200 {"code": 1, "description": "提交成功", "result": "<task id>", "properties": {...}}
+       business outcomes all come back as HTTP 200 with a code: 1 submitted, 21 exists, 22 queued
+       (all three carry the task id), 23 queue full, 24 banned prompt, 4 validation, 3, 9
+  GET  /mj/task/{id}/fetch
+    -> {"id", "action": "IMAGINE", "status": NOT_START | SUBMITTED | IN_PROGRESS | SUCCESS | FAILURE
+        | CANCEL | MODAL, "progress": "45%", "imageUrl", "failReason", "buttons",
+        "properties": {"finalPrompt"}}; an unknown id answers an empty body, `null` or 204
+  HTTP 401 with an empty body: the channel's secret is wrong.
+
+One imagine makes ONE picture: a 2x2 grid of four candidates, delivered as one image (on the
+OpenAI API n is therefore 1; the predictions API makes n tasks). Splitting a grid (the U1..U4
+buttons) belongs to the /mj surface.
+The size becomes an `--ar W:H` flag appended to the prompt, unless the prompt has its own;
+the grid's pixels are Midjourney's choice, so tiers (1K/2K/4K) and auto add nothing.
+"""
 
 from __future__ import annotations
 
-from pixelgate.providers.base import Provider
+import base64
+import math
+import re
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import Field
+
+from pixelgate.domain import sizes
+from pixelgate.domain.request import ImageRequest
+from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
+from pixelgate.domain.sizes import Size
+from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamContentFiltered,
+                              UpstreamError, UpstreamRateLimited, UpstreamRejected,
+                              UpstreamUnavailable)
+from pixelgate.providers.base import (EDIT, GENERATE, Capabilities, Channel, Provider, UpstreamCall,
+                                      UpstreamReply, VendorOptions, error_for_status)
+
+MB = 1024 * 1024
+MAX_SEED = 4294967295
+ACCEPTED = (1, 21, 22)
+"""Submit codes that carry a task id: submitted, already exists, queued."""
+REFUSED = {  # submit code -> the error class for a task that was not created
+    23: UpstreamRateLimited,  # queue full: nothing accepted, another channel may have room
+    24: UpstreamContentFiltered,  # the proxy's banned-word list
+    4: UpstreamRejected,  # validation (blank prompt, malformed data URL)
+    3: UpstreamRejected,  # referenced task not found
+    9: UpstreamUnavailable,  # the proxy's own failure (Discord account down, ...)
+}
+PENDING = ("NOT_START", "SUBMITTED", "IN_PROGRESS")
+# failReason wording of Midjourney's and the proxies' moderation ("Banned prompt detected",
+# "Job action restricted", "... against our community standards", novicezk's "敏感词").
+MODERATION_WORDS = ("banned", "moderat", "community standards", "restricted", "sensitive", "敏感")
+INVALID_WORDS = ("invalid parameter", "unrecognized parameter", "invalid value", "参数错误")
+_HAS_AR = re.compile(r"(?:^|\s)--(?:ar|aspect)\s", re.I)
+_HAS_SEED = re.compile(r"(?:^|\s)--seed\s", re.I)
+
+
+class MidjourneyOptions(VendorOptions):
+    """Fields every proxy's submit takes besides the prompt (BaseSubmitDTO)."""
+
+    botType: Literal["MID_JOURNEY", "NIJI_JOURNEY"] | None = None
+    """trueai / mj-plus pick the Niji bot with it; novicezk ignores it."""
+    state: str | None = Field(default=None, max_length=255)
+    """Opaque client data the proxy echoes in the task (trueai caps it at 255)."""
+
+
+def aspect(size: Size) -> tuple[int, int] | None:
+    """The `--ar` for a parsed size: Midjourney v5+ takes any whole-number ratio, so an exact
+    size or ratio is kept (reduced); a tier or auto leaves the ratio to Midjourney (1:1)."""
+    if size.width and size.height:
+        w, h = size.width, size.height
+    elif size.ratio:
+        w, h = size.ratio
+    else:
+        return None
+    g = math.gcd(w, h)
+    return w // g, h // g
+
+
+_MIDJOURNEY = Capabilities(
+    operations=frozenset({GENERATE, EDIT}),
+    max_prompt=6000,  # a Discord slash-command option holds at most 6000 characters
+    # One task is one grid. The OpenAI API delivers that grid as its one image; the predictions
+    # API fans n (1-10, as the first source document allows) out to n tasks, n grids.
+    max_n=10, surface_max_n={"openai": 1}, n_per_call=1, asynchronous=True, fit_size=aspect,
+    output_formats=("png", "jpeg", "webp"), output_compression=True,  # the engine converts
+    max_images=5,  # image prompts, uploaded to Discord by the proxy (as many as /blend takes)
+    image_formats=("png", "jpeg", "webp", "gif"), image_max_bytes=10 * MB,  # Discord's upload cap
+    options=MidjourneyOptions)
 
 
 class Midjourney(Provider):
     name = "midjourney"
-    models = {}
+    needs_base_url = True
+    timeout = 60.0  # one submit or fetch; the job itself is awaited by polling
+    models = {"midjourney": _MIDJOURNEY, "mj": _MIDJOURNEY}
+
+    def root(self, channel: Channel) -> str:
+        """The proxy's `/mj` base; a channel may also name it itself, e.g. `.../mj-relax/mj`."""
+        base = self.base_url(channel)
+        return base if base.endswith("/mj") else base + "/mj"
+
+    def headers(self, channel: Channel) -> dict[str, str]:
+        # A proxy without a configured secret checks nothing; an empty header would not match.
+        return {"mj-api-secret": channel.api_key} if channel.api_key else {}
+
+    def build(self, req: ImageRequest, model: str, channel: Channel) -> UpstreamCall:
+        if req.mask is not None:
+            # imagine has no mask; Vary Region (a modal on an upscale) is a /mj surface action.
+            raise InvalidRequest("Model 'midjourney' takes image prompts but no mask.", field="mask",
+                                 code="unsupported_parameter")
+        body: dict[str, Any] = {"prompt": prompt_with_flags(req)}
+        if req.images:
+            body["base64Array"] = [f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
+                                   for img in req.images]
+        body.update({k: v for k, v in req.extras.items() if v is not None})
+        return UpstreamCall("POST", f"{self.root(channel)}/submit/imagine", self.headers(channel), json=body)
+
+    def parse(self, req: ImageRequest, reply: UpstreamReply) -> Submitted:
+        body = reply.json()
+        if not isinstance(body, dict) or not isinstance(body.get("code"), int):
+            raise UpstreamBadResponse("The Midjourney proxy answered without a result code.")
+        if body["code"] not in ACCEPTED:
+            raise refusal(body)
+        task_id = body.get("result")
+        if not isinstance(task_id, (str, int)) or not str(task_id).strip():
+            raise UpstreamBadResponse(f"The Midjourney proxy accepted the task (code {body['code']}) "
+                                      "but gave no task id.")
+        return Submitted(job_id=str(task_id))
+
+    def build_poll(self, job: Submitted, channel: Channel) -> UpstreamCall:
+        return UpstreamCall("GET", f"{self.root(channel)}/task/{quote(job.job_id, safe='')}/fetch",
+                            self.headers(channel))
+
+    def parse_poll(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Pending:
+        # Proxies answer an unknown (expired, lost) task with no body, `null` or HTTP 204.
+        task = reply.json() if reply.payload is not None or reply.body.strip() else None
+        if task is None:
+            raise task_not_found()
+        if not isinstance(task, dict):
+            raise UpstreamBadResponse("The Midjourney proxy answered a task fetch with no task object.")
+        status = task.get("status")
+        if status in PENDING:
+            return Pending(progress=progress(task.get("progress")))
+        if status == "SUCCESS":
+            url = task.get("imageUrl")
+            if not isinstance(url, str) or not url:
+                raise UpstreamBadResponse("The Midjourney task succeeded without an imageUrl.")
+            props = task.get("properties") if isinstance(task.get("properties"), dict) else {}
+            revised = props.get("finalPrompt") or task.get("promptEn") or None
+            return Finished([UpstreamImage(url=url, revised_prompt=revised)], {})
+        if status == "FAILURE":
+            raise task_failure(str(task.get("failReason") or "no reason given"))
+        if status == "CANCEL":
+            raise UpstreamError("The Midjourney task was cancelled upstream.", code="upstream_job_failed")
+        if status == "MODAL":
+            raise UpstreamError("The Midjourney task waits for a confirmation (remix, custom zoom or "
+                                "vary region) that this API cannot give.", code="upstream_job_failed")
+        raise UpstreamBadResponse(f"The Midjourney task has an unknown status {status!r}.")
+
+    def parse_error(self, reply: UpstreamReply) -> UpstreamError:
+        try:
+            body = reply.json() if reply.body.strip() or reply.payload is not None else None
+        except UpstreamError:
+            body = None
+        mj_body = isinstance(body, dict) and isinstance(body.get("code"), int) and "description" in body
+        if reply.status == 404 and (body is None or (mj_body and body["code"] == 3)):
+            # A lost task (trueai's code 3, or nothing at all); a wrong base_url shows a page.
+            return task_not_found()
+        if reply.status == 404:
+            return UpstreamUnavailable("The Midjourney proxy has no such endpoint: check the channel's "
+                                       "base_url (it should end at the host, or at `/mj`).")
+        if mj_body and 400 <= reply.status < 500 and reply.status not in (401, 403, 429):
+            return refusal(body)  # trueai / new-api send their business codes with a 4xx too
+        return error_for_status(reply.status, f"The Midjourney proxy answered HTTP {reply.status}.")
+
+
+def prompt_with_flags(req: ImageRequest) -> str:
+    """The client's prompt, plus `--ar` from `size` and `--seed` from `seed` unless the prompt
+    already sets them (Midjourney reads parameters only at the end of the prompt)."""
+    prompt = (req.prompt or "").strip()
+    ratio = aspect(sizes.parse(req.size)) if req.size else None
+    if ratio and not _HAS_AR.search(prompt):
+        prompt += f" --ar {ratio[0]}:{ratio[1]}"
+    if req.seed is not None and not _HAS_SEED.search(prompt):
+        if not 0 <= req.seed <= MAX_SEED:
+            raise InvalidRequest(f"Invalid value: {req.seed}. 'seed' for Midjourney must be between 0 "
+                                 f"and {MAX_SEED}.", field="seed")
+        prompt += f" --seed {req.seed}"
+    return prompt
+
+
+def progress(value: Any) -> float | None:
+    """"45%" -> 0.45; the proxies send "" before the first update and on failure."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value) if isinstance(value, str) else None
+    return min(1.0, float(m.group(1)) / 100) if m else None
+
+
+def refusal(body: dict) -> UpstreamError:
+    """The error for a submit the proxy did not accept."""
+    code, text = body["code"], str(body.get("description") or "")
+    props = body.get("properties") if isinstance(body.get("properties"), dict) else {}
+    cls = REFUSED.get(code)
+    if cls is UpstreamContentFiltered:
+        word = props.get("bannedWord")
+        return cls(f"The Midjourney proxy refused the prompt ({text}"
+                   + (f": '{word}'" if word else "") + ").", field="prompt")
+    if cls is UpstreamRejected:
+        return cls(f"The Midjourney proxy refused the request (code {code}): {text}")
+    if cls is not None:
+        return cls(f"The Midjourney proxy could not take the task (code {code}): {text}")
+    return UpstreamBadResponse(f"The Midjourney proxy answered an unknown code {code}: {text}")
+
+
+def task_failure(reason: str) -> UpstreamError:
+    low = reason.lower()
+    if any(word in low for word in MODERATION_WORDS):
+        return UpstreamContentFiltered(f"Midjourney refused the prompt: {reason}", field="prompt")
+    if any(word in low for word in INVALID_WORDS):
+        # Midjourney checks the prompt's flags only after the proxy accepted the task.
+        return UpstreamRejected(f"Midjourney refused the prompt's parameters: {reason}", field="prompt")
+    return UpstreamError(f"The Midjourney task failed: {reason}", code="upstream_job_failed")
+
+
+def task_not_found() -> UpstreamError:
+    return UpstreamError("The Midjourney proxy no longer knows the task (expired or lost).",
+                         code="upstream_job_failed")

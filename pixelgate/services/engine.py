@@ -103,13 +103,17 @@ class Engine:
         assert ctx.principal is not None
         ctx.principal.require_model(req.model)
         validate(req, route.capabilities, ctx.surface)
+        ctx.images_requested = req.n  # a vendor option may have set it
+        if req.delivery is None:  # the client did not say: the model's documented default
+            req.delivery = route.capabilities.default_delivery
         return route
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
         """Make the images and wait for them, whatever the vendor's own timing."""
         route = await self.prepare(req, ctx)
         parts = self.split(req, route)
-        outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call))
+        limit = route.capabilities.max_concurrent_calls
+        outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call, limit))
         finished = merge(outcomes, len(parts))
         images = await self.deliver(finished, req, ctx)
         return ImageResult(ctx.request_id, req.model, images, int(time.time()), finished.meta)
@@ -121,7 +125,8 @@ class Engine:
         parts = self.split(req, route)
 
         async def attempt(provider: Provider, channel: Channel):
-            return channel, await self._fan_out(provider, channel, parts, self._submit)
+            return channel, await self._fan_out(provider, channel, parts, self._submit,
+                                                route.capabilities.max_concurrent_calls)
 
         return await self._failover(route, ctx, attempt)
 
@@ -147,7 +152,9 @@ class Engine:
         if req.n <= per_call:
             return [req]
         counts = [per_call] * (req.n // per_call) + ([req.n % per_call] if req.n % per_call else [])
-        return [dataclasses.replace(req, n=k, seed=None if req.seed is None else req.seed + i * per_call)
+        # A negative seed means "random" to vendors that have one: keep it so; others wrap in range.
+        return [dataclasses.replace(req, n=k, seed=req.seed if req.seed is None or req.seed < 0
+                                    else (req.seed + i * per_call) % 2**31)
                 for i, k in enumerate(counts)]
 
     async def stream(self, req: ImageRequest, ctx: RequestContext) -> AsyncIterator[StreamPartial | StreamCompleted]:
@@ -202,13 +209,20 @@ class Engine:
         raise last
 
     async def _fan_out(self, provider: Provider, channel: Channel, parts: list[ImageRequest],
-                       step: Callable[[Provider, Channel, ImageRequest], Awaitable[T]]) -> list[T]:
+                       step: Callable[[Provider, Channel, ImageRequest], Awaitable[T]],
+                       limit: int | None = None) -> list[T]:
         """Run `step` for every part concurrently. If some fail, the others' results still count
         (their work was accepted and paid); only when all fail does the error decide what happens
         next (another channel, or an answer)."""
         if len(parts) == 1:
             return [await step(provider, channel, parts[0])]
-        results = await asyncio.gather(*(step(provider, channel, p) for p in parts), return_exceptions=True)
+        gate = asyncio.Semaphore(limit or len(parts))  # a vendor may cap the jobs one key runs at once
+
+        async def one(part: ImageRequest) -> T:
+            async with gate:
+                return await step(provider, channel, part)
+
+        results = await asyncio.gather(*(one(p) for p in parts), return_exceptions=True)
         done = [r for r in results if not isinstance(r, BaseException)]
         if not done:
             raise next(r for r in results if isinstance(r, BaseException))
@@ -239,7 +253,7 @@ class Engine:
             try:
                 outcome = await self.poll(channel.name, req, job)
             except UpstreamError as error:
-                if error.retry_elsewhere:
+                if error.retry_elsewhere and error.code != "upstream_auth_failed":
                     continue  # a hiccup while polling; the job itself is still there
                 raise
             if isinstance(outcome, Finished):

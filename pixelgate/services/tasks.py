@@ -59,7 +59,7 @@ def request_snapshot(req: ImageRequest) -> dict:
     """What a task keeps of its request: enough to read the vendor's answer and deliver it."""
     return {"operation": req.operation.value, "model": req.model, "prompt": req.prompt, "n": req.n,
             "size": req.size, "output_format": req.output_format,
-            "output_compression": req.output_compression, "delivery": req.delivery.value,
+            "output_compression": req.output_compression, "delivery": (req.delivery or Delivery.URL).value,
             "seed": req.seed, "extras": req.extras}
 
 

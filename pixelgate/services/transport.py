@@ -58,7 +58,7 @@ class HttpTransport:
             kwargs["data"] = orjson.dumps(call.json)
             kwargs["headers"] = {**call.headers, "Content-Type": "application/json"}
         elif call.form is not None:
-            form = aiohttp.FormData()
+            form = aiohttp.FormData(default_to_multipart=True)  # vendors want multipart even without files
             for name, value in call.form:
                 if isinstance(value, FilePart):
                     form.add_field(name, value.data, filename=value.filename, content_type=value.content_type)

@@ -75,8 +75,12 @@ class FormFields(ImageFields):
     stream: bool | None = None  # "true"/"false" arrive as text in multipart
 
 
+RESPONSE_FORMATS = {None: None, "url": Delivery.URL, "b64_json": Delivery.B64,
+                    "base64_json": Delivery.B64}  # the last as the first source document spells it
+
+
 def to_request(fields: ImageFields, operation: Operation) -> ImageRequest:
-    if fields.response_format not in (None, "url", "b64_json"):
+    if fields.response_format not in RESPONSE_FORMATS:
         raise InvalidRequest(f"Invalid value: '{fields.response_format}'. Supported values are: "
                              "'url' and 'b64_json'.", field="response_format")
     return ImageRequest(
@@ -85,7 +89,7 @@ def to_request(fields: ImageFields, operation: Operation) -> ImageRequest:
         background=fields.background, output_format=fields.output_format,
         output_compression=fields.output_compression, moderation=fields.moderation,
         input_fidelity=fields.input_fidelity, seed=fields.seed, user=fields.user,
-        delivery=Delivery(fields.response_format or "url"), stream=bool(fields.stream),
+        delivery=RESPONSE_FORMATS[fields.response_format], stream=bool(fields.stream),
         partial_images=fields.partial_images, extras=dict(fields.model_extra or {}))
 
 

@@ -113,7 +113,7 @@ async def to_request(request: Request, model: str, data: Any, provider: str | No
         quality=fields.quality, style=fields.style, background=fields.background,
         output_format=fields.output_format, output_compression=fields.output_compression,
         moderation=fields.moderation, input_fidelity=fields.input_fidelity, seed=fields.seed,
-        delivery=DELIVERY[fields.response_format or "url"], extras=extras, provider=provider,
+        delivery=DELIVERY.get(fields.response_format), extras=extras, provider=provider,
         images=[await fetcher.image(v, "image" if len(images) == 1 else f"image[{i}]") for i, v in enumerate(images)])
     if fields.mask:
         req.mask = await fetcher.image(fields.mask, "mask")

@@ -111,8 +111,7 @@ BAD_EDITS = [
 def test_bad_edit_is_refused_before_upstream(openai_gateway, model, files, extra, param):
     gateway, upstream = openai_gateway
     with gateway.http() as client:
-        resp = _edit(client, files or {"unused": ("", b"", "text/plain")} if not files else files,
-                     {"model": model, "prompt": "edit it", **extra})
+        resp = _edit(client, files or None, {"model": model, "prompt": "edit it", **extra})
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == param
     assert upstream.requests == []

@@ -1,0 +1,536 @@
+"""DashScope (Qwen-Image): end to end through /v1/images/* against the strict emulator, plus a
+few pure build/parse checks."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from pixelgate.domain.images import read_image
+from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamContentFiltered, UpstreamError,
+                              UpstreamRateLimited, UpstreamRejected, UpstreamUnavailable)
+from pixelgate.providers.base import Channel, UpstreamReply
+from pixelgate.providers.dashscope import DashScope
+from tests.conftest import mask_png, png
+from tests.emulators.dashscope import DashScopeEmulatorState, create_app
+from tests.emulators.server import serve
+
+GEN, EDIT = "/v1/images/generations", "/v1/images/edits"
+SYNC_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
+ASYNC_PATH = "/api/v1/services/aigc/text2image/image-synthesis"
+GENERATORS = ["qwen-image", "qwen-image-plus", "qwen-image-max", "qwen-image-async", "qwen-image-plus-async"]
+EDITORS = ["qwen-image-edit", "qwen-image-edit-plus", "qwen-image-edit-max"]
+ALL = GENERATORS + EDITORS
+
+
+def channel(base: str, name: str = "dashscope", **fields) -> dict:
+    return {"name": name, "provider": "dashscope", "base_url": base, "api_key": "sk-dashscope-emulator",
+            "models": ALL, **fields}
+
+
+@pytest.fixture
+def upstream():
+    state = DashScopeEmulatorState()
+    with serve(create_app(state)) as base:
+        yield state, base + "/api/v1"
+
+
+@pytest.fixture
+def qwen(make_gateway, upstream):
+    state, base = upstream
+    return make_gateway(channels=[channel(base)]), state
+
+
+def _images(resp) -> list[Image.Image]:
+    assert resp.status_code == 200, resp.text
+    return [Image.open(io.BytesIO(base64.b64decode(d["b64_json"]))) for d in resp.json()["data"]]
+
+
+def _gen(client, **fields):
+    return client.post(GEN, json={"model": "qwen-image", "prompt": "a lighthouse", "response_format": "b64_json",
+                                  **fields})
+
+
+def _edit(client, images: list[bytes], mask: bytes | None = None, **fields):
+    files = [("image[]", (f"i{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    if mask is not None:
+        files.append(("mask", ("m.png", mask, "image/png")))
+    data = {"model": "qwen-image-edit", "prompt": "make it blue", "response_format": "b64_json",
+            **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}}
+    return client.post(EDIT, data=data, files=files)
+
+
+def _error(resp, status: int, param: str | None = None, code: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    if param is not None:
+        assert err["param"] == param, err
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+# -- the catalog --
+
+def test_every_generation_model_on_its_endpoint(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        for model in GENERATORS:
+            state.requests.clear()
+            [img] = _images(_gen(client, model=model))
+            assert img.size == (1328, 1328)  # the source document's default 1024*1024, nearest
+            api = state.api_requests
+            upstream_model = model.removesuffix("-async")
+            if model.endswith("-async"):
+                assert api[0].path == ASYNC_PATH and api[0].headers["x-dashscope-async"] == "enable"
+                assert api[0].body["input"] == {"prompt": "a lighthouse"}
+                assert len(api) >= 2 and all(r.path.startswith("/api/v1/tasks/") for r in api[1:])
+            else:
+                assert [r.path for r in api] == [SYNC_PATH] and "x-dashscope-async" not in api[0].headers
+                assert api[0].body["input"]["messages"] == [{"role": "user", "content": [{"text": "a lighthouse"}]}]
+            assert api[0].body["model"] == upstream_model
+            assert api[0].headers["authorization"] == "Bearer sk-dashscope-emulator"
+            # watermark: the source document's default (true); prompt_extend: off unless asked
+            assert api[0].body["parameters"] == {"n": 1, "watermark": True, "size": "1328*1328",
+                                                 "prompt_extend": False}
+
+
+def test_every_edit_model(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        for model in EDITORS:
+            state.requests.clear()
+            [img] = _images(_edit(client, [png(96, 64)], model=model))
+            assert img.size == (1248, 832)  # no size: the input's 3:2 at about 1024*1024
+            sent = state.api_requests[0].body
+            assert sent["model"] == model
+            assert "size" not in sent["parameters"]
+            assert ("prompt_extend" in sent["parameters"]) == (model != "qwen-image-edit")
+
+
+def test_models_are_listed(qwen):
+    gateway, _ = qwen
+    with gateway.http() as client:
+        listed = {m["id"]: m["owned_by"] for m in client.get("/v1/models").json()["data"]}
+    assert all(listed[m] == "dashscope" for m in ALL)
+
+
+# -- the source document's example --
+
+def test_source_document_example_succeeds(qwen):
+    gateway, state = qwen
+    body = {"model": "qwen-image", "prompt": "A beautiful sunset over a calm ocean", "refer_image": "", "n": 1,
+            "size": "1024x1024", "watermark": False}
+    with gateway.http() as client:
+        resp = client.post(GEN, json=body)
+        assert resp.status_code == 200, resp.text
+        url = resp.json()["data"][0]["url"]
+        assert url.startswith(gateway.base_url + "/files/")
+        assert Image.open(io.BytesIO(client.get(url).content)).size == (1328, 1328)
+    sent = state.api_requests[0].body
+    assert sent["parameters"] == {"n": 1, "watermark": False, "size": "1328*1328", "prompt_extend": False}
+    assert "refer_image" not in str(sent)
+
+
+def test_source_document_example_through_predictions(qwen):
+    gateway, state = qwen
+    body = {"input": {"prompt": "A beautiful sunset over a calm ocean", "refer_image": "", "n": 1,
+                      "size": "1024x1024", "watermark": False}}
+    with gateway.http() as client:
+        resp = client.post("/models/qianfan/qwen-image/predictions", json=body)  # the document's own path
+        assert resp.status_code == 200, resp.text
+        out = resp.json()
+        assert out["status"] == "succeeded" and len(out["output"]) == 1
+        assert Image.open(io.BytesIO(client.get(out["output"][0]["url"]).content)).size == (1328, 1328)
+    assert state.api_requests[0].body["parameters"]["watermark"] is False
+
+
+def test_async_model_is_a_task_on_predictions(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        resp = client.post("/models/qwen/qwen-image-async/predictions", json={"input": {"prompt": "a kite"}})
+        assert resp.status_code == 201, resp.text
+        task_id = resp.json()["id"]
+        deadline = time.monotonic() + 10
+        while (task := client.get(f"/tasks/{task_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, task
+            time.sleep(0.05)
+    assert task["status"] == "succeeded" and len(task["output"]) == 1
+    assert state.api_requests[0].path == ASYNC_PATH
+
+
+# -- sizes --
+
+FIXED_CASES = [
+    ("1024x1024", "1328*1328"), ("1024*1024", "1328*1328"), ("512*1024", "928*1664"), ("768*512", "1472*1104"),
+    ("768*1024", "1104*1472"), ("1024*576", "1664*928"), ("576*1024", "928*1664"), ("auto", "1328*1328"),
+    ("1664*928", "1664*928"), ("16:9", "1664*928"), ("16x9", "1664*928"), ("ASPECT_9_16", "928*1664"),
+    ("4:3", "1472*1104"), ("2K", "1328*1328"), ("1K", "1328*1328")]
+
+
+def test_fixed_size_models_take_the_nearest_size(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        for asked, sent in FIXED_CASES:
+            state.requests.clear()
+            [img] = _images(_gen(client, size=asked))
+            assert state.api_requests[0].body["parameters"]["size"] == sent, asked
+            assert img.size == tuple(int(v) for v in sent.split("*")), asked
+
+
+def test_ranged_edit_sizes(qwen):
+    gateway, state = qwen
+    cases = [("1024x1536", "1024*1536"), ("4096x2048", "2048*1024"), ("300x300", "512*512"),
+             ("2K", "2048*2048"), ("4K", "2048*2048"), ("16:9", "1360*768"), ("auto", None)]
+    with gateway.http() as client:
+        for asked, sent in cases:
+            state.requests.clear()
+            [img] = _images(_edit(client, [png(64, 64)], model="qwen-image-edit-plus", size=asked))
+            assert state.api_requests[0].body["parameters"].get("size") == sent, asked
+            assert img.size == (tuple(int(v) for v in sent.split("*")) if sent else (1024, 1024))
+
+
+def test_size_is_dropped_for_qwen_image_edit(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        [img] = _images(_edit(client, [png(64, 128)], size="1024*1024"))
+    assert "size" not in state.api_requests[0].body["parameters"]
+    assert img.size == (720, 1456)  # the input's 1:2 at about 1 MP
+
+
+@pytest.mark.parametrize("model, size", [("qwen-image", "4:1"), ("qwen-image", "100x1000"),
+                                         ("qwen-image-async", "1:3"), ("qwen-image", "huge")])
+def test_impossible_size_is_refused_before_any_call(qwen, model, size):
+    gateway, state = qwen
+    with gateway.http() as client:
+        err = _error(_gen(client, model=model, size=size), 400, "size")
+    assert "1664*928" in err["message"] or "WIDTHxHEIGHT" in err["message"]
+    assert state.requests == []
+
+
+def test_impossible_edit_size_is_refused(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        err = _error(_edit(client, [png()], model="qwen-image-edit-plus", size="5000x500"), 400, "size")
+    assert "512 and 2048" in err["message"] and state.requests == []
+
+
+# -- n --
+
+def test_n_fans_out_one_image_per_call(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        images = _images(_gen(client, n=3, seed=41))
+    assert len(images) == 3
+    params = [r.body["parameters"] for r in state.api_requests]
+    assert [p["n"] for p in params] == [1, 1, 1]
+    assert sorted(p["seed"] for p in params) == [41, 42, 43]
+    assert len({img.getpixel((0, 0)) for img in images}) == 3  # three different pictures
+
+
+def test_n_fans_out_by_six_on_edit_plus(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        images = _images(_edit(client, [png()], model="qwen-image-edit-plus", n=8))
+    assert len(images) == 8
+    assert sorted(r.body["parameters"]["n"] for r in state.api_requests) == [2, 6]
+
+
+def test_n_above_ten_is_refused(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        _error(_gen(client, n=11), 400, "n")
+    assert state.requests == []
+
+
+def test_async_alias_fans_out_too(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        assert len(_images(_gen(client, model="qwen-image-plus-async", n=2))) == 2
+    assert [r.body["parameters"]["n"] for r in state.api_requests if r.path == ASYNC_PATH] == [1, 1]
+
+
+# -- options --
+
+def test_options_pass_through(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        resp = _gen(client, model="qwen-image-plus", seed=7, watermark=False, prompt_extend=True,
+                    negative_prompt="blurry", size="4:3")
+        assert resp.status_code == 200, resp.text
+    assert state.api_requests[0].body["parameters"] == {
+        "n": 1, "watermark": False, "size": "1472*1104", "prompt_extend": True, "seed": 7, "negative_prompt": "blurry"}
+
+
+BAD_OPTIONS = [
+    ({"guidance": 7.5}, "guidance"), ({"safety_tolerance": 2}, "safety_tolerance"),
+    ({"watermark": "perhaps"}, "watermark"), ({"seed": -1}, "seed"), ({"seed": 2147483648}, "seed"),
+    ({"negative_prompt": "x" * 501}, "negative_prompt"), ({"refer_image": "https://example.com/a.png"}, "refer_image"),
+    ({"prompt": "p" * 801}, "prompt"), ({"quality": "ultra"}, "quality"), ({"style": "vivid"}, "style")]
+
+
+def test_bad_options_are_refused_before_any_call(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        for model in ("qwen-image", "qwen-image-async"):
+            for fields, param in BAD_OPTIONS:
+                _error(_gen(client, model=model, **fields), 400, param)
+    assert state.requests == []
+
+
+def test_quality_is_accepted_and_not_sent(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        _images(_gen(client, quality="high"))
+    assert "quality" not in str(state.api_requests[0].body)
+
+
+def test_seed_in_range_boundaries_pass(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        _images(_gen(client, seed=0))
+        _images(_gen(client, seed=2147483647))
+    assert [r.body["parameters"]["seed"] for r in state.api_requests] == [0, 2147483647]
+
+
+# -- edits --
+
+def test_edit_sends_images_first_as_data_urls(qwen):
+    gateway, state = qwen
+    jpeg = io.BytesIO()
+    Image.new("RGB", (80, 40), (1, 2, 3)).save(jpeg, "JPEG")
+    with gateway.http() as client:
+        [img] = _images(_edit(client, [png(64, 64), jpeg.getvalue()], model="qwen-image-edit-max",
+                              prompt="put image 2 on image 1", negative_prompt="text"))
+    assert img.size == (1456, 720)  # the last input's 2:1 at about 1 MP
+    sent = state.api_requests[0].body
+    content = sent["input"]["messages"][0]["content"]
+    assert content[0]["image"]["mime"] == "image/png" and content[0]["image"]["width"] == 64
+    assert content[1]["image"]["mime"] == "image/jpeg" and content[1]["image"]["width"] == 80
+    assert content[2] == {"text": "put image 2 on image 1"}
+    assert sent["parameters"]["negative_prompt"] == "text"
+
+
+def test_mask_is_refused_naming_mask(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        for model in EDITORS:
+            err = _error(_edit(client, [png()], mask=mask_png(), model=model), 400, "mask")
+            assert "instruction" in err["message"]
+    assert state.requests == []
+
+
+def test_edit_limits(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        _error(_edit(client, [png()] * 4), 400, "image")
+        _error(_edit(client, [png()], prompt_extend=True), 400, "prompt_extend")  # not on qwen-image-edit
+        _error(client.post(GEN, json={"model": "qwen-image-edit", "prompt": "x"}), 400, "model")
+        _error(_edit(client, [png()], model="qwen-image"), 400, "model")
+    assert state.requests == []
+
+
+# -- asynchronous tasks --
+
+def test_async_task_is_polled_until_it_succeeds(qwen):
+    gateway, state = qwen
+    state.pending_seconds = 0.4
+    with gateway.http() as client:
+        resp = _gen(client, model="qwen-image-async", prompt_extend=True)
+        [img] = _images(resp)
+    assert img.size == (1328, 1328)
+    polls = [r for r in state.api_requests if r.path.startswith("/api/v1/tasks/")]
+    assert len(polls) >= 3  # PENDING, RUNNING, ..., SUCCEEDED
+    assert polls[0].headers["authorization"] == "Bearer sk-dashscope-emulator"
+    assert resp.json()["data"][0]["revised_prompt"] == "a lighthouse, richly detailed"  # actual_prompt
+
+
+@pytest.mark.parametrize("status, code", [("FAILED", "InternalError.Algo"), ("CANCELED", ""), ("UNKNOWN", "")])
+def test_async_task_failures(qwen, status, code):
+    gateway, state = qwen
+    state.fail_task_next(status=status, code=code)
+    with gateway.http() as client:
+        err = _error(_gen(client, model="qwen-image-async"), 502, code="upstream_job_failed")
+    assert status in err["message"] and (code in err["message"] or status != "FAILED")
+    if status == "UNKNOWN":
+        assert "unknown or expired" in err["message"]
+
+
+def test_async_task_failure_is_not_retried_elsewhere(make_gateway):
+    a, b = DashScopeEmulatorState(), DashScopeEmulatorState()
+    with serve(create_app(a)) as base_a, serve(create_app(b)) as base_b:
+        gateway = make_gateway(channels=[channel(base_a + "/api/v1", "first", priority=10),
+                                         channel(base_b + "/api/v1", "second")])
+        a.fail_task_next()
+        with gateway.http() as client:
+            resp = _gen(client, model="qwen-image-async")
+        _error(resp, 502, code="upstream_job_failed")
+        assert b.requests == []  # the job was accepted: resubmitting would be paid twice
+
+
+def test_async_moderation_arrives_in_a_200_task(qwen):
+    gateway, state = qwen
+    with gateway.http() as client:
+        _error(_gen(client, model="qwen-image-async", prompt="something forbidden"), 400,
+               code="content_policy_violation")
+    assert state.api_requests[0].path == ASYNC_PATH  # accepted, then FAILED on a poll
+
+
+def test_poll_hiccup_keeps_polling(qwen):
+    gateway, state = qwen
+    state.fail_next(503, path="/tasks/", count=2)
+    with gateway.http() as client:
+        _images(_gen(client, model="qwen-image-async"))
+    assert not state.failures
+
+
+# -- errors --
+
+def test_moderation_is_a_content_policy_violation(qwen):
+    gateway, _ = qwen
+    with gateway.http() as client:
+        err = _error(_gen(client, prompt="a forbidden thing"), 400, code="content_policy_violation")
+    assert "DataInspectionFailed" in err["message"]
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_failover_when_nothing_was_accepted(make_gateway, status):
+    a, b = DashScopeEmulatorState(), DashScopeEmulatorState()
+    with serve(create_app(a)) as base_a, serve(create_app(b)) as base_b:
+        gateway = make_gateway(channels=[channel(base_a + "/api/v1", "first", priority=10),
+                                         channel(base_b + "/api/v1", "second")])
+        a.fail_next(status)
+        with gateway.http() as client:
+            resp = _gen(client)
+            _images(resp)
+        row = gateway.log_row(resp.headers["x-request-id"])
+    assert row["channel"] == "second" and [x["channel"] for x in row["attempts"]] == ["first", "second"]
+
+
+def test_upstream_5xx_alone_is_a_502(qwen):
+    gateway, state = qwen
+    state.fail_next(500)
+    with gateway.http() as client:
+        err = _error(_gen(client), 502, code="upstream_unavailable")
+    assert "InternalError" in err["message"]
+
+
+def test_rate_limit_alone_is_a_429(qwen):
+    gateway, state = qwen
+    state.fail_next(429)
+    with gateway.http() as client:
+        _error(_gen(client), 429, code="upstream_rate_limited")
+
+
+def test_bad_channel_key(make_gateway, upstream):
+    state, base = upstream
+    gateway = make_gateway(channels=[channel(base, api_key="sk-wrong")])
+    with gateway.http() as client:
+        _error(_gen(client), 502, code="upstream_auth_failed")
+    assert len(state.api_requests) == 1
+
+
+def test_vendor_rejection_is_a_400(qwen):
+    gateway, state = qwen
+    state.fail_next(400, {"code": "InvalidParameter", "message": "size must be one of 1664*928"})
+    with gateway.http() as client:
+        err = _error(_gen(client), 400, code="upstream_rejected")
+    assert "InvalidParameter" in err["message"]
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"code": "DataInspectionFailed", "message": "Input data may contain inappropriate content."}, 400,
+     "content_policy_violation"),
+    ({"code": "InternalError.Algo", "message": "boom"}, 502, "upstream_unavailable"),
+    ({"output": {"choices": [{"message": {"content": [{"text": "no picture"}]}}]}}, 502, "upstream_bad_response"),
+    ({"output": {"choices": []}}, 502, "upstream_bad_response")])
+def test_errors_inside_200_bodies(qwen, body, status, code):
+    gateway, state = qwen
+    state.fail_next(200, body)
+    with gateway.http() as client:
+        _error(_gen(client), status, code=code)
+
+
+# -- pure build / parse --
+
+def _req(**fields) -> ImageRequest:
+    return ImageRequest(**{"operation": Operation.GENERATE, "model": "qwen-image", "prompt": "p", **fields})
+
+
+CH = Channel("c", "dashscope", "http://up/api/v1/", "k", ("qwen-image",), {})
+
+
+def test_build_async_and_snapshot_names():
+    call = DashScope().build(_req(model="qwen-image-plus-async", size="1:1"), "qwen-image-plus-async", CH)
+    assert call.url == "http://up/api/v1/services/aigc/text2image/image-synthesis"
+    assert call.headers == {"Authorization": "Bearer k", "X-DashScope-Async": "enable"}
+    assert call.json["model"] == "qwen-image-plus" and call.json["parameters"]["size"] == "1328*1328"
+    # a channel's model_map to a dated snapshot: sent under that name, behaving as the public model
+    call = DashScope().build(_req(), "qwen-image-2025-08-01", CH)
+    assert call.json["model"] == "qwen-image-2025-08-01" and call.url.endswith("/multimodal-generation/generation")
+    with pytest.raises(UpstreamUnavailable):
+        DashScope().build(_req(model="dall-e-3"), "dall-e-3", CH)
+
+
+def test_build_refuses_mask_and_bad_seed():
+    image = read_image(png(), "image")
+    with pytest.raises(InvalidRequest) as exc:
+        DashScope().build(_req(operation=Operation.EDIT, model="qwen-image-edit", images=[image],
+                               mask=read_image(mask_png(), "mask")), "qwen-image-edit", CH)
+    assert exc.value.field == "mask"
+    with pytest.raises(InvalidRequest) as exc:
+        DashScope().build(_req(seed=-5), "qwen-image", CH)
+    assert exc.value.field == "seed"
+
+
+def _reply(body, status: int = 200) -> UpstreamReply:
+    return UpstreamReply(status, {}, payload=body)
+
+
+@pytest.mark.parametrize("status, body, cls, field", [
+    (400, {"code": "DataInspectionFailed", "message": "m"}, UpstreamContentFiltered, None),
+    (400, {"code": "data_inspection_failed", "message": "m"}, UpstreamContentFiltered, None),
+    (400, {"code": "InvalidParameter", "message": "m"}, UpstreamRejected, None),
+    (400, {"code": "InvalidURL", "message": "m"}, UpstreamRejected, "image"),
+    (413, {"code": "BadRequest.TooLarge", "message": "m"}, UpstreamRejected, "image"),
+    (400, {"code": "Arrearage", "message": "m"}, UpstreamUnavailable, None),
+    (401, {"code": "InvalidApiKey", "message": "m"}, UpstreamUnavailable, None),
+    (403, {"code": "AccessDenied.Unpurchased", "message": "m"}, UpstreamUnavailable, None),
+    (404, {"code": "ModelNotFound", "message": "m"}, UpstreamUnavailable, None),
+    (429, {"code": "Throttling.AllocationQuota", "message": "m"}, UpstreamRateLimited, None),
+    (500, {"code": "InternalError", "message": "m"}, UpstreamUnavailable, None),
+    (502, {}, UpstreamUnavailable, None)])
+def test_parse_error_classes(status, body, cls, field):
+    err = DashScope().parse_error(_reply(body, status))
+    assert type(err) is cls and err.field == field
+    assert err.retry_elsewhere == (cls in (UpstreamUnavailable, UpstreamRateLimited))
+
+
+def test_parse_poll_statuses():
+    p = DashScope()
+    assert p.parse_poll(_req(), _reply({"output": {"task_id": "t", "task_status": "RUNNING"}})).progress == 0.5
+    done = p.parse_poll(_req(), _reply({"output": {"task_status": "SUCCEEDED", "results": [
+        {"url": "http://x/a.png"}, {"code": "DataInspectionFailed", "message": "m"}]}}))
+    assert [i.url for i in done.images] == ["http://x/a.png"] and "1 of 2" in done.meta["partial"]
+    with pytest.raises(UpstreamContentFiltered):
+        p.parse_poll(_req(), _reply({"output": {"task_status": "SUCCEEDED", "results": [
+            {"code": "DataInspectionFailed", "message": "m"}]}}))
+    with pytest.raises(UpstreamError) as exc:
+        p.parse_poll(_req(), _reply({"output": {"task_status": "FAILED", "code": "InternalError.Algo",
+                                                "message": "boom"}}))
+    assert exc.value.code == "upstream_job_failed" and "boom" in exc.value.message
+    with pytest.raises(UpstreamBadResponse):
+        p.parse_poll(_req(), _reply({"output": {"task_status": "SUCCEEDED"}}))
+
+
+def test_parse_sync_reply_keeps_text_as_revised_prompt():
+    body = {"output": {"choices": [{"message": {"content": [{"image": "http://x/1.png"}, {"image": "http://x/2.png"},
+                                                            {"text": "rewritten"}]}}]}}
+    done = DashScope().parse(_req(), _reply(body))
+    assert [i.url for i in done.images] == ["http://x/1.png", "http://x/2.png"]
+    assert {i.revised_prompt for i in done.images} == {"rewritten"}
