@@ -16,16 +16,19 @@ from pixelgate import __version__
 from pixelgate.config import Settings, load_settings
 from pixelgate.db.models import Meta
 from pixelgate.db.session import make_engine, migrate, sessionmaker
+from pixelgate.domain.prices import Price
 from pixelgate.services.auth import KeyStore
+from pixelgate.services.billing import Billing
 from pixelgate.services.engine import Engine
 from pixelgate.services.fetch import Fetcher
+from pixelgate.services.ratelimit import RateLimiter
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory
 from pixelgate.services.sandbox import SandboxTransport
 from pixelgate.services.storage import LocalStorage, UrlSigner
 from pixelgate.services.tasks import TaskService
 from pixelgate.services.transport import HttpTransport
-from pixelgate.surfaces import admin, files, openai_images, predictions, replicate
+from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
 
 log = logging.getLogger("pixelgate")
 
@@ -81,14 +84,19 @@ async def start_services(settings: Settings) -> Services:
     records = RecordWriter(sessions)
     records.start()
     http = HttpTransport(settings.upstream_connections)
+    billing = Billing(sessions, settings.currency, settings.exchange_rates, settings.unpriced,
+                      [Price(p.model, p.amount, p.currency or settings.currency, p.operation, dict(p.dimensions),
+                             "config file") for p in settings.prices], settings.cache_seconds)
+    limiter = RateLimiter(settings.redis_url)
     engine = Engine(settings, directory, storage, signer, records,
-                    {"http": http, "sandbox": SandboxTransport()})
+                    {"http": http, "sandbox": SandboxTransport()}, billing, limiter)
     fetcher = Fetcher(settings.fetch_allow_hosts, settings.fetch_max_bytes, settings.fetch_timeout_seconds)
     services = Services(settings, db, sessions, KeyStore(sessions, settings.cache_seconds), directory,
                         storage, signer, records, http, fetcher, engine, None)  # type: ignore[arg-type]
     # A task's webhook carries the task as its own API shows it.
     renderers = {"predictions": lambda task, base: predictions.render_task(task, base, services),
-                 "replicate": lambda task, base: replicate.render(task, base, services)}
+                 "replicate": lambda task, base: replicate.render(task, base, services),
+                 "midjourney": lambda task, base: midjourney.render_task(task, base, services)}
     services.tasks = TaskService(sessions, engine, fetcher, renderers, settings.poll_interval_seconds,
                                  settings.task_deadline_seconds, settings.webhook_retry_seconds,
                                  settings.task_lease_seconds)
@@ -101,6 +109,7 @@ async def stop_services(services: Services) -> None:
     await services.records.close()
     await services.http.close()
     await services.fetcher.close()
+    await services.engine.limiter.close()
     await services.db.dispose()
 
 
@@ -121,6 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_images.models_router)
     app.include_router(predictions.router)
     app.include_router(replicate.router)
+    app.include_router(midjourney.router)
+    app.include_router(ideogram.router)
     app.include_router(files.router)
     app.include_router(admin.router)
 

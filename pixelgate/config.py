@@ -9,8 +9,9 @@ working gateway: SQLite and images under ./data, the offline `sandbox` provider 
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
@@ -58,6 +59,19 @@ class ChannelConfig(BaseModel):
         if REGISTRY[self.provider].needs_base_url and not self.base_url:
             raise ValueError(f"provider {self.provider!r} needs base_url")
         return self
+
+
+class PriceConfig(BaseModel):
+    """An operator's price: per delivered image, for a model, optionally one operation and
+    dimensions (quality, size, tier, speed)."""
+
+    model_config = {"extra": "forbid"}
+
+    model: str = Field(min_length=1)
+    amount: Decimal = Field(ge=0)
+    currency: str | None = None
+    operation: str = "*"
+    dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -108,6 +122,17 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
 
     channels: list[ChannelConfig] = Field(default_factory=list)
+
+    currency: str = Field(default="USD", min_length=3, max_length=8)
+    """The currency of balances and charges."""
+    exchange_rates: dict[str, Decimal] = Field(default_factory=lambda: {"CNY": Decimal("0.14")})
+    """Value of one unit of another currency in `currency`, for prices written in it (the built-in
+    DALL-E and Midjourney prices are in CNY). The default CNY rate is approximate: set your own."""
+    unpriced: Literal["refuse", "free"] = "refuse"
+    """What happens to a request for a model with no price: refused (403) or served free."""
+    prices: list[PriceConfig] = Field(default_factory=list)
+    redis_url: str | None = None
+    """Shared counters for rate limits across workers and instances; in-process without it."""
 
     @model_validator(mode="after")
     def _unique_channels(self) -> "Settings":

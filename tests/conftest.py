@@ -126,8 +126,9 @@ def make_gateway(backend, tmp_path_factory):
         def make(**overrides) -> Gateway:
             tmp = tmp_path_factory.mktemp("gw")
             url = stack.enter_context(database(backend, tmp))
+            # unpriced="free": most tests are not about money (tests/services/test_billing.py is)
             fields: dict[str, Any] = dict(data_dir=tmp, database_url=url, admin_key=ADMIN_KEY,
-                                          cache_seconds=0, poll_interval_seconds=0.05)
+                                          cache_seconds=0, poll_interval_seconds=0.05, unpriced="free")
             fields.update(overrides)
             return stack.enter_context(run_gateway(Settings(**fields)))
         yield make

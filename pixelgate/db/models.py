@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, Integer, Numeric, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -31,6 +33,10 @@ class ApiKey(Base):
     allowed_models: Mapped[list | None] = mapped_column(JSON, nullable=True)
     webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """Signs this key's webhooks (Standard Webhooks, "whsec_" + base64)."""
+    account_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """The account whose balance the key spends; None: unlimited (costs are still recorded)."""
+    rate_limit_rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -74,6 +80,7 @@ class RequestLog(Base):
     images_requested: Mapped[int] = mapped_column(Integer, default=0)
     images_delivered: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(Float)
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
     attempts: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -123,6 +130,9 @@ class Task(Base):
     input: Mapped[dict] = mapped_column(JSON)
     output: Mapped[list | None] = mapped_column(JSON, nullable=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    meta: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    """Vendor facts a surface shows while and after the task runs (Midjourney: status, buttons,
+    finalPrompt, the re-hosted preview), from Submitted/Pending/Finished.meta."""
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -131,6 +141,8 @@ class Task(Base):
     deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     next_poll_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
+    """What the finished task was charged."""
 
 
 class WebhookDelivery(Base):
@@ -152,3 +164,52 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("task_id", "event", name="uq_webhook_task_event"),)
+
+
+class Account(Base):
+    """A balance that one key, or a group of keys, spends. Available = balance - reserved."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    balance: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
+    """None: no balance to run out of (a spend_limit may still cap it)."""
+    reserved: Mapped[Decimal] = mapped_column(Numeric(20, 8), default=Decimal(0))
+    """Held for requests in flight: the most each can still cost."""
+    spent: Mapped[Decimal] = mapped_column(Numeric(20, 8), default=Decimal(0))
+    spend_limit: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LedgerEntry(Base):
+    """Append-only money movements. (request_id, kind) is unique: a request is held once and
+    settled once, whatever retries, restarts and races happen."""
+
+    __tablename__ = "ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    request_id: Mapped[str] = mapped_column(String(48))
+    kind: Mapped[str] = mapped_column(String(16))
+    """hold (reserved the most it can cost), settle (charged what was delivered), topup."""
+    amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
+    unit_price: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("request_id", "kind", name="uq_ledger_request_kind"),)
+
+
+class PriceRow(Base):
+    """A price set by the operator (config file or admin API); overrides the built-in defaults."""
+
+    __tablename__ = "prices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    operation: Mapped[str] = mapped_column(String(32), default="*")
+    dimensions: Mapped[dict] = mapped_column(JSON, default=dict)
+    amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
+    currency: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(16), default="admin")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

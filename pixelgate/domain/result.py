@@ -14,6 +14,8 @@ class UpstreamImage:
     data: bytes | None = None
     url: str | None = None
     revised_prompt: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """Vendor facts about this one image that a surface may echo (Ideogram: seed, style_type)."""
 
 
 @dataclass(slots=True)
@@ -30,11 +32,19 @@ class Submitted:
 
     job_id: str
     poll_url: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Vendor facts from the submit answer (Midjourney: its result code). `existing`: the vendor
+    answered with a job it already had, which a task may already follow."""
 
 
 @dataclass(slots=True)
 class Pending:
     progress: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Vendor facts about the running job that a surface shows (Midjourney: status, buttons);
+    a task keeps them (Task.meta)."""
+    preview: UpstreamImage | None = None
+    """A look at the unfinished image, re-hosted by the task poller when it changes."""
 
 
 @dataclass(slots=True)
@@ -55,6 +65,11 @@ class DeliveredImage:
     url: str | None = None
     b64: str | None = None
     revised_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    """Pixel size of the stored image (None if it could not be read)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """UpstreamImage.details, passed through."""
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from pixelgate.domain import sizes
-from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.domain.request import FOLLOW_UPS, ImageRequest, Operation
 from pixelgate.errors import InvalidRequest
 from pixelgate.providers.base import Capabilities
 
@@ -126,7 +126,7 @@ def _check_output(req: ImageRequest, caps: Capabilities) -> None:
 
 
 def _check_images(req: ImageRequest, caps: Capabilities) -> None:
-    if req.operation is Operation.GENERATE:
+    if req.operation is Operation.GENERATE or req.operation in FOLLOW_UPS:  # no input images
         if req.images or req.mask:
             field = "image" if req.images else "mask"
             raise InvalidRequest(f"'{field}' is not accepted when generating.", field=field,

@@ -14,8 +14,9 @@ Upstream (authority: ../shared/upstreams/ideogram.md), header `Api-Key: <key>`:
   POST /describe                           multipart: image_file -> {"descriptions": [{"text"}]}
   -> {"created": "<ISO time>", "data": [{url | null, prompt, resolution, is_image_safe, seed,
       style_type}]}; errors 400/401 (remix: 403)/429, 422 {"error": "...safety check..."}
-Only generate and edit are gateway operations today; the endpoint tables below already name
-remix, reframe, replace_background, upscale and describe so that adding them is table work.
+Operations: generate, edit, remix, upscale, describe on every model that has them upstream, and
+reframe and replace_background on 3.0 only (see MODEL_OPS). Upscale and describe are legacy
+endpoints whatever the model. Describe finishes with no images and meta["descriptions"].
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from pixelgate.domain import masks, sizes
 from pixelgate.domain.images import EXTENSION, MIME_BY_FORMAT, sniff_format
-from pixelgate.domain.request import ImageRequest
+from pixelgate.domain.request import ImageRequest, Operation
 from pixelgate.domain.result import Finished, UpstreamImage
 from pixelgate.domain.sizes import Size
 from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamContentFiltered,
                               UpstreamError)
 from pixelgate.providers.base import (EDIT, GENERATE, Capabilities, Channel, FilePart, Provider,
                                       UpstreamCall, UpstreamReply, VendorOptions, error_for_status)
+
+REMIX, REFRAME, REPLACE_BACKGROUND = Operation.REMIX, Operation.REFRAME, Operation.REPLACE_BACKGROUND
+UPSCALE, DESCRIBE = Operation.UPSCALE, Operation.DESCRIBE
 
 MB = 1024 * 1024
 MAX_SEED = 2147483647
@@ -133,9 +137,23 @@ class ColorPalette(BaseModel):
 
 
 Magic = Literal["AUTO", "ON", "OFF"]
+Weight = Annotated[int, Field(ge=1, le=100)]
 
 
-class V3Options(VendorOptions):
+class OperationOptions(VendorOptions):
+    """Fields of one operation each (ONLY_FOR), on every model: remix's image_weight, upscale's
+    resemblance and detail, describe's describe_model_version."""
+
+    image_weight: Weight | None = None
+    resemblance: Weight | None = None
+    detail: Weight | None = None
+    describe_model_version: Literal["V_2", "V_3"] | None = None
+
+
+ONLY_FOR = {"image_weight": REMIX, "resemblance": UPSCALE, "detail": UPSCALE, "describe_model_version": DESCRIBE}
+
+
+class V3Options(OperationOptions):
     rendering_speed: Literal["FLASH", "TURBO", "BALANCED", "DEFAULT", "QUALITY"] | None = None
     magic_prompt: Magic | None = None
     style_type: Literal["AUTO", "GENERAL", "REALISTIC", "DESIGN", "CUSTOM", "FICTION", "STYLIZED"] | None = None
@@ -145,7 +163,7 @@ class V3Options(VendorOptions):
     color_palette: ColorPalette | None = None
 
 
-class LegacyOptions(VendorOptions):
+class LegacyOptions(OperationOptions):
     """What every legacy model takes; `magic_prompt` is accepted as on 3.0 and sent under the
     legacy name `magic_prompt_option`. The per-model rules (style_type from V_2 on,
     negative_prompt and color_palette not on every model) are which subclass a model gets."""
@@ -198,20 +216,26 @@ def _fitter(ratios: tuple[str, ...], resolutions: tuple[str, ...]) -> Callable[[
     return fit
 
 
-def _caps(options: type[VendorOptions], fit: Callable, edit: bool = False,
+def _caps(options: type[VendorOptions], fit: Callable, ops: frozenset[Operation],
           qualities: tuple[str, ...] | None = None) -> Capabilities:
     return Capabilities(
-        operations=frozenset({GENERATE, EDIT} if edit else {GENERATE}), max_n=10, n_per_call=8,
+        operations=ops, prompt_required=frozenset({GENERATE, EDIT, REMIX, REPLACE_BACKGROUND}),
+        max_n=10, n_per_call=8,
         fit_size=fit, qualities=qualities, output_formats=("png", "jpeg", "webp"), output_compression=True,
         max_images=1, image_formats=("png", "jpeg", "webp"), image_max_bytes=10 * MB,
         image_needs_alpha_without_mask=True, options=options)
 
 
-_V3 = _caps(V3Options, _fitter(V3_RATIOS, V3_RESOLUTIONS), edit=True,
+# Which model does what: /edit takes only V_2 and V_2_TURBO; reframe and replace-background are
+# 3.0 endpoints; /upscale and /describe take no model, so every model offers them.
+_LEGACY_OPS = frozenset({GENERATE, REMIX, UPSCALE, DESCRIBE})
+MODEL_OPS = {"V3": _LEGACY_OPS | {EDIT, REFRAME, REPLACE_BACKGROUND}, "V_2": _LEGACY_OPS | {EDIT},
+             "V_1": _LEGACY_OPS, "V_2A": _LEGACY_OPS}
+_V3 = _caps(V3Options, _fitter(V3_RATIOS, V3_RESOLUTIONS), MODEL_OPS["V3"],
             qualities=("low", "medium", "high", "auto"))
-_V1 = _caps(V1Options, _fitter(LEGACY_RATIOS, ()))
+_V1 = _caps(V1Options, _fitter(LEGACY_RATIOS, ()), MODEL_OPS["V_1"])
 _FIT_LEGACY = _fitter(LEGACY_RATIOS, LEGACY_RESOLUTIONS)
-_V2, _V2A = _caps(V2Options, _FIT_LEGACY, edit=True), _caps(V2AOptions, _FIT_LEGACY)
+_V2, _V2A = _caps(V2Options, _FIT_LEGACY, MODEL_OPS["V_2"]), _caps(V2AOptions, _FIT_LEGACY, MODEL_OPS["V_2A"])
 
 
 class Ideogram(Provider):
@@ -227,7 +251,15 @@ class Ideogram(Provider):
                                  field="seed")
         if req.size is not None and "aspect_ratio" in opts:
             raise InvalidRequest("Give 'size' or 'aspect_ratio', not both.", field="aspect_ratio")
-        v3, caps = model in V3_IDS, self.models.get(model) or _V3
+        for name, only in ONLY_FOR.items():
+            if name in opts and req.operation is not only:
+                raise InvalidRequest(f"'{name}' is only taken by the {only.value} operation.", field=name,
+                                     code="unsupported_parameter")
+        # upscale and describe are legacy endpoints whatever the model
+        v3, caps = model in V3_IDS and req.operation.value in V3_ENDPOINTS, self.models.get(model) or _V3
+        if req.style_images and not v3:
+            raise InvalidRequest("'style_reference_images' is taken only by the Ideogram 3.0 endpoints.",
+                                 field="style_reference_images", code="unsupported_parameter")
         fields: dict[str, Any] = {"prompt": req.prompt, "num_images": req.n, "seed": req.seed}
         fitted = caps.fit_size(sizes.parse(req.size or "auto"))
         if fitted:
@@ -258,8 +290,14 @@ class Ideogram(Provider):
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished:
         body = reply.json()
-        if isinstance(body, dict) and "error" in body and "data" not in body:
+        if isinstance(body, dict) and "error" in body and "data" not in body and "descriptions" not in body:
             raise _error(reply.status, body)  # an error inside an HTTP 200
+        if req.operation is DESCRIBE:  # {"descriptions": [{"text": ...}]}: text, no images
+            found = body.get("descriptions") if isinstance(body, dict) else None
+            if not isinstance(found, list) or not found or not all(
+                    isinstance(d, dict) and isinstance(d.get("text"), str) for d in found):
+                raise UpstreamBadResponse("Ideogram's reply has no 'descriptions' list of texts.")
+            return Finished([], {"descriptions": [d["text"] for d in found]})
         items = body.get("data") if isinstance(body, dict) else None
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise UpstreamBadResponse("Ideogram's reply has no 'data' list of images.")
@@ -271,7 +309,8 @@ class Ideogram(Provider):
             if not isinstance(item.get("url"), str):
                 raise UpstreamBadResponse("Ideogram's reply has a safe image without a url.")
             prompt = item.get("prompt")
-            images.append(UpstreamImage(url=item["url"], revised_prompt=prompt if prompt != req.prompt else None))
+            images.append(UpstreamImage(url=item["url"], revised_prompt=prompt if prompt != req.prompt else None,
+                                        details={k: item[k] for k in ("seed", "style_type") if k in item}))
         if withheld and not images:
             raise UpstreamContentFiltered(f"Ideogram's safety filter withheld all {withheld} image(s).")
         if withheld:
@@ -311,6 +350,8 @@ def _files(req: ImageRequest, image_field: str) -> list[tuple[str, str | FilePar
     parts: list[tuple[str, str | FilePart]] = [
         (image_field, FilePart(img.data, img.filename or f"image.{EXTENSION[img.format]}", img.mime))
         for img in req.images]
+    parts += [("style_reference_images", FilePart(img.data, img.filename or f"style.{EXTENSION[img.format]}",
+                                                  img.mime)) for img in req.style_images]
     if req.operation is EDIT:
         # Ideogram: black = edit. Without a mask, the image's transparent pixels are the mask,
         # as OpenAI does (the validator has made sure it has some).

@@ -11,6 +11,10 @@ Upstream (authority: ../shared/upstreams/midjourney-proxy.md), header `mj-api-se
     -> {"id", "action": "IMAGINE", "status": NOT_START | SUBMITTED | IN_PROGRESS | SUCCESS | FAILURE
         | CANCEL | MODAL, "progress": "45%", "imageUrl", "failReason", "buttons",
         "properties": {"finalPrompt"}}; an unknown id answers an empty body, `null` or 204
+  POST /mj/submit/{blend,describe}  {"base64Array": [2-5 data URLs], "dimensions"} | {"base64"}
+  POST /mj/submit/change  {"taskId", "action": UPSCALE|VARIATION|REROLL, "index"}
+  POST /mj/submit/action  {"taskId", "customId"}   (a button of the task; trueai / mj-plus)
+  POST /mj/submit/modal   {"taskId", "prompt"?, "maskBase64"?}  continues a task in status MODAL
   HTTP 401 with an empty body: the channel's secret is wrong.
 
 One imagine makes ONE picture: a 2x2 grid of four candidates, delivered as one image (on the
@@ -31,7 +35,7 @@ from urllib.parse import quote
 from pydantic import Field
 
 from pixelgate.domain import sizes
-from pixelgate.domain.request import ImageRequest
+from pixelgate.domain.request import FOLLOW_UPS, ImageRequest, Operation
 from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
 from pixelgate.domain.sizes import Size
 from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamContentFiltered,
@@ -39,6 +43,9 @@ from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamConte
                               UpstreamUnavailable)
 from pixelgate.providers.base import (EDIT, GENERATE, Capabilities, Channel, Provider, UpstreamCall,
                                       UpstreamReply, VendorOptions, error_for_status)
+
+BLEND, DESCRIBE, CHANGE, ACTION, MODAL = (Operation.BLEND, Operation.DESCRIBE, Operation.CHANGE,
+                                          Operation.ACTION, Operation.MODAL)
 
 MB = 1024 * 1024
 MAX_SEED = 4294967295
@@ -58,6 +65,16 @@ MODERATION_WORDS = ("banned", "moderat", "community standards", "restricted", "s
 INVALID_WORDS = ("invalid parameter", "unrecognized parameter", "invalid value", "参数错误")
 _HAS_AR = re.compile(r"(?:^|\s)--(?:ar|aspect)\s", re.I)
 _HAS_SEED = re.compile(r"(?:^|\s)--seed\s", re.I)
+COMMON = ("botType", "state")
+SUBMITS = {  # operation -> (submit path, the vendor options it takes)
+    GENERATE: ("imagine", COMMON), EDIT: ("imagine", COMMON),
+    BLEND: ("blend", COMMON + ("dimensions",)), DESCRIBE: ("describe", COMMON),
+    CHANGE: ("change", COMMON + ("taskId", "action", "index")),
+    ACTION: ("action", COMMON + ("taskId", "customId", "enableRemix", "strong")),
+    MODAL: ("modal", ("taskId", "maskBase64")),
+}
+FACTS = ("status", "action", "prompt", "promptEn", "description", "buttons")
+"""What a fetched task tells that the /mj surface shows (kept in Task.meta)."""
 
 
 class MidjourneyOptions(VendorOptions):
@@ -67,6 +84,17 @@ class MidjourneyOptions(VendorOptions):
     """trueai / mj-plus pick the Niji bot with it; novicezk ignores it."""
     state: str | None = Field(default=None, max_length=255)
     """Opaque client data the proxy echoes in the task (trueai caps it at 255)."""
+    # Follow-ups (the /mj surface sets these; which operation takes which: SUBMITS)
+    taskId: str | None = None
+    """The upstream task a follow-up acts on (never the gateway's own task id)."""
+    customId: str | None = Field(default=None, max_length=256)
+    action: Literal["UPSCALE", "VARIATION", "REROLL"] | None = None
+    index: int | None = Field(default=None, ge=1, le=4)
+    enableRemix: bool | None = None
+    strong: bool | None = None
+    dimensions: Literal["PORTRAIT", "SQUARE", "LANDSCAPE"] | None = None
+    maskBase64: str | None = None
+    """Vary Region's mask, a PNG data URL (painted area: redrawn)."""
 
 
 def aspect(size: Size) -> tuple[int, int] | None:
@@ -83,7 +111,7 @@ def aspect(size: Size) -> tuple[int, int] | None:
 
 
 _MIDJOURNEY = Capabilities(
-    operations=frozenset({GENERATE, EDIT}),
+    operations=frozenset({GENERATE, EDIT, BLEND, DESCRIBE, CHANGE, ACTION, MODAL}),
     max_prompt=6000,  # a Discord slash-command option holds at most 6000 characters
     # One task is one grid. The OpenAI API delivers that grid as its one image; the predictions
     # API fans n (1-10, as the first source document allows) out to n tasks, n grids.
@@ -114,12 +142,24 @@ class Midjourney(Provider):
             # imagine has no mask; Vary Region (a modal on an upscale) is a /mj surface action.
             raise InvalidRequest("Model 'midjourney' takes image prompts but no mask.", field="mask",
                                  code="unsupported_parameter")
-        body: dict[str, Any] = {"prompt": prompt_with_flags(req)}
-        if req.images:
-            body["base64Array"] = [f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}"
-                                   for img in req.images]
+        if req.channel is not None and req.channel != channel.name:
+            # A follow-up names an upstream task id that only the proxy holding it knows.
+            raise UpstreamUnavailable(f"The Midjourney task lives on channel {req.channel!r}.",
+                                      code="task_on_other_channel")
+        path, takes = SUBMITS[req.operation]
+        if unknown := sorted(set(req.extras) - set(takes)):
+            raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", field=unknown[0],
+                                 code="unknown_parameter")
+        body: dict[str, Any] = {}
+        if req.operation in (GENERATE, EDIT):
+            body["prompt"] = prompt_with_flags(req)
+        elif req.prompt:
+            body["prompt"] = req.prompt.strip()
+        urls = [f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}" for img in req.images]
+        if urls:
+            body.update({"base64": urls[0]} if req.operation is DESCRIBE else {"base64Array": urls})
         body.update({k: v for k, v in req.extras.items() if v is not None})
-        return UpstreamCall("POST", f"{self.root(channel)}/submit/imagine", self.headers(channel), json=body)
+        return UpstreamCall("POST", f"{self.root(channel)}/submit/{path}", self.headers(channel), json=body)
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Submitted:
         body = reply.json()
@@ -131,7 +171,16 @@ class Midjourney(Provider):
         if not isinstance(task_id, (str, int)) or not str(task_id).strip():
             raise UpstreamBadResponse(f"The Midjourney proxy accepted the task (code {body['code']}) "
                                       "but gave no task id.")
-        return Submitted(job_id=str(task_id))
+        props = body.get("properties") if isinstance(body.get("properties"), dict) else {}
+        answer = {"code": body["code"], "description": str(body.get("description") or "")}
+        if "numberOfQueues" in props:
+            answer["numberOfQueues"] = props["numberOfQueues"]
+        meta: dict[str, Any] = {"submit": answer}
+        if props.get("status") == "MODAL":  # trueai's "Waiting for window confirm"
+            meta["status"] = "MODAL"
+        # 21: a task the proxy already had (the same upscale twice); a modal continues its task
+        meta["existing"] = body["code"] == 21 or req.operation is MODAL
+        return Submitted(job_id=str(task_id), meta=meta)
 
     def build_poll(self, job: Submitted, channel: Channel) -> UpstreamCall:
         return UpstreamCall("GET", f"{self.root(channel)}/task/{quote(job.job_id, safe='')}/fetch",
@@ -144,16 +193,19 @@ class Midjourney(Provider):
             raise task_not_found()
         if not isinstance(task, dict):
             raise UpstreamBadResponse("The Midjourney proxy answered a task fetch with no task object.")
-        status = task.get("status")
-        if status in PENDING:
-            return Pending(progress=progress(task.get("progress")))
+        status, url = task.get("status"), task.get("imageUrl")
+        url = url if isinstance(url, str) and url else None
+        if status in PENDING or (status == "MODAL" and req.operation in FOLLOW_UPS):
+            # a follow-up may wait for /submit/modal, which the /mj surface passes on
+            preview = UpstreamImage(url=url) if status == "IN_PROGRESS" and url else None
+            return Pending(progress=progress(task.get("progress")), meta=facts(task), preview=preview)
         if status == "SUCCESS":
-            url = task.get("imageUrl")
-            if not isinstance(url, str) or not url:
+            if url is None:
                 raise UpstreamBadResponse("The Midjourney task succeeded without an imageUrl.")
             props = task.get("properties") if isinstance(task.get("properties"), dict) else {}
             revised = props.get("finalPrompt") or task.get("promptEn") or None
-            return Finished([UpstreamImage(url=url, revised_prompt=revised)], {})
+            # facts ride on the image: Finished.meta is echoed by the OpenAI API, buttons are not
+            return Finished([UpstreamImage(url=url, revised_prompt=revised, details=facts(task))], {})
         if status == "FAILURE":
             raise task_failure(str(task.get("failReason") or "no reason given"))
         if status == "CANCEL":
@@ -193,6 +245,14 @@ def prompt_with_flags(req: ImageRequest) -> str:
                                  f"and {MAX_SEED}.", field="seed")
         prompt += f" --seed {req.seed}"
     return prompt
+
+
+def facts(task: dict) -> dict[str, Any]:
+    out = {k: task[k] for k in FACTS if task.get(k) not in (None, "", [])}
+    props = task.get("properties") if isinstance(task.get("properties"), dict) else {}
+    if props.get("finalPrompt"):
+        out["finalPrompt"] = props["finalPrompt"]
+    return out
 
 
 def progress(value: Any) -> float | None:

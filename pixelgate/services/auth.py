@@ -31,6 +31,9 @@ class Principal:
     is_admin: bool
     allowed_models: frozenset[str] | None
     expires_at: datetime | None
+    account_id: int | None = None
+    rate_limit_rpm: int | None = None
+    max_concurrent: int | None = None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -63,7 +66,9 @@ def key_view(row: ApiKey) -> dict:
     """A key as the admin API and CLI show it: never the key or its hash."""
     return {"id": row.id, "name": row.name, "prefix": row.prefix, "is_admin": row.is_admin,
             "enabled": row.enabled, "expires_at": row.expires_at.isoformat() if row.expires_at else None,
-            "allowed_models": row.allowed_models, "created_at": row.created_at.isoformat()}
+            "allowed_models": row.allowed_models, "account_id": row.account_id,
+            "rate_limit_rpm": row.rate_limit_rpm, "max_concurrent": row.max_concurrent,
+            "created_at": row.created_at.isoformat()}
 
 
 class KeyStore:
@@ -101,17 +106,21 @@ class KeyStore:
         if expires is not None and expires.tzinfo is None:  # SQLite drops the zone
             expires = expires.replace(tzinfo=timezone.utc)
         models = frozenset(row.allowed_models) if row.allowed_models is not None else None
-        return Principal(row.id, row.name, row.is_admin, models, expires)
+        return Principal(row.id, row.name, row.is_admin, models, expires, row.account_id, row.rate_limit_rpm,
+                         row.max_concurrent)
 
     def forget(self) -> None:
         self._cache.clear()
 
     async def create(self, name: str, *, is_admin: bool = False, expires_at: datetime | None = None,
-                     allowed_models: list[str] | None = None, token: str | None = None) -> tuple[ApiKey, str]:
+                     allowed_models: list[str] | None = None, token: str | None = None,
+                     account_id: int | None = None, rate_limit_rpm: int | None = None,
+                     max_concurrent: int | None = None) -> tuple[ApiKey, str]:
         token = token or new_key()
         row = ApiKey(name=name, key_hash=hash_key(token), prefix=token[:8], is_admin=is_admin,
                      enabled=True, expires_at=expires_at, allowed_models=allowed_models,
-                     webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
+                     webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+                     account_id=account_id, rate_limit_rpm=rate_limit_rpm, max_concurrent=max_concurrent)
         async with self._sessions() as session, session.begin():
             session.add(row)
         return row, token

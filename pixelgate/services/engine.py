@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import binascii
 import dataclasses
+import io
 import secrets
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import pybase64
+from PIL import Image
 
 from pixelgate.config import Settings
 from pixelgate.db.models import RequestLog, StoredImage
 from pixelgate.domain.images import convert_format, sniff_format
-from pixelgate.domain.request import Delivery, ImageRequest
+from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
                                      Submitted, UpstreamImage)
 from pixelgate.domain.validate import validate
@@ -30,6 +33,8 @@ from pixelgate.errors import GatewayError, UpstreamBadResponse, UpstreamError, U
 from pixelgate.providers import REGISTRY
 from pixelgate.providers.base import Channel, Provider, UpstreamCall, UpstreamReply
 from pixelgate.services.auth import Principal
+from pixelgate.services.billing import Billing, Quote
+from pixelgate.services.ratelimit import RateLimiter
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory, Route
 from pixelgate.services.storage import LocalStorage, UrlSigner, file_name
@@ -58,7 +63,15 @@ class RequestContext:
     images_delivered: int = 0
     attempts: list[dict] = field(default_factory=list)
     stored: list[dict] = field(default_factory=list)
+    cost: Decimal | None = None
+    quote: Quote | None = None
     started: float = field(default_factory=time.perf_counter)
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Run once the request is over (a stream: once it ends): release limits and holds."""
+
+    async def finish(self) -> None:
+        while self.cleanups:
+            await self.cleanups.pop()()
 
     def attempt(self, channel: Channel, error: GatewayError | None, since: float) -> None:
         entry: dict[str, Any] = {"channel": channel.name, "ms": round((time.perf_counter() - since) * 1000, 1)}
@@ -75,7 +88,7 @@ class RequestContext:
             status=status, error_code=error.code if error else None,
             error=error.message[:2000] if error else None, images_requested=self.images_requested,
             images_delivered=self.images_delivered,
-            latency_ms=round((time.perf_counter() - self.started) * 1000, 2), attempts=self.attempts,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 2), attempts=self.attempts, cost=self.cost,
             created_at=now)
         return [(RequestLog, log), *((StoredImage, {**image, "created_at": now}) for image in self.stored)]
 
@@ -88,8 +101,11 @@ class StreamCompleted:
 
 class Engine:
     def __init__(self, settings: Settings, directory: ChannelDirectory, storage: LocalStorage,
-                 signer: UrlSigner, records: RecordWriter, transports: dict[str, Transport]) -> None:
+                 signer: UrlSigner, records: RecordWriter, transports: dict[str, Transport],
+                 billing: Billing, limiter: RateLimiter) -> None:
         self.settings = settings
+        self.billing = billing
+        self.limiter = limiter
         self.directory = directory
         self.storage = storage
         self.signer = signer
@@ -97,38 +113,68 @@ class Engine:
         self.transports = transports
 
     async def prepare(self, req: ImageRequest, ctx: RequestContext) -> Route:
-        """Everything that can refuse the request before anything is spent."""
+        """Everything that can refuse the request before anything is spent: the model, the key's
+        rights, the request's validity, its price, the key's rate limits."""
         ctx.operation, ctx.model, ctx.images_requested = req.operation.value, req.model, req.n
         route = await self.directory.route(req.model, req.provider)
-        assert ctx.principal is not None
-        ctx.principal.require_model(req.model)
+        principal = ctx.principal
+        assert principal is not None
+        principal.require_model(req.model)
         validate(req, route.capabilities, ctx.surface)
         ctx.images_requested = req.n  # a vendor option may have set it
         if req.delivery is None:  # the client did not say: the model's documented default
             req.delivery = route.capabilities.default_delivery
+        ctx.quote = await self.billing.quote(req)
+        if await self.limiter.acquire(principal):
+            ctx.cleanups.append(lambda: self.limiter.release(principal))
         return route
 
-    async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
-        """Make the images and wait for them, whatever the vendor's own timing."""
+    async def hold(self, req: ImageRequest, ctx: RequestContext) -> None:
+        """Reserve the most the request can cost (402 if the balance cannot cover it)."""
+        await self.billing.hold(ctx.principal.account_id, ctx.request_id, ctx.quote.unit_price, req.n)
+
+    async def settle(self, ctx: RequestContext, delivered: int) -> Decimal:
+        """Charge the images delivered, once; the cost is recorded even for unlimited keys."""
+        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered))
+        ctx.cost = charged if charged is not None else ctx.quote.unit_price * delivered
+        return ctx.cost
+
+    async def generate(self, req: ImageRequest, ctx: RequestContext, bill: bool = True) -> ImageResult:
+        """Make the images and wait for them, whatever the vendor's own timing. `bill=False`
+        when the caller (a task) holds and settles itself."""
         route = await self.prepare(req, ctx)
+        if bill:
+            await self.hold(req, ctx)
         parts = self.split(req, route)
         limit = route.capabilities.max_concurrent_calls
-        outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call, limit))
-        finished = merge(outcomes, len(parts))
-        images = await self.deliver(finished, req, ctx)
+        try:
+            outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call, limit))
+            finished = merge(outcomes, len(parts))
+            images = await self.deliver(finished, req, ctx)
+        except BaseException:
+            if bill:
+                await self.settle(ctx, 0)
+            raise
+        if bill:
+            await self.settle(ctx, len(images))
         return ImageResult(ctx.request_id, req.model, images, int(time.time()), finished.meta)
 
     async def start(self, req: ImageRequest, ctx: RequestContext) -> tuple[Channel, list[Finished | Submitted]]:
         """Submit without waiting: asynchronous vendors answer with jobs (Submitted), which
         from here on belong to the returned channel; synchronous ones answer Finished."""
         route = await self.prepare(req, ctx)
+        await self.hold(req, ctx)  # settled when the task ends (services.tasks)
         parts = self.split(req, route)
 
         async def attempt(provider: Provider, channel: Channel):
             return channel, await self._fan_out(provider, channel, parts, self._submit,
                                                 route.capabilities.max_concurrent_calls)
 
-        return await self._failover(route, ctx, attempt)
+        try:
+            return await self._failover(route, ctx, attempt)
+        except BaseException:
+            await self.settle(ctx, 0)
+            raise
 
     async def poll(self, channel_name: str, req: ImageRequest, job: Submitted) -> Finished | Pending:
         """One look at an accepted job."""
@@ -169,21 +215,29 @@ class Engine:
                 raise provider.parse_error(reply)
             return provider, channel, events
 
-        provider, channel, events = await self._failover(route, ctx, open_stream)
+        await self.hold(req, ctx)
+        try:
+            provider, channel, events = await self._failover(route, ctx, open_stream)
+        except BaseException:
+            await self.settle(ctx, 0)
+            raise
         return self._relay(provider, channel, events, req, ctx)
 
     async def _relay(self, provider: Provider, channel: Channel, events: AsyncIterator[tuple[str, Any]],
                      req: ImageRequest, ctx: RequestContext) -> AsyncIterator[StreamPartial | StreamCompleted]:
         # The HTTP transport's own total timeout bounds the stream; an asyncio timeout here would
         # also fire while the consumer holds the generator suspended.
-        with upstream_errors(channel.name):
-            async for name, data in events:
-                parsed = provider.parse_stream_event(req, name, data)
-                if isinstance(parsed, StreamPartial):
-                    yield parsed
-                elif isinstance(parsed, Finished):
-                    for image in await self.deliver(parsed, req, ctx):
-                        yield StreamCompleted(image, parsed.meta)
+        try:
+            with upstream_errors(channel.name):
+                async for name, data in events:
+                    parsed = provider.parse_stream_event(req, name, data)
+                    if isinstance(parsed, StreamPartial):
+                        yield parsed
+                    elif isinstance(parsed, Finished):
+                        for image in await self.deliver(parsed, req, ctx):
+                            yield StreamCompleted(image, parsed.meta)
+        finally:
+            await self.settle(ctx, ctx.images_delivered)  # each completed image was sent
 
     # -- upstream calls --
 
@@ -276,7 +330,7 @@ class Engine:
     # -- delivery --
 
     async def deliver(self, finished: Finished, req: ImageRequest, ctx: RequestContext) -> list[DeliveredImage]:
-        if not finished.images:
+        if not finished.images and req.operation is not Operation.DESCRIBE:  # describe answers text
             raise UpstreamBadResponse("The upstream answered without any image.")
         delivered = await asyncio.gather(*(self._store(image, req, ctx) for image in finished.images))
         ctx.images_delivered += len(delivered)
@@ -302,7 +356,9 @@ class Engine:
         await self.storage.put(name, data)
         ctx.stored.append(dict(id=image_id, request_id=ctx.request_id, format=fmt, bytes=len(data),
                                key_id=ctx.principal.key_id if ctx.principal else None))
-        delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt)
+        width, height = _pixel_size(data)
+        delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
+                                   height=height, details=image.details)
         if req.delivery is Delivery.URL:
             delivered.url = self.signer.url(ctx.base_url, name)
         if req.delivery is Delivery.B64 or req.stream:  # stream events always carry the bytes
@@ -318,6 +374,15 @@ class Engine:
         if reply.status != 200 or not reply.body:
             raise UpstreamBadResponse(f"The upstream's image URL answered HTTP {reply.status}.")
         return reply.body
+
+
+def _pixel_size(data: bytes) -> tuple[int | None, int | None]:
+    """Width and height from the image header (no full decode)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:  # Pillow raises assorted types for bytes it cannot read
+        return None, None
 
 
 def merge(outcomes: list[Finished], asked: int) -> Finished:

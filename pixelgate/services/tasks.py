@@ -20,15 +20,17 @@ import logging
 import secrets
 import time
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Callable
 
 import orjson
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate.db.models import ApiKey, Task, WebhookDelivery
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
-from pixelgate.domain.result import Finished, Submitted
+from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
 from pixelgate.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from pixelgate.services.engine import Engine, RequestContext
 from pixelgate.services.fetch import Fetcher
@@ -102,18 +104,21 @@ class TaskService:
 
     async def submit(self, req: ImageRequest, ctx: RequestContext, model_path: str, client_input: dict,
                      webhook_url: str | None = None, webhook_events: list[str] | None = None,
-                     run_in_background: bool = False) -> Task:
+                     run_in_background: bool = False, meta: dict | None = None) -> Task:
         """Validate, submit upstream and record the task. Asynchronous vendors answer with jobs
         that the poller follows; a synchronous model asked to run asynchronously runs in the
-        background of this process."""
+        background of this process. `meta` starts Task.meta (facts the surface keeps); a vendor
+        that answers with a job this key's tasks already follow returns that task instead."""
         self.base_url = self.base_url or ctx.base_url
         task = Task(id=new_task_id(), key_id=ctx.principal.key_id, request_id=ctx.request_id,
                     surface=ctx.surface, model=req.model, model_path=model_path, status="pending",
                     request=request_snapshot(req), input=client_input, jobs=[], webhook_url=webhook_url,
                     webhook_events=webhook_events, created_at=now(), deadline_at=now() + self._deadline,
-                    next_poll_at=now())
+                    next_poll_at=now(), meta=dict(meta or {}))
         if run_in_background:
             await self._engine.prepare(req, ctx)  # refuse bad requests now, not in the background
+            await self._engine.hold(req, ctx)
+            task.request = {**request_snapshot(req), "unit_price": str(ctx.quote.unit_price)}  # as prepared
             task.status, task.started_at, task.lease_until = "running", now(), now() + self._deadline
             await self._insert(task)
             job = asyncio.create_task(self._run_sync(task.id, req, ctx))
@@ -121,11 +126,15 @@ class TaskService:
             job.add_done_callback(self._background.discard)
             return task
         channel, outcomes = await self._engine.start(req, ctx)
+        if (known := await self._known_job(ctx, channel.name, outcomes)) is not None:
+            return known
+        task.request = {**request_snapshot(req), "unit_price": str(ctx.quote.unit_price)}  # as prepared
         task.channel, task.started_at = channel.name, now()
         jobs, finished = [], []
         for outcome in outcomes:
             if isinstance(outcome, Submitted):
                 jobs.append({"id": outcome.job_id, "poll_url": outcome.poll_url, "images": None})
+                task.meta.update(_facts(outcome))
             else:
                 finished.append(outcome)
         if finished:  # a synchronous vendor (or a part that was): store its images now
@@ -135,6 +144,7 @@ class TaskService:
         task.status = "running" if any(j["images"] is None for j in jobs) else "succeeded"
         if task.status == "succeeded":
             task.output, task.completed_at = _output(jobs), now()
+            task.cost = await self._engine.settle(ctx, len(task.output))
         await self._insert(task)
         if task.status == "succeeded":
             await self._queue_webhook(task)
@@ -234,6 +244,7 @@ class TaskService:
                                                          else "task_interrupted", "message": reason})
             return
         jobs = [dict(j) for j in task.jobs]
+        meta = dict(task.meta or {})
         progress: list[float] = []
         try:
             for job in jobs:
@@ -241,6 +252,9 @@ class TaskService:
                     progress.append(1.0)
                     continue
                 outcome = await self._engine.poll(task.channel, req, Submitted(job["id"], job["poll_url"]))
+                meta.update(_facts(outcome))
+                if isinstance(outcome, Pending) and outcome.preview is not None:
+                    meta.update(await self._preview(outcome.preview, meta.get("preview"), req, ctx))
                 if isinstance(outcome, Finished):
                     job["images"] = [_stored(i) for i in await self._engine.deliver(outcome, req, ctx)]
                     progress.append(1.0)
@@ -254,16 +268,18 @@ class TaskService:
             await self._finish(task.id, "failed", jobs=jobs, error=_error(exc))
             return
         if all(j["images"] is not None for j in jobs):
+            await self._keep_meta(task.id, meta)
             await self._finish(task.id, "succeeded", jobs=jobs)
             return
         async with self._sessions() as session, session.begin():
             await session.execute(update(Task).where(Task.id == task.id, Task.status.in_(LIVE)).values(
                 jobs=jobs, progress=round(sum(progress) / len(progress), 3), lease_until=None,
-                next_poll_at=now() + timedelta(seconds=self._poll_interval)))
+                next_poll_at=now() + timedelta(seconds=self._poll_interval), meta=meta))
+        await self._status_event(task, meta, round(sum(progress) / len(progress), 3))
 
     async def _run_sync(self, task_id: str, req: ImageRequest, ctx: RequestContext) -> None:
         try:
-            result = await self._engine.generate(req, ctx)
+            result = await self._engine.generate(req, ctx, bill=False)
         except GatewayError as exc:
             await self._finish(task_id, "failed", error=_error(exc))
             return
@@ -283,8 +299,67 @@ class TaskService:
             return False
         async with self._sessions() as session:
             task = await session.get(Task, task_id)
+        # Only the writer of the outcome settles, and the ledger settles a request once anyway.
+        delivered = len(task.output or []) if status == "succeeded" else 0
+        charged = await self._engine.billing.settle(task.request_id, delivered)
+        cost = charged if charged is not None else Decimal(task.request.get("unit_price", "0")) * delivered
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(Task).where(Task.id == task_id).values(cost=cost))
         await self._queue_webhook(task)
         return True
+
+    # -- vendor facts (Task.meta) and status events --
+
+    async def _known_job(self, ctx: RequestContext, channel: str, outcomes: list) -> Task | None:
+        """The task of this key that already follows a job the vendor answered with. A vendor may
+        answer a repeated request (Midjourney code 21) or a confirmation (its modal) with a job it
+        already had (Submitted.meta["existing"]): the client gets that task, not a twin."""
+        ids = {o.job_id for o in outcomes if isinstance(o, Submitted) and o.meta.get("existing")}
+        if not ids:
+            return None
+        async with self._sessions() as session:
+            recent = (await session.execute(
+                select(Task).where(Task.key_id == ctx.principal.key_id, Task.channel == channel)
+                .order_by(Task.created_at.desc()).limit(500))).scalars()
+            found = next((t for t in recent if any(j["id"] in ids for j in t.jobs)), None)
+        if found is not None:
+            await self._engine.settle(ctx, 0)  # nothing new was made: release the hold
+        return found
+
+    async def _keep_meta(self, task_id: str, meta: dict) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(Task).where(Task.id == task_id, Task.status.in_(LIVE)).values(meta=meta))
+
+    async def _preview(self, image: UpstreamImage, kept: dict | None, req: ImageRequest,
+                       ctx: RequestContext) -> dict:
+        """A look at the unfinished image, stored by the gateway (vendor URLs expire and name the
+        upstream) when it is new; best effort: the job itself is what matters."""
+        source = hashlib.sha256((image.url or image.b64 or "").encode()).hexdigest()[:16]
+        if kept and kept.get("source") == source:
+            return {}
+        try:
+            stored = (await self._engine.deliver(Finished([image]), req, ctx))[0]
+        except GatewayError as exc:
+            log.info("task preview not stored: %s", exc.message)
+            return {}
+        return {"preview": {"id": stored.id, "format": stored.format, "source": source}}
+
+    async def _status_event(self, task: Task, meta: dict, progress: float) -> None:
+        """A webhook per change of the vendor's status (and progress) while the task runs, for
+        tasks whose webhook_events ask for "status" (the midjourney-proxy notifyHook); the
+        outcome itself is the "completed" event. The body is the task as it is when sent."""
+        if not task.webhook_url or "status" not in (task.webhook_events or []):
+            return
+        event = _event_name(meta.get("status"), progress)
+        if event is None or event == _event_name((task.meta or {}).get("status"), task.progress):
+            return
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(WebhookDelivery(id="wh_" + secrets.token_hex(12), task_id=task.id, event=event,
+                                            url=task.webhook_url, delivered=False, attempts=0, log=[],
+                                            next_attempt_at=now()))
+        except IntegrityError:
+            pass  # this state was announced already (unique task_id, event)
 
     # -- webhooks --
 
@@ -355,6 +430,20 @@ class TaskService:
             if key.webhook_secret is None:
                 key.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
             return key.webhook_secret
+
+
+def _facts(outcome: Submitted | Pending | Finished) -> dict:
+    """The vendor facts a task keeps: the outcome's meta and, when finished, its images' details."""
+    facts = {k: v for k, v in outcome.meta.items() if k != "existing"}
+    for image in outcome.images if isinstance(outcome, Finished) else ():
+        facts.update(image.details)
+    return facts
+
+
+def _event_name(status: Any, progress: float | None) -> str | None:
+    if not isinstance(status, str) or not status:
+        return None
+    return f"{status}:{round((progress or 0) * 100)}"[:16]  # WebhookDelivery.event is 16 wide
 
 
 def _stored(image) -> dict:

@@ -51,8 +51,10 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                     response = render_error(error)
                     response.headers.update(error.headers)
                 response.headers["x-request-id"] = request_id
-                if logged and not getattr(request.state, "log_deferred", False):
-                    request.app.state.services.records.add(*ctx.rows(response.status_code, error))
+                if not getattr(request.state, "log_deferred", False):  # a stream does this when it ends
+                    await ctx.finish()
+                    if logged:
+                        request.app.state.services.records.add(*ctx.rows(response.status_code, error))
                 return response
 
             return handle

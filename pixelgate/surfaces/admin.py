@@ -3,18 +3,21 @@ Upstream keys are accepted here but never returned."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from pixelgate.config import ChannelConfig
-from pixelgate.db.models import RequestLog
-from pixelgate.errors import Forbidden, InvalidRequest
+from pixelgate.db.models import PriceRow, RequestLog
+from pixelgate.errors import Forbidden, InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view
+from pixelgate.services.usage import usage
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces.openai_images import JSONResponse, _json_body, render_error
 
@@ -43,6 +46,9 @@ class KeyCreate(BaseModel):
     expires_at: datetime | None = None
     allowed_models: list[str] | None = None
     is_admin: bool = False
+    account_id: int | None = None
+    rate_limit_rpm: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
 
 
 class KeyUpdate(BaseModel):
@@ -51,6 +57,28 @@ class KeyUpdate(BaseModel):
     expires_at: datetime | None = None
     allowed_models: list[str] | None = None
     enabled: bool | None = None
+    account_id: int | None = None
+    rate_limit_rpm: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+
+
+class AccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    balance: Decimal | None = Field(default=None, ge=0)
+    spend_limit: Decimal | None = Field(default=None, ge=0)
+
+
+class TopUp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Decimal
+    reference: str = Field(default_factory=lambda: "topup_" + secrets.token_hex(8), min_length=1, max_length=48)
+
+
+def account_view(account) -> dict:
+    return {"id": account.id, "name": account.name, "balance": account.balance, "reserved": account.reserved,
+            "spent": account.spent, "spend_limit": account.spend_limit,
+            "available": None if account.balance is None else Decimal(account.balance) - Decimal(account.reserved)}
 
 
 @router.get("/keys")
@@ -63,8 +91,11 @@ async def list_keys(request: Request) -> Response:
 async def create_key(request: Request) -> Response:
     await _admin(request)
     body = _parse(KeyCreate, await _json_body(request))
+    if body.account_id is not None:
+        await request.app.state.services.engine.billing.account(body.account_id)
     row, token = await request.app.state.services.keys.create(
-        body.name, is_admin=body.is_admin, expires_at=body.expires_at, allowed_models=body.allowed_models)
+        body.name, is_admin=body.is_admin, expires_at=body.expires_at, allowed_models=body.allowed_models,
+        account_id=body.account_id, rate_limit_rpm=body.rate_limit_rpm, max_concurrent=body.max_concurrent)
     return JSONResponse({**key_view(row), "key": token}, status_code=201)
 
 
@@ -146,3 +177,82 @@ async def list_requests(request: Request, limit: int = 50) -> Response:
                                             "images_delivered", "latency_ms", "attempts")}
                 | {"created_at": r.created_at.isoformat()} for r in rows]
     return JSONResponse({"data": data})
+
+
+# ---- accounts, prices, usage ----
+
+@router.post("/accounts")
+async def create_account(request: Request) -> Response:
+    await _admin(request)
+    body = _parse(AccountCreate, await _json_body(request))
+    account = await request.app.state.services.engine.billing.create_account(body.name, body.balance, body.spend_limit)
+    return JSONResponse(account_view(account), status_code=201)
+
+
+@router.get("/accounts/{account_id}")
+async def get_account(account_id: int, request: Request) -> Response:
+    await _admin(request)
+    return JSONResponse(account_view(await request.app.state.services.engine.billing.account(account_id)))
+
+
+@router.post("/accounts/{account_id}/topup")
+async def top_up(account_id: int, request: Request) -> Response:
+    await _admin(request)
+    body = _parse(TopUp, await _json_body(request))
+    account = await request.app.state.services.engine.billing.top_up(account_id, body.amount, body.reference)
+    return JSONResponse(account_view(account))
+
+
+class PriceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=128)
+    amount: Decimal = Field(ge=0)
+    currency: str | None = None
+    operation: str = "*"
+    dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
+
+
+@router.get("/prices")
+async def list_prices(request: Request) -> Response:
+    """The effective price table: built-in defaults, config-file prices and admin prices."""
+    await _admin(request)
+    billing = request.app.state.services.engine.billing
+    origin = {1: "default", 2: "config", 3: "admin"}
+    data = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.amount,
+             "currency": p.currency, "origin": origin[rank], "source": p.source}
+            for model, entries in sorted((await billing.table()).items()) for rank, p in entries]
+    return JSONResponse({"currency": billing.currency, "data": data})
+
+
+@router.post("/prices")
+async def create_price(request: Request) -> Response:
+    await _admin(request)
+    body = _parse(PriceCreate, await _json_body(request))
+    services = request.app.state.services
+    row = PriceRow(model=body.model, operation=body.operation, dimensions=dict(body.dimensions), amount=body.amount,
+                   currency=body.currency or services.engine.billing.currency, source="admin")
+    async with services.sessions() as session, session.begin():
+        session.add(row)
+    services.engine.billing.forget()
+    return JSONResponse({"id": row.id, **body.model_dump(), "currency": row.currency}, status_code=201)
+
+
+@router.delete("/prices/{price_id}")
+async def delete_price(price_id: int, request: Request) -> Response:
+    await _admin(request)
+    services = request.app.state.services
+    async with services.sessions() as session, session.begin():
+        result = await session.execute(delete(PriceRow).where(PriceRow.id == price_id))
+    if result.rowcount == 0:
+        raise NotFound(f"No price with id {price_id}.", field="id")
+    services.engine.billing.forget()
+    return Response(status_code=204)
+
+
+@router.get("/usage")
+async def all_usage(request: Request, group_by: str = "model", key_id: int | None = None, days: int = 30) -> Response:
+    await _admin(request)
+    services = request.app.state.services
+    await services.records.flush()
+    report = await usage(services.sessions, group_by, key_id, days)
+    return JSONResponse({"currency": services.engine.billing.currency, **report})

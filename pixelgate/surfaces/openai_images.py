@@ -10,6 +10,7 @@ server-sent events as OpenAI sends them. Errors: {"error": {"message", "type", "
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, AsyncIterator
 
 import orjson
@@ -24,6 +25,7 @@ from pixelgate.domain.result import ImageResult
 from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, PayloadTooLarge
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
+from pixelgate.services.usage import usage
 from pixelgate.surfaces._route import context, surface_route
 
 
@@ -31,7 +33,13 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return orjson.dumps(content, default=_exact)
+
+
+def _exact(value: Any) -> str:
+    if isinstance(value, Decimal):  # money stays exact on the wire: a string, like "0.28"
+        return format(value.normalize(), "f")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def render_error(exc: GatewayError) -> Response:
@@ -245,7 +253,18 @@ async def _sse(request: Request, events: AsyncIterator, req: ImageRequest, ctx) 
                                            "param": exc.field, "code": exc.code}}
         yield b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
     finally:
+        await ctx.finish()
         request.app.state.services.records.add(*ctx.rows(status, error))
+
+
+@models_router.get("/v1/usage")
+async def own_usage(request: Request, group_by: str = "model", days: int = 30) -> Response:
+    """The calling key's spend and images."""
+    ctx = await _authenticate(request)
+    services = request.app.state.services
+    await services.records.flush()
+    report = await usage(services.sessions, group_by, ctx.principal.key_id, days)
+    return JSONResponse({"currency": services.engine.billing.currency, **report})
 
 
 @models_router.get("/v1/models")

@@ -27,7 +27,7 @@ from pixelgate.db.models import Task
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
 from pixelgate.errors import GatewayError, InvalidRequest
-from pixelgate.providers.base import EDIT
+from pixelgate.providers.base import EDIT, GENERATE
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
 from pixelgate.surfaces._route import context, surface_route
@@ -117,10 +117,11 @@ async def to_request(request: Request, model: str, data: Any, provider: str | No
         images=[await fetcher.image(v, "image" if len(images) == 1 else f"image[{i}]") for i, v in enumerate(images)])
     if fields.mask:
         req.mask = await fetcher.image(fields.mask, "mask")
-    if req.images:
-        route = await request.app.state.services.directory.route(model, provider)
-        if EDIT in route.capabilities.operations:
-            req.operation = Operation.EDIT
+    # The predictions API names no operation: input images make it an edit where the model
+    # edits, and a model that only edits is always asked to edit (so a missing image is named).
+    operations = (await request.app.state.services.directory.route(model, provider)).capabilities.operations
+    if EDIT in operations and (req.images or GENERATE not in operations):
+        req.operation = Operation.EDIT
     return req, data
 
 

@@ -44,7 +44,7 @@ def module_gateway(backend, upstreams, tmp_path_factory):
     (a, url_a), (b, url_b) = upstreams
     tmp = tmp_path_factory.mktemp("qianfan")
     with database(backend, tmp) as url:
-        settings = Settings(data_dir=tmp, database_url=url, admin_key=ADMIN_KEY, cache_seconds=0,
+        settings = Settings(data_dir=tmp, database_url=url, admin_key=ADMIN_KEY, cache_seconds=0, unpriced="free",
                             channels=[channel("qf-a", url_a, 10), channel("qf-b", url_b, 0)])
         with run_gateway(settings) as gw:
             yield gw, a, b

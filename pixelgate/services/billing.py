@@ -1,0 +1,200 @@
+"""Prices and money: quote, hold, settle. The only module that moves a balance.
+
+  quote   the unit price of a request (most specific matching entry; operator prices beat the
+          built-in defaults), converted into the gateway's currency, exact Decimal arithmetic
+  hold    before any upstream call: reserve the most the request can cost, in ONE conditional
+          UPDATE (available = balance - reserved must cover it), so two concurrent requests can
+          never both spend the last unit; a ledger row records it
+  settle  once the outcome is known: charge the images actually delivered (0 on failure or
+          cancel) and free the rest of the hold. (request_id, kind) is unique in the ledger, so
+          a request is settled once even if a retry, a race or a restart tries again
+
+Keys without an account are unlimited: nothing is held, but every cost is still recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from pixelgate.db.models import Account, LedgerEntry, PriceRow
+from pixelgate.domain import sizes
+from pixelgate.domain.prices import DEFAULT_PRICES, Price
+from pixelgate.domain.request import ImageRequest
+from pixelgate.errors import GatewayError, InvalidRequest, NotFound
+
+CENT = Decimal("0.00000001")
+
+
+class InsufficientBalance(GatewayError):
+    status = 402
+    code = "insufficient_balance"
+    type = "insufficient_quota"
+
+
+class NotPriced(GatewayError):
+    status = 403
+    code = "model_not_priced"
+    type = "invalid_request_error"
+
+
+@dataclass(frozen=True)
+class Quote:
+    unit_price: Decimal
+    price: Price | None
+
+
+def request_dimensions(req: ImageRequest) -> dict[str, str]:
+    """The dimensions a price may depend on, as the request states them."""
+    dims: dict[str, str] = {}
+    if req.quality:
+        dims["quality"] = req.quality
+    speed = req.extras.get("rendering_speed")
+    if isinstance(speed, str):
+        dims["speed"] = speed
+    if req.size:
+        try:
+            size = sizes.parse(req.size)
+        except InvalidRequest:
+            return dims
+        if size.width:
+            dims["size"] = size.wxh()
+            area = size.width * size.height
+            dims["tier"] = "1K" if area <= 1_600_000 else "2K" if area <= 6_000_000 else "4K"
+        elif size.tier:
+            dims["tier"] = size.tier
+    return dims
+
+
+class Billing:
+    def __init__(self, sessions: async_sessionmaker, currency: str, rates: dict[str, Decimal],
+                 unpriced: str, configured: list[Price], cache_seconds: float) -> None:
+        self._sessions = sessions
+        self.currency = currency
+        self._rates = rates
+        self._unpriced = unpriced
+        self._configured = configured
+        self._cache_seconds = cache_seconds
+        self._table: dict[str, list[tuple[int, Price]]] = {}
+        self._expires = 0.0
+
+    # -- prices --
+
+    async def table(self) -> dict[str, list[tuple[int, Price]]]:
+        """model -> [(precedence, price)]: admin 3, config file 2, built-in 1."""
+        if time.monotonic() < self._expires:
+            return self._table
+        async with self._sessions() as session:
+            rows = list((await session.execute(select(PriceRow))).scalars())
+        table: dict[str, list[tuple[int, Price]]] = {}
+        for rank, prices in ((1, DEFAULT_PRICES), (2, self._configured),
+                             (3, [Price(r.model, Decimal(r.amount), r.currency, r.operation, dict(r.dimensions),
+                                        f"admin (price #{r.id})") for r in rows])):
+            for price in prices:
+                table.setdefault(price.model, []).append((rank, price))
+        self._table, self._expires = table, time.monotonic() + self._cache_seconds
+        return table
+
+    def forget(self) -> None:
+        self._expires = 0.0
+
+    async def quote(self, req: ImageRequest) -> Quote:
+        """The unit price in the gateway's currency, or NotPriced when the operator has said
+        unpriced models are refused (the default)."""
+        dims = request_dimensions(req)
+        candidates = [(price.specificity, rank, price) for rank, price in (await self.table()).get(req.model, [])
+                      if price.operation in ("*", req.operation.value)
+                      and all(dims.get(k) == v for k, v in price.dimensions.items())]
+        if not candidates:
+            if self._unpriced == "free":
+                return Quote(Decimal(0), None)
+            raise NotPriced(f"Model '{req.model}' has no price for this request, and the gateway refuses "
+                            "unpriced models. The operator can add a price (admin API /admin/prices or "
+                            "the config file) or set unpriced = \"free\".", field="model")
+        _, _, price = max(candidates, key=lambda c: (c[0], c[1]))
+        return Quote(self.convert(price.amount, price.currency, req.model), price)
+
+    def convert(self, amount: Decimal, currency: str, model: str = "") -> Decimal:
+        if currency == self.currency:
+            return amount
+        rate = self._rates.get(currency)
+        if rate is None:
+            raise NotPriced(f"The price of '{model}' is in {currency}, and no exchange rate from {currency} "
+                            f"to {self.currency} is configured (exchange_rates).", field="model")
+        return (amount * rate).quantize(CENT, rounding=ROUND_HALF_UP)
+
+    # -- holds and settlement --
+
+    async def hold(self, account_id: int | None, request_id: str, unit_price: Decimal, n: int) -> bool:
+        """Reserve unit_price * n on the account, or raise InsufficientBalance. False when the
+        key has no account (nothing to hold)."""
+        if account_id is None:
+            return False
+        amount = unit_price * n
+        async with self._sessions() as session, session.begin():
+            won = await session.execute(
+                update(Account).where(
+                    Account.id == account_id,
+                    or_(Account.balance.is_(None), Account.balance - Account.reserved >= amount),
+                    or_(Account.spend_limit.is_(None), Account.spent + Account.reserved + amount <= Account.spend_limit))
+                .values(reserved=Account.reserved + amount))
+            if won.rowcount != 1:
+                raise InsufficientBalance(
+                    f"Insufficient balance: this request can cost up to {amount.normalize()} {self.currency}.")
+            session.add(LedgerEntry(account_id=account_id, request_id=request_id, kind="hold", amount=amount,
+                                    unit_price=unit_price))
+        return True
+
+    async def settle(self, request_id: str, delivered: int) -> Decimal | None:
+        """Charge what was delivered and free the rest of the hold, once. Returns the charge, or
+        None when there was no hold or it was settled already."""
+        try:
+            async with self._sessions() as session, session.begin():
+                hold = (await session.execute(select(LedgerEntry).where(
+                    LedgerEntry.request_id == request_id, LedgerEntry.kind == "hold"))).scalar_one_or_none()
+                if hold is None:
+                    return None
+                charge = min(Decimal(hold.unit_price) * delivered, Decimal(hold.amount))
+                session.add(LedgerEntry(account_id=hold.account_id, request_id=request_id, kind="settle",
+                                        amount=charge, unit_price=hold.unit_price))
+                await session.flush()  # the unique (request_id, kind) stops a second settlement here
+                await session.execute(update(Account).where(Account.id == hold.account_id).values(
+                    reserved=Account.reserved - hold.amount, spent=Account.spent + charge,
+                    balance=case((Account.balance.is_(None), None), else_=Account.balance - charge)))
+                return charge
+        except IntegrityError:
+            return None
+
+    # -- accounts --
+
+    async def create_account(self, name: str, balance: Decimal | None, spend_limit: Decimal | None) -> Account:
+        account = Account(name=name, balance=balance, reserved=Decimal(0), spent=Decimal(0), spend_limit=spend_limit)
+        async with self._sessions() as session, session.begin():
+            session.add(account)
+        return account
+
+    async def account(self, account_id: int) -> Account:
+        async with self._sessions() as session:
+            account = await session.get(Account, account_id)
+        if account is None:
+            raise NotFound(f"No account with id {account_id}.", field="account_id")
+        return account
+
+    async def top_up(self, account_id: int, amount: Decimal, reference: str) -> Account:
+        """Add to (or, negative, take from) a balance, once per reference."""
+        try:
+            async with self._sessions() as session, session.begin():
+                won = await session.execute(update(Account).where(Account.id == account_id).values(
+                    balance=case((Account.balance.is_(None), amount), else_=Account.balance + amount)))
+                if won.rowcount != 1:
+                    raise NotFound(f"No account with id {account_id}.", field="account_id")
+                session.add(LedgerEntry(account_id=account_id, request_id=reference, kind="topup", amount=amount))
+        except IntegrityError:
+            raise InvalidRequest(f"Top-up '{reference}' was already applied.", field="reference",
+                                 code="duplicate_topup") from None
+        return await self.account(account_id)

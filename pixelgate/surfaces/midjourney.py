@@ -1,0 +1,476 @@
+"""The midjourney-proxy API (novicezk / trueai / mj-plus, as relays such as new-api expose it), for
+clients written against it: the third source document's `/mj` section. Authority for the shapes:
+../shared/upstreams/midjourney-proxy.md.
+
+  POST /mj/submit/imagine        {"prompt", "base64Array"?: [data URL], "base64"?, "botType"?,
+                                  "notifyHook"?, "state"?}
+  POST /mj/submit/blend          {"base64Array": [2-5 data URLs], "dimensions"?}
+  POST /mj/submit/describe       {"base64"} | {"link"}
+  POST /mj/submit/change         {"taskId", "action": UPSCALE|VARIATION|REROLL, "index"?}
+  POST /mj/submit/simple-change  {"content": "<taskId> U1" | "<taskId> V2" | "<taskId> R"}
+  POST /mj/submit/action         {"taskId", "customId"}        (a button of the task)
+  POST /mj/submit/modal          {"taskId", "prompt"?, "maskBase64"?}   (a task in status MODAL)
+      -> HTTP 200 {"code", "description", "result": <task id>, "properties"}: 1 submitted,
+         21 exists (the existing task) or waits for a modal, 22 queued, 23 queue full,
+         24 banned prompt, 3 no such task, 4 invalid request, 9 any other failure
+  GET  /mj/task/{id}/fetch               the task {id, action, status, progress, imageUrl, ...};
+                                          404 with code 3 for an unknown id
+  POST /mj/task/list-by-condition {"ids"} the caller's tasks among them, in that order
+
+Every submit is a gateway task (services.tasks): ids are the gateway's, the poller follows the
+upstream job, images (also the preview while running) are stored and served by the gateway, and
+the client's notifyHook gets the task at each change of status and progress. Follow-ups name the
+gateway's task; the upstream gets its own task id, on the channel that holds it. Prompt flags are
+checked before anything is sent upstream. Unknown JSON fields are ignored, as the proxies do.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Callable, Literal
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+
+from pixelgate.db.models import Task
+from pixelgate.domain.request import Delivery, ImageRequest, Operation
+from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge,
+                              Unauthorized, UpstreamContentFiltered)
+from pixelgate.services.auth import token_from_headers
+from pixelgate.services.storage import file_name
+from pixelgate.services.tasks import aware
+from pixelgate.surfaces._route import context, surface_route
+from pixelgate.surfaces.openai_images import JSONResponse
+
+PROVIDER = "midjourney"
+MAX_LISTED = 500
+TASK_STATUS = {"succeeded": "SUCCESS", "failed": "FAILURE", "canceled": "CANCEL"}
+RUNNING = ("NOT_START", "SUBMITTED", "IN_PROGRESS", "MODAL")
+ACTION_BY_OPERATION = {Operation.GENERATE: "IMAGINE", Operation.EDIT: "IMAGINE", Operation.BLEND: "BLEND",
+                       Operation.DESCRIBE: "DESCRIBE"}
+BUTTONS = ((r"MJ::JOB::upsample_v", "UPSCALE_HD"), (r"MJ::JOB::upsample::", "UPSCALE"),
+           (r"MJ::JOB::(?:low_|high_)?variation::", "VARIATION"), (r"MJ::JOB::reroll::", "REROLL"),
+           (r"MJ::JOB::pan_", "PAN"), (r"MJ::(?:Outpaint|CustomZoom)::", "ZOOM"))
+"""customId family -> the task's action, shown until the upstream's first answer says it."""
+
+
+# -- errors: business outcomes are HTTP 200 with a result code --
+
+def result_code(exc: GatewayError) -> int:
+    if isinstance(exc, UpstreamContentFiltered):
+        return 24
+    if exc.status == 429:
+        return 23  # the upstream's queue, or this gateway's rate limits: retry later
+    if isinstance(exc, NotFound) and not isinstance(exc, ModelNotFound):
+        return 3
+    return 4 if exc.status < 500 else 9
+
+
+def render_error(exc: GatewayError) -> Response:
+    body = {"code": result_code(exc), "description": exc.message, "result": None, "properties": {}}
+    return JSONResponse(body, status_code=401 if isinstance(exc, Unauthorized) else 200)
+
+
+router = APIRouter(route_class=surface_route("midjourney", render_error))
+
+
+# -- prompt flags: checked here, never sent upstream when out of range --
+
+def _number(lo: float, hi: float, whole: bool = True) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if not re.fullmatch(r"\d+" if whole else r"\d*\.?\d+", value) or not lo <= float(value) <= hi:
+            return f"must be {'a whole number' if whole else 'a number'} from {lo:g} to {hi:g}"
+        return None
+    return check
+
+
+def _one_of(*allowed: str, bare: bool = False) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if (bare and not value) or value.lower() in allowed:
+            return None
+        return "must be one of " + ", ".join(allowed) + (" (or nothing)" if bare else "")
+    return check
+
+
+def _ratio(value: str) -> str | None:
+    return None if re.fullmatch(r"[1-9]\d*:[1-9]\d*", value) else "must be W:H with whole numbers, e.g. 16:9"
+
+
+def _text(value: str) -> str | None:
+    return None if value else "needs a value"
+
+
+def _flag(value: str) -> str | None:
+    return None if not value else "takes no value (parameters go at the end of the prompt)"
+
+
+FLAGS: dict[str, tuple[str, Callable[[str], str | None]]] = {}
+"""Every spelling of a checked parameter -> (its name, its check); from the reference's table of
+Midjourney parameters. Parameters not listed here (--sref, --cref, --p, ...) go up unchecked."""
+for _names, _check in (
+        (("ar", "aspect"), _ratio),
+        (("v", "version"), _one_of("1", "2", "3", "4", "5", "5.1", "5.2", "6", "6.1", "7")),
+        (("niji",), _one_of("4", "5", "6", "7", bare=True)),
+        (("q", "quality"), _one_of(".25", "0.25", ".5", "0.5", "1", "2", "4")),
+        (("s", "stylize"), _number(0, 1000)), (("c", "chaos"), _number(0, 100)),
+        (("w", "weird"), _number(0, 3000)), (("no",), _text), (("seed",), _number(0, 4294967295)),
+        (("iw",), _number(0, 3, whole=False)), (("tile",), _flag),
+        (("style",), _one_of("raw", "cute", "expressive", "original", "scenic", "4a", "4b", "4c")),
+        (("stop",), _number(10, 100)), (("r", "repeat"), _number(1, 40)), (("sw",), _number(0, 1000)),
+        (("sv",), _number(1, 6)), (("cw",), _number(0, 100)), (("ow",), _number(1, 1000)),
+        (("exp",), _number(0, 100)),
+        (("raw",), _flag), (("draft",), _flag), (("fast",), _flag), (("relax",), _flag), (("turbo",), _flag)):
+    for _name in _names:
+        FLAGS[_name] = (_names[-1], _check)
+VERSION_RANGES = {  # (parameter, version family) -> a narrower check, where the reference gives one
+    ("quality", "7"): _one_of("1", "2", "4"), ("quality", "6"): _one_of(".25", "0.25", ".5", "0.5", "1", "2"),
+    ("quality", "5"): _one_of(".25", "0.25", ".5", "0.5", "1", "2"), ("iw", "5"): _number(0, 2, whole=False)}
+_PARAM = re.compile(r"(?:^|\s)(?:--|\u2014)([A-Za-z][\w-]*)")  # iOS turns -- into an em dash
+
+
+def check_flags(prompt: str) -> None:
+    """Refuse a prompt whose Midjourney parameters are out of range (the upstream would take the
+    job and fail it later, or worse, bill it)."""
+    marks = list(_PARAM.finditer(prompt))
+    found: list[tuple[str, str, str]] = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(prompt)
+        found.append((m.group(1).lower(), m.group(1), prompt[m.end():end].strip()))
+    version = next((v for k, _, v in found if k in ("v", "version", "niji") and v), "")
+    for key, written, value in found:
+        if key not in FLAGS:
+            continue
+        name, check = FLAGS[key]
+        narrower = VERSION_RANGES.get((name, version[:1]))
+        if problem := (narrower or check)(value):
+            shown = f"--{written} {value}".strip()
+            raise InvalidRequest(f"Invalid parameter '{shown}': --{name} {problem}"
+                                 + (f" with version {version}" if narrower else "") + ".", field="prompt")
+
+
+# -- request bodies (as the proxy's DTOs name them) --
+
+class SubmitBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # the proxies (Jackson) ignore unknown fields
+
+    notifyHook: StrictStr | None = None
+    state: StrictStr | None = None
+    botType: Literal["MID_JOURNEY", "NIJI_JOURNEY"] | None = None
+
+
+class ImagineBody(SubmitBody):
+    prompt: StrictStr
+    base64Array: list[StrictStr] | None = None
+    base64: StrictStr | None = None  # the legacy single image, as the third source document shows
+
+
+class BlendBody(SubmitBody):
+    base64Array: list[StrictStr]
+    dimensions: Literal["PORTRAIT", "SQUARE", "LANDSCAPE"] | None = None
+
+
+class DescribeBody(SubmitBody):
+    base64: StrictStr | None = None
+    link: StrictStr | None = None
+
+
+class ChangeBody(SubmitBody):
+    taskId: StrictStr
+    action: Literal["UPSCALE", "VARIATION", "REROLL"]
+    index: int | None = Field(default=None, ge=1, le=4)
+
+
+class SimpleChangeBody(SubmitBody):
+    content: StrictStr
+
+
+class ActionBody(SubmitBody):
+    taskId: StrictStr
+    customId: StrictStr
+    enableRemix: StrictBool | None = None
+    strong: StrictBool | None = None
+
+
+class ModalBody(SubmitBody):
+    taskId: StrictStr
+    prompt: StrictStr | None = None
+    maskBase64: StrictStr | None = None
+
+
+async def _json(request: Request) -> dict:
+    raw = await request.body()
+    if len(raw) > request.app.state.services.settings.max_body_bytes:
+        raise PayloadTooLarge("The request body is too large.")
+    try:
+        data = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object.", code="invalid_json")
+    return data
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    data = await _json(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise InvalidRequest(f"Invalid '{field}': {err['msg']}.", field=field) from None
+
+
+async def _authenticate(request: Request):
+    ctx = context(request)
+    ctx.principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    return ctx
+
+
+async def _model(request: Request) -> str:
+    """The model name a Midjourney channel serves ("midjourney" or "mj" first)."""
+    served = [m for m, provider in await request.app.state.services.directory.models() if provider == PROVIDER]
+    for name in ("midjourney", "mj", *served):
+        if name in served:
+            return name
+    raise ModelNotFound("No channel serves Midjourney.", field="model")
+
+
+# -- submits --
+
+async def _submit(request: Request, body: SubmitBody, req: ImageRequest, client_input: dict,
+                  meta: dict) -> Response:
+    ctx = context(request)
+    services = request.app.state.services
+    hook = body.notifyHook
+    if hook is not None:
+        services.fetcher.check_url(hook, "notifyHook")
+    req.provider, req.delivery = PROVIDER, Delivery.URL
+    if body.botType and req.operation is not Operation.MODAL:
+        req.extras["botType"] = body.botType
+    task = await services.tasks.submit(
+        req, ctx, f"midjourney/{req.model}", {**client_input, "state": body.state}, hook,
+        ["status", "completed"] if hook else None, meta=meta)
+    known = task.request_id != ctx.request_id  # the upstream answered with a job a task follows
+    if known and req.operation is not Operation.MODAL:  # a modal goes on with its own task
+        return JSONResponse({"code": 21, "description": "任务已存在", "result": task.id,
+                             "properties": {"status": _status(task), "imageUrl": _image_url(task, request)}})
+    answer = {} if known else (task.meta or {}).get("submit") or {}
+    code = answer.get("code", 1)
+    properties = {k: answer[k] for k in ("numberOfQueues",) if k in answer}
+    if (task.meta or {}).get("status") == "MODAL":
+        properties.update(status="MODAL", remix=True)
+    description = "提交成功" if code == 1 else answer.get("description") or ""
+    return JSONResponse({"code": code, "description": description, "result": task.id, "properties": properties})
+
+
+@router.post("/mj/submit/imagine")
+async def imagine(request: Request) -> Response:
+    await _authenticate(request)
+    body: ImagineBody = await _body(request, ImagineBody)
+    if not body.prompt.strip():
+        raise InvalidRequest("prompt不能为空: the prompt is empty.", field="prompt")
+    check_flags(body.prompt)
+    sources = [*(body.base64Array or []), *([body.base64] if body.base64 else [])]
+    fetcher = request.app.state.services.fetcher
+    images = [await fetcher.image(v, f"base64Array[{i}]") for i, v in enumerate(sources)]
+    req = ImageRequest(Operation.EDIT if images else Operation.GENERATE, await _model(request),
+                       prompt=body.prompt, images=images)
+    return await _submit(request, body, req, {"prompt": body.prompt, "images": len(images)},
+                         {"action": "IMAGINE", "description": "/imagine " + body.prompt})
+
+
+@router.post("/mj/submit/blend")
+async def blend(request: Request) -> Response:
+    await _authenticate(request)
+    body: BlendBody = await _body(request, BlendBody)
+    if not 2 <= len(body.base64Array) <= 5:
+        raise InvalidRequest(f"base64Array must hold 2 to 5 images; got {len(body.base64Array)}.",
+                             field="base64Array")
+    fetcher = request.app.state.services.fetcher
+    images = [await fetcher.image(v, f"base64Array[{i}]") for i, v in enumerate(body.base64Array)]
+    req = ImageRequest(Operation.BLEND, await _model(request), images=images,
+                       extras={"dimensions": body.dimensions} if body.dimensions else {})
+    return await _submit(request, body, req, {"images": len(images), "dimensions": body.dimensions},
+                         {"action": "BLEND"})
+
+
+@router.post("/mj/submit/describe")
+async def describe(request: Request) -> Response:
+    await _authenticate(request)
+    body: DescribeBody = await _body(request, DescribeBody)
+    if bool(body.base64) == bool(body.link):
+        raise InvalidRequest("Give the image as 'base64' (a data URL) or as 'link', one of them.", field="base64")
+    image = await request.app.state.services.fetcher.image(body.base64 or body.link or "",
+                                                             "base64" if body.base64 else "link")
+    req = ImageRequest(Operation.DESCRIBE, await _model(request), images=[image])
+    return await _submit(request, body, req, {"link": body.link}, {"action": "DESCRIBE"})
+
+
+async def _parent(request: Request, task_id: str, live: bool = False) -> tuple[Task, str]:
+    """The client's task a follow-up acts on, and the upstream's id for it."""
+    services = request.app.state.services
+    try:
+        task = await services.tasks.get(task_id, context(request).principal.key_id)
+    except NotFound:
+        raise NotFound(f"关联任务不存在或已失效: no task '{task_id}'.", field="taskId") from None
+    channel = await services.directory.channel(task.channel) if task.channel else None
+    if channel is None or channel.provider != PROVIDER or len(task.jobs) != 1 or not task.jobs[0]["id"]:
+        raise InvalidRequest(f"Task '{task_id}' is not one Midjourney job.", field="taskId")
+    expected = "MODAL" if live else "SUCCESS"
+    if _status(task) != expected:
+        raise InvalidRequest(f"关联任务状态错误: task '{task_id}' is {_status(task)}, not {expected}.",
+                             field="taskId")
+    return task, task.jobs[0]["id"]
+
+
+async def _follow_up(request: Request, body: SubmitBody, parent: Task, upstream_id: str, op: Operation,
+                     extras: dict, client_input: dict, action: str) -> Response:
+    req = ImageRequest(op, parent.model, channel=parent.channel,
+                       extras={"taskId": upstream_id, **{k: v for k, v in extras.items() if v is not None}})
+    meta = {"action": action, "parent": {"id": parent.id, "job": upstream_id}}
+    return await _submit(request, body, req, {"taskId": parent.id, **client_input}, meta)
+
+
+@router.post("/mj/submit/change")
+async def change(request: Request) -> Response:
+    await _authenticate(request)
+    return await _change(request, await _body(request, ChangeBody))
+
+
+async def _change(request: Request, body: ChangeBody) -> Response:
+    if body.action != "REROLL" and body.index is None:
+        raise InvalidRequest(f"index (1-4) is required for {body.action}.", field="index")
+    parent, upstream_id = await _parent(request, body.taskId)
+    index = body.index if body.action != "REROLL" else None
+    return await _follow_up(request, body, parent, upstream_id, Operation.CHANGE,
+                            {"action": body.action, "index": index},
+                            {"action": body.action, "index": index}, body.action)
+
+
+@router.post("/mj/submit/simple-change")
+async def simple_change(request: Request) -> Response:
+    await _authenticate(request)
+    body: SimpleChangeBody = await _body(request, SimpleChangeBody)
+    m = re.fullmatch(r"\s*(\S+)\s+(?:([UV])([1-4])|R)\s*", body.content)
+    if not m:
+        raise InvalidRequest("content must be '<taskId> U1..U4', '<taskId> V1..V4' or '<taskId> R'.",
+                             field="content")
+    action = {"U": "UPSCALE", "V": "VARIATION", None: "REROLL"}[m.group(2)]
+    return await _change(request, ChangeBody(taskId=m.group(1), action=action,
+                                              index=int(m.group(3)) if m.group(3) else None,
+                                              **body.model_dump(include={"notifyHook", "state", "botType"})))
+
+
+@router.post("/mj/submit/action")
+async def action(request: Request) -> Response:
+    await _authenticate(request)
+    body: ActionBody = await _body(request, ActionBody)
+    parent, upstream_id = await _parent(request, body.taskId)
+    buttons = {b.get("customId") for b in (parent.meta or {}).get("buttons") or [] if isinstance(b, dict)}
+    if body.customId not in buttons:
+        raise InvalidRequest(f"customId参数错误: '{body.customId}' is not a button of task '{body.taskId}'.",
+                             field="customId")
+    name = next((a for pattern, a in BUTTONS if re.match(pattern, body.customId)), "ACTION")
+    return await _follow_up(request, body, parent, upstream_id, Operation.ACTION,
+                            {"customId": body.customId, "enableRemix": body.enableRemix, "strong": body.strong},
+                            {"customId": body.customId}, name)
+
+
+@router.post("/mj/submit/modal")
+async def modal(request: Request) -> Response:
+    await _authenticate(request)
+    body: ModalBody = await _body(request, ModalBody)
+    if body.prompt:
+        check_flags(body.prompt)
+    target, upstream_id = await _parent(request, body.taskId, live=True)
+    mask = body.maskBase64
+    if mask:  # checked here; the upstream takes a data URL
+        image = await request.app.state.services.fetcher.image(mask, "maskBase64")
+        mask = mask if mask.startswith("data:") else f"data:{image.mime};base64,{mask}"
+    req = ImageRequest(Operation.MODAL, target.model, prompt=body.prompt, channel=target.channel,
+                       extras={"taskId": upstream_id, **({"maskBase64": mask} if mask else {})})
+    return await _submit(request, body, req, {"taskId": target.id, "prompt": body.prompt}, {})
+
+
+# -- queries --
+
+@router.get("/mj/task/{task_id}/fetch")
+async def fetch(task_id: str, request: Request) -> Response:
+    ctx = await _authenticate(request)
+    services = request.app.state.services
+    try:
+        task = await services.tasks.get(task_id, ctx.principal.key_id)
+    except NotFound:
+        return JSONResponse({"code": 3, "description": f"关联任务不存在或已失效: no task '{task_id}'.",
+                             "result": None}, status_code=404)
+    return JSONResponse(render_task(task, str(request.base_url), services))
+
+
+@router.post("/mj/task/list-by-condition")
+@router.post("/mj/task/list-by-ids", include_in_schema=False)  # trueai's name for it
+async def list_by_condition(request: Request) -> Response:
+    ctx = await _authenticate(request)
+    ids = (await _json(request)).get("ids")
+    ids = [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+    if len(ids) > MAX_LISTED:
+        raise InvalidRequest(f"At most {MAX_LISTED} ids per call; got {len(ids)}.", field="ids")
+    services, found = request.app.state.services, []
+    for task_id in dict.fromkeys(ids):
+        try:
+            found.append(render_task(await services.tasks.get(task_id, ctx.principal.key_id),
+                                     str(request.base_url), services))
+        except NotFound:
+            continue  # unknown ids are left out, as the proxies do
+    return JSONResponse(found)
+
+
+# -- the task as the proxy shows it (also the notifyHook body) --
+
+def _status(task: Task) -> str:
+    if task.status in TASK_STATUS:
+        return TASK_STATUS[task.status]
+    vendor = (task.meta or {}).get("status")
+    if vendor in RUNNING:
+        return vendor
+    return "IN_PROGRESS" if vendor else "NOT_START"  # finished upstream, being stored here
+
+
+def _url(services, base_url: str, image: dict | None) -> str | None:
+    return services.signer.url(base_url, file_name(image["id"], image["format"])) if image else None
+
+
+def _image_url(task: Task, request: Request) -> str | None:
+    return render_task(task, str(request.base_url), request.app.state.services)["imageUrl"]
+
+
+def _ms(value: datetime | None) -> int | None:
+    return int(aware(value).timestamp() * 1000) if value is not None else None
+
+
+def render_task(task: Task, base_url: str, services) -> dict:
+    meta, status, given = task.meta or {}, _status(task), task.input or {}
+    action = meta.get("action") or ACTION_BY_OPERATION.get(Operation(task.request["operation"]), "ACTION")
+    prompt = given.get("prompt") if action == "IMAGINE" and given.get("prompt") else meta.get("prompt") or ""
+    description = meta.get("description") or ""
+    for job, ours in ((task.jobs[0]["id"] if task.jobs else None, task.id),
+                      ((meta.get("parent") or {}).get("job"), (meta.get("parent") or {}).get("id"))):
+        if job and ours:
+            description = description.replace(job, ours)  # the upstream's ids never leave
+    if status == "SUCCESS":
+        image, progress = (task.output or [None])[0], "100%"
+    elif status in ("FAILURE", "CANCEL"):
+        image, progress = None, ""
+    else:
+        image, progress = meta.get("preview"), f"{round((task.progress or 0) * 100)}%"
+    return {
+        "id": task.id, "action": action, "status": status, "prompt": prompt,
+        "promptEn": meta.get("promptEn") if action != "IMAGINE" and meta.get("promptEn") else prompt,
+        "description": description, "state": given.get("state"),
+        "submitTime": _ms(task.created_at), "startTime": _ms(task.started_at),
+        "finishTime": _ms(task.completed_at), "progress": progress, "imageUrl": _url(services, base_url, image),
+        "failReason": (task.error or {}).get("message") if status in ("FAILURE", "CANCEL") else None,
+        "buttons": (meta.get("buttons") or []) if status == "SUCCESS" else [],
+        "properties": {"finalPrompt": meta.get("finalPrompt") or prompt, "notifyHook": task.webhook_url},
+    }

@@ -1,0 +1,252 @@
+"""Every image paid for exactly once: prices, holds under concurrency, settlement to what was
+delivered, refunds (also across a restart), rate limits, usage."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+
+from pixelgate.db.session import make_engine, migrate, sessionmaker
+from pixelgate.domain.prices import DEFAULT_PRICES, Price
+from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.services.billing import Billing, NotPriced
+from tests.conftest import ADMIN_KEY, database, openai_channel
+
+GEN = "/v1/images/generations"
+
+
+def _account(gateway, balance: str | None, **fields) -> tuple[int, str]:
+    with gateway.http() as admin:
+        account = admin.post("/admin/accounts", json={"name": "acct", "balance": balance, **fields}).json()
+        key = admin.post("/admin/keys", json={"name": "payer", "account_id": account["id"]}).json()["key"]
+    return account["id"], key
+
+
+def _balance(gateway, account_id: int) -> dict:
+    with gateway.http() as admin:
+        return admin.get(f"/admin/accounts/{account_id}").json()
+
+
+def _price(gateway, model: str, amount: str, **fields) -> None:
+    with gateway.http() as admin:
+        assert admin.post("/admin/prices", json={"model": model, "amount": amount, **fields}).status_code == 201
+
+
+def test_fifty_concurrent_requests_race_for_a_balance_of_ten(make_gateway):
+    gateway = make_gateway(unpriced="refuse")
+    _price(gateway, "sandbox-image", "1.5")
+    account_id, key = _account(gateway, "15")
+
+    def one(i: int) -> int:
+        with gateway.http(key=key) as client:
+            return client.post(GEN, json={"model": "sandbox-image", "prompt": f"p{i}", "size": "16x16"}).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(one, range(50)))
+    assert statuses.count(200) == 10 and statuses.count(402) == 40
+    account = _balance(gateway, account_id)
+    assert Decimal(account["balance"]) == 0 and Decimal(account["reserved"]) == 0
+    assert Decimal(account["spent"]) == Decimal("15")
+
+
+def test_partial_delivery_is_charged_for_what_arrived(make_gateway, openai_upstream):
+    state, url = openai_upstream
+    gateway = make_gateway(unpriced="refuse", currency="CNY", channels=[openai_channel(url)])
+    account_id, key = _account(gateway, "10")
+    state.fail_next(500, count=2)  # dall-e-3 makes one image per call: 2 of the 4 calls fail
+    with gateway.http(key=key) as client:
+        resp = client.post("/models/openai/dall-e-3/predictions", json={"input": {"prompt": "x", "n": 4}})
+    assert resp.status_code == 200, resp.text
+    assert len(resp.json()["output"]) == 2
+    account = _balance(gateway, account_id)
+    assert Decimal(account["balance"]) == Decimal("10") - Decimal("0.56")  # 2 x 0.28 CNY, exactly
+    assert Decimal(account["reserved"]) == 0
+
+
+def test_failure_releases_the_hold(make_gateway):
+    gateway = make_gateway(unpriced="refuse")
+    _price(gateway, "sandbox-image", "2")
+    account_id, key = _account(gateway, "5")
+    with gateway.http(key=key) as client:
+        resp = client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "sandbox_fail": "server_error"})
+        assert resp.status_code == 502
+        too_many = client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "n": 3})
+        assert too_many.status_code == 402 and too_many.json()["error"]["code"] == "insufficient_balance"
+    account = _balance(gateway, account_id)
+    assert Decimal(account["balance"]) == 5 and Decimal(account["reserved"]) == 0
+
+
+def test_unpriced_model_is_refused_before_any_upstream_call(make_gateway, openai_upstream):
+    state, url = openai_upstream
+    gateway = make_gateway(unpriced="refuse", channels=[openai_channel(url)])
+    with gateway.http() as client:
+        resp = client.post(GEN, json={"model": "gpt-image-1", "prompt": "x"})
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "model_not_priced"
+    assert state.requests == []
+
+
+def test_spend_limit(make_gateway):
+    gateway = make_gateway(unpriced="refuse")
+    _price(gateway, "sandbox-image", "1")
+    account_id, key = _account(gateway, None, spend_limit="2")
+    with gateway.http(key=key) as client:
+        codes = [client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "16x16"}).status_code
+                 for _ in range(3)]
+    assert codes == [200, 200, 402]
+
+
+def test_rate_limits(make_gateway):
+    gateway = make_gateway()
+    with gateway.http() as admin:
+        rpm_key = admin.post("/admin/keys", json={"name": "rpm", "rate_limit_rpm": 2}).json()["key"]
+        one_key = admin.post("/admin/keys", json={"name": "one", "max_concurrent": 1}).json()["key"]
+    with gateway.http(key=rpm_key) as client:
+        codes = [client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "16x16"}) for _ in range(3)]
+    assert [c.status_code for c in codes] == [200, 200, 429]
+    assert 1 <= int(codes[2].headers["retry-after"]) <= 60
+    body = {"model": "sandbox-image", "prompt": "x", "size": "16x16", "sandbox_delay_ms": 800}
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(lambda: gateway.http(key=one_key).post(GEN, json=body).status_code)
+        time.sleep(0.3)
+        second = gateway.http(key=one_key).post(GEN, json=body)
+        assert second.status_code == 429 and second.json()["error"]["code"] == "concurrency_limit_exceeded"
+        assert slow.result() == 200
+    assert gateway.http(key=one_key).post(GEN, json=body).status_code == 200  # the slot was released
+
+
+def test_usage_reports_cost_and_images(make_gateway):
+    gateway = make_gateway(unpriced="refuse")
+    _price(gateway, "sandbox-image", "0.25")
+    account_id, key = _account(gateway, "100")
+    with gateway.http(key=key) as client:
+        for n in (1, 3):
+            assert client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "n": n, "size": "16x16"}).status_code == 200
+        mine = client.get("/v1/usage").json()
+    assert mine["data"] == [{"model": "sandbox-image", "cost": "1", "images": 4, "requests": 2}]
+    with gateway.http() as admin:
+        by_key = admin.get("/admin/usage", params={"group_by": "key"}).json()
+        assert admin.get("/admin/usage", params={"group_by": "nope"}).status_code == 400
+    assert Decimal(by_key["total_cost"]) == 1
+
+
+# ---- prices ----
+
+@pytest.fixture
+def billing(tmp_path):
+    async def make(currency="USD", configured=(), unpriced="refuse"):
+        db = make_engine(f"sqlite+aiosqlite:///{tmp_path}/b.db")
+        await migrate(db)
+        return Billing(sessionmaker(db), currency, {"CNY": Decimal("0.14")}, unpriced, list(configured), 0)
+    return make
+
+
+def _req(model: str, operation: str = "generate", **fields) -> ImageRequest:
+    extras = {"rendering_speed": fields.pop("speed")} if "speed" in fields else {}
+    return ImageRequest(operation=Operation(operation) if operation in Operation._value2member_map_ else Operation.GENERATE,
+                        model=model, extras=extras, **fields)
+
+
+@pytest.mark.parametrize("model,fields,currency,expected", [
+    ("dall-e-3", {}, "CNY", "0.28"),
+    ("dall-e-3", {"size": "1024x1024"}, "CNY", "0.28"),
+    ("dall-e-3", {"size": "1024x1792"}, "CNY", "0.42"),
+    ("dall-e-2", {"size": "1024x1024"}, "CNY", "0.14"),
+    ("midjourney", {}, "CNY", "0.35"),
+    ("V3", {"speed": "TURBO"}, "USD", "0.03"),
+    ("V3", {"speed": "QUALITY"}, "USD", "0.09"),
+    ("V3", {}, "USD", "0.06"),
+    ("V3", {"speed": "TURBO", "operation": "edit"}, "USD", "0.06"),
+    ("V_2", {"operation": "edit"}, "USD", "0.08"),
+    ("V_2_TURBO", {"operation": "edit"}, "USD", "0.05"),
+    ("V_2A_TURBO", {}, "USD", "0.025"),
+    ("V_1_TURBO", {}, "USD", "0.02"),
+    ("dall-e-3", {"size": "1024x1024"}, "USD", "0.0392"),  # 0.28 CNY at the configured 0.14
+])
+def test_source_document_prices(billing, model, fields, currency, expected):
+    fields = dict(fields)
+    op = fields.pop("operation", "generate")
+    quote = asyncio.run(_quote(billing, currency, _req(model, op, **fields)))
+    assert quote.unit_price == Decimal(expected)
+
+
+async def _quote(make, currency, req, **kw):
+    return await (await make(currency, **kw)).quote(req)
+
+
+def test_most_specific_price_wins_and_operator_beats_default(billing):
+    configured = [Price("gpt-image-1", Decimal("0.04"), "USD"),
+                  Price("gpt-image-1", Decimal("0.17"), "USD", dimensions={"quality": "high"}),
+                  Price("gpt-image-1", Decimal("0.25"), "USD", dimensions={"quality": "high", "size": "1536x1024"}),
+                  Price("gpt-image-1", Decimal("0.30"), "USD", dimensions={"tier": "2K"}),
+                  Price("dall-e-3", Decimal("0.05"), "USD")]
+    cases = [({}, "0.04"), ({"quality": "high"}, "0.17"), ({"quality": "high", "size": "1536x1024"}, "0.25"),
+             ({"size": "2048x2048"}, "0.30"), ({"quality": "low"}, "0.04")]
+    for fields, expected in cases:
+        assert asyncio.run(_quote(billing, "USD", _req("gpt-image-1", **fields), configured=configured)).unit_price \
+            == Decimal(expected)
+    assert asyncio.run(_quote(billing, "USD", _req("dall-e-3"), configured=configured)).unit_price == Decimal("0.05")
+
+
+def test_unpriced_is_refused_or_free_by_setting(billing):
+    with pytest.raises(NotPriced):
+        asyncio.run(_quote(billing, "USD", _req("gpt-image-1")))
+    assert asyncio.run(_quote(billing, "USD", _req("gpt-image-1"), unpriced="free")).unit_price == 0
+
+
+def test_every_default_price_names_its_source():
+    assert all(p.source for p in DEFAULT_PRICES)
+
+
+# ---- an asynchronous task that fails after a restart is refunded once ----
+
+def test_failed_task_after_restart_is_refunded_once(backend, tmp_path):
+    import httpx
+
+    from tests.test_serve import _start, _stop, _wait_up
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with database(backend, tmp_path) as url:
+        env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": ADMIN_KEY,
+               "PIXELGATE_DATA_DIR": str(tmp_path / "data"), "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1",
+               "PIXELGATE_TASK_LEASE_SECONDS": "1",
+               "PIXELGATE_PRICES": '[{"model": "sandbox-async", "amount": "0.5"}]'}
+        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        try:
+            _wait_up(base, proc)
+            account = httpx.post(base + "/admin/accounts", headers=headers, json={"name": "a", "balance": "2"}).json()
+            key = httpx.post(base + "/admin/keys", headers=headers,
+                             json={"name": "k", "account_id": account["id"]}).json()["key"]
+            resp = httpx.post(base + "/models/sandbox/sandbox-async/predictions", headers={"Authorization": f"Bearer {key}"},
+                              json={"input": {"prompt": "x", "n": 2, "sandbox_fail": "job_failed", "sandbox_job_seconds": 2}})
+            assert resp.status_code == 201, resp.text
+            task_id = resp.json()["id"]
+            held = httpx.get(f"{base}/admin/accounts/{account['id']}", headers=headers).json()
+            assert Decimal(held["reserved"]) == 1 and Decimal(held["available"]) == 1
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        try:
+            _wait_up(base, proc)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                task = httpx.get(f"{base}/tasks/{task_id}", headers={"Authorization": f"Bearer {key}"}).json()
+                if task["status"] != "running":
+                    break
+                time.sleep(0.1)
+            assert task["status"] == "failed"
+            time.sleep(0.5)
+            after = httpx.get(f"{base}/admin/accounts/{account['id']}", headers=headers).json()
+        finally:
+            _stop(proc)
+    assert Decimal(after["balance"]) == 2 and Decimal(after["reserved"]) == 0 and Decimal(after["spent"]) == 0
