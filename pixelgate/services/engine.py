@@ -117,6 +117,9 @@ class Engine:
         rights, the request's validity, its price, the key's rate limits."""
         ctx.operation, ctx.model, ctx.images_requested = req.operation.value, req.model, req.n
         route = await self.directory.route(req.model, req.provider)
+        if req.channel is not None:  # a follow-up of an accepted job goes where the job lives
+            route = Route(route.model, route.capabilities, tuple(c for c in route.channels if c.name == req.channel)
+                          or (await self.directory.channel(req.channel),))
         principal = ctx.principal
         assert principal is not None
         principal.require_model(req.model)

@@ -271,11 +271,13 @@ class TaskService:
             await self._keep_meta(task.id, meta)
             await self._finish(task.id, "succeeded", jobs=jobs)
             return
+        # a hiccup on the first job leaves no fresh progress: keep what we knew
+        done = round(sum(progress) / len(progress), 3) if progress else task.progress
         async with self._sessions() as session, session.begin():
             await session.execute(update(Task).where(Task.id == task.id, Task.status.in_(LIVE)).values(
-                jobs=jobs, progress=round(sum(progress) / len(progress), 3), lease_until=None,
+                jobs=jobs, progress=done, lease_until=None,
                 next_poll_at=now() + timedelta(seconds=self._poll_interval), meta=meta))
-        await self._status_event(task, meta, round(sum(progress) / len(progress), 3))
+        await self._status_event(task, meta, done)
 
     async def _run_sync(self, task_id: str, req: ImageRequest, ctx: RequestContext) -> None:
         try:

@@ -1,0 +1,320 @@
+"""The midjourney-proxy surface (/mj/*) in its own JSON shape, against the proxy emulator: result
+codes, tasks followed by the gateway (progress, re-hosted images, notifyHook at each change),
+follow-ups by button on the upstream's own task ids, prompt flags refused before any upstream
+call, failures, and a restart in the middle of a task."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import httpx
+import pytest
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pixelgate.config import Settings
+from pixelgate.errors import InvalidRequest
+from pixelgate.surfaces.midjourney import check_flags
+from tests.conftest import ADMIN_KEY, database, mask_png, png, run_gateway
+from tests.emulators.midjourney import MidjourneyEmulatorState, create_app
+from tests.emulators.server import serve
+
+SECRET = "mj-emulator-secret"
+DOC_PROMPT = "a cute cat, anime style --ar 16:9 --v 6"  # the third source document's example
+DONE = ("SUCCESS", "FAILURE", "CANCEL", "MODAL")
+
+
+def channel(base: str) -> dict:
+    return {"name": "mj", "provider": "midjourney", "base_url": base, "api_key": SECRET, "models": ["midjourney"]}
+
+
+class Hooks:
+    """A notifyHook receiver."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def app(self) -> Starlette:
+        async def hook(request):
+            self.calls.append(await request.json())
+            return Response(status_code=204)
+        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+
+@pytest.fixture
+def upstream():
+    state = MidjourneyEmulatorState(duration=0.6)
+    with serve(create_app(state)) as base:
+        yield state, base
+
+
+@pytest.fixture
+def mj(make_gateway, upstream):
+    state, base = upstream
+    gateway = make_gateway(channels=[channel(base)], fetch_allow_hosts=["127.0.0.1"], poll_interval_seconds=0.05)
+    with httpx.Client(base_url=gateway.base_url, headers={"mj-api-secret": ADMIN_KEY}, timeout=30) as client:
+        yield gateway, state, client
+
+
+def submit(client: httpx.Client, path: str, body: dict, code: int = 1) -> dict:
+    resp = client.post("/mj/submit/" + path, json=body)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert answer["code"] == code, answer
+    return answer
+
+
+def wait(client: httpx.Client, task_id: str, until=DONE, seconds: float = 15) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        task = client.get(f"/mj/task/{task_id}/fetch").json()
+        if task["status"] in until:
+            return task
+        time.sleep(0.03)
+    raise AssertionError(f"task not done: {task}")
+
+
+def picture(client: httpx.Client, url: str) -> Image.Image:
+    resp = client.get(url)
+    assert resp.status_code == 200
+    return Image.open(io.BytesIO(resp.content))
+
+
+def sent(state, path: str) -> list:
+    return [r.json for r in state.requests if r.path == "/mj/submit/" + path]
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def test_the_documents_example_with_progress_and_a_rehosted_grid(mj):
+    gateway, state, _ = mj
+    with httpx.Client(base_url=gateway.base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+        answer = submit(client, "imagine", {"prompt": DOC_PROMPT})
+        task_id = answer["result"]
+        assert answer == {"code": 1, "description": "提交成功", "result": task_id, "properties": {}}
+        seen = []
+        while (task := client.get(f"/mj/task/{task_id}/fetch").json())["status"] not in DONE:
+            seen.append(task)
+            time.sleep(0.02)
+        grid = picture(client, task["imageUrl"])
+    assert sent(state, "imagine") == [{"prompt": DOC_PROMPT}]  # nothing added, no notifyHook upstream
+    upstream_id = next(iter(state.tasks))
+    assert task_id != upstream_id and upstream_id not in str(task)
+    running = [t for t in seen if t["status"] == "IN_PROGRESS"]
+    assert running and {t["progress"] for t in running} & {"10%", "45%", "80%"}
+    assert all(t["buttons"] == [] and t["finishTime"] is None for t in seen)
+    previews = [t["imageUrl"] for t in running if t["imageUrl"]]
+    assert previews and all(u.startswith(gateway.base_url + "/files/") for u in previews)
+    assert task["status"] == "SUCCESS" and task["progress"] == "100%" and task["action"] == "IMAGINE"
+    assert task["prompt"] == task["promptEn"] == DOC_PROMPT and task["failReason"] is None
+    assert task["description"] == "/imagine " + DOC_PROMPT and task["properties"]["finalPrompt"] == DOC_PROMPT
+    assert task["submitTime"] <= task["startTime"] <= task["finishTime"]
+    assert task["imageUrl"].startswith(gateway.base_url + "/files/")  # stored by the gateway
+    assert grid.size == (256, 144)  # the 2x2 grid at 16:9
+    assert [b["label"] or b["emoji"] for b in task["buttons"]] == ["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"]
+
+
+def test_auth_headers(mj):
+    gateway, state, _ = mj
+    body = {"prompt": "a fox"}
+    for headers in ({"mj-api-secret": ADMIN_KEY}, {"Api-Key": ADMIN_KEY}, {"Authorization": f"Bearer {ADMIN_KEY}"}):
+        assert httpx.post(gateway.base_url + "/mj/submit/imagine", json=body, headers=headers).json()["code"] == 1
+    for headers in ({}, {"mj-api-secret": "wrong"}):
+        resp = httpx.post(gateway.base_url + "/mj/submit/imagine", json=body, headers=headers)
+        assert resp.status_code == 401 and resp.json()["result"] is None
+        assert httpx.get(gateway.base_url + "/mj/task/x/fetch", headers=headers).status_code == 401
+    assert len(sent(state, "imagine")) == 3
+
+
+@pytest.mark.parametrize("flags", [
+    "--ar 16x9", "--ar 0:1", "--v 8", "--version 5.3", "--niji 3", "--q 3", "--q .25 --v 7", "--s 2000",
+    "--stylize -1", "--c 101", "--chaos 50.5", "--w 3001", "--seed 4294967296", "--seed -1", "--iw 4",
+    "--iw 2.5 --v 5.2", "--tile yes", "--style fancy", "--no", "--stop 5", "\u2014s 1001"])
+def test_out_of_range_flags_are_refused_with_code_4_and_never_sent(mj, flags):
+    _, state, client = mj
+    answer = submit(client, "imagine", {"prompt": "a fox " + flags}, code=4)
+    assert answer["result"] is None and "Invalid parameter" in answer["description"]
+    assert state.requests == []
+
+
+def test_flags_in_range_pass():
+    for prompt in (DOC_PROMPT, "a fox --ar 2:3 --v 6.1 --s 250 --c 100 --seed 4294967295", "a --niji",
+                   "a --niji 6 --style cute", "a --q .5 --v 6", "a --q 4 --v 7", "a --q 2", "a --no text, people",
+                   "a --tile --weird 3000", "https://x/a.png a --iw 1.5", "a --sref 123 --p --raw", "well--known",
+                   "a \u2014ar 1:2"):
+        check_flags(prompt)
+    with pytest.raises(InvalidRequest) as info:
+        check_flags("a --v 7 --q .5")
+    assert info.value.field == "prompt" and "--quality" in info.value.message
+
+
+def test_refusals_and_queueing(mj):
+    gateway, state, client = mj
+    banned = submit(client, "imagine", {"prompt": "a forbidden fox"}, code=24)
+    assert banned["result"] is None and "forbidden" in banned["description"]
+    state.answer_next(23)
+    assert submit(client, "imagine", {"prompt": "a fox"}, code=23)["result"] is None
+    state.answer_next(22)
+    queued = submit(client, "imagine", {"prompt": "a fox"}, code=22)
+    assert queued["properties"] == {"numberOfQueues": 3} and queued["result"].startswith("task_")
+    assert wait(client, queued["result"])["status"] == "SUCCESS"
+    count = len(state.requests)
+    for body in ({"prompt": "  "}, {"prompt": 5}, {}, {"prompt": "x", "base64Array": ["not an image"]},
+                 {"prompt": "x", "botType": "DALL_E"}, {"prompt": "x", "notifyHook": "http://169.254.169.254/"}):
+        assert submit(client, "imagine", body, code=4)["result"] is None, body
+    assert len(state.requests) == count
+    resp = client.get("/mj/task/task_nope/fetch")
+    assert resp.status_code == 404 and resp.json()["code"] == 3
+
+
+def test_upstream_failure_and_vanished_task(mj):
+    _, state, client = mj
+    state.fail_next_task("Job timed out after 600 s")
+    failed = wait(client, submit(client, "imagine", {"prompt": "a fox"})["result"])
+    assert failed["status"] == "FAILURE" and "Job timed out after 600 s" in failed["failReason"]
+    assert failed["progress"] == "" and failed["imageUrl"] is None and failed["buttons"] == []
+    for how in ("null", "404"):
+        state.vanish_next(how, after=0.15)
+        gone = wait(client, submit(client, "imagine", {"prompt": "a fox"})["result"])
+        assert gone["status"] == "FAILURE" and "no longer knows the task" in gone["failReason"]
+
+
+def test_notify_hook_gets_each_change(mj):
+    gateway, state, client = mj
+    hooks = Hooks()
+    with serve(hooks.app()) as rx:
+        task_id = submit(client, "imagine", {"prompt": "a fox", "notifyHook": rx + "/hook", "state": "s-1"})["result"]
+        done = wait(client, task_id)
+        deadline = time.monotonic() + 10
+        while (not hooks.calls or hooks.calls[-1]["status"] != "SUCCESS") and time.monotonic() < deadline:
+            time.sleep(0.03)
+        time.sleep(0.3)
+    assert "notifyHook" not in sent(state, "imagine")[0]  # the gateway follows the job itself
+    order = ["NOT_START", "SUBMITTED", "IN_PROGRESS", "SUCCESS"]
+    statuses = [c["status"] for c in hooks.calls]
+    assert statuses[-1] == "SUCCESS" and "IN_PROGRESS" in statuses, statuses
+    assert statuses == sorted(statuses, key=order.index) and len(statuses) >= 3
+    assert all(c["id"] == task_id and c["state"] == "s-1" for c in hooks.calls)
+    assert hooks.calls[-1] == done | {"imageUrl": hooks.calls[-1]["imageUrl"]}
+    assert hooks.calls[-1]["imageUrl"].startswith(gateway.base_url + "/files/")
+
+
+def test_change_and_action_on_a_finished_imagine(mj):
+    gateway, state, client = mj
+    grid_id = submit(client, "imagine", {"prompt": "a fox"})["result"]
+    early = submit(client, "change", {"taskId": grid_id, "action": "UPSCALE", "index": 1}, code=4)
+    assert "状态" in early["description"] and sent(state, "change") == []
+    grid = wait(client, grid_id)
+    upstream_grid = next(iter(state.tasks))
+    up_id = submit(client, "change", {"taskId": grid_id, "action": "UPSCALE", "index": 1})["result"]
+    assert sent(state, "change") == [{"taskId": upstream_grid, "action": "UPSCALE", "index": 1}]
+    up = wait(client, up_id)
+    assert up["status"] == "SUCCESS" and up["action"] == "UPSCALE"
+    assert grid_id in up["description"] and upstream_grid not in up["description"]
+    tile = picture(client, up["imageUrl"]).convert("RGB")
+    whole = picture(client, grid["imageUrl"]).convert("RGB")
+    assert tile.size == (256, 256) and tile.getpixel((128, 128)) == whole.getpixel((64, 64))
+    # the same upscale again, by change or by its button: the existing task
+    again = submit(client, "change", {"taskId": grid_id, "action": "UPSCALE", "index": 1}, code=21)
+    assert again["result"] == up_id and again["properties"]["status"] == "SUCCESS"
+    u1 = next(b["customId"] for b in grid["buttons"] if b["label"] == "U1")
+    assert submit(client, "action", {"taskId": grid_id, "customId": u1}, code=21)["result"] == up_id
+    v2 = next(b["customId"] for b in grid["buttons"] if b["label"] == "V2")
+    var_id = submit(client, "action", {"taskId": grid_id, "customId": v2})["result"]
+    assert sent(state, "action")[-1] == {"taskId": upstream_grid, "customId": v2}
+    assert client.get(f"/mj/task/{var_id}/fetch").json()["action"] == "VARIATION"
+    assert wait(client, var_id)["status"] == "SUCCESS"
+    reroll = submit(client, "simple-change", {"content": f"{grid_id} R"})["result"]
+    assert wait(client, reroll)["action"] == "REROLL"
+    count = len(state.requests)
+    submit(client, "action", {"taskId": grid_id, "customId": "MJ::JOB::upsample::9::nope"}, code=4)
+    submit(client, "change", {"taskId": grid_id, "action": "VARIATION"}, code=4)  # no index
+    submit(client, "change", {"taskId": "task_nope", "action": "REROLL"}, code=3)
+    other = gateway.create_key(name="other")
+    with httpx.Client(base_url=gateway.base_url, headers={"mj-api-secret": other}) as stranger:
+        submit(stranger, "change", {"taskId": grid_id, "action": "REROLL"}, code=3)
+        assert stranger.get(f"/mj/task/{grid_id}/fetch").status_code == 404
+        assert stranger.post("/mj/task/list-by-condition", json={"ids": [grid_id]}).json() == []
+    assert len(state.requests) == count
+    listed = client.post("/mj/task/list-by-condition", json={"ids": [up_id, "nope", grid_id]}).json()
+    assert [t["id"] for t in listed] == [up_id, grid_id] and listed[1] == client.get(f"/mj/task/{grid_id}/fetch").json()
+    assert client.post("/mj/task/list-by-condition", json={}).json() == []
+
+
+def test_vary_region_waits_for_the_modal(mj):
+    _, state, client = mj
+    grid_id = submit(client, "imagine", {"prompt": "a fox"})["result"]
+    wait(client, grid_id)
+    up = wait(client, submit(client, "change", {"taskId": grid_id, "action": "UPSCALE", "index": 2})["result"])
+    region = next(b["customId"] for b in up["buttons"] if b["label"] == "Vary (Region)")
+    waiting = submit(client, "action", {"taskId": up["id"], "customId": region}, code=21)
+    assert waiting["properties"]["status"] == "MODAL"
+    assert wait(client, waiting["result"])["status"] == "MODAL"
+    mask = data_url(mask_png())
+    done = submit(client, "modal", {"taskId": waiting["result"], "prompt": "a cat", "maskBase64": mask})
+    assert done["result"] == waiting["result"]  # the same task goes on
+    inpaint = next(i for i, job in state.tasks.items() if job.task["action"] == "INPAINT")
+    assert sent(state, "modal") == [{"taskId": inpaint, "prompt": "a cat", "maskBase64": mask}]
+    assert wait(client, done["result"], until=("SUCCESS", "FAILURE"))["status"] == "SUCCESS"
+    submit(client, "modal", {"taskId": grid_id, "prompt": "x"}, code=4)  # not waiting for one
+
+
+def test_blend_describe_and_image_prompts(mj):
+    gateway, state, client = mj
+    one, two = data_url(png(colour=(1, 2, 3))), data_url(png(colour=(9, 9, 9)))
+    submit(client, "blend", {"base64Array": [one]}, code=4)
+    blend = wait(client, submit(client, "blend", {"base64Array": [one, two], "dimensions": "PORTRAIT"})["result"])
+    assert blend["action"] == "BLEND" and picture(client, blend["imageUrl"]).size == (170, 256)
+    assert sent(state, "blend") == [{"base64Array": [one, two], "dimensions": "PORTRAIT"}]
+    described = wait(client, submit(client, "describe", {"base64": one})["result"])
+    assert described["action"] == "DESCRIBE" and described["status"] == "SUCCESS"
+    assert described["prompt"].count("\n\n") == 3 and described["imageUrl"].startswith(gateway.base_url)
+    # image prompts: base64Array and the single legacy base64 of the third source document
+    answer = submit(client, "imagine", {"prompt": "in this style", "base64Array": [one], "base64": two})
+    task = wait(client, answer["result"])
+    assert task["status"] == "SUCCESS" and task["prompt"] == "in this style"
+    assert sent(state, "imagine")[-1] == {"prompt": "in this style", "base64Array": [one, two]}
+
+
+def test_a_restart_mid_task_loses_nothing(backend, tmp_path, upstream):
+    state, base = upstream
+    state.duration = 1.5
+    hooks = Hooks()
+    with database(backend, tmp_path) as url, serve(hooks.app()) as rx:
+        settings = Settings(data_dir=tmp_path, database_url=url, admin_key=ADMIN_KEY, cache_seconds=0,
+                            poll_interval_seconds=0.05, task_lease_seconds=1, unpriced="free",
+                            channels=[channel(base)], fetch_allow_hosts=["127.0.0.1"])
+        headers = {"mj-api-secret": ADMIN_KEY}
+        with run_gateway(settings) as gateway, httpx.Client(base_url=gateway.base_url, headers=headers) as client:
+            task_id = submit(client, "imagine", {"prompt": "a fox", "notifyHook": rx + "/hook"})["result"]
+            time.sleep(0.3)
+            assert client.get(f"/mj/task/{task_id}/fetch").json()["status"] != "SUCCESS"
+        with run_gateway(settings) as gateway, httpx.Client(base_url=gateway.base_url, headers=headers) as client:
+            task = wait(client, task_id)
+            assert task["status"] == "SUCCESS" and picture(client, task["imageUrl"]).size == (256, 256)
+            time.sleep(0.5)
+    assert len(sent(state, "imagine")) == 1
+    assert [c["status"] for c in hooks.calls].count("SUCCESS") == 1
+
+
+def test_a_follow_up_goes_to_the_channel_that_holds_the_job(make_gateway, upstream):
+    state, base = upstream
+    other = MidjourneyEmulatorState(duration=0.2)
+    with serve(create_app(other)) as other_base:
+        gateway = make_gateway(channels=[{**channel(base), "priority": 10}, {**channel(other_base), "name": "mj2"}],
+                               fetch_allow_hosts=["127.0.0.1"], poll_interval_seconds=0.05)
+        with gateway.http() as admin, gateway.http(headers={"mj-api-secret": ADMIN_KEY}) as client:
+            grid_id = submit(client, "imagine", {"prompt": "a fox"})["result"]
+            wait(client, grid_id)
+            assert admin.patch("/admin/channels/mj2", json={"priority": 20}).status_code == 200
+            up_id = submit(client, "change", {"taskId": grid_id, "action": "UPSCALE", "index": 3})["result"]
+            assert wait(client, up_id)["status"] == "SUCCESS"
+            assert wait(client, submit(client, "imagine", {"prompt": "a hen"})["result"])["status"] == "SUCCESS"
+    assert [r.path for r in other.requests if "/submit/" in r.path] == ["/mj/submit/imagine"]  # the new one
+    assert len(sent(state, "change")) == 1
