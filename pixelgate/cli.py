@@ -36,7 +36,8 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
             if generated:
                 click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}", err=True)
             sessions = sessionmaker(db)
-            ns = type("CLIContext", (), {"keys": KeyStore(sessions), "directory": ChannelDirectory(sessions)})()
+            ns = type("CLIContext", (), {"keys": KeyStore(sessions), "directory": ChannelDirectory(sessions),
+                                         "sessions": sessions})()
             return await work(ns)
         finally:
             await db.dispose()
@@ -111,6 +112,28 @@ def migrate(ctx: click.Context) -> None:
     """Create or upgrade the database schema."""
     _run(_settings(ctx), lambda ns: asyncio.sleep(0))
     click.echo("pixelgate: database is up to date")
+
+
+@main.command()
+@click.option("--by", "group_by", type=click.Choice(["key", "model", "channel", "day"]), default="model",
+              show_default=True)
+@click.option("--key", "key_id", type=int, help="Only this key's usage.")
+@click.option("--days", type=int, default=30, show_default=True)
+@click.pass_context
+def usage(ctx: click.Context, group_by: str, key_id: int | None, days: int) -> None:
+    """Spend and images by key, model, channel or day."""
+    from pixelgate.services.usage import usage as report
+
+    settings = _settings(ctx)
+
+    async def work(ns):
+        return await report(ns.sessions, group_by, key_id, days)
+
+    data = _run(settings, work)
+    click.echo(f"{group_by:<32} {'requests':>9} {'images':>7} {'cost (' + settings.currency + ')':>16}")
+    for row in data["data"]:
+        click.echo(f"{str(row[group_by]):<32} {row['requests']:>9} {row['images']:>7} {format(row['cost'].normalize(), 'f'):>16}")
+    click.echo(f"{'total':<32} {'':>9} {data['total_images']:>7} {format(data['total_cost'].normalize(), 'f'):>16}")
 
 
 # ---- keys ----

@@ -62,3 +62,10 @@ def test_channels(cli):
     assert bad.returncode != 0 and "provider" in bad.stderr
     cli("channels", "remove", "up")
     assert "up" not in [c["name"] for c in json.loads(cli("channels", "list").stdout)]
+
+
+def test_usage(cli):
+    out = cli("usage", "--by", "model").stdout
+    assert out.splitlines()[0].split()[:3] == ["model", "requests", "images"]
+    assert out.splitlines()[-1].split()[0] == "total"
+    assert cli("usage", "--by", "nonsense", ok=False).returncode != 0
