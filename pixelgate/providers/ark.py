@@ -299,10 +299,7 @@ class Ark(Provider):
         return None
 
     def parse_error(self, reply: UpstreamReply) -> UpstreamError:
-        try:
-            body = reply.json()
-        except UpstreamError:
-            body = None
+        body = reply.json_or_none()
         err = body.get("error") if isinstance(body, dict) else None
         if not isinstance(err, dict):
             return error_for_status(reply.status, f"upstream answered HTTP {reply.status}")

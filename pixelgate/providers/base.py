@@ -112,6 +112,13 @@ class UpstreamReply:
     payload: Any = None
     """Already-decoded body, for in-process transports that need no serialization."""
 
+    def json_or_none(self) -> Any:
+        """The body as JSON, or None when it is not JSON (error replies often are not)."""
+        try:
+            return self.json()
+        except UpstreamBadResponse:
+            return None
+
     def json(self) -> Any:
         if self.payload is not None:
             return self.payload

@@ -237,10 +237,7 @@ class DashScope(Provider):
         return Finished(images, meta)
 
     def parse_error(self, reply: UpstreamReply) -> UpstreamError:
-        try:
-            body = reply.json()
-        except UpstreamError:
-            body = None
+        body = reply.json_or_none()
         return _error(reply.status, body if isinstance(body, dict) else {})
 
 

@@ -319,10 +319,7 @@ class Ideogram(Provider):
         return Finished(images)
 
     def parse_error(self, reply: UpstreamReply) -> UpstreamError:
-        try:
-            body = reply.json()
-        except UpstreamError:
-            body = None
+        body = reply.json_or_none()
         return _error(reply.status, body)
 
 

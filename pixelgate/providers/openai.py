@@ -125,10 +125,7 @@ class OpenAI(Provider):
         return stream_event(event, data)
 
     def parse_error(self, reply: UpstreamReply) -> UpstreamError:
-        try:
-            body = reply.json()
-        except UpstreamError:
-            body = None
+        body = reply.json_or_none()
         return error_from_body(reply.status, body)
 
 

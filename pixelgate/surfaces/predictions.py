@@ -30,7 +30,7 @@ from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.providers.base import EDIT, GENERATE
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
-from pixelgate.surfaces._route import context, surface_route
+from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces.openai_images import JSONResponse, _authenticate, _json_body
 
 TOP_LEVEL = {"model", "input", "webhook", "webhook_events_filter", "id"}

@@ -1,0 +1,35 @@
+"""Contract over every registered provider: one module, one emulator, one test file, models
+declared as data, a docstring that shows the upstream wire format."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from pixelgate.providers import REGISTRY
+from pixelgate.providers.base import Capabilities, Provider
+
+TESTS = Path(__file__).parent
+EMULATOR = {"openai": "openai_images", "openai-compatible": "openai_images", "sandbox": None}
+TEST_FILE = {"openai": "surfaces/test_openai_sdk.py", "openai-compatible": "surfaces/test_openai_sdk.py"}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_provider_contract(name):
+    provider = REGISTRY[name]
+    assert isinstance(provider, Provider) and provider.name == name
+    module = inspect.getmodule(type(provider))
+    assert module.__doc__ and len(module.__doc__) > 200, "the module docstring shows the upstream wire format"
+    assert provider.models or provider.generic, "declares its models (or takes any name)"
+    for model, caps in provider.models.items():
+        assert isinstance(caps, Capabilities) and caps.operations, model
+    emulator = EMULATOR.get(name, name)
+    if emulator is not None:
+        assert (TESTS / "emulators" / f"{emulator}.py").is_file()
+    assert (TESTS / TEST_FILE.get(name, f"providers/test_{name}.py")).is_file()
+
+
+def test_every_vendor_of_the_first_source_document_is_registered():
+    assert {"openai", "bfl", "ideogram", "ark", "dashscope", "qianfan", "google", "midjourney"} <= set(REGISTRY)
