@@ -65,6 +65,7 @@ class RequestContext:
     stored: list[dict] = field(default_factory=list)
     cost: Decimal | None = None
     quote: Quote | None = None
+    held: bool = False
     started: float = field(default_factory=time.perf_counter)
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Run once the request is over (a stream: once it ends): release limits and holds."""
@@ -134,11 +135,12 @@ class Engine:
 
     async def hold(self, req: ImageRequest, ctx: RequestContext) -> None:
         """Reserve the most the request can cost (402 if the balance cannot cover it)."""
-        await self.billing.hold(ctx.principal.account_id, ctx.request_id, ctx.quote.unit_price, req.n)
+        ctx.held = await self.billing.hold(ctx.principal.account_id, ctx.request_id, ctx.quote.unit_price, req.n)
 
     async def settle(self, ctx: RequestContext, delivered: int) -> Decimal:
-        """Charge the images delivered, once; the cost is recorded even for unlimited keys."""
-        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered))
+        """Charge the images delivered, once; the cost is recorded even for unlimited keys
+        (which hold nothing, so they cost no database round trip here)."""
+        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered)) if ctx.held else None
         ctx.cost = charged if charged is not None else ctx.quote.unit_price * delivered
         return ctx.cost
 
