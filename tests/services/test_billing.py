@@ -143,7 +143,9 @@ def billing(tmp_path):
     async def make(currency="USD", configured=(), unpriced="refuse"):
         db = make_engine(f"sqlite+aiosqlite:///{tmp_path}/b.db")
         await migrate(db)
-        return Billing(sessionmaker(db), currency, {"CNY": Decimal("0.14")}, unpriced, list(configured), 0)
+        billing = Billing(sessionmaker(db), currency, {"CNY": Decimal("0.14")}, unpriced, list(configured), 0)
+        billing.db = db  # disposed by _quote, inside the loop that made it
+        return billing
     return make
 
 
@@ -177,7 +179,11 @@ def test_source_document_prices(billing, model, fields, currency, expected):
 
 
 async def _quote(make, currency, req, **kw):
-    return await (await make(currency, **kw)).quote(req)
+    billing = await make(currency, **kw)
+    try:
+        return await billing.quote(req)
+    finally:
+        await billing.db.dispose()
 
 
 def test_most_specific_price_wins_and_operator_beats_default(billing):
