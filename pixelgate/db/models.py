@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, Integer, Numeric, String, Text,
+from sqlalchemy import (JSON, Boolean, DateTime, Float, Integer, Numeric, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -82,20 +82,9 @@ class RequestLog(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     cost: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
     attempts: Mapped[list] = mapped_column(JSON, default=list)
+    images: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    """The images stored for this request: [{"id", "format", "bytes"}], served at /files/{id}.{ext}."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-
-
-class StoredImage(Base):
-    """An image the gateway keeps in its storage and serves at /files/{id}.{ext}."""
-
-    __tablename__ = "images"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(40), index=True)
-    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    format: Mapped[str] = mapped_column(String(8))
-    bytes: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Meta(Base):

@@ -23,7 +23,7 @@ import pybase64
 from PIL import Image
 
 from pixelgate.config import Settings
-from pixelgate.db.models import RequestLog, StoredImage
+from pixelgate.db.models import RequestLog
 from pixelgate.domain.images import convert_format, sniff_format
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
@@ -91,7 +91,8 @@ class RequestContext:
             images_delivered=self.images_delivered,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 2), attempts=self.attempts, cost=self.cost,
             created_at=now)
-        return [(RequestLog, log), *((StoredImage, {**image, "created_at": now}) for image in self.stored)]
+        log["images"] = self.stored or None
+        return [(RequestLog, log)]
 
 
 @dataclass(slots=True)
@@ -359,8 +360,7 @@ class Engine:
         image_id = secrets.token_hex(16)
         name = file_name(image_id, fmt)
         await self.storage.put(name, data)
-        ctx.stored.append(dict(id=image_id, request_id=ctx.request_id, format=fmt, bytes=len(data),
-                               key_id=ctx.principal.key_id if ctx.principal else None))
+        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data)})
         width, height = _pixel_size(data)
         delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
                                    height=height, details=image.details)

@@ -24,6 +24,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._folders: set[Path] = set()
 
     def path(self, name: str) -> Path:
         """`name` is "<id>.<ext>"; ids are hex, so the first two characters fan out folders."""
@@ -35,13 +36,19 @@ class LocalStorage:
         else:
             await asyncio.to_thread(self._write, self.path(name), data)
 
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)  # readers never see a half-written image
+    def _write(self, path: Path, data: bytes) -> None:
+        # Names are fresh random ids, and a link to a file is handed out only after this returns,
+        # so no reader can see it half-written: no temporary file and rename needed.
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
 
 def file_name(image_id: str, fmt: str) -> str:
