@@ -66,6 +66,9 @@ class RequestContext:
     cost: Decimal | None = None
     quote: Quote | None = None
     held: bool = False
+    answer_carries_bytes: bool = False
+    """A synchronous answer with base64 images: the gateway's own copy is written in the
+    background instead of delaying the answer."""
     started: float = field(default_factory=time.perf_counter)
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Run once the request is over (a stream: once it ends): release limits and holds."""
@@ -359,7 +362,10 @@ class Engine:
             fmt, b64 = req.output_format, None
         image_id = secrets.token_hex(16)
         name = file_name(image_id, fmt)
-        await self.storage.put(name, data)
+        if req.delivery is Delivery.B64 and ctx.answer_carries_bytes:
+            self.storage.put_soon(name, data)  # the client gets the bytes in this very answer
+        else:
+            await self.storage.put(name, data)  # a link or a task must find the file at once
         ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data)})
         width, height = _pixel_size(data)
         delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,

@@ -25,10 +25,22 @@ class LocalStorage:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._folders: set[Path] = set()
+        self._pending: set[asyncio.Future] = set()
 
     def path(self, name: str) -> Path:
         """`name` is "<id>.<ext>"; ids are hex, so the first two characters fan out folders."""
         return self.root / name[:2] / name
+
+    def put_soon(self, name: str, data: bytes) -> None:
+        """Write in the background: for images whose bytes the client receives in the answer
+        itself, so the answer need not wait for the gateway's own copy. `drain` waits for them."""
+        job = asyncio.get_running_loop().run_in_executor(None, self._write, self.path(name), data)
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def put(self, name: str, data: bytes) -> None:
         if len(data) <= INLINE_WRITE_BYTES:

@@ -221,6 +221,7 @@ async def _answer(request: Request, req: ImageRequest, ctx) -> Response:
         request.state.log_deferred = True
         return StreamingResponse(_sse(request, events, req, ctx), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
+    ctx.answer_carries_bytes = True
     return JSONResponse(render_result(await engine.generate(req, ctx)))
 
 
