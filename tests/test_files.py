@@ -40,3 +40,18 @@ def test_url_expires(make_gateway):
 def test_public_base_url(make_gateway):
     gateway = make_gateway(public_base_url="https://images.example.test/")
     assert _url(gateway).startswith("https://images.example.test/files/")
+
+
+def test_base64_answers_are_stored_too(gateway):
+    import base64
+
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x", "size": "32x32",
+                                                           "response_format": "b64_json"})
+    row = gateway.log_row(resp.headers["x-request-id"])
+    (image,) = row["images"]
+    path = gateway.services.storage.path(f"{image['id']}.png")
+    deadline = time.monotonic() + 5
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert path.read_bytes() == base64.b64decode(resp.json()["data"][0]["b64_json"])

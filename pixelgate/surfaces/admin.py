@@ -174,7 +174,7 @@ async def list_requests(request: Request, limit: int = 50) -> Response:
             select(RequestLog).order_by(RequestLog.created_at.desc()).limit(min(max(limit, 1), 1000)))).scalars()
         data = [{c: getattr(r, c) for c in ("id", "key_id", "surface", "operation", "model", "channel",
                                             "status", "error_code", "error", "images_requested",
-                                            "images_delivered", "latency_ms", "attempts")}
+                                            "images_delivered", "latency_ms", "cost", "images", "attempts")}
                 | {"created_at": r.created_at.isoformat()} for r in rows]
     return JSONResponse({"data": data})
 
