@@ -17,8 +17,8 @@ Load generator: wrk (closed loop: N connections, each sends its next request whe
 answer arrived), latency percentiles from its histogram (1 us resolution) via a Lua done()
 hook. Everything runs on this machine, so the gateway, the upstream and wrk share its cores.
 
-    .venv/bin/python bench/run.py                      # every default scenario, ~3 minutes
-    .venv/bin/python bench/run.py --quick              # shorter runs, for a smoke check
+    .venv/bin/python bench/run.py                      # every default scenario, ~5 minutes
+    .venv/bin/python bench/run.py --quick              # shorter runs, a smoke check (~2-3 minutes)
     .venv/bin/python bench/run.py --scenario small-c1 --scenario large-c16 --duration 20
     .venv/bin/python bench/run.py --list               # the scenarios
     make bench ARGS="--quick"
@@ -399,6 +399,8 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: float, threads: i
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     finally:
+        if proc.returncode is None:  # interrupted: end it now
+            CHILDREN.stop(proc, grace=1.0)
         if proc in CHILDREN.procs:
             CHILDREN.procs.remove(proc)
     line = next((l for l in out.splitlines() if l.startswith("BENCH_JSON ")), None)
@@ -457,6 +459,8 @@ class Outcome:
     cpu_other_direct: float
     cpu_workers: list[float]
     check: str
+    conns_per_worker: list[int] = dataclasses.field(default_factory=list)
+    code: str = ""
     upstream_peak: int = 0
     upstream_steady: float = 0.0
     upstream_peak_direct: int = 0
@@ -489,10 +493,35 @@ def start_upstream(port: int, sc: Scenario, tmp: Path) -> subprocess.Popen:
     return proc
 
 
+class GatewayFailed(RuntimeError):
+    """The gateway did not start (or answered the check request wrongly)."""
+
+
+def snapshot_code(dest: Path) -> str:
+    """Copy pixelgate/ to dest/pixelgate (the gateway then runs that copy, so edits made to the
+    working tree during a run do not mix versions); returns a short hash of its contents."""
+    import hashlib
+
+    shutil.rmtree(dest / "pixelgate", ignore_errors=True)
+    shutil.copytree(ROOT / "pixelgate", dest / "pixelgate",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha1()
+    for path in sorted((dest / "pixelgate").rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def start_gateway(port: int, upstream_port: int, sc: Scenario, tmp: Path,
-                  extra_env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+                  extra_env: dict[str, str], code: Path | None,
+                  extra_config: list[str]) -> tuple[subprocess.Popen, Path]:
     work = Path(tempfile.mkdtemp(prefix="gw-", dir=tmp))
-    (work / "cfg.toml").write_text(f"""sandbox = false
+    top = ["sandbox = false"]
+    config_source = (code or ROOT) / "pixelgate" / "config.py"
+    if "unpriced" in config_source.read_text():
+        top.append('unpriced = "free"  # the benchmark model has no price; serve it without billing')
+    top.extend(extra_config)
+    (work / "cfg.toml").write_text("\n".join(top) + f"""
 
 [[channels]]
 name = "bench"
@@ -506,13 +535,18 @@ timeout_seconds = 60
     env.update(PIXELGATE_ADMIN_KEY=ADMIN_KEY, PIXELGATE_DATA_DIR=str(work / "data"),
                PIXELGATE_LOG_LEVEL="warning")
     env.update(extra_env)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
     log = work / "gateway.log"
     exe = ROOT / ".venv" / "bin" / "pixelgate"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "pixelgate"]
     proc = CHILDREN.start(argv + ["--config", "cfg.toml", "serve", "--port", str(port),
                                   "--workers", str(sc.workers)],
                           cwd=work, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60, log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60, log)
+    except RuntimeError as exc:
+        raise GatewayFailed(str(exc)) from None
     # uvicorn answers /healthz from the first worker up; give every worker its turn
     deadline = time.monotonic() + 30
     while sc.workers > 1 and len(worker_pids(proc.pid)) < sc.workers and time.monotonic() < deadline:
@@ -529,9 +563,12 @@ def check_answer(port: int, body: dict, expected_png: bytes, timeout: float) -> 
                                  headers={"Authorization": f"Bearer {ADMIN_KEY}",
                                           "Content-Type": "application/json",
                                           "Accept-Encoding": "gzip, deflate"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        encoding = resp.headers.get("Content-Encoding")
-        raw = resp.read()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            encoding = resp.headers.get("Content-Encoding")
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"HTTP {exc.code}: {exc.read()[:500].decode(errors='replace')}") from None
     if encoding:
         raise RuntimeError(f"the gateway compressed the image answer (Content-Encoding: {encoding})")
     answer = json.loads(raw)
@@ -586,8 +623,12 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         if sc.delay:
             time.sleep(sc.delay + 0.5)
 
-        gateway, gw_log = start_gateway(gw_port, up_port, sc, tmp, args.gateway_env)
-        check = check_answer(gw_port, client_body, png, timeout)
+        gateway, gw_log = start_gateway(gw_port, up_port, sc, tmp, args.gateway_env, args.code_dir,
+                                        args.config_line)
+        try:
+            check = check_answer(gw_port, client_body, png, timeout)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise GatewayFailed(f"the check request failed: {exc}\n{gw_log.read_text()[-2000:]}") from None
         sampler = MemorySampler(gateway.pid, 0.05)
         idle = sampler.current()
         sampler.start()
@@ -599,7 +640,12 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         wait_quiet(args.quiet_cores, args.wait_quiet)
         pids = descendants(gateway.pid)
         workers = worker_pids(gateway.pid)
-        profiler = start_profiler(args, sc, pids, duration)
+        profilers = start_profilers(args, sc, workers, duration)
+        conns: list[int] = []
+        counter = threading.Timer(min(2.0, duration / 3) + (sc.delay if sc.stagger else 0),
+                                  lambda: conns.extend(connections_per_worker(workers, gw_port)))
+        counter.daemon = True
+        counter.start()
         gw_cpu0, up_cpu0 = cpu_seconds(pids), cpu_seconds([upstream.pid])
         w_cpu0 = [cpu_seconds([w]) for w in workers]
         m0, self0 = machine_cpu()[0], self_cpu()
@@ -613,16 +659,14 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         cpu_gw, cpu_up = cpu_seconds(pids) - gw_cpu0, cpu_seconds([upstream.pid]) - up_cpu0
         cpu_w = [cpu_seconds([w]) - c for w, c in zip(workers, w_cpu0)]
         other = (machine_cpu()[0] - m0) - cpu_gw - cpu_up - result.wrk_cpu_s - (self_cpu() - self0)
+        other -= finish_profilers(profilers)
         sampler.stop()
-        if profiler is not None:
-            try:
-                profiler.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
+        counter.cancel()
         if args.keep_logs:
             shutil.copy(gw_log, OUT / f"{sc.name}-gateway.log")
         outcome = Outcome(sc, len(png), b64_len, direct, result, idle, sampler.peak, sampler.samples,
                           cpu_gw, cpu_up, cpu_up_direct, other, other_direct, cpu_w, check)
+        outcome.conns_per_worker = conns
         if flight and flight_direct:
             ramp = sc.delay * (2.2 if sc.stagger else 1.2)  # the first answers come back after that
             outcome.upstream_peak, outcome.upstream_steady = flight.peak, flight.steady(ramp)
@@ -635,25 +679,81 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         CHILDREN.stop(upstream)
 
 
+def disturbance(o: Outcome) -> float:
+    """Cores used by processes other than the gateway, the upstream, wrk and this script."""
+    return max(o.cpu_other / o.gateway.seconds, o.cpu_other_direct / o.direct.seconds)
+
+
 def noisy(o: Outcome, limit: float) -> bool:
-    """Did processes other than the gateway, the upstream, wrk and this script use > limit cores?"""
-    return max(o.cpu_other / o.gateway.seconds, o.cpu_other_direct / o.direct.seconds) > limit
+    return disturbance(o) > limit
 
 
-def start_profiler(args: argparse.Namespace, sc: Scenario, pids: list[int], duration: float):
-    """--profile: py-spy records one gateway worker (the last spawned) during the run."""
+def connections_per_worker(workers: list[int], port: int) -> list[int]:
+    """Established client connections to the gateway's port held by each worker process."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    f = line.split()
+                    if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "01":
+                        inodes.add(f[9])
+        except OSError:
+            pass
+    counts = []
+    for pid in workers:
+        n = 0
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    n += 1
+        except OSError:
+            pass
+        counts.append(n)
+    return counts
+
+
+def start_profilers(args: argparse.Namespace, sc: Scenario, workers: list[int], duration: float):
+    """--profile: one py-spy per gateway worker, recording during the measured run."""
     if not args.profile:
-        return None
+        return []
     spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
     if not os.path.exists(spy):
         print("  (--profile: py-spy not found; `.venv/bin/pip install py-spy`)", flush=True)
-        return None
-    worker = worker_pids(pids[0])[-1]
-    out = OUT / f"profile-{sc.name}.txt"
-    print(f"  profiling worker {worker} -> {out}", flush=True)
-    return CHILDREN.start([spy, "record", "--pid", str(worker), "--duration", str(max(1, int(duration) - 1)),
-                           "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return []
+    procs = []
+    for i, worker in enumerate(workers):
+        out = OUT / f"profile-{sc.name}-w{i + 1}.txt"
+        print(f"  profiling worker {worker} -> {out.relative_to(ROOT)}", flush=True)
+        procs.append(CHILDREN.start(
+            [spy, "record", "--pid", str(worker), "--duration", str(max(1, int(duration) - 1)),
+             "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def finish_profilers(procs: list[subprocess.Popen]) -> float:
+    """Wait for the py-spy processes; their CPU seconds (not to be counted as 'other')."""
+    used = 0.0
+    for proc in procs:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                used += usage.ru_utime + usage.ru_stime
+                break
+            time.sleep(0.1)
+        else:
+            CHILDREN.stop(proc)
+        if proc in CHILDREN.procs:
+            CHILDREN.procs.remove(proc)
+    return used
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,7 +770,7 @@ def size(n: int) -> str:
 def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
     head = ["scenario", "workers", "conc", "image b64", "direct req/s", "direct p50 / p99 ms",
             "gateway req/s", "gateway p50 / p99 ms", "added p50 / p99 ms", "errors gw (direct)",
-            "gw peak RSS (idle)", "CPU cores gw (per worker) / upstream / wrk / other"]
+            "gw peak RSS (idle)", "conns per worker", "CPU cores gw (per worker) / upstream / wrk / other"]
     rows = []
     for o in outcomes:
         d, g, s = o.direct, o.gateway, o.scenario
@@ -681,11 +781,15 @@ def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
                      f"{d.rps:,.0f}", f"{d.p50_ms:.3f} / {d.p99_ms:.3f}",
                      f"{g.rps:,.0f}", f"{g.p50_ms:.3f} / {g.p99_ms:.3f}",
                      f"{o.added_p50:+.3f} / {o.added_p99:+.3f}",
-                     f"{g.errors} ({d.errors})", f"{mib(o.peak_rss)} ({mib(o.idle_rss)})", cores])
+                     f"{g.errors} ({d.errors})", f"{mib(o.peak_rss)} ({mib(o.idle_rss)})",
+                     "+".join(str(c) for c in o.conns_per_worker) or "?", cores])
     return head, rows
 
 
 def print_table(outcomes: list[Outcome], markdown: bool) -> None:
+    if not outcomes:
+        print("(no results)")
+        return
     head, rows = table_rows(outcomes)
     if markdown:
         print("| " + " | ".join(head) + " |")
@@ -802,6 +906,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the gateway, e.g. PIXELGATE_CACHE_SECONDS=60 "
                              "(repeatable; for experiments)")
+    parser.add_argument("--config-line", action="append", default=[], metavar="TOML",
+                        help="a top-level line for the gateway's config file, e.g. 'cache_seconds = 60' "
+                             "(repeatable; for experiments)")
+    parser.add_argument("--live", action="store_true",
+                        help="run the working tree's pixelgate/ rather than a copy taken at the start")
     parser.add_argument("--retries", type=int, default=1,
                         help="run a scenario again (this many times at most) when other processes "
                              "disturbed it (1)")
@@ -834,28 +943,60 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: open-file limit is {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}; "
               "the 1,000-connection scenario needs ~4,000 (ulimit -n)", file=sys.stderr)
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     OUT.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pixelgate-bench-", dir=args.tmp_dir))
     TEMP_DIRS.append(tmp)
+    args.code_dir, args.code_hash = None, "working tree"
+    if not args.live:
+        args.code_dir = Path(tempfile.mkdtemp(prefix="pixelgate-bench-code-", dir=args.tmp_dir))
+        TEMP_DIRS.append(args.code_dir)
+        args.code_hash = snapshot_code(args.code_dir)
     info = machine()
     info["filesystem"] = filesystem(tmp)
     print(f"pixelgate benchmark: {info['cpus']} x {info['cpu_model']}, {info['memory']}, "
           f"Python {info['python']}, {info['wrk']}")
-    print(f"pixelgate at {info['pixelgate']}; gateway data dirs on {filesystem(tmp)}")
+    info["code_copy"] = args.code_hash
+    print(f"pixelgate at {info['pixelgate']} (running a copy of pixelgate/, content hash "
+          f"{args.code_hash}); gateway data dirs on {filesystem(tmp)}")
     print(f"runs of {args.duration:g} s after {args.warmup:g} s of warm-up; wrk -t{args.threads}; "
           f"scenarios: {', '.join(names)}\n", flush=True)
     outcomes: list[Outcome] = []
+    failed: list[str] = []
     started = time.monotonic()
     try:
         for name in names:
             sc = BY_NAME[name]
             print(f"[{sc.name}] {sc.about}", flush=True)
-            for attempt in range(1 + args.retries):
-                o = run_scenario(sc, args, tmp)
-                shutil.rmtree(tmp, ignore_errors=True)  # images written so far
-                tmp.mkdir()
+            kept: Outcome | None = None
+            failures = 0
+            attempt = 0
+            while attempt <= args.retries:
+                try:
+                    o = run_scenario(sc, args, tmp)
+                except GatewayFailed as exc:
+                    failures += 1
+                    print(f"  !! the gateway failed: {str(exc)[-1500:]}", flush=True)
+                    if failures > 2:
+                        print(f"  !! giving up on {sc.name}", flush=True)
+                        failed.append(sc.name)
+                        break
+                    if args.code_dir is not None:
+                        print("  (the working tree may be mid-edit: taking a new copy in 30 s and trying again)",
+                              flush=True)
+                        time.sleep(30)
+                        args.code_hash = snapshot_code(args.code_dir)
+                        print(f"  pixelgate copy {args.code_hash}", flush=True)
+                    continue
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)  # images written so far
+                    tmp.mkdir()
+                attempt += 1
+                o.code = args.code_hash
+                if kept is None or disturbance(o) < disturbance(kept):
+                    kept = o
                 print(f"  -> direct {o.direct.rps:,.0f} req/s p50 {o.direct.p50_ms:.3f} ms; gateway "
                       f"{o.gateway.rps:,.0f} req/s p50 {o.gateway.p50_ms:.3f} ms p99 {o.gateway.p99_ms:.3f} ms, "
                       f"{o.gateway.errors} errors, peak RSS {mib(o.peak_rss)}", flush=True)
@@ -863,8 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 busy = max(o.cpu_other / o.gateway.seconds, o.cpu_other_direct / o.direct.seconds)
                 print(f"  !! other processes used {busy:.2f} cores during this scenario: its figures are "
-                      f"disturbed{'; running it again' if attempt < args.retries else ''}", flush=True)
-            outcomes.append(o)
+                      f"disturbed{'; running it again' if attempt <= args.retries else ''}", flush=True)
+            if kept is not None:
+                outcomes.append(kept)
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
@@ -884,6 +1026,12 @@ def main(argv: list[str] | None = None) -> int:
     if disturbed:
         print(f"\n!! other processes were busy during: {', '.join(disturbed)} (see the 'other' CPU column); "
               "those figures understate what the gateway can do")
+    if failed:
+        print(f"\n!! no figures for {', '.join(failed)}: the gateway failed (see above)")
+    codes = sorted({o.code for o in outcomes})
+    if len(codes) > 1:
+        print(f"\n!! the scenarios ran different copies of pixelgate/: "
+              + ", ".join(f"{o.scenario.name}={o.code}" for o in outcomes))
     checks = verdicts(outcomes)
     if checks:
         print("\nTargets:")
@@ -903,13 +1051,14 @@ def main(argv: list[str] | None = None) -> int:
                            "rss_samples": o.rss_samples, "per_request_rss": o.per_request_rss,
                            "in_flight": o.in_flight, "cpu_gateway_s": o.cpu_gateway,
                            "cpu_upstream_s": o.cpu_upstream, "cpu_upstream_direct_s": o.cpu_upstream_direct,
-                           "cpu_workers_s": o.cpu_workers, "cpu_other_s": o.cpu_other,
+                           "cpu_workers_s": o.cpu_workers, "connections_per_worker": o.conns_per_worker, "cpu_other_s": o.cpu_other,
                            "cpu_other_direct_s": o.cpu_other_direct,
                            "upstream_peak_in_flight": o.upstream_peak,
                            "upstream_steady_in_flight": o.upstream_steady,
                            "upstream_peak_in_flight_direct": o.upstream_peak_direct,
                            "upstream_steady_in_flight_direct": o.upstream_steady_direct,
-                           "check": o.check} for o in outcomes],
+                           "check": o.check, "code": o.code} for o in outcomes],
+              "failed": failed,
               "targets": [{"target": w, "met": ok, "detail": d} for w, ok, d in checks]}
     (OUT / "results.json").write_text(json.dumps(record, indent=2))
     print(f"\n(saved to {OUT / 'results.json'})")
