@@ -73,8 +73,7 @@ def main(ctx: click.Context, config: str | None) -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Start the gateway."""
-    import uvicorn
-
+    from pixelgate.workers import serve as run_workers
     from pixelgate.app import bootstrap
     from pixelgate.db.session import make_engine
 
@@ -101,8 +100,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
                f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
                f"database {settings.resolved_database_url.split('://')[0]}, "
                f"images in {settings.resolved_storage_dir}")
-    uvicorn.run("pixelgate.app:app_from_environment", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
+    run_workers(settings.host, settings.port, settings.workers, loop="uvloop", http="httptools",
                 log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
 
 

@@ -105,7 +105,8 @@ def test_workers_share_one_port_database_and_storage(backend, tmp_path):
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_up(base, proc)
-            workers = [pid for pid in _children(proc.pid) if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+            workers = [pid for pid in _children(proc.pid) if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()
+                       and b"resource_tracker" not in open(f"/proc/{pid}/cmdline", "rb").read()]
             assert len(workers) == 2
             headers = {"Authorization": "Bearer pg-workers-test-key"}
 

@@ -7,6 +7,7 @@ for `cache_seconds` in this process, which bounds how long a revoked key keeps w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -76,6 +77,7 @@ class KeyStore:
         self._sessions = sessions
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._loading: dict[str, asyncio.Future] = {}
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -87,7 +89,12 @@ class KeyStore:
         if hit is not None and hit[0] > now:
             principal = hit[1]
         else:
-            principal = await self._load(digest)
+            # Concurrent requests with the same key share one database read.
+            loading = self._loading.get(digest)
+            if loading is None:
+                loading = self._loading[digest] = asyncio.ensure_future(self._load(digest))
+                loading.add_done_callback(lambda _: self._loading.pop(digest, None))
+            principal = await asyncio.shield(loading)
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[digest] = (now + self._cache_seconds, principal)

@@ -14,6 +14,7 @@ Keys without an account are unlimited: nothing is held, but every cost is still 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -82,6 +83,7 @@ class Billing:
         self._cache_seconds = cache_seconds
         self._table: dict[str, list[tuple[int, Price]]] = {}
         self._expires = 0.0
+        self._reloading = asyncio.Lock()
 
     # -- prices --
 
@@ -89,8 +91,14 @@ class Billing:
         """model -> [(precedence, price)]: admin 3, config file 2, built-in 1."""
         if time.monotonic() < self._expires:
             return self._table
-        async with self._sessions() as session:
-            rows = list((await session.execute(select(PriceRow))).scalars())
+        async with self._reloading:  # one reload at a time: the others wait for its result
+            if time.monotonic() < self._expires:
+                return self._table
+            async with self._sessions() as session:
+                rows = list((await session.execute(select(PriceRow))).scalars())
+            return self._build(rows)
+
+    def _build(self, rows: list[PriceRow]) -> dict[str, list[tuple[int, Price]]]:
         table: dict[str, list[tuple[int, Price]]] = {}
         for rank, prices in ((1, DEFAULT_PRICES), (2, self._configured),
                              (3, [Price(r.model, Decimal(r.amount), r.currency, r.operation, dict(r.dimensions),

@@ -7,6 +7,7 @@ so every worker and instance routes alike. Each process trusts what it read for
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -58,6 +59,7 @@ class ChannelDirectory:
         self._has_disabled: set[str] = set()
         self._by_name: dict[str, Channel] = {}
         self._expires = 0.0
+        self._reloading = asyncio.Lock()
 
     async def route(self, model: str, provider: str | None = None) -> Route:
         """The model's capabilities and its enabled channels, best first (priority, then a
@@ -99,6 +101,12 @@ class ChannelDirectory:
     async def _snapshot(self) -> dict[str, Route]:
         if time.monotonic() < self._expires:
             return self._routes
+        async with self._reloading:  # one reload at a time: the others wait for its result
+            if time.monotonic() < self._expires:
+                return self._routes
+            return await self._reload()
+
+    async def _reload(self) -> dict[str, Route]:
         async with self._sessions() as session:
             rows = list((await session.execute(select(ChannelRow))).scalars())
         channels: dict[str, list[Channel]] = {}

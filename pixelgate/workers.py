@@ -1,0 +1,62 @@
+"""`pixelgate serve --workers N`: N processes, each with its own listening socket on the same
+port (SO_REUSEPORT), so the kernel spreads new connections evenly across them. (With one shared
+socket, whichever worker wakes first takes a whole batch of connections, and they stay with it:
+the benchmark saw 16 connections split 16+0, leaving a core idle.)"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+
+def _socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+    import uvicorn
+
+    config = uvicorn.Config("pixelgate.app:app_from_environment", factory=True, **options)
+    uvicorn.Server(config).run(sockets=[_socket(host, port)])
+
+
+def serve(host: str, port: int, workers: int, **options: Any) -> None:
+    """Run `workers` server processes until SIGINT/SIGTERM, restarting none: a worker that dies
+    takes the whole server down, so a supervisor (systemd, the orchestrator) restarts it cleanly."""
+    import uvicorn
+
+    if workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        uvicorn.run("pixelgate.app:app_from_environment", factory=True, host=host, port=port,
+                    workers=workers, **options)
+        return
+    probe = _socket(host, port)  # fail here, in the parent, if the port is taken
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(host, port, options), daemon=False) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    probe.close()
+
+    def stop(signum: int, _frame: Any) -> None:
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while any(p.is_alive() for p in processes):
+        for process in processes:
+            process.join(timeout=0.5)
+            if process.exitcode not in (None, 0) and any(p.is_alive() for p in processes):
+                stop(signal.SIGTERM, None)  # one died: stop the rest, exit non-zero
+    sys.exit(max((p.exitcode or 0) for p in processes) if any(p.exitcode for p in processes) else 0)
