@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, select
 
 from pixelgate.config import ChannelConfig
-from pixelgate.db.models import PriceRow, RequestLog
+from pixelgate.db.models import PriceRow, RequestLog, Task
 from pixelgate.errors import Forbidden, InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view
@@ -256,3 +256,20 @@ async def all_usage(request: Request, group_by: str = "model", key_id: int | Non
     await services.records.flush()
     report = await usage(services.sessions, group_by, key_id, days)
     return JSONResponse({"currency": services.engine.billing.currency, **report})
+
+
+@router.get("/tasks/{task_id}")
+async def get_task(task_id: str, request: Request) -> Response:
+    """Any key's task, with every webhook delivery and attempt."""
+    await _admin(request)
+    services = request.app.state.services
+    async with services.sessions() as session:
+        task = await session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"No task with id '{task_id}'.", field="id")
+    deliveries = [{"id": d.id, "event": d.event, "url": d.url, "delivered": d.delivered, "attempts": d.attempts,
+                   "last_status": d.last_status, "last_error": d.last_error, "log": d.log}
+                  for d in await services.tasks.deliveries(task_id)]
+    return JSONResponse({"id": task.id, "key_id": task.key_id, "model": task.model_path, "status": task.status,
+                         "channel": task.channel, "jobs": task.jobs, "error": task.error, "cost": task.cost,
+                         "created_at": task.created_at.isoformat(), "webhooks": deliveries})

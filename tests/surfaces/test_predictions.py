@@ -161,9 +161,7 @@ def test_webhook_is_signed_and_retried_until_the_receiver_recovers(make_gateway)
     for headers, body in receiver.calls:
         assert _verify(secret, headers, body)
         assert orjson.loads(body)["id"] == task_id and orjson.loads(body)["status"] == "succeeded"
-    import asyncio
-
-    rows = asyncio.run_coroutine_threadsafe(gateway.services.tasks.deliveries(task_id),
-                                            gateway.services.records._task.get_loop()).result()
-    assert len(rows) == 1 and rows[0].delivered and rows[0].attempts == 3
-    assert [entry["status"] for entry in rows[0].log] == [500, 500, 204]
+    with gateway.http() as admin:
+        (delivery,) = admin.get(f"/admin/tasks/{task_id}").json()["webhooks"]
+    assert delivery["delivered"] and delivery["attempts"] == 3
+    assert [entry["status"] for entry in delivery["log"]] == [500, 500, 204]
