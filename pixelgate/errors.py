@@ -3,10 +3,13 @@
     GatewayError                      500  anything we did not foresee
     ├── InvalidRequest                400  the client's request is wrong; `field` names the parameter
     ├── Unauthorized                  401  missing, unknown, expired or disabled key
+    ├── InsufficientBalance           402  the key's balance or spending limit cannot cover the request
     ├── Forbidden                     403  the key may not use this model or route
+    │   └── NotPriced                 403  the model has no price and unpriced models are refused
     ├── NotFound                      404
     │   └── ModelNotFound             404  no enabled channel serves the model
     ├── PayloadTooLarge               413
+    ├── RateLimited                   429  the key's requests per minute or in flight are exhausted
     ├── NoChannelAvailable            503  the model exists but every channel is disabled
     └── UpstreamError                 502  the vendor failed; carries the attempts made
         ├── UpstreamUnavailable       502  connection refused / 5xx / bad channel key: nothing accepted,
@@ -58,6 +61,22 @@ class Forbidden(GatewayError):
     status = 403
     code = "model_not_allowed"
     type = "invalid_request_error"
+
+
+class NotPriced(Forbidden):
+    code = "model_not_priced"
+
+
+class InsufficientBalance(GatewayError):
+    status = 402
+    code = "insufficient_balance"
+    type = "insufficient_quota"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limit_exceeded"
+    type = "requests"
 
 
 class NotFound(GatewayError):

@@ -27,21 +27,9 @@ from pixelgate.db.models import Account, LedgerEntry, PriceRow
 from pixelgate.domain import sizes
 from pixelgate.domain.prices import DEFAULT_PRICES, Price
 from pixelgate.domain.request import ImageRequest
-from pixelgate.errors import GatewayError, InvalidRequest, NotFound
+from pixelgate.errors import InsufficientBalance, InvalidRequest, NotFound, NotPriced
 
 CENT = Decimal("0.00000001")
-
-
-class InsufficientBalance(GatewayError):
-    status = 402
-    code = "insufficient_balance"
-    type = "insufficient_quota"
-
-
-class NotPriced(GatewayError):
-    status = 403
-    code = "model_not_priced"
-    type = "invalid_request_error"
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,8 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from pixelgate.errors import GatewayError
+from pixelgate.errors import RateLimited
 from pixelgate.services.auth import Principal
-
-
-class RateLimited(GatewayError):
-    status = 429
-    code = "rate_limit_exceeded"
-    type = "requests"
 
 
 class RateLimiter:

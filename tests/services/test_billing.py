@@ -16,7 +16,8 @@ import pytest
 from pixelgate.db.session import make_engine, migrate, sessionmaker
 from pixelgate.domain.prices import DEFAULT_PRICES, Price
 from pixelgate.domain.request import ImageRequest, Operation
-from pixelgate.services.billing import Billing, NotPriced
+from pixelgate.errors import NotPriced
+from pixelgate.services.billing import Billing
 from tests.conftest import ADMIN_KEY, database, openai_channel
 
 GEN = "/v1/images/generations"
