@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     database_url: str | None = None
     storage_dir: Path | None = None
+    keep_images: Literal["all", "linked"] = "all"
+    """Which delivered images the gateway keeps a copy of. `all`: every one, also those answered
+    in base64 (a client that lost its answer can still be helped). `linked`: only those it must
+    serve itself (URLs, tasks); base64 answers then pass through without touching the disk."""
     public_base_url: str | None = None
     """Absolute base for image URLs; by default taken from the request's Host header."""
 
@@ -105,11 +109,11 @@ class Settings(BaseSettings):
     """How long a synchronous API waits for an asynchronous model before answering 504."""
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     task_deadline_seconds: float = Field(default=3600, gt=0)
+    """An asynchronous task still unfinished after this long fails (and is refunded)."""
     webhook_retry_seconds: float = Field(default=1.0, gt=0)
+    """First wait before a failed webhook is sent again; it doubles with each try (9 tries)."""
     task_lease_seconds: float = Field(default=30, gt=0)
     """A worker polling a task holds it this long; if the worker dies, another takes over after it."""
-    """First wait before a failed webhook is sent again; it doubles with each try (9 tries)."""
-    """An asynchronous task still unfinished after this long fails (and is refunded)."""
     cache_seconds: float = Field(default=2.0, ge=0)
     """How long keys and channels read from the database are trusted in one process."""
     upstream_connections: int = Field(default=4096, ge=1)

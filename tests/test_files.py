@@ -55,3 +55,20 @@ def test_base64_answers_are_stored_too(gateway):
     while not path.is_file() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert path.read_bytes() == base64.b64decode(resp.json()["data"][0]["b64_json"])
+
+
+def test_keep_images_linked_answers_base64_without_touching_the_disk(make_gateway):
+    import base64
+
+    gateway = make_gateway(keep_images="linked")
+    with gateway.http() as client:
+        b64 = client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x", "size": "32x32",
+                                                          "response_format": "b64_json"})
+        linked = client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x", "size": "32x32"})
+    assert base64.b64decode(b64.json()["data"][0]["b64_json"]).startswith(b"\x89PNG")
+    (image,) = gateway.log_row(b64.headers["x-request-id"])["images"]
+    assert image["kept"] is False and image["bytes"] > 0
+    assert not gateway.services.storage.path(f"{image['id']}.png").exists()
+    kept = [p.name for p in gateway.services.storage.root.rglob("*") if p.is_file()]
+    assert kept == [linked.json()["data"][0]["url"].split("/files/")[1].split("?")[0]]  # links are kept
+    assert httpx.get(linked.json()["data"][0]["url"]).content.startswith(b"\x89PNG")

@@ -10,7 +10,8 @@ from typing import Any
 class UpstreamImage:
     """One image as a vendor returned it: exactly one of b64, data or url is set."""
 
-    b64: str | None = None
+    b64: str | memoryview | None = None
+    """A memoryview when lifted from the vendor's JSON answer (pixelgate/wirejson.py)."""
     data: bytes | None = None
     url: str | None = None
     revised_prompt: str | None = None
@@ -63,7 +64,8 @@ class DeliveredImage:
     id: str
     format: str
     url: str | None = None
-    b64: str | None = None
+    b64: str | memoryview | None = None
+    """The vendor's own base64 when it needed no conversion: rendered by wirejson, uncopied."""
     revised_prompt: str | None = None
     width: int | None = None
     height: int | None = None

@@ -254,7 +254,7 @@ class Ark(Provider):
                             stream=req.stream)
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished:
-        body = reply.json()
+        body = reply.json(lift=("b64_json",))
         if not isinstance(body, dict):
             raise UpstreamBadResponse("upstream reply is not a JSON object")
         if body.get("error"):  # nothing was generated, said in an HTTP 200

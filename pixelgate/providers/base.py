@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from pixelgate import wirejson
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.sizes import Size
 from pixelgate.domain.result import Finished, Pending, StreamPartial, Submitted
@@ -80,6 +81,9 @@ class Capabilities:
     """Most upstream calls of one fan-out in flight at once (BFL caps active jobs per key)."""
     default_delivery: Delivery = Delivery.URL
     """How images are delivered when the client does not say (response_format)."""
+    surface_delivery: Mapping[str, Delivery] = field(default_factory=dict)
+    """The same, where a surface's own vendor has another default (OpenAI: GPT image models
+    always answer base64, and clients read b64_json)."""
     asynchronous: bool = False
     """The vendor answers with a job to poll; the predictions API then answers at once with a
     task instead of waiting."""
@@ -119,11 +123,13 @@ class UpstreamReply:
         except UpstreamBadResponse:
             return None
 
-    def json(self) -> Any:
+    def json(self, lift: tuple[str, ...] = ()) -> Any:
+        """The body as JSON; long base64 values of the keys in `lift` come as memoryviews of the
+        body, neither parsed nor copied (see pixelgate/wirejson.py)."""
         if self.payload is not None:
             return self.payload
         try:
-            return orjson.loads(self.body)
+            return wirejson.loads(self.body, lift)
         except orjson.JSONDecodeError:
             raise UpstreamBadResponse(
                 f"upstream answered HTTP {self.status} with a body that is not JSON") from None

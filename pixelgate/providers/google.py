@@ -130,7 +130,7 @@ class Google(Provider):
         return UpstreamCall("POST", url, headers, json=body)
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished:
-        body = reply.json()
+        body = reply.json(lift=("bytesBase64Encoded", "data"))
         if not isinstance(body, dict):
             raise UpstreamBadResponse("Google answered with something other than a JSON object.")
         try:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
-from pixelgate.domain.request import ImageRequest, Operation
+from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import Finished, StreamPartial, UpstreamImage
 from pixelgate.errors import (UpstreamContentFiltered, UpstreamError, UpstreamRejected,
                               UpstreamUnavailable)
@@ -42,7 +42,7 @@ _GPT_IMAGE = Capabilities(
     qualities=("low", "medium", "high", "auto"), backgrounds=("transparent", "opaque", "auto"),
     output_formats=("png", "jpeg", "webp"), output_compression=True, moderation=("low", "auto"),
     input_fidelity=("high", "low"), stream=True, max_images=16,
-    image_formats=("png", "webp", "jpeg"), image_max_bytes=50 * MB)
+    image_formats=("png", "webp", "jpeg"), image_max_bytes=50 * MB, surface_delivery={"openai": Delivery.B64})
 _GPT_IMAGE_MINI = Capabilities(**{**_GPT_IMAGE.__dict__, "input_fidelity": None})
 
 
@@ -108,7 +108,7 @@ class OpenAI(Provider):
         return UpstreamCall("POST", f"{base}/images/{path}", headers, form=form, stream=req.stream)
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished:
-        body = reply.json()
+        body = reply.json(lift=("b64_json",))
         try:
             images = [UpstreamImage(b64=item.get("b64_json"), url=item.get("url"),
                                     revised_prompt=item.get("revised_prompt"))

@@ -131,7 +131,8 @@ class Engine:
         validate(req, route.capabilities, ctx.surface)
         ctx.images_requested = req.n  # a vendor option may have set it
         if req.delivery is None:  # the client did not say: the model's documented default
-            req.delivery = route.capabilities.default_delivery
+            caps = route.capabilities
+            req.delivery = caps.surface_delivery.get(ctx.surface, caps.default_delivery)
         ctx.quote = await self.billing.quote(req)
         if await self.limiter.acquire(principal):
             ctx.cleanups.append(lambda: self.limiter.release(principal))
@@ -362,11 +363,14 @@ class Engine:
             fmt, b64 = req.output_format, None
         image_id = secrets.token_hex(16)
         name = file_name(image_id, fmt)
-        if req.delivery is Delivery.B64 and ctx.answer_carries_bytes:
+        stored = {"id": image_id, "format": fmt, "bytes": len(data)}
+        if not (req.delivery is Delivery.B64 and ctx.answer_carries_bytes):
+            await self.storage.put(name, data)  # a link or a task must find the file at once
+        elif self.settings.keep_images == "all":
             self.storage.put_soon(name, data)  # the client gets the bytes in this very answer
         else:
-            await self.storage.put(name, data)  # a link or a task must find the file at once
-        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data)})
+            stored["kept"] = False
+        ctx.stored.append(stored)
         width, height = _pixel_size(data)
         delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
                                    height=height, details=image.details)

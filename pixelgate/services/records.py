@@ -56,7 +56,8 @@ class RecordWriter:
                 try:
                     async with self._sessions() as session, session.begin():
                         for table, values in by_table.items():
-                            await session.execute(insert(table), values)
+                            # Core executemany: the ORM's bulk path costs several times more CPU
+                            await session.execute(insert(table.__table__), values)
                 except Exception:  # the log must never take the gateway down; say so loudly
                     log.exception("could not write %d log rows", len(rows))
 

@@ -34,6 +34,9 @@ class LocalStorage:
     def put_soon(self, name: str, data: bytes) -> None:
         """Write in the background: for images whose bytes the client receives in the answer
         itself, so the answer need not wait for the gateway's own copy. `drain` waits for them."""
+        if len(data) <= INLINE_WRITE_BYTES:
+            self._write(self.path(name), data)  # cheaper than the hop to a thread and back
+            return
         job = asyncio.get_running_loop().run_in_executor(None, self._write, self.path(name), data)
         self._pending.add(job)
         job.add_done_callback(self._pending.discard)

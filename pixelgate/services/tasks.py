@@ -28,6 +28,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from pixelgate import wirejson
 from pixelgate.db.models import ApiKey, Task, WebhookDelivery
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
@@ -336,7 +337,7 @@ class TaskService:
                        ctx: RequestContext) -> dict:
         """A look at the unfinished image, stored by the gateway (vendor URLs expire and name the
         upstream) when it is new; best effort: the job itself is what matters."""
-        source = hashlib.sha256((image.url or image.b64 or "").encode()).hexdigest()[:16]
+        source = hashlib.sha256((image.url or wirejson.as_text(image.b64 or "")).encode()).hexdigest()[:16]
         if kept and kept.get("source") == source:
             return {}
         try:

@@ -19,7 +19,8 @@ from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view
 from pixelgate.services.usage import usage
 from pixelgate.surfaces._route import surface_route
-from pixelgate.surfaces.openai_images import JSONResponse, _json_body, render_error
+from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces.openai_images import _json_body, render_error
 
 router = APIRouter(prefix="/admin", route_class=surface_route("admin", render_error, logged=False))
 

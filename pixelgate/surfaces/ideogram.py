@@ -59,7 +59,8 @@ from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NoCha
 from pixelgate.providers.ideogram import (LEGACY_RATIOS, LEGACY_RESOLUTIONS, MAX_SEED, STYLE_PRESETS,
                                           V3_IDS, V3_RATIOS, V3_RESOLUTIONS)
 from pixelgate.surfaces._route import surface_route
-from pixelgate.surfaces.openai_images import JSONResponse, _authenticate
+from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces.openai_images import _authenticate
 
 PROVIDER = "ideogram"
 MB = 1024 * 1024

@@ -42,7 +42,7 @@ from pixelgate.services.auth import token_from_headers
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
 from pixelgate.surfaces._route import context, surface_route
-from pixelgate.surfaces.openai_images import JSONResponse
+from pixelgate.surfaces._json import JSONResponse
 
 PROVIDER = "midjourney"
 MAX_LISTED = 500

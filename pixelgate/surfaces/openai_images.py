@@ -10,7 +10,6 @@ server-sent events as OpenAI sends them. Errors: {"error": {"message", "type", "
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, AsyncIterator
 
 import orjson
@@ -19,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.datastructures import UploadFile
 
+from pixelgate import wirejson
 from pixelgate.domain.images import read_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
@@ -26,20 +26,8 @@ from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, Payloa
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
 from pixelgate.services.usage import usage
+from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._route import context, surface_route
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=_exact)
-
-
-def _exact(value: Any) -> str:
-    if isinstance(value, Decimal):  # money stays exact on the wire: a string, like "0.28"
-        return format(value.normalize(), "f")
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def render_error(exc: GatewayError) -> Response:
@@ -247,7 +235,7 @@ async def _sse(request: Request, events: AsyncIterator, req: ImageRequest, ctx) 
             else:
                 payload = {"type": f"{family}.partial_image", "b64_json": event.b64,
                            "partial_image_index": event.index, **event.meta}
-            yield b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+            yield b"event: " + payload["type"].encode() + b"\ndata: " + wirejson.dumps(payload) + b"\n\n"
     except GatewayError as exc:
         status, error = exc.status, exc
         body = {"type": "error", "error": {"message": exc.message, "type": exc.type,

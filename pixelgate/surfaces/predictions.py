@@ -31,7 +31,8 @@ from pixelgate.providers.base import EDIT, GENERATE
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
 from pixelgate.surfaces._route import surface_route
-from pixelgate.surfaces.openai_images import JSONResponse, _authenticate, _json_body
+from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces.openai_images import _authenticate, _json_body
 
 TOP_LEVEL = {"model", "input", "webhook", "webhook_events_filter", "id"}
 MAX_WAIT = 60.0

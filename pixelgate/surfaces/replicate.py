@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request, Response
 from pixelgate.db.models import Task
 from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.surfaces._route import surface_route
-from pixelgate.surfaces.openai_images import JSONResponse, _authenticate, _json_body
+from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces.openai_images import _authenticate, _json_body
 from pixelgate.surfaces.predictions import (VENDOR_PROVIDERS, _iso, _seconds, check_webhook, input_fields,
                                             output_items, prefer, to_request)
 

@@ -10,7 +10,9 @@ import openai
 import pytest
 from PIL import Image
 
+from pixelgate import wirejson
 from tests.conftest import mask_png, png
+from tests.emulators.openai_images import render
 
 
 def _image(data: bytes) -> Image.Image:
@@ -41,6 +43,27 @@ def test_b64_json_returns_the_bytes(openai_gateway):
         assert _image(base64.b64decode(item.b64_json)).size == (256, 256)
 
 
+def test_base64_from_the_upstream_is_forwarded_byte_for_byte_uncopied(openai_gateway, monkeypatch):
+    """The upstream's base64 is lifted out of its JSON and spliced into the answer (wirejson)."""
+    gateway, _ = openai_gateway
+    monkeypatch.setattr(wirejson, "LIFT_MIN_BYTES", 64)  # the emulator's images are small
+    spliced = []
+    real_dumps_parts = wirejson.dumps_parts
+
+    def dumps_parts(*args, **kwargs):
+        parts = real_dumps_parts(*args, **kwargs)
+        spliced.append(sum(isinstance(part, memoryview) for part in parts))
+        return parts
+
+    monkeypatch.setattr(wirejson, "dumps_parts", dumps_parts)
+    result = gateway.sdk().images.generate(model="gpt-image-1", prompt="a fox", size="1024x1536", n=2,
+                                           output_format="webp", output_compression=80)
+    assert 2 in spliced  # both images went out as views of the upstream's body
+    for i, item in enumerate(result.data):
+        assert base64.b64decode(item.b64_json) == render("a fox", i, "1024x1536", "webp", 80, False)
+    assert result.output_format == "webp" and result.usage.output_tokens > 0
+
+
 def test_gpt_image_options_pass_through_and_are_echoed(openai_gateway):
     gateway, upstream = openai_gateway
     result = gateway.sdk().images.generate(
@@ -55,10 +78,13 @@ def test_gpt_image_options_pass_through_and_are_echoed(openai_gateway):
     assert sent["output_compression"] == 70 and sent["moderation"] == "low"
 
 
-def test_gpt_image_can_be_delivered_by_url(openai_gateway):
+def test_gpt_image_answers_base64_by_default_as_openai_does_and_a_url_on_request(openai_gateway):
     gateway, _ = openai_gateway
-    result = gateway.sdk().images.generate(model="gpt-image-1-mini", prompt="a fox")
-    assert _image(httpx.get(result.data[0].url).content).size == (1024, 1024)
+    default = gateway.sdk().images.generate(model="gpt-image-1-mini", prompt="a fox")
+    assert default.data[0].url is None and _image(base64.b64decode(default.data[0].b64_json)).size == (1024, 1024)
+    linked = gateway.sdk().images.generate(model="gpt-image-1-mini", prompt="a fox", response_format="url")
+    assert linked.data[0].b64_json is None
+    assert _image(httpx.get(linked.data[0].url).content).size == (1024, 1024)
 
 
 def test_edit_dalle2_with_mask(openai_gateway):
