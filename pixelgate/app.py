@@ -107,6 +107,7 @@ async def start_services(settings: Settings) -> Services:
 async def stop_services(services: Services) -> None:
     await services.tasks.close()
     await services.storage.drain()
+    services.storage.close()
     await services.records.close()
     await services.http.close()
     await services.fetcher.close()

@@ -53,14 +53,17 @@ def _lifted_spans(body: bytes, keys: tuple[str, ...]) -> list[tuple[int, int]]:
         needle = b'"' + key.encode() + b'"'
         at = body.find(needle)
         while at >= 0:
-            after = _AFTER_KEY.match(body, at + len(needle))
-            at = body.find(needle, at + len(needle))
-            if after is None:
-                continue  # the key's text appeared as a value, not as a key
-            begin = after.end()
-            end = body.find(b'"', begin)
-            if end - begin >= LIFT_MIN_BYTES and body.find(b"\\", begin, end) < 0:
-                spans.append((begin, end))
+            resume = at + len(needle)
+            after = _AFTER_KEY.match(body, resume)
+            if after is not None:  # else the key's text appeared as a value, not as a key
+                begin = after.end()
+                end = body.find(b'"', begin)  # memchr: base64 has no quotes
+                if end < 0:
+                    break
+                if end - begin >= LIFT_MIN_BYTES and body.find(b"\\", begin, end) < 0:
+                    spans.append((begin, end))
+                resume = end + 1  # the next search starts after the value: a long scan saved
+            at = body.find(needle, resume)
     return sorted(spans)
 
 

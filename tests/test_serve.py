@@ -74,7 +74,7 @@ def test_first_start_with_no_configuration(tmp_path):
         assert resp.status_code == 200, resp.text
         image = httpx.get(resp.json()["data"][0]["url"])
         assert image.status_code == 200
-        assert list((tmp_path / "data" / "images").rglob("*.png"))
+        assert list((tmp_path / "data" / "images").glob("*.seg"))
     finally:
         out = _stop(proc)
     assert "created admin key" not in out

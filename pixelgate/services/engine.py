@@ -361,16 +361,15 @@ class Engine:
         if req.output_format and req.output_format != fmt:  # the vendor could not: convert
             data = await asyncio.to_thread(convert_format, data, req.output_format, req.output_compression)
             fmt, b64 = req.output_format, None
-        image_id = secrets.token_hex(16)
-        name = file_name(image_id, fmt)
-        stored = {"id": image_id, "format": fmt, "bytes": len(data)}
+        kept = True
         if not (req.delivery is Delivery.B64 and ctx.answer_carries_bytes):
-            await self.storage.put(name, data)  # a link or a task must find the file at once
+            image_id = await self.storage.put(data)  # a link or a task must find it at once
         elif self.settings.keep_images == "all":
-            self.storage.put_soon(name, data)  # the client gets the bytes in this very answer
+            image_id = self.storage.put_soon(data)  # the client gets the bytes in this very answer
         else:
-            stored["kept"] = False
-        ctx.stored.append(stored)
+            image_id, kept = secrets.token_hex(16), False
+        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False})})
+        name = file_name(image_id, fmt)
         width, height = _pixel_size(data)
         delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
                                    height=height, details=image.details)

@@ -1,8 +1,13 @@
 """Where delivered images live, and the signed, expiring URLs that serve them.
 
-Every image is written here before the client is answered, whatever the client asked for,
-because vendor URLs expire and a client may lose a base64 answer. Local disk by default; the
-interface (put / path) is what an S3-compatible store will implement.
+Images are appended to segment files rather than written one file each: creating a file costs
+the file system an inode, a directory entry and journal work, which on the benchmark's ext4
+disk took from 25 µs to over 1 ms per image (appending 4 KB: 4 µs). Each process appends to a
+segment of its own, so workers never coordinate; a segment is closed at SEGMENT_BYTES and a new
+one begun. An image's id says where it is: 12 hex digits of segment, 12 of offset, 8 of length.
+Retention, later, drops whole segments by age.
+
+The interface (put, put_soon, get, read) is what an S3-compatible store will implement.
 """
 
 from __future__ import annotations
@@ -11,59 +16,103 @@ import asyncio
 import hashlib
 import hmac
 import os
+import re
+import secrets
 import time
 from pathlib import Path
 
 from pixelgate.domain.images import EXTENSION
 
 INLINE_WRITE_BYTES = 256 * 1024
-"""Smaller images are written on the event loop: into the page cache, that takes microseconds."""
+"""Smaller images are written on the event loop: appending them takes microseconds."""
+SEGMENT_BYTES = 1 << 30
+_ID = re.compile(r"^([0-9a-f]{12})([0-9a-f]{12})([0-9a-f]{8})$")
 
 
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._folders: set[Path] = set()
+        self._fd: int | None = None
+        self._segment = ""
+        self._end = 0
+        self._pid = 0
         self._pending: set[asyncio.Future] = set()
 
-    def path(self, name: str) -> Path:
-        """`name` is "<id>.<ext>"; ids are hex, so the first two characters fan out folders."""
-        return self.root / name[:2] / name
+    def _reserve(self, size: int) -> tuple[int, str, int]:
+        """Room for `size` bytes: (fd, segment, offset). Runs on the event loop only, so two
+        reservations never overlap, and the writes themselves may then run in any thread."""
+        if self._fd is None or self._end + size > SEGMENT_BYTES or self._pid != os.getpid():
+            # A new segment also after a fork: a child must not append to its parent's.
+            self._segment, self._end, self._pid = secrets.token_hex(6), 0, os.getpid()
+            self._fd = os.open(self.root / f"{self._segment}.seg", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        offset, self._end = self._end, self._end + size
+        return self._fd, self._segment, offset
 
-    def put_soon(self, name: str, data: bytes) -> None:
-        """Write in the background: for images whose bytes the client receives in the answer
-        itself, so the answer need not wait for the gateway's own copy. `drain` waits for them."""
+    def _place(self, data: bytes) -> tuple[str, int, int]:
+        fd, segment, offset = self._reserve(len(data))
+        return f"{segment}{offset:012x}{len(data):08x}", fd, offset
+
+    async def put(self, data: bytes) -> str:
+        """Store the image; returns its id once the bytes are written (readable by any worker)."""
+        image_id, fd, offset = self._place(data)
         if len(data) <= INLINE_WRITE_BYTES:
-            self._write(self.path(name), data)  # cheaper than the hop to a thread and back
-            return
-        job = asyncio.get_running_loop().run_in_executor(None, self._write, self.path(name), data)
-        self._pending.add(job)
-        job.add_done_callback(self._pending.discard)
+            _write(fd, data, offset)  # cheaper than a hop to a thread
+        else:
+            await asyncio.to_thread(_write, fd, data, offset)
+        return image_id
+
+    def put_soon(self, data: bytes) -> str:
+        """Store in the background, for images whose bytes the client receives in the answer
+        itself, so the answer need not wait for the gateway's own copy. `drain` waits for them."""
+        image_id, fd, offset = self._place(data)
+        if len(data) <= INLINE_WRITE_BYTES:
+            _write(fd, data, offset)
+        else:
+            job = asyncio.get_running_loop().run_in_executor(None, _write, fd, data, offset)
+            self._pending.add(job)
+            job.add_done_callback(self._pending.discard)
+        return image_id
 
     async def drain(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    async def put(self, name: str, data: bytes) -> None:
-        if len(data) <= INLINE_WRITE_BYTES:
-            self._write(self.path(name), data)  # cheaper than a hop to a thread
-        else:
-            await asyncio.to_thread(self._write, self.path(name), data)
+    async def get(self, image_id: str) -> bytes | None:
+        """The image's bytes, or None if there is no such image."""
+        found = _ID.match(image_id)
+        if found is None:
+            return None
+        if int(found.group(3), 16) <= INLINE_WRITE_BYTES:
+            return self.read(image_id)
+        return await asyncio.to_thread(self.read, image_id)
 
-    def _write(self, path: Path, data: bytes) -> None:
-        # Names are fresh random ids, and a link to a file is handed out only after this returns,
-        # so no reader can see it half-written: no temporary file and rename needed.
-        if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    def read(self, image_id: str) -> bytes | None:
+        found = _ID.match(image_id)
+        if found is None:
+            return None
+        segment, offset, length = found.group(1), int(found.group(2), 16), int(found.group(3), 16)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fd = os.open(self.root / f"{segment}.seg", os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
+        return data if len(data) == length else None  # short: never written (a crash mid-put)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def file_name(image_id: str, fmt: str) -> str:

@@ -6,7 +6,6 @@ import re
 import time
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
 
 from pixelgate.domain.images import MIME_BY_FORMAT
 from pixelgate.errors import Forbidden, NotFound
@@ -15,7 +14,7 @@ from pixelgate.surfaces.openai_images import render_error
 
 router = APIRouter(route_class=surface_route("files", render_error, logged=False))
 
-_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|webp|gif)$")
+_NAME = re.compile(r"^([0-9a-f]{32})\.(png|jpg|webp|gif)$")
 _MIME = {"png": MIME_BY_FORMAT["png"], "jpg": MIME_BY_FORMAT["jpeg"], "webp": MIME_BY_FORMAT["webp"],
          "gif": MIME_BY_FORMAT["gif"]}
 
@@ -28,8 +27,8 @@ async def get_file(name: str, request: Request, exp: int = 0, sig: str = "") -> 
         raise NotFound("No such file.")
     if not services.signer.verify(name, exp, sig):
         raise Forbidden("This link is invalid or has expired.", code="link_expired")
-    path = services.storage.path(name)
-    if not path.is_file():
+    data = await services.storage.get(match.group(1))
+    if data is None:
         raise NotFound("No such file.")
-    return FileResponse(path, media_type=_MIME[match.group(1)],
-                        headers={"cache-control": f"private, max-age={max(0, exp - int(time.time()))}"})
+    return Response(data, media_type=_MIME[match.group(2)],
+                    headers={"cache-control": f"private, max-age={max(0, exp - int(time.time()))}"})

@@ -208,7 +208,7 @@ def output_items(task: Task, base_url: str, services) -> list[dict] | None:
     for image in task.output:
         name = file_name(image["id"], image["format"])
         if as_b64:
-            items.append({"b64_json": base64.b64encode(services.storage.path(name).read_bytes()).decode()})
+            items.append({"b64_json": base64.b64encode(services.storage.read(image["id"]) or b"").decode()})
         else:
             items.append({"url": services.signer.url(base_url, name)})
     return items

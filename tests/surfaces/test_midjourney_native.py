@@ -187,6 +187,7 @@ def test_upstream_failure_and_vanished_task(mj):
 
 def test_notify_hook_gets_each_change(mj):
     gateway, state, client = mj
+    state.duration = 2.0  # IN_PROGRESS lasts ~1.4 s: a loaded machine's poller still sees it
     hooks = Hooks()
     with serve(hooks.app()) as rx:
         task_id = submit(client, "imagine", {"prompt": "a fox", "notifyHook": rx + "/hook", "state": "s-1"})["result"]

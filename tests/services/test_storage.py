@@ -1,0 +1,69 @@
+"""Images are appended to per-process segment files; an image's id says where it lies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from pixelgate.services import storage as storage_module
+from pixelgate.services.storage import LocalStorage
+
+
+def test_images_written_by_one_worker_are_read_by_another(tmp_path):
+    async def scenario():
+        writer = LocalStorage(tmp_path)
+        small, large = os.urandom(3000), os.urandom(storage_module.INLINE_WRITE_BYTES + 1)
+        ids = [await writer.put(small), await writer.put(large)]
+        reader = LocalStorage(tmp_path)  # another process would open the same segment
+        assert [await reader.get(i) for i in ids] == [small, large]
+        assert len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
+        writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_puts_get_their_own_room(tmp_path):
+    async def scenario():
+        store = LocalStorage(tmp_path)
+        blobs = [os.urandom(size) for size in (10, 300_000, 5, 1_000_000, 4096) * 8]
+        ids = await asyncio.gather(*(store.put(b) for b in blobs))
+        soon = [store.put_soon(b) for b in blobs]
+        await store.drain()
+        assert [store.read(i) for i in ids + soon] == blobs + blobs
+        assert len(list(tmp_path.glob("*.seg"))) == 1  # one process, one segment
+        store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_segment_is_followed_by_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage_module, "SEGMENT_BYTES", 10_000)
+
+    async def scenario():
+        store = LocalStorage(tmp_path)
+        blobs = [os.urandom(4000) for _ in range(5)]
+        ids = [await store.put(b) for b in blobs]
+        assert [store.read(i) for i in ids] == blobs
+        assert len({i[:12] for i in ids}) == 3 and len(list(tmp_path.glob("*.seg"))) == 3
+        store.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("image_id", ["", "../../etc/passwd", "0" * 31, "z" * 32, "ab" * 16 + ".png"])
+def test_malformed_ids_find_nothing(tmp_path, image_id):
+    assert LocalStorage(tmp_path).read(image_id) is None
+
+
+def test_an_id_past_what_was_written_finds_nothing(tmp_path):
+    async def scenario():
+        store = LocalStorage(tmp_path)
+        image_id = await store.put(b"x" * 100)
+        segment = image_id[:12]
+        assert store.read(f"{segment}{0:012x}{200:08x}") is None  # longer than the segment
+        assert store.read(f"{'0' * 12}{0:012x}{100:08x}") is None  # no such segment
+        store.close()
+
+    asyncio.run(scenario())
