@@ -29,10 +29,10 @@ def test_tampered_or_unsigned_url_is_refused(gateway):
 
 
 def test_url_expires(make_gateway):
-    gateway = make_gateway(url_ttl_seconds=1)
+    gateway = make_gateway(url_ttl_seconds=2)  # expiry is whole seconds: valid for 1 to 2 s
     url = _url(gateway)
     assert httpx.get(url).status_code == 200
-    time.sleep(2.1)
+    time.sleep(3.1)
     resp = httpx.get(url)
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "link_expired"
 

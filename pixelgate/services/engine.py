@@ -365,7 +365,7 @@ class Engine:
         if not (req.delivery is Delivery.B64 and ctx.answer_carries_bytes):
             image_id = await self.storage.put(data)  # a link or a task must find it at once
         elif self.settings.keep_images == "all":
-            image_id = self.storage.put_soon(data)  # the client gets the bytes in this very answer
+            image_id = await self.storage.put_soon(data)  # the client gets the bytes in this very answer
         else:
             image_id, kept = secrets.token_hex(16), False
         ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False})})

@@ -13,6 +13,7 @@ The interface (put, put_soon, get, read) is what an S3-compatible store will imp
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import os
@@ -26,6 +27,8 @@ from pixelgate.domain.images import EXTENSION
 INLINE_WRITE_BYTES = 256 * 1024
 """Smaller images are written on the event loop: appending them takes microseconds."""
 SEGMENT_BYTES = 1 << 30
+PENDING_BYTES = 32 * 1024 * 1024
+"""Most bytes of one process waiting to be written in the background."""
 _ID = re.compile(r"^([0-9a-f]{12})([0-9a-f]{12})([0-9a-f]{8})$")
 
 
@@ -38,6 +41,7 @@ class LocalStorage:
         self._end = 0
         self._pid = 0
         self._pending: set[asyncio.Future] = set()
+        self._pending_bytes = 0
 
     def _reserve(self, size: int) -> tuple[int, str, int]:
         """Room for `size` bytes: (fd, segment, offset). Runs on the event loop only, so two
@@ -62,17 +66,26 @@ class LocalStorage:
             await asyncio.to_thread(_write, fd, data, offset)
         return image_id
 
-    def put_soon(self, data: bytes) -> str:
+    async def put_soon(self, data: bytes) -> str:
         """Store in the background, for images whose bytes the client receives in the answer
-        itself, so the answer need not wait for the gateway's own copy. `drain` waits for them."""
+        itself, so the answer need not wait for the gateway's own copy. `drain` waits for them.
+        When the disk falls behind by PENDING_BYTES, the answer waits after all: memory stays
+        bounded, and the clients slow to the pace of the disk."""
         image_id, fd, offset = self._place(data)
         if len(data) <= INLINE_WRITE_BYTES:
             _write(fd, data, offset)
+        elif self._pending_bytes + len(data) > PENDING_BYTES:
+            await asyncio.to_thread(_write, fd, data, offset)
         else:
             job = asyncio.get_running_loop().run_in_executor(None, _write, fd, data, offset)
             self._pending.add(job)
-            job.add_done_callback(self._pending.discard)
+            self._pending_bytes += len(data)
+            job.add_done_callback(functools.partial(self._written, len(data)))
         return image_id
+
+    def _written(self, size: int, job: asyncio.Future) -> None:
+        self._pending.discard(job)
+        self._pending_bytes -= size
 
     async def drain(self) -> None:
         if self._pending:

@@ -29,7 +29,7 @@ def test_concurrent_puts_get_their_own_room(tmp_path):
         store = LocalStorage(tmp_path)
         blobs = [os.urandom(size) for size in (10, 300_000, 5, 1_000_000, 4096) * 8]
         ids = await asyncio.gather(*(store.put(b) for b in blobs))
-        soon = [store.put_soon(b) for b in blobs]
+        soon = [await store.put_soon(b) for b in blobs]
         await store.drain()
         assert [store.read(i) for i in ids + soon] == blobs + blobs
         assert len(list(tmp_path.glob("*.seg"))) == 1  # one process, one segment
@@ -64,6 +64,35 @@ def test_an_id_past_what_was_written_finds_nothing(tmp_path):
         segment = image_id[:12]
         assert store.read(f"{segment}{0:012x}{200:08x}") is None  # longer than the segment
         assert store.read(f"{'0' * 12}{0:012x}{100:08x}") is None  # no such segment
+        store.close()
+
+    asyncio.run(scenario())
+
+
+def test_background_writes_are_bounded_and_the_rest_waits(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage_module, "PENDING_BYTES", 2_000_000)
+    started, release = [], __import__("threading").Event()
+    real_write = storage_module._write
+
+    def slow_disk(fd, data, offset):
+        started.append(len(data))
+        release.wait(5)
+        real_write(fd, data, offset)
+
+    monkeypatch.setattr(storage_module, "_write", slow_disk)
+
+    async def scenario():
+        store = LocalStorage(tmp_path)
+        blob = os.urandom(900_000)
+        ids = [await store.put_soon(blob), await store.put_soon(blob)]  # 1.8 MB: both in the background
+        assert store._pending_bytes == 1_800_000
+        third = asyncio.ensure_future(store.put_soon(blob))  # over the bound: waits for its write
+        await asyncio.sleep(0.2)
+        assert not third.done()
+        release.set()
+        ids.append(await third)
+        await store.drain()
+        assert store._pending_bytes == 0 and [store.read(i) for i in ids] == [blob] * 3
         store.close()
 
     asyncio.run(scenario())
