@@ -78,8 +78,8 @@ SCENARIOS = [
     Scenario("small-c64", 64, 2, about="throughput, small images, 2 workers"),
     Scenario("small-c256", 256, 2, about="throughput, small images, 2 workers"),
     Scenario("large-c16", 16, 2, image_bytes=LARGE, about="~1.5 MB base64 images, 2 workers"),
-    Scenario("large-c16-linked", 16, 2, image_bytes=LARGE, config=('keep_images = "linked"',),
-             about="as large-c16, base64 answers not kept on disk (keep_images = linked)"),
+    Scenario("large-c16-keep-all", 16, 2, image_bytes=LARGE, config=('keep_images = "all"',),
+             about="as large-c16, every answered image also written to disk (keep_images = all)"),
     Scenario("slow-c1000", 1000, 2, delay=2.0, stagger=True,
              about="upstream answers after 2 s, 1,000 in flight, arrivals spread out"),
     Scenario("slow-c1000-burst", 1000, 2, delay=2.0,
@@ -821,10 +821,10 @@ def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
         o = by["small-c64"]
         out.append(("c=64, small images, 2 workers: >= 1,500 req/s", o.gateway.rps >= 1500 and o.gateway.errors == 0,
                     f"{o.gateway.rps:,.0f} req/s, {o.gateway.errors} errors"))
-    for name in ("large-c16", "large-c16-linked"):
+    for name in ("large-c16", "large-c16-keep-all"):
         if name not in by:
             continue
-        o, how = by[name], " (keep_images = linked)" if name.endswith("linked") else ""
+        o, how = by[name], " (keep_images = all)" if name.endswith("keep-all") else ""
         out.append((f"1.5 MB images, c=16, 2 workers{how}: >= 600 req/s",
                     o.gateway.rps >= 600 and o.gateway.errors == 0,
                     f"{o.gateway.rps:,.0f} req/s, {o.gateway.errors} errors"))

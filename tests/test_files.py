@@ -42,9 +42,10 @@ def test_public_base_url(make_gateway):
     assert _url(gateway).startswith("https://images.example.test/files/")
 
 
-def test_base64_answers_are_stored_too(gateway):
+def test_keep_images_all_stores_base64_answers_too(make_gateway):
     import base64
 
+    gateway = make_gateway(keep_images="all")
     with gateway.http() as client:
         resp = client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x", "size": "32x32",
                                                            "response_format": "b64_json"})
@@ -56,10 +57,9 @@ def test_base64_answers_are_stored_too(gateway):
     assert gateway.services.storage.read(image["id"]) == base64.b64decode(resp.json()["data"][0]["b64_json"])
 
 
-def test_keep_images_linked_answers_base64_without_touching_the_disk(make_gateway):
+def test_base64_answers_pass_through_without_touching_the_disk(gateway):
     import base64
 
-    gateway = make_gateway(keep_images="linked")
     with gateway.http() as client:
         b64 = client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x", "size": "32x32",
                                                           "response_format": "b64_json"})

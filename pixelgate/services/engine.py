@@ -67,8 +67,8 @@ class RequestContext:
     quote: Quote | None = None
     held: bool = False
     answer_carries_bytes: bool = False
-    """A synchronous answer with base64 images: the gateway's own copy is written in the
-    background instead of delaying the answer."""
+    """A synchronous answer with base64 images: the gateway keeps no copy (unless keep_images
+    is `all`, and then writes it in the background instead of delaying the answer)."""
     started: float = field(default_factory=time.perf_counter)
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Run once the request is over (a stream: once it ends): release limits and holds."""

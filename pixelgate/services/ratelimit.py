@@ -6,6 +6,7 @@ without it (the embedded default, one process) they live in this process.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 
@@ -13,14 +14,36 @@ from pixelgate.errors import RateLimited
 from pixelgate.services.auth import Principal
 
 
+_GCRA = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+if tat + interval - now > period then
+  return tostring(tat + interval - now - period)
+end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'EX', math.ceil(period) + 1)
+return '0'
+"""
+"""GCRA in one atomic step on the Redis server's own clock (instances' clocks may differ)."""
+
+PERIOD = 60.0
+
+
 class RateLimiter:
+    """Requests per minute by GCRA (the generic cell rate algorithm): a key may send its whole
+    minute's allowance at once, then one more each 60/rpm seconds. Unlike counting per calendar
+    minute, it never lets 2 x rpm through around a minute's turn. One number per key: the time
+    at which its allowance will be whole again (its "theoretical arrival time")."""
+
     def __init__(self, redis_url: str | None = None) -> None:
         self._redis = None
         if redis_url:
             import redis.asyncio as redis
 
             self._redis = redis.from_url(redis_url)
-        self._windows: dict[tuple[int, int], int] = defaultdict(int)
+            self._gcra = self._redis.register_script(_GCRA)
+        self._arrival: dict[int, float] = {}
         self._in_flight: dict[int, int] = defaultdict(int)
 
     async def close(self) -> None:
@@ -31,12 +54,10 @@ class RateLimiter:
         """Count one request against the key's limits or raise RateLimited (with Retry-After).
         Returns whether a concurrency slot was taken (release it with `release`)."""
         if principal.rate_limit_rpm:
-            minute = int(time.time() // 60)
-            count = await self._incr_window(principal.key_id, minute)
-            if count > principal.rate_limit_rpm:
-                retry = max(1, 60 - int(time.time()) % 60)
+            wait = await self._spend(principal.key_id, PERIOD / principal.rate_limit_rpm)
+            if wait > 0:
                 raise RateLimited(f"Rate limit reached: {principal.rate_limit_rpm} requests per minute for "
-                                  "this key.", headers={"Retry-After": str(retry)})
+                                  "this key.", headers={"Retry-After": str(math.ceil(wait))})
         if not principal.max_concurrent:
             return False
         if await self._incr_flight(principal.key_id, 1) > principal.max_concurrent:
@@ -48,17 +69,18 @@ class RateLimiter:
     async def release(self, principal: Principal) -> None:
         await self._incr_flight(principal.key_id, -1)
 
-    async def _incr_window(self, key_id: int, minute: int) -> int:
+    async def _spend(self, key_id: int, interval: float) -> float:
+        """Take one request's worth of the key's allowance; returns 0, or the seconds to wait."""
         if self._redis is not None:
-            name = f"pixelgate:rpm:{key_id}:{minute}"
-            async with self._redis.pipeline(transaction=True) as pipe:
-                count, _ = await pipe.incr(name).expire(name, 120).execute()
-            return int(count)
-        self._windows[(key_id, minute)] += 1
-        if len(self._windows) > 10_000:
-            for stale in [k for k in self._windows if k[1] < minute]:
-                del self._windows[stale]
-        return self._windows[(key_id, minute)]
+            return float(await self._gcra(keys=[f"pixelgate:rpm:{key_id}"], args=[interval, PERIOD]))
+        now = time.monotonic()
+        arrival = max(self._arrival.get(key_id, now), now)
+        if arrival + interval - now > PERIOD:
+            return arrival + interval - now - PERIOD
+        self._arrival[key_id] = arrival + interval
+        if len(self._arrival) > 10_000:  # keys whose allowance is whole again need no entry
+            self._arrival = {k: v for k, v in self._arrival.items() if v > now}
+        return 0.0
 
     async def _incr_flight(self, key_id: int, delta: int) -> int:
         if self._redis is not None:
