@@ -87,6 +87,17 @@ class Gateway:
             assert resp.status_code == 201, resp.text
             return resp.json()["key"]
 
+    def set_price(self, model: str, amount: str, **fields) -> None:
+        with self.http() as admin:
+            assert admin.post("/admin/prices", json={"model": model, "amount": amount, **fields}).status_code == 201
+
+    def paying_key(self, balance: str | None, **fields) -> tuple[int, str]:
+        """A new account with this balance, and a key that pays from it: (account id, key)."""
+        with self.http() as admin:
+            account = admin.post("/admin/accounts", json={"name": "acct", "balance": balance, **fields}).json()
+            key = admin.post("/admin/keys", json={"name": "payer", "account_id": account["id"]}).json()["key"]
+        return account["id"], key
+
     def requests_log(self) -> list[dict]:
         with self.http() as client:
             return client.get("/admin/requests", params={"limit": 1000}).json()["data"]

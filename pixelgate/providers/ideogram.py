@@ -301,10 +301,10 @@ class Ideogram(Provider):
         items = body.get("data") if isinstance(body, dict) else None
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise UpstreamBadResponse("Ideogram's reply has no 'data' list of images.")
-        images, withheld = [], 0
+        images, withheld = [], []
         for item in items:
-            if item.get("is_image_safe") is False:
-                withheld += 1  # a per-image safety verdict: no url, and no error either
+            if item.get("is_image_safe") is False:  # a per-image safety verdict: no url, no error
+                withheld.append({k: item[k] for k in ("prompt", "resolution", "seed", "style_type") if k in item})
                 continue
             if not isinstance(item.get("url"), str):
                 raise UpstreamBadResponse("Ideogram's reply has a safe image without a url.")
@@ -312,10 +312,10 @@ class Ideogram(Provider):
             images.append(UpstreamImage(url=item["url"], revised_prompt=prompt if prompt != req.prompt else None,
                                         details={k: item[k] for k in ("seed", "style_type") if k in item}))
         if withheld and not images:
-            raise UpstreamContentFiltered(f"Ideogram's safety filter withheld all {withheld} image(s).")
-        if withheld:
-            return Finished(images, {"partial": f"{withheld} of {len(items)} images withheld by Ideogram's "
-                                                "safety filter"})
+            raise UpstreamContentFiltered(f"Ideogram's safety filter withheld all {len(withheld)} image(s).")
+        if withheld:  # the Ideogram surface lists them as Ideogram does (is_image_safe false, url null)
+            return Finished(images, {"partial": f"{len(withheld)} of {len(items)} images withheld by Ideogram's "
+                                                "safety filter", "withheld": withheld})
         return Finished(images)
 
     def parse_error(self, reply: UpstreamReply) -> UpstreamError:

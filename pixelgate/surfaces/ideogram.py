@@ -374,6 +374,10 @@ def render(result: ImageResult, req: ImageRequest) -> dict:
             source = req.images[0]
             item["upscaled_resolution"], item["resolution"] = item["resolution"], f"{source.width}x{source.height}"
         data.append(item)
+    for unsafe in result.meta.get("withheld", []):  # as Ideogram lists them: no url, no error
+        data.append({"prompt": unsafe.get("prompt", req.prompt or ""), "resolution": unsafe.get("resolution"),
+                     "is_image_safe": False, "seed": unsafe.get("seed", req.seed), "url": None,
+                     **({"style_type": unsafe["style_type"]} if "style_type" in unsafe else {})})
     created = datetime.fromtimestamp(result.created, timezone.utc).isoformat()
     return {"created": created, "data": data}
 

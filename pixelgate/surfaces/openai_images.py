@@ -35,6 +35,9 @@ def render_error(exc: GatewayError) -> Response:
                                    "code": exc.code}}, status_code=exc.status)
 
 
+NATIVE_ONLY_META = {"withheld", "descriptions"}
+"""Vendor facts that only the vendor's own surface shows, in its own shape."""
+
 router = APIRouter(route_class=surface_route("openai", render_error))
 models_router = APIRouter(route_class=surface_route("openai", render_error, logged=False))
 
@@ -220,7 +223,8 @@ def render_result(result: ImageResult) -> dict:
         if image.revised_prompt:
             item["revised_prompt"] = image.revised_prompt
         data.append(item)
-    return {"created": result.created, "data": data, **result.meta}
+    return {"created": result.created, "data": data,
+            **{k: v for k, v in result.meta.items() if k not in NATIVE_ONLY_META}}
 
 
 async def _sse(request: Request, events: AsyncIterator, req: ImageRequest, ctx) -> AsyncIterator[bytes]:

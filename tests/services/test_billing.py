@@ -23,27 +23,15 @@ from tests.conftest import ADMIN_KEY, database, openai_channel
 GEN = "/v1/images/generations"
 
 
-def _account(gateway, balance: str | None, **fields) -> tuple[int, str]:
-    with gateway.http() as admin:
-        account = admin.post("/admin/accounts", json={"name": "acct", "balance": balance, **fields}).json()
-        key = admin.post("/admin/keys", json={"name": "payer", "account_id": account["id"]}).json()["key"]
-    return account["id"], key
-
-
 def _balance(gateway, account_id: int) -> dict:
     with gateway.http() as admin:
         return admin.get(f"/admin/accounts/{account_id}").json()
 
 
-def _price(gateway, model: str, amount: str, **fields) -> None:
-    with gateway.http() as admin:
-        assert admin.post("/admin/prices", json={"model": model, "amount": amount, **fields}).status_code == 201
-
-
 def test_fifty_concurrent_requests_race_for_a_balance_of_ten(make_gateway):
     gateway = make_gateway(unpriced="refuse")
-    _price(gateway, "sandbox-image", "1.5")
-    account_id, key = _account(gateway, "15")
+    gateway.set_price("sandbox-image", "1.5")
+    account_id, key = gateway.paying_key("15")
 
     def one(i: int) -> int:
         with gateway.http(key=key) as client:
@@ -60,7 +48,7 @@ def test_fifty_concurrent_requests_race_for_a_balance_of_ten(make_gateway):
 def test_partial_delivery_is_charged_for_what_arrived(make_gateway, openai_upstream):
     state, url = openai_upstream
     gateway = make_gateway(unpriced="refuse", currency="CNY", channels=[openai_channel(url)])
-    account_id, key = _account(gateway, "10")
+    account_id, key = gateway.paying_key("10")
     state.fail_next(500, count=2)  # dall-e-3 makes one image per call: 2 of the 4 calls fail
     with gateway.http(key=key) as client:
         resp = client.post("/models/openai/dall-e-3/predictions", json={"input": {"prompt": "x", "n": 4}})
@@ -73,8 +61,8 @@ def test_partial_delivery_is_charged_for_what_arrived(make_gateway, openai_upstr
 
 def test_failure_releases_the_hold(make_gateway):
     gateway = make_gateway(unpriced="refuse")
-    _price(gateway, "sandbox-image", "2")
-    account_id, key = _account(gateway, "5")
+    gateway.set_price("sandbox-image", "2")
+    account_id, key = gateway.paying_key("5")
     with gateway.http(key=key) as client:
         resp = client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "sandbox_fail": "server_error"})
         assert resp.status_code == 502
@@ -95,8 +83,8 @@ def test_unpriced_model_is_refused_before_any_upstream_call(make_gateway, openai
 
 def test_spend_limit(make_gateway):
     gateway = make_gateway(unpriced="refuse")
-    _price(gateway, "sandbox-image", "1")
-    account_id, key = _account(gateway, None, spend_limit="2")
+    gateway.set_price("sandbox-image", "1")
+    account_id, key = gateway.paying_key(None, spend_limit="2")
     with gateway.http(key=key) as client:
         codes = [client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "16x16"}).status_code
                  for _ in range(3)]
@@ -124,8 +112,8 @@ def test_rate_limits(make_gateway):
 
 def test_usage_reports_cost_and_images(make_gateway):
     gateway = make_gateway(unpriced="refuse")
-    _price(gateway, "sandbox-image", "0.25")
-    account_id, key = _account(gateway, "100")
+    gateway.set_price("sandbox-image", "0.25")
+    account_id, key = gateway.paying_key("100")
     with gateway.http(key=key) as client:
         for n in (1, 3):
             assert client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "n": n, "size": "16x16"}).status_code == 200

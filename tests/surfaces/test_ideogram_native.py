@@ -126,6 +126,20 @@ def test_v3_generate_curl_example(gw):
                            "magic_prompt": "AUTO", "style_type": "AUTO"}
 
 
+def test_images_withheld_by_the_safety_filter_are_listed_as_ideogram_lists_them(gw):
+    gateway, state = gw
+    state.unsafe_images = 1
+    with client(gateway) as c:
+        resp = c.post(f"{V3}/generate", files=curl_form(prompt=BIRD, num_images="3", aspect_ratio="1x1"))
+    assert resp.status_code == 200, resp.text
+    safe = [i for i in resp.json()["data"] if i["is_image_safe"]]
+    unsafe = [i for i in resp.json()["data"] if not i["is_image_safe"]]
+    assert len(safe) == 2 and all(i["url"].startswith(gateway.base_url + "/files/") for i in safe)
+    assert len(unsafe) == 1 and unsafe[0]["url"] is None and unsafe[0]["resolution"] == "1024x1024"
+    assert isinstance(unsafe[0]["seed"], int) and unsafe[0]["prompt"]
+    assert gateway.log_row(resp.headers["x-request-id"])["images_delivered"] == 2  # paid: the 2 delivered
+
+
 def test_v3_generate_every_field_and_body_form(gw):
     gateway, state = gw
     refs = [("style_reference_images", ("r1.png", png(16, 16), "image/png")),
@@ -507,3 +521,13 @@ def test_upstream_errors(gw):
         assert resp.status_code == 422 and resp.json() == {"error": SAFETY_ERROR}
         resp = c.post(f"{V3}/remix", data={"prompt": "a forbidden thing"}, files=[_img()])
         assert resp.status_code == 422 and "safety" in resp.json()["error"]
+
+
+def test_an_empty_balance_is_a_402_in_ideograms_shape_before_any_upstream_call(gw):
+    gateway, state = gw
+    gateway.set_price("V3", "0.08")
+    _, key = gateway.paying_key("0.05")
+    with client(gateway, key) as c:
+        resp = c.post(f"{V3}/generate", files=curl_form(prompt=BIRD))
+    assert resp.status_code == 402 and set(resp.json()) == {"error"} and "balance" in resp.json()["error"]
+    assert state.api_requests() == []

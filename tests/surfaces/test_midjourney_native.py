@@ -319,3 +319,13 @@ def test_a_follow_up_goes_to_the_channel_that_holds_the_job(make_gateway, upstre
             assert wait(client, submit(client, "imagine", {"prompt": "a hen"})["result"])["status"] == "SUCCESS"
     assert [r.path for r in other.requests if "/submit/" in r.path] == ["/mj/submit/imagine"]  # the new one
     assert len(sent(state, "change")) == 1
+
+
+def test_an_empty_balance_is_code_4_before_any_upstream_call(mj):
+    gateway, state, _ = mj
+    gateway.set_price("midjourney", "1")
+    _, key = gateway.paying_key("0.5")
+    with httpx.Client(base_url=gateway.base_url, headers={"mj-api-secret": key}, timeout=30) as payer:
+        answer = submit(payer, "imagine", {"prompt": "a fox"}, code=4)
+    assert "balance" in answer["description"] and answer["result"] is None
+    assert sent(state, "imagine") == []
