@@ -4,6 +4,7 @@ PostgreSQL, plus strict vendor emulators. Nothing here reaches beyond 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import os
 import secrets
@@ -170,6 +171,12 @@ def openai_channel(base_url: str, name: str = "openai", **fields) -> dict:
 def openai_gateway(make_gateway, openai_upstream) -> tuple[Gateway, OpenAIEmulatorState]:
     state, base = openai_upstream
     return make_gateway(channels=[openai_channel(base)]), state
+
+
+def b64_images(resp: httpx.Response) -> list[Image.Image]:
+    """The images of a 200 OpenAI-shaped answer with b64_json."""
+    assert resp.status_code == 200, resp.text
+    return [Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))) for item in resp.json()["data"]]
 
 
 def png(width: int = 64, height: int = 64, alpha: bool = False, colour=(200, 30, 30)) -> bytes:

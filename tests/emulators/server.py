@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import uvicorn
 
-__all__ = ["serve"]
+__all__ = ["serve", "emulated"]
 
 
 @contextmanager
@@ -61,3 +61,11 @@ def serve(app: Any, *, startup_timeout: float = 10.0) -> Iterator[str]:
             server.force_exit = True
             thread.join(timeout=5)
         sock.close()
+
+
+@contextmanager
+def emulated(create_app: Any, state: Any, path: str = "") -> Iterator[tuple[Any, str]]:
+    """A vendor emulator serving ``state``: yields (state, its base URL + ``path``), the pair
+    each vendor's tests call ``upstream``."""
+    with serve(create_app(state)) as base:
+        yield state, base + path

@@ -14,9 +14,9 @@ from pixelgate.domain.request import ImageRequest, Operation
 from pixelgate.errors import UpstreamBadResponse, UpstreamContentFiltered, UpstreamError
 from pixelgate.providers.ark import Ark
 from pixelgate.providers.base import UpstreamReply
-from tests.conftest import mask_png, png
+from tests.conftest import b64_images, mask_png, png
 from tests.emulators.ark import ArkEmulatorState, create_app
-from tests.emulators.server import serve
+from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"
 PUBLIC = {"doubao-seedream-4-0": "doubao-seedream-4-0-250828", "doubao-seedream-4-5": "doubao-seedream-4-5-251128",
@@ -38,9 +38,8 @@ def ark_channel(base: str, name: str = "ark", **fields) -> dict:
 
 @pytest.fixture
 def ark():
-    state = ArkEmulatorState()
-    with serve(create_app(state)) as base:
-        yield state, base + "/api/v3"
+    with emulated(create_app, ArkEmulatorState(), "/api/v3") as up:
+        yield up
 
 
 @pytest.fixture
@@ -48,10 +47,6 @@ def gw(make_gateway, ark):
     state, base = ark
     return make_gateway(channels=[ark_channel(base)]), state
 
-
-def _images(resp: httpx.Response) -> list[Image.Image]:
-    assert resp.status_code == 200, resp.text
-    return [Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))) for item in resp.json()["data"]]
 
 
 def _gen(client, model="doubao-seedream-4-0", **fields) -> httpx.Response:
@@ -86,7 +81,7 @@ def test_every_generating_model_answers_with_its_vendor_id(gw):
     gateway, upstream = gw
     with gateway.http() as client:
         for model in [*PUBLIC, *VENDOR[:-1]]:
-            (image,) = _images(_gen(client, model, size="2K"))
+            (image,) = b64_images(_gen(client, model, size="2K"))
             assert image.format == "JPEG" and image.size == (2048, 2048), model
             sent = upstream.requests[-1].body
             assert sent["model"] == PUBLIC.get(model, model)
@@ -143,7 +138,7 @@ def test_sizes_are_translated_to_the_vendor_vocabulary(gw):
     gateway, upstream = gw
     with gateway.http() as client:
         for model, asked, sent, made in SIZES:
-            (image,) = _images(_gen(client, model, size=asked))
+            (image,) = b64_images(_gen(client, model, size=asked))
             assert upstream.requests[-1].body.get("size") == sent, (model, asked)
             assert image.size == made, (model, asked)
 
@@ -165,7 +160,7 @@ def test_impossible_sizes_are_refused_before_any_upstream_call(gw, model, size):
 def test_n_fans_out_one_image_per_call(gw):
     gateway, upstream = gw
     with gateway.http() as client:
-        images = _images(_gen(client, n=3, seed=5, size="1K"))
+        images = b64_images(_gen(client, n=3, seed=5, size="1K"))
     assert len(images) == 3 and len({img.tobytes() for img in images}) == 3
     assert sorted(r.body["seed"] for r in upstream.requests) == [5, 6, 7]
     assert all("sequential_image_generation_options" not in r.body for r in upstream.requests)
@@ -175,9 +170,9 @@ def test_sequential_group_comes_from_one_call_and_may_be_short(gw):
     gateway, upstream = gw
     group = {"sequential_image_generation": "auto", "sequential_image_generation_options": {"max_images": 4}}
     with gateway.http() as client:
-        assert len(_images(_gen(client, size="1K", **group))) == 4
+        assert len(b64_images(_gen(client, size="1K", **group))) == 4
         upstream.group_size = 2  # the model decides to make fewer than max_images
-        assert len(_images(_gen(client, size="1K", **group))) == 2
+        assert len(b64_images(_gen(client, size="1K", **group))) == 2
     assert len(upstream.requests) == 2
     assert upstream.requests[0].body["sequential_image_generation_options"] == {"max_images": 4}
 
@@ -191,7 +186,7 @@ def test_reference_plus_generated_images_at_most_15(gw):
                400, param="sequential_image_generation_options.max_images")
         assert upstream.requests == []
         upstream.group_size = 3
-        assert len(_images(_edit(client, refs, size="1K", sequential_image_generation="auto"))) == 3
+        assert len(b64_images(_edit(client, refs, size="1K", sequential_image_generation="auto"))) == 3
     assert upstream.requests[0].body["sequential_image_generation_options"] == {"max_images": 13}
 
 
@@ -224,10 +219,10 @@ def test_options_are_validated_before_any_upstream_call(gw, fields, param):
 def test_options_pass_through_with_documented_defaults(gw):
     gateway, upstream = gw
     with gateway.http() as client:
-        _images(_gen(client, size="1K", quality="high"))
-        _images(_gen(client, size="1K", watermark=False, seed=-1, guidance=7.5))
-        _images(_gen(client, "doubao-seedream-3-0-t2i-250415", size="1024x1024", guidance=7.5, seed=42))
-        _images(_gen(client, "doubao-seedream-5.0-lite", size="2K", tools=[{"type": "web_search"}]))
+        b64_images(_gen(client, size="1K", quality="high"))
+        b64_images(_gen(client, size="1K", watermark=False, seed=-1, guidance=7.5))
+        b64_images(_gen(client, "doubao-seedream-3-0-t2i-250415", size="1024x1024", guidance=7.5, seed=42))
+        b64_images(_gen(client, "doubao-seedream-5.0-lite", size="2K", tools=[{"type": "web_search"}]))
     first, second, t2i, lite = (r.body for r in upstream.requests)
     assert first["watermark"] is True and "quality" not in first and "seed" not in first
     assert second["watermark"] is False and second["seed"] == -1 and "guidance_scale" not in second
@@ -238,8 +233,8 @@ def test_options_pass_through_with_documented_defaults(gw):
 def test_output_format_native_on_5_and_converted_on_4(gw):
     gateway, upstream = gw
     with gateway.http() as client:
-        (lite,) = _images(_gen(client, "doubao-seedream-5.0-lite", size="2K", output_format="png"))
-        (four,) = _images(_gen(client, size="1K", output_format="png"))
+        (lite,) = b64_images(_gen(client, "doubao-seedream-5.0-lite", size="2K", output_format="png"))
+        (four,) = b64_images(_gen(client, size="1K", output_format="png"))
     assert lite.format == "PNG" and upstream.requests[0].body["output_format"] == "png"
     assert four.format == "PNG" and "output_format" not in upstream.requests[1].body
 
@@ -249,8 +244,8 @@ def test_output_format_native_on_5_and_converted_on_4(gw):
 def test_edit_sends_reference_images_as_data_urls(gw):
     gateway, upstream = gw
     with gateway.http() as client:
-        _images(_edit(client, [(png(40, 30), "png")], size="1K"))
-        _images(_edit(client, [(png(), "png"), (_jpeg(), "jpeg")], size="2K", watermark="false"))
+        b64_images(_edit(client, [(png(40, 30), "png")], size="1K"))
+        b64_images(_edit(client, [(png(), "png"), (_jpeg(), "jpeg")], size="2K", watermark="false"))
     one, two = (r.body for r in upstream.requests)
     assert isinstance(one["image"], str) and one["image"].startswith("data:image/png;base64,")
     assert Image.open(io.BytesIO(base64.b64decode(one["image"].split(",", 1)[1]))).size == (40, 30)
@@ -272,7 +267,7 @@ def test_edit_limits(gw):
 def test_seededit_follows_its_input(gw):
     gateway, upstream = gw
     with gateway.http() as client:
-        (image,) = _images(_edit(client, [(png(320, 200), "png")], "doubao-seededit-3-0-i2i-250628", guidance=5.5))
+        (image,) = b64_images(_edit(client, [(png(320, 200), "png")], "doubao-seededit-3-0-i2i-250628", guidance=5.5))
         _error(_edit(client, [(png(), "png")], "doubao-seededit-3-0-i2i-250628", size="1024x1024"), 400, param="size")
     assert image.size == (320, 200)
     (sent,) = [r.body for r in upstream.requests]
@@ -283,7 +278,7 @@ def test_json_reference_images_pass_through(gw):
     gateway, upstream = gw
     data_url = "data:image/PNG;base64," + base64.b64encode(png()).decode()
     with gateway.http() as client:
-        _images(_gen(client, size="1K", image=["https://example.com/girl.png", data_url]))
+        b64_images(_gen(client, size="1K", image=["https://example.com/girl.png", data_url]))
     assert upstream.requests[0].body["image"] == ["https://example.com/girl.png", data_url.replace("PNG", "png", 1)]
 
 
@@ -320,7 +315,7 @@ def test_failover_to_the_next_channel_on_5xx(make_gateway, ark):
         first.fail_next(503)
         with gateway.http() as client:
             resp = _gen(client, size="1K")
-            assert len(_images(resp)) == 1
+            assert len(b64_images(resp)) == 1
             row = gateway.log_row(resp.headers["x-request-id"])
     assert len(first.requests) == 1 and len(second.requests) == 1
     assert [a["channel"] for a in row["attempts"]] == ["first", "second"]
@@ -332,7 +327,7 @@ def test_errors_inside_successful_replies(gw):
     with gateway.http() as client:
         upstream.withhold = {1}
         resp = _gen(client, size="1K", **group)
-        assert len(_images(resp)) == 2 and "1 of 3" in resp.json()["partial"]
+        assert len(b64_images(resp)) == 2 and "1 of 3" in resp.json()["partial"]
         upstream.withhold = {0}
         _error(_gen(client, size="1K"), 400, "content_policy_violation")
         upstream.withhold = set()

@@ -19,7 +19,7 @@ from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.bfl import BlackForestLabs
 from tests.conftest import mask_png, png
 from tests.emulators.bfl import BFLEmulatorState, create_app
-from tests.emulators.server import serve
+from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"
 MODELS = list(BlackForestLabs.models)
@@ -34,9 +34,8 @@ def bfl_channel(base: str, name: str = "bfl", **fields) -> dict:
 
 @pytest.fixture
 def upstream():
-    state = BFLEmulatorState()
-    with serve(create_app(state)) as base:
-        yield state, base + "/v1"
+    with emulated(create_app, BFLEmulatorState(), "/v1") as up:
+        yield up
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ few pure build/parse checks."""
 
 from __future__ import annotations
 
-import base64
 import io
 import time
 
@@ -16,9 +15,9 @@ from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamConte
                               UpstreamRateLimited, UpstreamRejected, UpstreamUnavailable)
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.dashscope import DashScope
-from tests.conftest import mask_png, png
+from tests.conftest import b64_images, mask_png, png
 from tests.emulators.dashscope import DashScopeEmulatorState, create_app
-from tests.emulators.server import serve
+from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"
 SYNC_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
@@ -35,9 +34,8 @@ def channel(base: str, name: str = "dashscope", **fields) -> dict:
 
 @pytest.fixture
 def upstream():
-    state = DashScopeEmulatorState()
-    with serve(create_app(state)) as base:
-        yield state, base + "/api/v1"
+    with emulated(create_app, DashScopeEmulatorState(), "/api/v1") as up:
+        yield up
 
 
 @pytest.fixture
@@ -45,10 +43,6 @@ def qwen(make_gateway, upstream):
     state, base = upstream
     return make_gateway(channels=[channel(base)]), state
 
-
-def _images(resp) -> list[Image.Image]:
-    assert resp.status_code == 200, resp.text
-    return [Image.open(io.BytesIO(base64.b64decode(d["b64_json"]))) for d in resp.json()["data"]]
 
 
 def _gen(client, **fields):
@@ -82,7 +76,7 @@ def test_every_generation_model_on_its_endpoint(qwen):
     with gateway.http() as client:
         for model in GENERATORS:
             state.requests.clear()
-            [img] = _images(_gen(client, model=model))
+            [img] = b64_images(_gen(client, model=model))
             assert img.size == (1328, 1328)  # the source document's default 1024*1024, nearest
             api = state.api_requests
             upstream_model = model.removesuffix("-async")
@@ -105,7 +99,7 @@ def test_every_edit_model(qwen):
     with gateway.http() as client:
         for model in EDITORS:
             state.requests.clear()
-            [img] = _images(_edit(client, [png(96, 64)], model=model))
+            [img] = b64_images(_edit(client, [png(96, 64)], model=model))
             assert img.size == (1248, 832)  # no size: the input's 3:2 at about 1024*1024
             sent = state.api_requests[0].body
             assert sent["model"] == model
@@ -178,7 +172,7 @@ def test_fixed_size_models_take_the_nearest_size(qwen):
     with gateway.http() as client:
         for asked, sent in FIXED_CASES:
             state.requests.clear()
-            [img] = _images(_gen(client, size=asked))
+            [img] = b64_images(_gen(client, size=asked))
             assert state.api_requests[0].body["parameters"]["size"] == sent, asked
             assert img.size == tuple(int(v) for v in sent.split("*")), asked
 
@@ -190,7 +184,7 @@ def test_ranged_edit_sizes(qwen):
     with gateway.http() as client:
         for asked, sent in cases:
             state.requests.clear()
-            [img] = _images(_edit(client, [png(64, 64)], model="qwen-image-edit-plus", size=asked))
+            [img] = b64_images(_edit(client, [png(64, 64)], model="qwen-image-edit-plus", size=asked))
             assert state.api_requests[0].body["parameters"].get("size") == sent, asked
             assert img.size == (tuple(int(v) for v in sent.split("*")) if sent else (1024, 1024))
 
@@ -198,7 +192,7 @@ def test_ranged_edit_sizes(qwen):
 def test_size_is_dropped_for_qwen_image_edit(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        [img] = _images(_edit(client, [png(64, 128)], size="1024*1024"))
+        [img] = b64_images(_edit(client, [png(64, 128)], size="1024*1024"))
     assert "size" not in state.api_requests[0].body["parameters"]
     assert img.size == (720, 1456)  # the input's 1:2 at about 1 MP
 
@@ -225,7 +219,7 @@ def test_impossible_edit_size_is_refused(qwen):
 def test_n_fans_out_one_image_per_call(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        images = _images(_gen(client, n=3, seed=41))
+        images = b64_images(_gen(client, n=3, seed=41))
     assert len(images) == 3
     params = [r.body["parameters"] for r in state.api_requests]
     assert [p["n"] for p in params] == [1, 1, 1]
@@ -236,7 +230,7 @@ def test_n_fans_out_one_image_per_call(qwen):
 def test_n_fans_out_by_six_on_edit_plus(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        images = _images(_edit(client, [png()], model="qwen-image-edit-plus", n=8))
+        images = b64_images(_edit(client, [png()], model="qwen-image-edit-plus", n=8))
     assert len(images) == 8
     assert sorted(r.body["parameters"]["n"] for r in state.api_requests) == [2, 6]
 
@@ -251,7 +245,7 @@ def test_n_above_ten_is_refused(qwen):
 def test_async_alias_fans_out_too(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        assert len(_images(_gen(client, model="qwen-image-plus-async", n=2))) == 2
+        assert len(b64_images(_gen(client, model="qwen-image-plus-async", n=2))) == 2
     assert [r.body["parameters"]["n"] for r in state.api_requests if r.path == ASYNC_PATH] == [1, 1]
 
 
@@ -286,15 +280,15 @@ def test_bad_options_are_refused_before_any_call(qwen):
 def test_quality_is_accepted_and_not_sent(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        _images(_gen(client, quality="high"))
+        b64_images(_gen(client, quality="high"))
     assert "quality" not in str(state.api_requests[0].body)
 
 
 def test_seed_in_range_boundaries_pass(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        _images(_gen(client, seed=0))
-        _images(_gen(client, seed=2147483647))
+        b64_images(_gen(client, seed=0))
+        b64_images(_gen(client, seed=2147483647))
     assert [r.body["parameters"]["seed"] for r in state.api_requests] == [0, 2147483647]
 
 
@@ -305,7 +299,7 @@ def test_edit_sends_images_first_as_data_urls(qwen):
     jpeg = io.BytesIO()
     Image.new("RGB", (80, 40), (1, 2, 3)).save(jpeg, "JPEG")
     with gateway.http() as client:
-        [img] = _images(_edit(client, [png(64, 64), jpeg.getvalue()], model="qwen-image-edit-max",
+        [img] = b64_images(_edit(client, [png(64, 64), jpeg.getvalue()], model="qwen-image-edit-max",
                               prompt="put image 2 on image 1", negative_prompt="text"))
     assert img.size == (1456, 720)  # the last input's 2:1 at about 1 MP
     sent = state.api_requests[0].body
@@ -342,7 +336,7 @@ def test_async_task_is_polled_until_it_succeeds(qwen):
     state.pending_seconds = 0.4
     with gateway.http() as client:
         resp = _gen(client, model="qwen-image-async", prompt_extend=True)
-        [img] = _images(resp)
+        [img] = b64_images(resp)
     assert img.size == (1328, 1328)
     polls = [r for r in state.api_requests if r.path.startswith("/api/v1/tasks/")]
     assert len(polls) >= 3  # PENDING, RUNNING, ..., SUCCEEDED
@@ -385,7 +379,7 @@ def test_poll_hiccup_keeps_polling(qwen):
     gateway, state = qwen
     state.fail_next(503, path="/tasks/", count=2)
     with gateway.http() as client:
-        _images(_gen(client, model="qwen-image-async"))
+        b64_images(_gen(client, model="qwen-image-async"))
     assert not state.failures
 
 
@@ -407,7 +401,7 @@ def test_failover_when_nothing_was_accepted(make_gateway, status):
         a.fail_next(status)
         with gateway.http() as client:
             resp = _gen(client)
-            _images(resp)
+            b64_images(resp)
         row = gateway.log_row(resp.headers["x-request-id"])
     assert row["channel"] == "second" and [x["channel"] for x in row["attempts"]] == ["first", "second"]
 

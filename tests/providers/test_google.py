@@ -3,7 +3,6 @@ the gateway's OpenAI surface, against the strict emulator in tests/emulators/goo
 
 from __future__ import annotations
 
-import base64
 import io
 import socket
 
@@ -16,9 +15,9 @@ from pixelgate.errors import (InvalidRequest, UpstreamContentFiltered, UpstreamR
                               UpstreamRejected, UpstreamUnavailable)
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.google import Google
-from tests.conftest import mask_png, png
+from tests.conftest import b64_images, mask_png, png
 from tests.emulators.google import GoogleEmulatorState, create_app, error_body
-from tests.emulators.server import serve
+from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"
 KEY = "AIza-emulator-key"
@@ -41,9 +40,8 @@ def google_channel(base_url: str, name: str = "google", **fields) -> dict:
 
 @pytest.fixture
 def upstream():
-    state = GoogleEmulatorState()
-    with serve(create_app(state)) as base:
-        yield state, base + "/v1beta"
+    with emulated(create_app, GoogleEmulatorState(), "/v1beta") as up:
+        yield up
 
 
 @pytest.fixture
@@ -51,10 +49,6 @@ def google(make_gateway, upstream):
     state, base = upstream
     return make_gateway(channels=[google_channel(base)]), state
 
-
-def _images(resp) -> list[Image.Image]:
-    assert resp.status_code == 200, resp.text
-    return [Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))) for item in resp.json()["data"]]
 
 
 def _gen(client, **body):
@@ -75,7 +69,7 @@ def test_every_catalog_model_generates(google):
     gateway, state = google
     with gateway.http() as client:
         for model in IMAGEN + GEMINI + list(ALIASES):
-            images = _images(_gen(client, model=model))
+            images = b64_images(_gen(client, model=model))
             assert len(images) == 1 and images[0].size == (1024, 1024), model
             sent = state.requests[-1]
             assert sent.headers["x-goog-api-key"] == KEY
@@ -94,7 +88,7 @@ def test_every_catalog_model_generates(google):
 def test_source_document_example_succeeds(google):
     gateway, state = google
     with gateway.http() as client:
-        images = _images(client.post(GEN, json={**SOURCE_EXAMPLE, "response_format": "b64_json"}))
+        images = b64_images(client.post(GEN, json={**SOURCE_EXAMPLE, "response_format": "b64_json"}))
     assert len(images) == 1
     params = state.requests[-1].body["parameters"]
     assert params["sampleCount"] == 1 and "numberOfImages" not in params and "sampleImageSize" not in params
@@ -103,9 +97,9 @@ def test_source_document_example_succeeds(google):
 def test_number_of_images_sets_n_and_must_agree_with_it(google):
     gateway, state = google
     with gateway.http() as client:
-        assert len(_images(_gen(client, model="imagen-4.0-generate-001", numberOfImages=3))) == 3
+        assert len(b64_images(_gen(client, model="imagen-4.0-generate-001", numberOfImages=3))) == 3
         assert state.requests[-1].body["parameters"]["sampleCount"] == 3
-        assert len(_images(_gen(client, model="imagen-4.0-generate-001", numberOfImages=2, n=2))) == 2
+        assert len(b64_images(_gen(client, model="imagen-4.0-generate-001", numberOfImages=2, n=2))) == 2
         state.requests.clear()
         _error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=3, n=2), 400, "numberOfImages")
         _error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=5), 400, "numberOfImages")
@@ -119,10 +113,10 @@ def test_number_of_images_sets_n_and_must_agree_with_it(google):
 def test_n_fans_out_above_what_one_call_makes(google):
     gateway, state = google
     with gateway.http() as client:
-        assert len(_images(_gen(client, model="imagen-4.0-ultra-generate-001", n=6))) == 6
+        assert len(b64_images(_gen(client, model="imagen-4.0-ultra-generate-001", n=6))) == 6
         assert sorted(r.body["parameters"]["sampleCount"] for r in state.requests) == [2, 4]
         state.requests.clear()
-        images = _images(_gen(client, model="gemini-3-pro-image-preview", n=3))
+        images = b64_images(_gen(client, model="gemini-3-pro-image-preview", n=3))
     assert len(images) == 3 and len(state.requests) == 3  # one image per Gemini response
 
 
@@ -146,7 +140,7 @@ def test_n_fans_out_above_what_one_call_makes(google):
 def test_sizes_translate_to_the_nearest_google_option(google, model, size, sent, pixels):
     gateway, state = google
     with gateway.http() as client:
-        (image,) = _images(_gen(client, model=model, size=size))
+        (image,) = b64_images(_gen(client, model=model, size=size))
     body = state.requests[-1].body
     got = body["parameters"] if model in IMAGEN else body["generationConfig"].get("imageConfig", {})
     assert {k: v for k, v in got.items() if k in ("aspectRatio", "sampleImageSize", "imageSize")} == sent
@@ -170,20 +164,20 @@ def test_vendor_options_are_validated_and_passed_through(google):
                             ({"quality": "high"}, "quality"), ({"seed": 7}, "seed"), ({"stream": True}, "stream")]:
             _error(_gen(client, model="imagen-4.0-generate-001", **body), 400, param)
         assert state.requests == []
-        _images(_gen(client, model="imagen-4.0-generate-001", personGeneration="ALLOW_ADULT"))
+        b64_images(_gen(client, model="imagen-4.0-generate-001", personGeneration="ALLOW_ADULT"))
         assert state.requests[-1].body["parameters"]["personGeneration"] == "allow_adult"
-        _images(_gen(client, model="gemini-3-pro-image-preview", seed=42))
+        b64_images(_gen(client, model="gemini-3-pro-image-preview", seed=42))
         assert state.requests[-1].body["generationConfig"]["seed"] == 42
 
 
 def test_output_format_and_compression(google):
     gateway, state = google
     with gateway.http() as client:
-        (jpeg,) = _images(_gen(client, model="imagen-4.0-generate-001", output_format="jpeg", output_compression=60))
+        (jpeg,) = b64_images(_gen(client, model="imagen-4.0-generate-001", output_format="jpeg", output_compression=60))
         assert jpeg.format == "JPEG"
         assert state.requests[-1].body["parameters"]["outputOptions"] == {"mimeType": "image/jpeg",
                                                                           "compressionQuality": 60}
-        (webp,) = _images(_gen(client, model="gemini-2.5-flash-image", output_format="webp"))
+        (webp,) = b64_images(_gen(client, model="gemini-2.5-flash-image", output_format="webp"))
     assert webp.format == "WEBP"  # Google has no webp: the gateway converts
 
 
@@ -193,7 +187,7 @@ def test_gemini_edits_send_the_images_as_inline_data(google):
         resp = client.post(EDIT, data={"model": "gemini-2.5-flash-image", "prompt": "make the sky stormy",
                                        "response_format": "b64_json"},
                            files={"image": ("in.png", png(128, 64), "image/png")})
-        (image,) = _images(resp)
+        (image,) = b64_images(resp)
         parts = state.requests[-1].body["contents"][0]["parts"]
         assert parts[0] == {"text": "make the sky stormy"}
         assert parts[1]["inlineData"]["mimeType"] == "image/png"
@@ -204,7 +198,7 @@ def test_gemini_edits_send_the_images_as_inline_data(google):
                                        "size": "1024x1024", "response_format": "b64_json"},
                            files=[("image[]", ("a.png", png(64, 64), "image/png")),
                                   ("image[]", ("b.jpg", _jpeg(48, 48), "image/jpeg"))])
-        assert len(_images(resp)) == 1
+        assert len(b64_images(resp)) == 1
         sent = state.requests[-1].body
         assert [p["inlineData"]["mimeType"] for p in sent["contents"][0]["parts"][1:]] == ["image/png", "image/jpeg"]
         assert sent["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1", "imageSize": "1K"}
@@ -249,7 +243,7 @@ def test_partly_filtered_imagen_answer_delivers_the_rest(google):
     state.filter_images = 1
     with gateway.http() as client:
         resp = _gen(client, model="imagen-4.0-generate-001", n=3)
-        assert len(_images(resp)) == 2
+        assert len(b64_images(resp)) == 2
     assert "1 image(s) removed" in resp.json()["partial"]
 
 
@@ -294,7 +288,7 @@ def test_server_errors_fail_over_to_the_next_channel(make_gateway, upstream, sta
         first.fail_next(status)
         with gateway.http() as client:
             resp = _gen(client, model="gemini-3-pro-image-preview")
-            assert len(_images(resp)) == 1
+            assert len(b64_images(resp)) == 1
             row = gateway.log_row(resp.headers["x-request-id"])
             assert [a["channel"] for a in row["attempts"]] == ["first", "second"]
             assert row["attempts"][0]["error"] == "upstream_unavailable"
@@ -310,7 +304,7 @@ def test_a_bad_channel_key_is_not_the_clients_fault(make_gateway, upstream, key)
                                      google_channel(base, "good")])
     with gateway.http() as client:
         resp = _gen(client, model="imagen-4.0-generate-001")
-        assert len(_images(resp)) == 1
+        assert len(b64_images(resp)) == 1
     row = gateway.log_row(resp.headers["x-request-id"])
     assert row["attempts"][0]["error"] == "upstream_auth_failed"
     assert state.requests[0].headers.get("x-goog-api-key", "") == key
@@ -323,7 +317,7 @@ def test_unreachable_channel_fails_over(make_gateway, upstream):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1beta"
     gateway = make_gateway(channels=[google_channel(dead, "dead", priority=10), google_channel(base, "alive")])
     with gateway.http() as client:
-        assert len(_images(_gen(client, model="gemini-2.5-flash-image"))) == 1
+        assert len(b64_images(_gen(client, model="gemini-2.5-flash-image"))) == 1
 
 
 # -- pure build/parse --

@@ -19,7 +19,7 @@ from pixelgate.providers.base import UpstreamReply
 from pixelgate.providers.ideogram import Ideogram
 from tests.conftest import mask_png, png
 from tests.emulators.ideogram import SAFETY_ERROR, IdeogramEmulatorState, create_app
-from tests.emulators.server import serve
+from tests.emulators.server import emulated, serve
 
 KEY = "ideogram-emulator-key"
 V3_IDS = ["V3", "ideogram-v3", "V_3"]
@@ -41,9 +41,8 @@ def channel(base: str, name: str = "ideogram", **fields) -> dict:
 
 @pytest.fixture
 def upstream():
-    state = IdeogramEmulatorState()
-    with serve(create_app(state)) as base:
-        yield state, base
+    with emulated(create_app, IdeogramEmulatorState()) as up:
+        yield up
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.midjourney import Midjourney
 from tests.conftest import mask_png, png
 from tests.emulators.midjourney import MidjourneyEmulatorState, create_app
-from tests.emulators.server import serve
+from tests.emulators.server import emulated, serve
 
 GEN, EDITS = "/v1/images/generations", "/v1/images/edits"
 SECRET = "mj-emulator-secret"
@@ -37,9 +37,8 @@ def mj_channel(base: str, name: str = "mj", key: str | None = SECRET, **fields) 
 
 @pytest.fixture
 def upstream():
-    state = MidjourneyEmulatorState(duration=0.15)
-    with serve(create_app(state)) as base:
-        yield state, base
+    with emulated(create_app, MidjourneyEmulatorState(duration=0.15)) as up:
+        yield up
 
 
 @pytest.fixture

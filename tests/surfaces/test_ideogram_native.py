@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import ADMIN_KEY, png
 from tests.emulators.ideogram import SAFETY_ERROR, IdeogramEmulatorState, create_app
-from tests.emulators.server import serve
+from tests.emulators.server import emulated
 
 KEY = "ideogram-emulator-key"
 MODELS = ["V3", "V_1", "V_1_TURBO", "V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO"]
@@ -34,9 +34,8 @@ BIRD = "bird playing with a cat in the snow, pixel art style"
 
 @pytest.fixture
 def upstream():
-    state = IdeogramEmulatorState()
-    with serve(create_app(state)) as base:
-        yield state, base
+    with emulated(create_app, IdeogramEmulatorState()) as up:
+        yield up
 
 
 @pytest.fixture

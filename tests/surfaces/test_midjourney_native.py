@@ -21,7 +21,7 @@ from pixelgate.errors import InvalidRequest
 from pixelgate.surfaces.midjourney import check_flags
 from tests.conftest import ADMIN_KEY, database, mask_png, png, run_gateway
 from tests.emulators.midjourney import MidjourneyEmulatorState, create_app
-from tests.emulators.server import serve
+from tests.emulators.server import emulated, serve
 
 SECRET = "mj-emulator-secret"
 DOC_PROMPT = "a cute cat, anime style --ar 16:9 --v 6"  # the third source document's example
@@ -47,9 +47,8 @@ class Hooks:
 
 @pytest.fixture
 def upstream():
-    state = MidjourneyEmulatorState(duration=0.6)
-    with serve(create_app(state)) as base:
-        yield state, base
+    with emulated(create_app, MidjourneyEmulatorState(duration=0.6)) as up:
+        yield up
 
 
 @pytest.fixture
