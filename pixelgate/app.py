@@ -20,6 +20,9 @@ from pixelgate.domain.prices import Price
 from pixelgate.services.auth import KeyStore
 from pixelgate.services.billing import Billing
 from pixelgate.services.engine import Engine
+from pixelgate.errors import GatewayError
+from pixelgate.services import metrics
+from pixelgate.services.engine import RequestContext
 from pixelgate.services.fetch import Fetcher
 from pixelgate.services.ratelimit import RateLimiter
 from pixelgate.services.records import RecordWriter
@@ -47,6 +50,12 @@ class Services:
     fetcher: Fetcher
     engine: Engine
     tasks: TaskService
+
+    def log_request(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
+        """A finished request into the request log and the metrics, from the same row."""
+        rows = ctx.rows(status, error)
+        self.records.add(*rows)
+        metrics.observe(rows[0][1])
 
 
 async def bootstrap(settings: Settings, db: AsyncEngine) -> str | None:

@@ -76,6 +76,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     from pixelgate.workers import serve as run_workers
     from pixelgate.app import bootstrap
     from pixelgate.db.session import make_engine
+    from pixelgate.services.metrics import prepare_shared_directory
 
     overrides = {"host": host, "port": port, "workers": workers}
     for name, value in overrides.items():
@@ -96,6 +97,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     if generated:
         click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}")
     os.environ["PIXELGATE_MIGRATE_ON_START"] = "false"  # done once here, not per worker
+    if settings.workers > 1:  # the workers count into files of one directory (see metrics.py)
+        prepare_shared_directory(settings.data_dir.resolve() / "metrics")
     click.echo(f"pixelgate: listening on http://{settings.host}:{settings.port} "
                f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
                f"database {settings.resolved_database_url.split('://')[0]}, "

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
 from tests.conftest import database
@@ -94,6 +95,12 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`, in Prometheus text."""
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and labels.items() <= s.labels.items())
+
+
 def test_workers_share_one_port_database_and_storage(backend, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,5 +131,10 @@ def test_workers_share_one_port_database_and_storage(backend, tmp_path):
             logged = {row["id"] for row in httpx.get(base + "/admin/requests", params={"limit": 1000},
                                                       headers=headers).json()["data"]}
             assert ids <= logged
+            # whichever worker is scraped counts for both (prometheus_client's multiprocess mode)
+            for _ in range(4):
+                text = httpx.get(base + "/admin/metrics", headers=headers).text
+                assert metric(text, "pixelgate_requests_total", model="sandbox-image", status="200") == 60
+                assert metric(text, "pixelgate_images_delivered_total", model="sandbox-image") == 60
         finally:
             _stop(proc)

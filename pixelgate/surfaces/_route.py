@@ -54,7 +54,7 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                 if not getattr(request.state, "log_deferred", False):  # a stream does this when it ends
                     await ctx.finish()
                     if logged:
-                        request.app.state.services.records.add(*ctx.rows(response.status_code, error))
+                        request.app.state.services.log_request(ctx, response.status_code, error)
                 return response
 
             return handle

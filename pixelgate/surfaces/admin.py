@@ -17,6 +17,7 @@ from pixelgate.db.models import PriceRow, RequestLog, Task
 from pixelgate.errors import Forbidden, InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view
+from pixelgate.services import metrics
 from pixelgate.services.usage import usage
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces._json import JSONResponse
@@ -80,6 +81,13 @@ def account_view(account) -> dict:
     return {"id": account.id, "name": account.name, "balance": account.balance, "reserved": account.reserved,
             "spent": account.spent, "spend_limit": account.spend_limit,
             "available": None if account.balance is None else Decimal(account.balance) - Decimal(account.reserved)}
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text format; scrape it with the admin key as bearer token."""
+    await _admin(request)
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
 @router.get("/keys")

@@ -247,7 +247,7 @@ async def _sse(request: Request, events: AsyncIterator, req: ImageRequest, ctx) 
         yield b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
     finally:
         await ctx.finish()
-        request.app.state.services.records.add(*ctx.rows(status, error))
+        request.app.state.services.log_request(ctx, status, error)
 
 
 @models_router.get("/v1/usage")
