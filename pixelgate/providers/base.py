@@ -167,7 +167,8 @@ class Provider:
     needs_base_url: ClassVar[bool] = False
     default_base_url: ClassVar[str | None] = None
     cancellable: ClassVar[bool] = False
-    """Whether an accepted job may be canceled (tasks API); the vendor must allow it."""
+    """Whether an accepted job may be canceled (tasks API); the vendor must allow it, and
+    `build_cancel` says how to tell it."""
     timeout: ClassVar[float] = 120.0
     """Seconds one upstream call may take; image models are slow. A channel may override."""
 
@@ -185,6 +186,10 @@ class Provider:
 
     def parse_poll(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Pending:
         raise NotImplementedError(f"{self.name} has no asynchronous jobs")
+
+    def build_cancel(self, job: Submitted, channel: Channel) -> UpstreamCall | None:
+        """The call that cancels an accepted job; None when there is nothing to tell the vendor."""
+        return None
 
     def parse_stream_event(self, req: ImageRequest, event: str,
                            data: Any) -> StreamPartial | Finished | None:

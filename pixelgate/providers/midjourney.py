@@ -15,7 +15,11 @@ Upstream (authority: ../shared/upstreams/midjourney-proxy.md), header `mj-api-se
   POST /mj/submit/change  {"taskId", "action": UPSCALE|VARIATION|REROLL, "index"}
   POST /mj/submit/action  {"taskId", "customId"}   (a button of the task; trueai / mj-plus)
   POST /mj/submit/modal   {"taskId", "prompt"?, "maskBase64"?}  continues a task in status MODAL
+  GET  /mj/task/{id}/image-seed  -> {"code": 1, "description": "成功", "result": "<seed>"} (trueai / mj-plus)
+  POST /mj/task/{id}/cancel      -> HTTP 200, empty body (trueai; novicezk has no such endpoint: 404)
   HTTP 401 with an empty body: the channel's secret is wrong.
+Speed modes are path prefixes (trueai, new-api): `/mj-turbo/mj/...`, `/mj-relax/mj/...`; the plain
+`/mj/...` is the proxy's default, fast.
 
 One imagine makes ONE picture: a 2x2 grid of four candidates, delivered as one image (on the
 OpenAI API n is therefore 1; the predictions API makes n tasks). Splitting a grid (the U1..U4
@@ -65,14 +69,15 @@ MODERATION_WORDS = ("banned", "moderat", "community standards", "restricted", "s
 INVALID_WORDS = ("invalid parameter", "unrecognized parameter", "invalid value", "参数错误")
 _HAS_AR = re.compile(r"(?:^|\s)--(?:ar|aspect)\s", re.I)
 _HAS_SEED = re.compile(r"(?:^|\s)--seed\s", re.I)
-COMMON = ("botType", "state")
+COMMON = ("botType", "state", "mode")
 SUBMITS = {  # operation -> (submit path, the vendor options it takes)
     GENERATE: ("imagine", COMMON), EDIT: ("imagine", COMMON),
     BLEND: ("blend", COMMON + ("dimensions",)), DESCRIBE: ("describe", COMMON),
     CHANGE: ("change", COMMON + ("taskId", "action", "index")),
     ACTION: ("action", COMMON + ("taskId", "customId", "enableRemix", "strong")),
-    MODAL: ("modal", ("taskId", "maskBase64")),
+    MODAL: ("modal", ("taskId", "maskBase64", "mode")),
 }
+_MODE_ROOT = re.compile(r"(?:/mj-(?:fast|turbo|relax))?/mj$")
 FACTS = ("status", "action", "prompt", "promptEn", "description", "buttons")
 """What a fetched task tells that the /mj surface shows (kept in Task.meta)."""
 
@@ -82,6 +87,9 @@ class MidjourneyOptions(VendorOptions):
 
     botType: Literal["MID_JOURNEY", "NIJI_JOURNEY"] | None = None
     """trueai / mj-plus pick the Niji bot with it; novicezk ignores it."""
+    mode: Literal["FAST", "TURBO", "RELAX"] | None = None
+    """The speed mode, sent as the proxy's path prefix, not in the body (see Midjourney.root);
+    priced as the `speed` dimension. None: whatever the channel's base_url says."""
     state: str | None = Field(default=None, max_length=255)
     """Opaque client data the proxy echoes in the task (trueai caps it at 255)."""
     # Follow-ups (the /mj surface sets these; which operation takes which: SUBMITS)
@@ -127,11 +135,17 @@ class Midjourney(Provider):
     needs_base_url = True
     timeout = 60.0  # one submit or fetch; the job itself is awaited by polling
     models = {"midjourney": _MIDJOURNEY, "mj": _MIDJOURNEY}
+    cancellable = True  # trueai / mj-plus cancel tasks; on novicezk the cancel fails and the task runs on
 
-    def root(self, channel: Channel) -> str:
-        """The proxy's `/mj` base; a channel may also name it itself, e.g. `.../mj-relax/mj`."""
+    def root(self, channel: Channel, mode: str | None = None) -> str:
+        """The proxy's `/mj` base; a channel may also name a speed mode itself, e.g. `.../mj-relax/mj`.
+        A request's own mode replaces it: fast is the plain `/mj` (every proxy's default, the only
+        one novicezk has), turbo and relax their prefixes."""
         base = self.base_url(channel)
-        return base if base.endswith("/mj") else base + "/mj"
+        base = base if base.endswith("/mj") else base + "/mj"
+        if mode is None:
+            return base
+        return _MODE_ROOT.sub("", base) + ("" if mode == "FAST" else f"/mj-{mode.lower()}") + "/mj"
 
     def headers(self, channel: Channel) -> dict[str, str]:
         # A proxy without a configured secret checks nothing; an empty header would not match.
@@ -158,8 +172,9 @@ class Midjourney(Provider):
         urls = [f"data:{img.mime};base64,{base64.b64encode(img.data).decode()}" for img in req.images]
         if urls:
             body.update({"base64": urls[0]} if req.operation is DESCRIBE else {"base64Array": urls})
-        body.update({k: v for k, v in req.extras.items() if v is not None})
-        return UpstreamCall("POST", f"{self.root(channel)}/submit/{path}", self.headers(channel), json=body)
+        body.update({k: v for k, v in req.extras.items() if v is not None and k != "mode"})
+        root = self.root(channel, req.extras.get("mode"))
+        return UpstreamCall("POST", f"{root}/submit/{path}", self.headers(channel), json=body)
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Submitted:
         body = reply.json()
@@ -183,8 +198,28 @@ class Midjourney(Provider):
         return Submitted(job_id=str(task_id), meta=meta)
 
     def build_poll(self, job: Submitted, channel: Channel) -> UpstreamCall:
-        return UpstreamCall("GET", f"{self.root(channel)}/task/{quote(job.job_id, safe='')}/fetch",
-                            self.headers(channel))
+        return self._task_call("GET", job.job_id, "fetch", channel)
+
+    def build_cancel(self, job: Submitted, channel: Channel) -> UpstreamCall:
+        return self._task_call("POST", job.job_id, "cancel", channel)
+
+    def build_seed(self, job_id: str, channel: Channel) -> UpstreamCall:
+        return self._task_call("GET", job_id, "image-seed", channel)
+
+    def _task_call(self, method: str, job_id: str, what: str, channel: Channel) -> UpstreamCall:
+        return UpstreamCall(method, f"{self.root(channel)}/task/{quote(job_id, safe='')}/{what}", self.headers(channel))
+
+    def parse_seed(self, reply: UpstreamReply) -> str:
+        """The seed of a finished task's image, from {"code": 1, "result": "<seed>"}."""
+        body = reply.json_or_none()
+        if not isinstance(body, dict) or not isinstance(body.get("code"), int):
+            raise UpstreamBadResponse("The Midjourney proxy answered an image-seed without a result code.")
+        if body["code"] != 1:
+            raise refusal(body)
+        seed = body.get("result")
+        if not isinstance(seed, (str, int)) or not str(seed).strip():
+            raise UpstreamBadResponse("The Midjourney proxy answered an image-seed without the seed.")
+        return str(seed)
 
     def parse_poll(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Pending:
         # Proxies answer an unknown (expired, lost) task with no body, `null` or HTTP 204.
@@ -225,8 +260,9 @@ class Midjourney(Provider):
             # A lost task (trueai's code 3, or nothing at all); a wrong base_url shows a page.
             return task_not_found()
         if reply.status == 404:
-            return UpstreamUnavailable("The Midjourney proxy has no such endpoint: check the channel's "
-                                       "base_url (it should end at the host, or at `/mj`).")
+            return UpstreamUnavailable("The Midjourney proxy has no such endpoint: it may not offer it "
+                                       "(novicezk has no speed-mode prefixes, image-seed or cancel), or the "
+                                       "channel's base_url is wrong (it should end at the host, or at `/mj`).")
         if mj_body and 400 <= reply.status < 500 and reply.status not in (401, 403, 429):
             return refusal(body)  # trueai / new-api send their business codes with a 4xx too
         return error_for_status(reply.status, f"The Midjourney proxy answered HTTP {reply.status}.")

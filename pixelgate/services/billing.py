@@ -43,7 +43,7 @@ def request_dimensions(req: ImageRequest) -> dict[str, str]:
     dims: dict[str, str] = {}
     if req.quality:
         dims["quality"] = req.quality
-    speed = req.extras.get("rendering_speed")
+    speed = req.extras.get("rendering_speed") or req.extras.get("mode")  # Ideogram's; Midjourney's
     if isinstance(speed, str):
         dims["speed"] = speed
     if req.size:

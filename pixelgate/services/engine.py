@@ -188,13 +188,22 @@ class Engine:
 
     async def poll(self, channel_name: str, req: ImageRequest, job: Submitted) -> Finished | Pending:
         """One look at an accepted job."""
+        return await self.ask(channel_name, lambda p, c: p.build_poll(job, c), lambda p, r: p.parse_poll(req, r))
+
+    async def ask(self, channel_name: str, build: Callable[[Provider, Channel], UpstreamCall | None],
+                  parse: Callable[[Provider, UpstreamReply], T]) -> T | None:
+        """One call about an accepted job, to the channel that holds it (a poll, a cancel, a
+        Midjourney image seed); None when `build` has nothing to send."""
         channel = await self.directory.channel(channel_name)
         provider = REGISTRY[channel.provider]
+        call = build(provider, channel)
+        if call is None:
+            return None
         with upstream_errors(channel.name):
-            reply = await self._send(provider, channel, provider.build_poll(job, channel))
+            reply = await self._send(provider, channel, call)
             if reply.status >= 400:
                 raise provider.parse_error(reply)
-            return provider.parse_poll(req, reply)
+            return parse(provider, reply)
 
     @staticmethod
     def can_cancel(channel: Channel) -> bool:

@@ -172,6 +172,14 @@ class TaskService:
                 return task
             await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
+    async def recent(self, key_id: int, surface: str, live: bool = False, limit: int = 100) -> list[Task]:
+        """The key's newest tasks made on one surface, only the unfinished ones if `live`."""
+        query = select(Task).where(Task.key_id == key_id, Task.surface == surface)
+        if live:
+            query = query.where(Task.status.in_(LIVE))
+        async with self._sessions() as session:
+            return list((await session.execute(query.order_by(Task.created_at.desc()).limit(limit))).scalars())
+
     async def cancel(self, task_id: str, key_id: int) -> Task:
         task = await self.get(task_id, key_id)
         if task.status in TERMINAL:
@@ -180,8 +188,28 @@ class TaskService:
         if channel is not None and not self._engine.can_cancel(channel):
             raise InvalidRequest(f"Tasks of model '{task.model}' cannot be canceled: the vendor does "
                                  "not allow it.", field="id", code="cancel_not_supported", status=409)
+        jobs = [Submitted(j["id"], j["poll_url"]) for j in task.jobs if j["id"] and j["images"] is None]
+        if channel is not None and jobs and not await self._cancel_jobs(task.id, channel.name, jobs):
+            return await self.get(task_id, key_id)  # it finished before it could be held
         await self._finish(task.id, "canceled", error={"code": "canceled", "message": "Canceled by the client."})
         return await self.get(task_id, key_id)
+
+    async def _cancel_jobs(self, task_id: str, channel: str, jobs: list[Submitted]) -> bool:
+        """Tell the vendor, holding the task as a poller does (so no poll sees the vendor's cancel
+        and fails the task first); False when the task finished before it could be held."""
+        deadline = time.monotonic() + self._lease.total_seconds()  # a dead holder's lease runs out
+        while not await self._lease_task(task_id, now()):
+            async with self._sessions() as session:
+                if (await session.get(Task, task_id)).status in TERMINAL or time.monotonic() > deadline:
+                    return False
+            await asyncio.sleep(0.02)
+        try:
+            for job in jobs:
+                await self._engine.ask(channel, lambda p, c: p.build_cancel(job, c), lambda p, r: None)
+        except BaseException:
+            await self._release(task_id)  # the vendor did not cancel: the task runs on
+            raise
+        return True
 
     # -- the loop --
 
@@ -222,16 +250,20 @@ class TaskService:
                 select(Task).where(Task.status.in_(LIVE), Task.next_poll_at <= moment,
                                    or_(Task.lease_until.is_(None), Task.lease_until < moment))
                 .order_by(Task.next_poll_at).limit(64))).scalars())
-        claimed = []
-        for task in candidates:
-            async with self._sessions() as session, session.begin():
-                won = await session.execute(
-                    update(Task).where(Task.id == task.id, Task.status.in_(LIVE),
-                                       or_(Task.lease_until.is_(None), Task.lease_until < moment))
-                    .values(lease_until=moment + self._lease))
-            if won.rowcount == 1:
-                claimed.append(task)
-        return claimed
+        return [task for task in candidates if await self._lease_task(task.id, moment)]
+
+    async def _lease_task(self, task_id: str, moment: datetime) -> bool:
+        """Make a live task this process's alone for a lease, unless another holds it."""
+        async with self._sessions() as session, session.begin():
+            won = await session.execute(
+                update(Task).where(Task.id == task_id, Task.status.in_(LIVE),
+                                   or_(Task.lease_until.is_(None), Task.lease_until < moment))
+                .values(lease_until=moment + self._lease))
+        return won.rowcount == 1
+
+    async def _release(self, task_id: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(Task).where(Task.id == task_id).values(lease_until=None))
 
     async def _advance(self, task: Task) -> None:
         """Poll the task's unfinished jobs once; finish it when all are done or it is overdue."""

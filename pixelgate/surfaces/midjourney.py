@@ -14,8 +14,18 @@ clients written against it: the third source document's `/mj` section. Authority
          21 exists (the existing task) or waits for a modal, 22 queued, 23 queue full,
          24 banned prompt, 3 no such task, 4 invalid request, 9 any other failure
   GET  /mj/task/{id}/fetch               the task {id, action, status, progress, imageUrl, ...};
-                                          404 with code 3 for an unknown id
+                                          404 with code 3 for an unknown id (also below)
+  GET  /mj/task/{id}/image-seed          {"code": 1, "description": "成功", "result": "<seed>"},
+                                          asked of the channel that made the image
+  POST /mj/task/{id}/cancel              {"code": 1, ...}: the task is CANCEL and refunded; code 4
+                                          when it had finished
   POST /mj/task/list-by-condition {"ids"} the caller's tasks among them, in that order
+  GET  /mj/task/list, /mj/task/queue     the caller's newest 100 tasks of this API (queue: unfinished)
+
+Every route is also served under the speed-mode prefixes `/mj-fast/mj`, `/mj-turbo/mj` and
+`/mj-relax/mj` (new-api's `/:mode/mj`; the plain `/mj` is fast). A prompt's --fast / --turbo /
+--relax flag sets the mode under the plain `/mj`. The mode goes upstream as the proxy's own prefix
+and is the task's `mode`, priced as the `speed` dimension.
 
 Every submit is a gateway task (services.tasks): ids are the gateway's, the poller follows the
 upstream job, images (also the preview while running) are stored and served by the gateway, and
@@ -46,6 +56,9 @@ from pixelgate.surfaces._json import JSONResponse
 
 PROVIDER = "midjourney"
 MAX_LISTED = 500
+RECENT = 100  # /task/list and /task/queue, as trueai lists its newest 100
+MODES = {"mj-fast": "FAST", "mj-turbo": "TURBO", "mj-relax": "RELAX"}
+"""Speed-mode path prefixes -> the mode."""
 TASK_STATUS = {"succeeded": "SUCCESS", "failed": "FAILURE", "canceled": "CANCEL"}
 RUNNING = ("NOT_START", "SUBMITTED", "IN_PROGRESS", "MODAL")
 ACTION_BY_OPERATION = {Operation.GENERATE: "IMAGINE", Operation.EDIT: "IMAGINE", Operation.BLEND: "BLEND",
@@ -74,6 +87,15 @@ def render_error(exc: GatewayError) -> Response:
 
 
 router = APIRouter(route_class=surface_route("midjourney", render_error))
+
+
+def route(method: str, path: str, **options: Any) -> Callable:
+    """An /mj route, also under a speed-mode prefix (`/{mode}/mj/...`, checked by _authenticate)."""
+    def register(endpoint: Callable) -> Callable:
+        router.add_api_route("/mj" + path, endpoint, methods=[method], **options)
+        router.add_api_route("/{mode}/mj" + path, endpoint, methods=[method], include_in_schema=False)
+        return endpoint
+    return register
 
 
 # -- prompt flags: checked here, never sent upstream when out of range --
@@ -225,7 +247,30 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 async def _authenticate(request: Request):
     ctx = context(request)
     ctx.principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    _path_mode(request)  # an unknown prefix is refused on every route
     return ctx
+
+
+def _path_mode(request: Request) -> str | None:
+    """The mode the path's prefix names (`/mj-relax/mj/...`); None under the plain `/mj`."""
+    prefix = request.path_params.get("mode")
+    if prefix is not None and prefix not in MODES:
+        raise InvalidRequest(f"Invalid speed mode '{prefix}': use /mj-fast/mj, /mj-turbo/mj or /mj-relax/mj "
+                             "(or /mj, fast).", field="mode")
+    return MODES.get(prefix)
+
+
+def _mode(request: Request, prompt: str | None) -> str:
+    """The job's speed mode: the path's, else the prompt's --fast / --turbo / --relax, else fast. A
+    flag that says otherwise than the path is refused: the mode billed is the mode the job runs in."""
+    flags = {m.group(1).upper() for m in _PARAM.finditer(prompt or "")} & set(MODES.values())
+    path = _path_mode(request)
+    if len(flags) > 1:
+        raise InvalidRequest("The prompt names more than one speed mode (--fast, --turbo, --relax).", field="prompt")
+    if path and flags and flags != {path}:
+        raise InvalidRequest(f"The prompt's --{flags.pop().lower()} contradicts the path's speed mode {path}.",
+                             field="prompt")
+    return path or next(iter(flags), "FAST")
 
 
 async def _model(request: Request) -> str:
@@ -249,6 +294,7 @@ async def _submit(request: Request, body: SubmitBody, req: ImageRequest, client_
     req.provider, req.delivery = PROVIDER, Delivery.URL
     if body.botType and req.operation is not Operation.MODAL:
         req.extras["botType"] = body.botType
+    req.extras["mode"] = _mode(request, req.prompt)
     task = await services.tasks.submit(
         req, ctx, f"midjourney/{req.model}", {**client_input, "state": body.state}, hook,
         ["status", "completed"] if hook else None, meta=meta)
@@ -265,7 +311,7 @@ async def _submit(request: Request, body: SubmitBody, req: ImageRequest, client_
     return JSONResponse({"code": code, "description": description, "result": task.id, "properties": properties})
 
 
-@router.post("/mj/submit/imagine")
+@route("POST", "/submit/imagine")
 async def imagine(request: Request) -> Response:
     await _authenticate(request)
     body: ImagineBody = await _body(request, ImagineBody)
@@ -281,7 +327,7 @@ async def imagine(request: Request) -> Response:
                          {"action": "IMAGINE", "description": "/imagine " + body.prompt})
 
 
-@router.post("/mj/submit/blend")
+@route("POST", "/submit/blend")
 async def blend(request: Request) -> Response:
     await _authenticate(request)
     body: BlendBody = await _body(request, BlendBody)
@@ -296,7 +342,7 @@ async def blend(request: Request) -> Response:
                          {"action": "BLEND"})
 
 
-@router.post("/mj/submit/describe")
+@route("POST", "/submit/describe")
 async def describe(request: Request) -> Response:
     await _authenticate(request)
     body: DescribeBody = await _body(request, DescribeBody)
@@ -333,7 +379,7 @@ async def _follow_up(request: Request, body: SubmitBody, parent: Task, upstream_
     return await _submit(request, body, req, {"taskId": parent.id, **client_input}, meta)
 
 
-@router.post("/mj/submit/change")
+@route("POST", "/submit/change")
 async def change(request: Request) -> Response:
     await _authenticate(request)
     return await _change(request, await _body(request, ChangeBody))
@@ -349,7 +395,7 @@ async def _change(request: Request, body: ChangeBody) -> Response:
                             {"action": body.action, "index": index}, body.action)
 
 
-@router.post("/mj/submit/simple-change")
+@route("POST", "/submit/simple-change")
 async def simple_change(request: Request) -> Response:
     await _authenticate(request)
     body: SimpleChangeBody = await _body(request, SimpleChangeBody)
@@ -363,7 +409,7 @@ async def simple_change(request: Request) -> Response:
                                               **body.model_dump(include={"notifyHook", "state", "botType"})))
 
 
-@router.post("/mj/submit/action")
+@route("POST", "/submit/action")
 async def action(request: Request) -> Response:
     await _authenticate(request)
     body: ActionBody = await _body(request, ActionBody)
@@ -378,7 +424,7 @@ async def action(request: Request) -> Response:
                             {"customId": body.customId}, name)
 
 
-@router.post("/mj/submit/modal")
+@route("POST", "/submit/modal")
 async def modal(request: Request) -> Response:
     await _authenticate(request)
     body: ModalBody = await _body(request, ModalBody)
@@ -396,20 +442,64 @@ async def modal(request: Request) -> Response:
 
 # -- queries --
 
-@router.get("/mj/task/{task_id}/fetch")
+def _missing(task_id: str) -> Response:
+    """An unknown task, or another key's: HTTP 404 with code 3, as trueai answers."""
+    return JSONResponse({"code": 3, "description": f"关联任务不存在或已失效: no task '{task_id}'.", "result": None},
+                        status_code=404)
+
+
+async def _own(request: Request, task_id: str) -> Task | None:
+    """The caller's task; None for an unknown id or another key's task (answer: _missing)."""
+    ctx = await _authenticate(request)
+    try:
+        return await request.app.state.services.tasks.get(task_id, ctx.principal.key_id)
+    except NotFound:
+        return None
+
+
+@route("GET", "/task/{task_id}/fetch")
 async def fetch(task_id: str, request: Request) -> Response:
+    if (task := await _own(request, task_id)) is None:
+        return _missing(task_id)
+    return JSONResponse(render_task(task, str(request.base_url), request.app.state.services))
+
+
+@route("GET", "/task/{task_id}/image-seed")
+async def image_seed(task_id: str, request: Request) -> Response:
+    await _authenticate(request)
+    try:
+        task, upstream_id = await _parent(request, task_id)
+    except NotFound:
+        return _missing(task_id)
+    seed = await request.app.state.services.engine.ask(
+        task.channel, lambda p, c: p.build_seed(upstream_id, c), lambda p, reply: p.parse_seed(reply))
+    return JSONResponse({"code": 1, "description": "成功", "result": seed})
+
+
+@route("POST", "/task/{task_id}/cancel")
+async def cancel(task_id: str, request: Request) -> Response:
+    if (task := await _own(request, task_id)) is None:
+        return _missing(task_id)
+    if task.status not in TASK_STATUS:  # the task machinery tells the vendor, settles and refunds
+        task = await request.app.state.services.tasks.cancel(task_id, task.key_id)
+    if task.status != "canceled":
+        raise InvalidRequest(f"关联任务状态错误: task '{task_id}' is {_status(task)}, it cannot be cancelled.",
+                             field="taskId")
+    return JSONResponse({"code": 1, "description": "成功", "result": task.id, "properties": {}})
+
+
+@route("GET", "/task/list")
+@route("GET", "/task/queue")
+async def recent(request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
-    try:
-        task = await services.tasks.get(task_id, ctx.principal.key_id)
-    except NotFound:
-        return JSONResponse({"code": 3, "description": f"关联任务不存在或已失效: no task '{task_id}'.",
-                             "result": None}, status_code=404)
-    return JSONResponse(render_task(task, str(request.base_url), services))
+    live = request.url.path.endswith("/queue")  # the tasks not finished
+    tasks = await services.tasks.recent(ctx.principal.key_id, ctx.surface, live=live, limit=RECENT)
+    return JSONResponse([render_task(t, str(request.base_url), services) for t in tasks])
 
 
-@router.post("/mj/task/list-by-condition")
-@router.post("/mj/task/list-by-ids", include_in_schema=False)  # trueai's name for it
+@route("POST", "/task/list-by-condition")
+@route("POST", "/task/list-by-ids", include_in_schema=False)  # trueai's name for it
 async def list_by_condition(request: Request) -> Response:
     ctx = await _authenticate(request)
     ids = (await _json(request)).get("ids")
@@ -472,5 +562,6 @@ def render_task(task: Task, base_url: str, services) -> dict:
         "finishTime": _ms(task.completed_at), "progress": progress, "imageUrl": _url(services, base_url, image),
         "failReason": (task.error or {}).get("message") if status in ("FAILURE", "CANCEL") else None,
         "buttons": (meta.get("buttons") or []) if status == "SUCCESS" else [],
+        "mode": (task.request.get("extras") or {}).get("mode"),  # trueai's field
         "properties": {"finalPrompt": meta.get("finalPrompt") or prompt, "notifyHook": task.webhook_url},
     }

@@ -268,6 +268,23 @@ def test_predictions_api_fans_n_out_to_one_task_per_grid(mj):
     assert sorted(s["prompt"] for s in _submits(state)) == ["a fox --ar 16:9 --seed 5", "a fox --ar 16:9 --seed 6"]
 
 
+def test_predictions_api_takes_a_speed_mode_and_cancels_upstream(mj):
+    gateway, state = mj
+    state.duration = 30
+    with gateway.http() as client:
+        resp = client.post("/models/midjourney/midjourney/predictions", json={"input": {"prompt": "a fox", "mode": "RELAX"}})
+        assert resp.status_code == 201, resp.text
+        task_id = resp.json()["id"]
+        assert _error(client.post("/models/midjourney/midjourney/predictions",
+                                  json={"input": {"prompt": "a fox", "mode": "SLOW"}}), 400, "invalid_value")
+        canceled = client.post(f"/tasks/{task_id}/cancel").json()
+        assert canceled["status"] == "canceled"
+    job = next(iter(state.tasks))
+    assert [(r.method, r.path) for r in state.requests if not r.path.endswith("/fetch")] == [
+        ("POST", "/mj-relax/mj/submit/imagine"), ("POST", f"/mj/task/{job}/cancel")]
+    assert state.tasks[job].task["status"] == "CANCEL" and _submits(state) == [{"prompt": "a fox"}]
+
+
 # -- build and parse, without I/O --
 
 def _reply(body, status: int = 200) -> UpstreamReply:
@@ -285,6 +302,33 @@ def test_build_urls_and_headers():
     channel = Channel("c", "midjourney", "http://h", "k", ("mj",), {})
     poll = PROVIDER.build_poll(Submitted("17122054913721"), channel)
     assert (poll.method, poll.url, poll.headers) == ("GET", "http://h/mj/task/17122054913721/fetch", {"mj-api-secret": "k"})
+    cancel, seed = PROVIDER.build_cancel(Submitted("17"), channel), PROVIDER.build_seed("17", channel)
+    assert (cancel.method, cancel.url, cancel.json, cancel.headers) == ("POST", "http://h/mj/task/17/cancel", None,
+                                                                        {"mj-api-secret": "k"})
+    assert (seed.method, seed.url) == ("GET", "http://h/mj/task/17/image-seed")
+
+
+def test_a_requests_speed_mode_is_the_proxys_path_prefix():
+    # the mode replaces one the channel's base_url names; fast is the plain /mj, every proxy's default
+    for base, mode, root in (("http://h", "RELAX", "http://h/mj-relax/mj"), ("http://h/mj", "TURBO", "http://h/mj-turbo/mj"),
+                             ("http://h/mj-relax/mj", "FAST", "http://h/mj"), ("http://h/mj-fast", "RELAX", "http://h/mj-relax/mj"),
+                             ("http://h/p/mj-turbo/mj", None, "http://h/p/mj-turbo/mj")):
+        channel = Channel("c", "midjourney", base, None, ("mj",), {})
+        for op, extras, path in ((Operation.GENERATE, {}, "imagine"), (Operation.MODAL, {"taskId": "17"}, "modal")):
+            req = ImageRequest(op, "mj", prompt="a fox", extras={**extras, "mode": mode})
+            call = PROVIDER.build(req, "mj", channel)
+            assert call.url == f"{root}/submit/{path}" and "mode" not in call.json
+        assert PROVIDER.build_poll(Submitted("17"), channel).url == PROVIDER.root(channel) + "/task/17/fetch"
+
+
+def test_parse_image_seed():
+    assert PROVIDER.parse_seed(_reply({"code": 1, "description": "成功", "result": "3456789012"})) == "3456789012"
+    assert PROVIDER.parse_seed(_reply({"code": 1, "description": "成功", "result": 42})) == "42"
+    for body, cls in [({"code": 4, "description": "关联任务状态错误", "result": None}, UpstreamRejected),
+                      ({"code": 1, "description": "成功", "result": ""}, UpstreamBadResponse),
+                      ({"result": "1"}, UpstreamBadResponse), (b"", UpstreamBadResponse), (b"<html>", UpstreamBadResponse)]:
+        with pytest.raises(cls):
+            PROVIDER.parse_seed(_reply(body))
 
 
 def test_parse_submit_codes():

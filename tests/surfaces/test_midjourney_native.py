@@ -1,13 +1,16 @@
 """The midjourney-proxy surface (/mj/*) in its own JSON shape, against the proxy emulator: result
 codes, tasks followed by the gateway (progress, re-hosted images, notifyHook at each change),
 follow-ups by button on the upstream's own task ids, prompt flags refused before any upstream
-call, failures, and a restart in the middle of a task."""
+call, failures, a restart in the middle of a task; speed-mode prefixes (upstream and price),
+image seeds, task lists and cancellation (refunded once)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import time
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -18,6 +21,7 @@ from starlette.routing import Route
 
 from pixelgate.config import Settings
 from pixelgate.errors import InvalidRequest
+from pixelgate.surfaces import midjourney as surface
 from pixelgate.surfaces.midjourney import check_flags
 from tests.conftest import ADMIN_KEY, database, mask_png, png, run_gateway
 from tests.emulators.midjourney import MidjourneyEmulatorState, create_app
@@ -60,7 +64,7 @@ def mj(make_gateway, upstream):
 
 
 def submit(client: httpx.Client, path: str, body: dict, code: int = 1) -> dict:
-    resp = client.post("/mj/submit/" + path, json=body)
+    resp = client.post(path if path.startswith("/") else "/mj/submit/" + path, json=body)
     assert resp.status_code == 200, resp.text
     answer = resp.json()
     assert answer["code"] == code, answer
@@ -89,6 +93,17 @@ def sent(state, path: str) -> list:
 
 def data_url(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def upstream_id(state, action: str = "IMAGINE") -> str:
+    """The upstream's id of its newest task of this action."""
+    return [i for i, j in state.tasks.items() if j.task["action"] == action][-1]
+
+
+def balance(gateway, account_id: int) -> dict:
+    with gateway.http() as admin:
+        account = admin.get(f"/admin/accounts/{account_id}").json()
+    return {k: Decimal(account[k]) for k in ("balance", "reserved", "spent")}
 
 
 def test_the_documents_example_with_progress_and_a_rehosted_grid(mj):
@@ -328,3 +343,158 @@ def test_an_empty_balance_is_code_4_before_any_upstream_call(mj):
         answer = submit(payer, "imagine", {"prompt": "a fox"}, code=4)
     assert "balance" in answer["description"] and answer["result"] is None
     assert sent(state, "imagine") == []
+
+
+# -- speed modes --
+
+@pytest.mark.parametrize("prefix,mode,upstream_path", [
+    ("", "FAST", "/mj/"), ("/mj-fast", "FAST", "/mj/"), ("/mj-turbo", "TURBO", "/mj-turbo/mj/"),
+    ("/mj-relax", "RELAX", "/mj-relax/mj/")])
+def test_speed_mode_prefixes_go_upstream_as_the_proxys_own(mj, prefix, mode, upstream_path):
+    _, state, client = mj
+    task_id = submit(client, f"{prefix}/mj/submit/imagine", {"prompt": "a fox"})["result"]
+    task = client.get(f"{prefix}/mj/task/{task_id}/fetch").json()
+    assert task["id"] == task_id and task["mode"] == mode
+    assert [r.path for r in state.requests if "/submit/" in r.path] == [upstream_path + "submit/imagine"]
+    assert state.tasks[upstream_id(state)].task["mode"] == mode  # the proxy runs it in that mode
+    assert wait(client, task_id)["status"] == "SUCCESS"
+    up_id = submit(client, f"{prefix}/mj/submit/change", {"taskId": task_id, "action": "UPSCALE", "index": 1})
+    assert client.get(f"{prefix}/mj/task/{up_id['result']}/fetch").json()["mode"] == mode
+    assert [r.path for r in state.requests if "/submit/" in r.path][-1] == upstream_path + "submit/change"
+    listed = client.post(f"{prefix}/mj/task/list-by-condition", json={"ids": [task_id]}).json()
+    assert [t["id"] for t in listed] == [task_id]
+
+
+def test_a_prompt_flag_sets_the_mode_under_the_plain_path_and_may_not_contradict_a_prefix(mj):
+    _, state, client = mj
+    task_id = submit(client, "imagine", {"prompt": "a fox --relax"})["result"]
+    assert client.get(f"/mj/task/{task_id}/fetch").json()["mode"] == "RELAX"
+    (submitted,) = [r for r in state.requests if "/submit/" in r.path]  # the poller may have fetched since
+    assert submitted.path == "/mj-relax/mj/submit/imagine" and submitted.json == {"prompt": "a fox --relax"}
+    for path, prompt in (("/mj-turbo/mj/submit/imagine", "a fox --relax"), ("/mj/submit/imagine", "a --fast --turbo")):
+        answer = client.post(path, json={"prompt": prompt}).json()
+        assert answer["code"] == 4 and "speed mode" in answer["description"], answer
+    assert submit(client, "/mj-relax/mj/submit/imagine", {"prompt": "a fox --relax"})["code"] == 1
+    assert [r.path for r in state.requests if "/submit/" in r.path] == ["/mj-relax/mj/submit/imagine"] * 2
+
+
+def test_an_unknown_speed_mode_is_code_4(mj):
+    _, state, client = mj
+    for method, path in (("POST", "/mj-slow/mj/submit/imagine"), ("GET", "/fast/mj/task/x/fetch"),
+                         ("GET", "/mj-slow/mj/task/list")):
+        resp = client.request(method, path, json={"prompt": "a fox"} if method == "POST" else None)
+        assert resp.status_code == 200 and resp.json()["code"] == 4, resp.text
+        assert "speed mode" in resp.json()["description"]
+    assert httpx.post(client.base_url.join("/mj-relax/mj/submit/imagine"), json={"prompt": "x"}).status_code == 401
+    assert state.requests == []
+
+
+def test_the_speed_mode_is_priced_when_the_price_table_says_so(mj):
+    gateway, state, _ = mj
+    gateway.set_price("midjourney", "1")
+    gateway.set_price("midjourney", "0.25", dimensions={"speed": "RELAX"})
+    account_id, key = gateway.paying_key("10")
+    with httpx.Client(base_url=gateway.base_url, headers={"mj-api-secret": key}, timeout=30) as payer:
+        for path in ("/mj-relax/mj/submit/imagine", "/mj/submit/imagine", "/mj-turbo/mj/submit/imagine"):
+            assert wait(payer, payer.post(path, json={"prompt": "a fox"}).json()["result"])["status"] == "SUCCESS"
+    assert balance(gateway, account_id) == {"balance": Decimal("7.75"), "reserved": 0, "spent": Decimal("2.25")}
+
+
+# -- image seed, lists, cancel --
+
+def test_image_seed_is_asked_of_the_channel_that_made_the_image(mj):
+    gateway, state, client = mj
+    task_id = submit(client, "imagine", {"prompt": "a fox"})["result"]
+    early = client.get(f"/mj/task/{task_id}/image-seed").json()
+    assert early["code"] == 4 and early["result"] is None  # not finished: nothing asked upstream
+    assert not [r for r in state.requests if r.path.endswith("/image-seed")]
+    wait(client, task_id)
+    job = upstream_id(state)
+    expected = str(int(hashlib.sha256(job.encode()).hexdigest()[:8], 16))  # the emulator's seed
+    for prefix in ("", "/mj-relax"):
+        resp = client.get(f"{prefix}/mj/task/{task_id}/image-seed")
+        assert resp.status_code == 200 and resp.json() == {"code": 1, "description": "成功", "result": expected}
+    assert [r.path for r in state.requests if r.path.endswith("/image-seed")] == [f"/mj/task/{job}/image-seed"] * 2
+    other = gateway.create_key(name="other")
+    for headers, unknown in (({}, "task_nope"), ({"mj-api-secret": other}, task_id)):
+        resp = client.get(f"/mj/task/{unknown}/image-seed", headers=headers)
+        assert resp.status_code == 404 and resp.json()["code"] == 3 and resp.json()["result"] is None
+    assert len([r for r in state.requests if r.path.endswith("/image-seed")]) == 2
+    state.fail_next(404, {"code": 3, "description": "关联任务不存在或已失效", "result": None}, path="/mj/task")
+    assert client.get(f"/mj/task/{task_id}/image-seed").json()["code"] == 9  # the upstream lost it
+
+
+def test_list_and_queue_show_the_callers_newest_tasks(mj, monkeypatch):
+    gateway, state, client = mj
+    done = submit(client, "imagine", {"prompt": "a fox"})["result"]
+    wait(client, done)
+    state.duration = 30
+    running = submit(client, "/mj-relax/mj/submit/imagine", {"prompt": "a hen"})["result"]
+    with gateway.http() as other:  # another surface's task of the same key is not listed
+        assert other.post("/models/sandbox/sandbox-async/predictions", json={"input": {"prompt": "x"}}).status_code == 201
+    listed = client.get("/mj/task/list").json()
+    assert [t["id"] for t in listed] == [running, done]
+    assert listed == [client.get(f"/mj/task/{i}/fetch").json() for i in (running, done)]  # the fetch shape
+    assert [t["id"] for t in client.get("/mj-relax/mj/task/queue").json()] == [running]
+    stranger = gateway.create_key(name="other")
+    assert client.get("/mj/task/list", headers={"mj-api-secret": stranger}).json() == []
+    monkeypatch.setattr(surface, "RECENT", 1)  # bounded
+    assert [t["id"] for t in client.get("/mj/task/list").json()] == [running]
+    assert not [r for r in state.requests if "/task/list" in r.path or "/task/queue" in r.path]
+    assert httpx.get(client.base_url.join("/mj/task/queue")).status_code == 401
+
+
+def test_cancel_stops_the_upstream_job_and_refunds_once(mj):
+    gateway, state, client = mj
+    gateway.set_price("midjourney", "1")
+    account_id, key = gateway.paying_key("1")
+    hooks = Hooks()
+    with serve(hooks.app()) as rx, httpx.Client(base_url=gateway.base_url, headers={"mj-api-secret": key},
+                                                timeout=30) as payer:
+        state.duration = 30
+        task_id = submit(payer, "imagine", {"prompt": "a fox", "notifyHook": rx + "/hook"})["result"]
+        wait(payer, task_id, until=("SUBMITTED", "IN_PROGRESS"))
+        assert balance(gateway, account_id)["reserved"] == 1
+        assert submit(payer, "imagine", {"prompt": "a hen"}, code=4)["result"] is None  # the balance is held
+        job = upstream_id(state)
+        for _ in range(2):  # a second cancel changes nothing
+            resp = payer.post(f"/mj-relax/mj/task/{task_id}/cancel")
+            assert resp.status_code == 200 and resp.json() == {"code": 1, "description": "成功", "result": task_id,
+                                                               "properties": {}}
+        cancelled = payer.get(f"/mj/task/{task_id}/fetch").json()
+        assert cancelled["status"] == "CANCEL" and cancelled["failReason"] == "Canceled by the client."
+        assert cancelled["progress"] == "" and cancelled["imageUrl"] is None and cancelled["finishTime"]
+        assert [r.path for r in state.requests if r.path.endswith("/cancel")] == [f"/mj/task/{job}/cancel"]
+        assert state.tasks[job].task["status"] == "CANCEL"
+        assert payer.get("/mj/task/queue").json() == []
+        time.sleep(0.3)  # the poller leaves it as it is
+        assert payer.get(f"/mj/task/{task_id}/fetch").json() == cancelled
+        assert balance(gateway, account_id) == {"balance": 1, "reserved": 0, "spent": 0}
+        deadline = time.monotonic() + 5
+        while not any(c["status"] == "CANCEL" for c in hooks.calls) and time.monotonic() < deadline:
+            time.sleep(0.03)
+        assert any(c["status"] == "CANCEL" and c["id"] == task_id for c in hooks.calls)
+        # refunded: the balance pays for the next one, which is charged when it is done
+        state.duration = 0.3
+        finished = submit(payer, "imagine", {"prompt": "a hen"})["result"]
+        wait(payer, finished)
+        count = len(state.requests)
+        late = payer.post(f"/mj/task/{finished}/cancel").json()
+        assert late["code"] == 4 and "SUCCESS" in late["description"]
+        assert payer.get(f"/mj/task/{finished}/fetch").json()["status"] == "SUCCESS"
+        for headers, unknown in (({}, "task_nope"), ({"mj-api-secret": ADMIN_KEY}, finished)):
+            resp = payer.post(f"/mj/task/{unknown}/cancel", headers=headers)
+            assert resp.status_code == 404 and resp.json()["code"] == 3
+        assert len(state.requests) == count
+    assert balance(gateway, account_id) == {"balance": 0, "reserved": 0, "spent": 1}
+
+
+def test_a_proxy_that_cannot_cancel_leaves_the_task_running(mj):
+    gateway, state, client = mj
+    state.duration = 1.5
+    task_id = submit(client, "imagine", {"prompt": "a fox"})["result"]
+    wait(client, task_id, until=("SUBMITTED", "IN_PROGRESS"))
+    state.fail_next(404, path="/mj/task/" + upstream_id(state) + "/cancel")  # novicezk has no cancel
+    answer = client.post(f"/mj/task/{task_id}/cancel").json()
+    assert answer["code"] == 9 and "no such endpoint" in answer["description"]
+    assert wait(client, task_id)["status"] == "SUCCESS"  # followed on, not held by the failed cancel
