@@ -89,6 +89,8 @@ async def start_services(settings: Settings) -> Services:
     sessions = sessionmaker(db)
     directory = ChannelDirectory(sessions, settings.cache_seconds)
     storage = LocalStorage(settings.resolved_storage_dir)
+    if settings.image_retention_days:
+        storage.keep_for(settings.image_retention_days)
     signer = UrlSigner(await _secret(sessions, settings), settings.url_ttl_seconds, settings.public_base_url)
     records = RecordWriter(sessions)
     records.start()

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     database_url: str | None = None
     storage_dir: Path | None = None
+    image_retention_days: float | None = Field(default=None, gt=0)
+    """Stored images older than this are deleted, a day's segment file at a time; their links
+    then answer 404. Unset: kept for ever."""
     keep_images: Literal["linked", "all"] = "linked"
     """Which delivered images the gateway keeps a copy of. `linked`: those it must serve itself
     (URLs, tasks); an image answered in base64 is in the client's hands and passes through

@@ -4,8 +4,8 @@ Images are appended to segment files rather than written one file each: creating
 the file system an inode, a directory entry and journal work, which on the benchmark's ext4
 disk took from 25 µs to over 1 ms per image (appending 4 KB: 4 µs). Each process appends to a
 segment of its own, so workers never coordinate; a segment is closed at SEGMENT_BYTES and a new
-one begun. An image's id says where it is: 12 hex digits of segment, 12 of offset, 8 of length.
-Retention, later, drops whole segments by age.
+one begun, and so is a new one each day. An image's id says where it is: 12 hex digits of
+segment, 12 of offset, 8 of length. Retention deletes whole segments by age.
 
 The interface (put, put_soon, get, read) is what an S3-compatible store will implement.
 """
@@ -27,6 +27,8 @@ from pixelgate.domain.images import EXTENSION
 INLINE_WRITE_BYTES = 256 * 1024
 """Smaller images are written on the event loop: appending them takes microseconds."""
 SEGMENT_BYTES = 1 << 30
+SEGMENT_SECONDS = 86400
+"""A segment holds at most a day of images, so that retention can drop a day at a time."""
 PENDING_BYTES = 32 * 1024 * 1024
 """Most bytes of one process waiting to be written in the background."""
 _ID = re.compile(r"^([0-9a-f]{12})([0-9a-f]{12})([0-9a-f]{8})$")
@@ -40,30 +42,50 @@ class LocalStorage:
         self._segment = ""
         self._end = 0
         self._pid = 0
+        self._begun = 0.0
+        self._sweeper: asyncio.Task | None = None
         self._pending: set[asyncio.Future] = set()
         self._pending_bytes = 0
+        self._writes: dict[int, int] = {}
+        """Writes under way per segment fd: a segment given up is closed after its last write."""
 
     def _reserve(self, size: int) -> tuple[int, str, int]:
         """Room for `size` bytes: (fd, segment, offset). Runs on the event loop only, so two
         reservations never overlap, and the writes themselves may then run in any thread."""
-        if self._fd is None or self._end + size > SEGMENT_BYTES or self._pid != os.getpid():
-            # A new segment also after a fork: a child must not append to its parent's.
-            self._segment, self._end, self._pid = secrets.token_hex(6), 0, os.getpid()
+        if (self._fd is None or self._end + size > SEGMENT_BYTES or self._pid != os.getpid()
+                or time.time() - self._begun > SEGMENT_SECONDS):
+            if self._pid != os.getpid():  # after a fork: a child must not append to its parent's
+                self._fd, self._writes = None, {}
+            retired = self._fd
+            self._segment, self._end, self._pid, self._begun = secrets.token_hex(6), 0, os.getpid(), time.time()
             self._fd = os.open(self.root / f"{self._segment}.seg", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            if retired is not None and not self._writes.get(retired):
+                os.close(retired)
         offset, self._end = self._end, self._end + size
         return self._fd, self._segment, offset
 
     def _place(self, data: bytes) -> tuple[str, int, int]:
         fd, segment, offset = self._reserve(len(data))
+        self._writes[fd] = self._writes.get(fd, 0) + 1
         return f"{segment}{offset:012x}{len(data):08x}", fd, offset
+
+    def _done(self, fd: int) -> None:
+        self._writes[fd] -= 1
+        if not self._writes[fd]:
+            del self._writes[fd]
+            if fd != self._fd:  # a segment given up while this write was under way
+                os.close(fd)
 
     async def put(self, data: bytes) -> str:
         """Store the image; returns its id once the bytes are written (readable by any worker)."""
         image_id, fd, offset = self._place(data)
-        if len(data) <= INLINE_WRITE_BYTES:
-            _write(fd, data, offset)  # cheaper than a hop to a thread
-        else:
-            await asyncio.to_thread(_write, fd, data, offset)
+        try:
+            if len(data) <= INLINE_WRITE_BYTES:
+                _write(fd, data, offset)  # cheaper than a hop to a thread
+            else:
+                await asyncio.to_thread(_write, fd, data, offset)
+        finally:
+            self._done(fd)
         return image_id
 
     async def put_soon(self, data: bytes) -> str:
@@ -71,21 +93,19 @@ class LocalStorage:
         itself, so the answer need not wait for the gateway's own copy. `drain` waits for them.
         When the disk falls behind by PENDING_BYTES, the answer waits after all: memory stays
         bounded, and the clients slow to the pace of the disk."""
+        if len(data) <= INLINE_WRITE_BYTES or self._pending_bytes + len(data) > PENDING_BYTES:
+            return await self.put(data)
         image_id, fd, offset = self._place(data)
-        if len(data) <= INLINE_WRITE_BYTES:
-            _write(fd, data, offset)
-        elif self._pending_bytes + len(data) > PENDING_BYTES:
-            await asyncio.to_thread(_write, fd, data, offset)
-        else:
-            job = asyncio.get_running_loop().run_in_executor(None, _write, fd, data, offset)
-            self._pending.add(job)
-            self._pending_bytes += len(data)
-            job.add_done_callback(functools.partial(self._written, len(data)))
+        job = asyncio.get_running_loop().run_in_executor(None, _write, fd, data, offset)
+        self._pending.add(job)
+        self._pending_bytes += len(data)
+        job.add_done_callback(functools.partial(self._written, len(data), fd))
         return image_id
 
-    def _written(self, size: int, job: asyncio.Future) -> None:
+    def _written(self, size: int, fd: int, job: asyncio.Future) -> None:
         self._pending.discard(job)
         self._pending_bytes -= size
+        self._done(fd)
 
     async def drain(self) -> None:
         if self._pending:
@@ -115,7 +135,32 @@ class LocalStorage:
             os.close(fd)
         return data if len(data) == length else None  # short: never written (a crash mid-put)
 
+    def forget_older_than(self, days: float) -> int:
+        """Delete the segments last written more than `days` ago; returns how many. The one this
+        process writes is not among them, and another worker's is younger than a day."""
+        cutoff = time.time() - days * 86400
+        removed = 0
+        for path in self.root.glob("*.seg"):
+            try:
+                if path.stem != self._segment and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another worker or instance removed it first
+                pass
+        return removed
+
+    def keep_for(self, days: float, every_seconds: float = 3600) -> None:
+        """Apply retention now and then every `every_seconds`, until close()."""
+        async def sweep() -> None:
+            while True:
+                await asyncio.to_thread(self.forget_older_than, days)
+                await asyncio.sleep(every_seconds)
+
+        self._sweeper = asyncio.create_task(sweep(), name="pixelgate-retention")
+
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

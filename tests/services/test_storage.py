@@ -96,3 +96,56 @@ def test_background_writes_are_bounded_and_the_rest_waits(tmp_path, monkeypatch)
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_retention_deletes_whole_segments_by_age_but_never_the_one_being_written(tmp_path, monkeypatch):
+    async def scenario():
+        store = LocalStorage(tmp_path)
+        old = await store.put(b"yesterday's image")
+        old_segment = tmp_path / f"{old[:12]}.seg"
+        monkeypatch.setattr(storage_module, "SEGMENT_SECONDS", 0)  # the day is over: a new segment
+        new = await store.put(b"today's image")
+        assert new[:12] != old[:12]
+        three_days_ago = __import__("time").time() - 3 * 86400
+        os.utime(old_segment, (three_days_ago, three_days_ago))
+        assert store.forget_older_than(2) == 1
+        assert store.read(old) is None and store.read(new) == b"today's image"
+        os.utime(tmp_path / f"{new[:12]}.seg", (three_days_ago, three_days_ago))
+        assert store.forget_older_than(2) == 0  # this process still writes it
+        store.close()
+
+    asyncio.run(scenario())
+
+
+def test_retention_runs_in_the_gateway(make_gateway):
+    gateway = make_gateway(image_retention_days=1)
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x", "size": "16x16"})
+    assert resp.status_code == 200
+    sweeper = gateway.services.storage._sweeper
+    assert sweeper is not None and not sweeper.done()
+
+
+def test_a_segment_given_up_stays_open_until_its_last_background_write(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(storage_module, "SEGMENT_BYTES", 1_500_000)
+    release = threading.Event()
+    real_write = storage_module._write
+    monkeypatch.setattr(storage_module, "_write", lambda *a: (release.wait(5), real_write(*a)))
+
+    async def scenario():
+        store = LocalStorage(tmp_path)
+        first = await store.put_soon(os.urandom(1_000_000))  # pending in a thread
+        old_fd = store._fd
+        second = await store.put_soon(os.urandom(1_000_000))  # does not fit: a new segment
+        assert store._fd != old_fd and first[:12] != second[:12]
+        os.fstat(old_fd)  # still open: its write is under way
+        release.set()
+        await store.drain()
+        with pytest.raises(OSError):
+            os.fstat(old_fd)  # closed after its last write
+        assert len(store.read(first)) == len(store.read(second)) == 1_000_000
+        store.close()
+
+    asyncio.run(scenario())
