@@ -173,6 +173,17 @@ def openai_gateway(make_gateway, openai_upstream) -> tuple[Gateway, OpenAIEmulat
     return make_gateway(channels=[openai_channel(base)]), state
 
 
+def openai_error(resp: httpx.Response, status: int, *, code: str | None = None, param: str | None = None) -> dict:
+    """The error of an OpenAI-shaped answer, checked for status (and code and param, if given)."""
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    if code is not None:
+        assert err["code"] == code, err
+    if param is not None:
+        assert err["param"] == param, err
+    return err
+
+
 def b64_images(resp: httpx.Response) -> list[Image.Image]:
     """The images of a 200 OpenAI-shaped answer with b64_json."""
     assert resp.status_code == 200, resp.text

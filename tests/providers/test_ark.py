@@ -14,7 +14,7 @@ from pixelgate.domain.request import ImageRequest, Operation
 from pixelgate.errors import UpstreamBadResponse, UpstreamContentFiltered, UpstreamError
 from pixelgate.providers.ark import Ark
 from pixelgate.providers.base import UpstreamReply
-from tests.conftest import b64_images, mask_png, png
+from tests.conftest import b64_images, mask_png, openai_error, png
 from tests.emulators.ark import ArkEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
@@ -48,7 +48,6 @@ def gw(make_gateway, ark):
     return make_gateway(channels=[ark_channel(base)]), state
 
 
-
 def _gen(client, model="doubao-seedream-4-0", **fields) -> httpx.Response:
     return client.post(GEN, json={"model": model, "prompt": "a red fox", "response_format": "b64_json", **fields})
 
@@ -63,16 +62,6 @@ def _jpeg(w=64, h=48) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (w, h), (10, 120, 200)).save(out, "JPEG")
     return out.getvalue()
-
-
-def _error(resp: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    if code:
-        assert err["code"] == code, err
-    if param:
-        assert err["param"] == param, err
-    return err
 
 
 # -- catalog and the source document --
@@ -149,7 +138,7 @@ def test_sizes_are_translated_to_the_vendor_vocabulary(gw):
 def test_impossible_sizes_are_refused_before_any_upstream_call(gw, model, size):
     gateway, upstream = gw
     with gateway.http() as client:
-        err = _error(_gen(client, model, size=size), 400, param="size")
+        err = openai_error(_gen(client, model, size=size), 400, param="size")
     assert upstream.requests == []
     if model.endswith("4-5"):
         assert "2K, 4K" in err["message"]
@@ -181,9 +170,9 @@ def test_reference_plus_generated_images_at_most_15(gw):
     gateway, upstream = gw
     refs = [(png(), "png"), (png(), "png")]
     with gateway.http() as client:
-        _error(_edit(client, refs, size="1K", sequential_image_generation="auto",
-                     sequential_image_generation_options='{"max_images": 14}'),
-               400, param="sequential_image_generation_options.max_images")
+        openai_error(_edit(client, refs, size="1K", sequential_image_generation="auto",
+                           sequential_image_generation_options='{"max_images": 14}'),
+                     400, param="sequential_image_generation_options.max_images")
         assert upstream.requests == []
         upstream.group_size = 3
         assert len(b64_images(_edit(client, refs, size="1K", sequential_image_generation="auto"))) == 3
@@ -212,7 +201,7 @@ def test_reference_plus_generated_images_at_most_15(gw):
 def test_options_are_validated_before_any_upstream_call(gw, fields, param):
     gateway, upstream = gw
     with gateway.http() as client:
-        _error(_gen(client, **fields), 400, param=param)
+        openai_error(_gen(client, **fields), 400, param=param)
     assert upstream.requests == []
 
 
@@ -256,11 +245,12 @@ def test_edit_sends_reference_images_as_data_urls(gw):
 def test_edit_limits(gw):
     gateway, upstream = gw
     with gateway.http() as client:
-        _error(client.post(EDIT, data={"model": "doubao-seedream-4-0", "prompt": "blue"},
-                           files={"image": ("a.png", png(), "image/png"), "mask": ("m.png", mask_png(), "image/png")}),
-               400, param="mask")
-        _error(_edit(client, [(png(), "png")] * 15), 400, param="image")
-        _error(_gen(client, "doubao-seededit-3-0-i2i-250628"), 400, param="model")
+        openai_error(client.post(EDIT, data={"model": "doubao-seedream-4-0", "prompt": "blue"},
+                                 files={"image": ("a.png", png(), "image/png"),
+                                        "mask": ("m.png", mask_png(), "image/png")}),
+                     400, param="mask")
+        openai_error(_edit(client, [(png(), "png")] * 15), 400, param="image")
+        openai_error(_gen(client, "doubao-seededit-3-0-i2i-250628"), 400, param="model")
     assert upstream.requests == []
 
 
@@ -268,7 +258,8 @@ def test_seededit_follows_its_input(gw):
     gateway, upstream = gw
     with gateway.http() as client:
         (image,) = b64_images(_edit(client, [(png(320, 200), "png")], "doubao-seededit-3-0-i2i-250628", guidance=5.5))
-        _error(_edit(client, [(png(), "png")], "doubao-seededit-3-0-i2i-250628", size="1024x1024"), 400, param="size")
+        openai_error(_edit(client, [(png(), "png")], "doubao-seededit-3-0-i2i-250628", size="1024x1024"),
+                     400, param="size")
     assert image.size == (320, 200)
     (sent,) = [r.body for r in upstream.requests]
     assert sent["size"] == "adaptive" and sent["guidance_scale"] == 5.5 and isinstance(sent["image"], str)
@@ -287,23 +278,23 @@ def test_json_reference_images_pass_through(gw):
 def test_moderation_is_a_content_policy_violation(gw):
     gateway, _ = gw
     with gateway.http() as client:
-        _error(_gen(client, prompt="something forbidden"), 400, "content_policy_violation")
+        openai_error(_gen(client, prompt="something forbidden"), 400, code="content_policy_violation")
 
 
 def test_upstream_errors_map_to_gateway_classes(gw):
     gateway, upstream = gw
     with gateway.http() as client:
         upstream.fail_next(500)
-        _error(_gen(client), 502, "upstream_unavailable")
+        openai_error(_gen(client), 502, code="upstream_unavailable")
         upstream.fail_next(429)
-        _error(_gen(client), 429, "upstream_rate_limited")
+        openai_error(_gen(client), 429, code="upstream_rate_limited")
         upstream.fail_next(404)  # model not activated on this account: the channel's fault
-        _error(_gen(client), 502, "upstream_unavailable")
+        openai_error(_gen(client), 502, code="upstream_unavailable")
         upstream.fail_next(400, {"error": {"code": "InvalidParameter", "message": "The parameter `image` is not valid.",
                                            "param": "image", "type": "BadRequest"}})
-        _error(_gen(client), 400, "upstream_rejected", "image")
+        openai_error(_gen(client), 400, code="upstream_rejected", param="image")
         upstream.api_key = "rotated"
-        _error(_gen(client), 502, "upstream_auth_failed")
+        openai_error(_gen(client), 502, code="upstream_auth_failed")
 
 
 def test_failover_to_the_next_channel_on_5xx(make_gateway, ark):
@@ -329,12 +320,12 @@ def test_errors_inside_successful_replies(gw):
         resp = _gen(client, size="1K", **group)
         assert len(b64_images(resp)) == 2 and "1 of 3" in resp.json()["partial"]
         upstream.withhold = {0}
-        _error(_gen(client, size="1K"), 400, "content_policy_violation")
+        openai_error(_gen(client, size="1K"), 400, code="content_policy_violation")
         upstream.withhold = set()
         upstream.fail_next(200, {"error": {"code": "InternalServiceError", "message": "boom"}})
-        _error(_gen(client, size="1K"), 502, "upstream_unavailable")
+        openai_error(_gen(client, size="1K"), 502, code="upstream_unavailable")
         upstream.fail_next(200, {"model": "x", "created": 1, "data": "nothing"})
-        _error(_gen(client, size="1K"), 502, "upstream_bad_response")
+        openai_error(_gen(client, size="1K"), 502, code="upstream_bad_response")
 
 
 # -- streaming --

@@ -17,7 +17,7 @@ from pixelgate.errors import (UpstreamBadResponse, UpstreamContentFiltered, Upst
                               UpstreamRejected, UpstreamUnavailable)
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.bfl import BlackForestLabs
-from tests.conftest import mask_png, png
+from tests.conftest import mask_png, openai_error, png
 from tests.emulators.bfl import BFLEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
@@ -59,16 +59,6 @@ def _ok(gateway, body: dict, path: str = GEN, **kwargs) -> list[Image.Image]:
     resp = _post(gateway, {"response_format": "b64_json", **body}, path, **kwargs)
     assert resp.status_code == 200, resp.text
     return [_image(base64.b64decode(item["b64_json"])) for item in resp.json()["data"]]
-
-
-def _error(resp: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    if code:
-        assert err["code"] == code, err
-    if param:
-        assert err["param"] == param, err
-    return err
 
 
 # -- the catalog --
@@ -204,7 +194,7 @@ def test_aspect_ratio_field_shapes_the_size_tier(gw):
                                         ("flux-pro-1.1", "3000x100"), ("flux-2-pro", "big")])
 def test_impossible_size_is_refused_before_any_upstream_call(gw, model, size):
     gateway, state = gw
-    err = _error(_post(gateway, {"model": model, "prompt": "a fox", "size": size}), 400, param="size")
+    err = openai_error(_post(gateway, {"model": model, "prompt": "a fox", "size": size}), 400, param="size")
     assert size in err["message"]
     assert state.requests == []
 
@@ -212,7 +202,7 @@ def test_impossible_size_is_refused_before_any_upstream_call(gw, model, size):
 def test_impossible_aspect_ratio_is_refused_before_any_upstream_call(gw):
     gateway, state = gw
     resp = _post(gateway, {"model": "flux-kontext-max", "prompt": "a fox", "aspect_ratio": "5:1"})
-    _error(resp, 400, param="aspect_ratio")
+    openai_error(resp, 400, param="aspect_ratio")
     assert state.requests == []
 
 
@@ -240,7 +230,7 @@ def test_n_fans_out_one_job_per_image(gw):
 ])
 def test_invalid_options_are_refused_before_any_upstream_call(gw, extra, param, code):
     gateway, state = gw
-    _error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox", **extra}), 400, code, param)
+    openai_error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox", **extra}), 400, code=code, param=param)
     assert state.requests == []
 
 
@@ -250,8 +240,8 @@ def test_flex_steps_and_guidance_pass_through_within_their_ranges(gw):
                   "prompt_upsampling": False})
     sent = state.submits()[-1].fields
     assert (sent["steps"], sent["guidance"], sent["prompt_upsampling"]) == (30, 4.5, False)
-    _error(_post(gateway, {"model": "flux-2-flex", "prompt": "a sign", "guidance": 11}), 400, param="guidance")
-    _error(_post(gateway, {"model": "flux-dev", "prompt": "a sign", "guidance": 6}), 400, param="guidance")
+    openai_error(_post(gateway, {"model": "flux-2-flex", "prompt": "a sign", "guidance": 11}), 400, param="guidance")
+    openai_error(_post(gateway, {"model": "flux-dev", "prompt": "a sign", "guidance": 6}), 400, param="guidance")
     assert len(state.submits()) == 1
 
 
@@ -303,7 +293,8 @@ def test_kontext_edit_lowers_safety_tolerance_to_its_edit_maximum(gw):
 def test_too_many_input_images_are_refused(gw):
     gateway, state = gw
     files = [("image[]", (f"{i}.png", png(32, 32), "image/png")) for i in range(5)]
-    _error(_post(gateway, {"model": "flux-kontext-max", "prompt": "merge"}, EDIT, files=files), 400, param="image")
+    openai_error(_post(gateway, {"model": "flux-kontext-max", "prompt": "merge"}, EDIT, files=files),
+                 400, param="image")
     assert state.requests == []
 
 
@@ -321,8 +312,8 @@ def test_mask_edit_goes_to_fill_with_a_white_means_edit_mask(gw):
 
 def test_fill_model_uses_transparency_without_a_mask(gw):
     gateway, state = gw
-    _error(_post(gateway, {"model": "flux-pro-1.0-fill", "prompt": "sky"}, EDIT,
-                 files=[("image", ("a.png", png(64, 64), "image/png"))]), 400, param="image")
+    openai_error(_post(gateway, {"model": "flux-pro-1.0-fill", "prompt": "sky"}, EDIT,
+                       files=[("image", ("a.png", png(64, 64), "image/png"))]), 400, param="image")
     assert state.requests == []
     _ok(gateway, {"model": "flux-pro-1.0-fill", "steps": 20, "guidance": 60}, EDIT,
         files=[("image", ("a.png", png(64, 64, alpha=True), "image/png"))])
@@ -334,7 +325,7 @@ def test_mask_edit_with_several_images_is_refused(gw):
     gateway, state = gw
     files = [("image[]", ("a.png", png(64, 64), "image/png")), ("image[]", ("b.png", png(64, 64), "image/png")),
              ("mask", ("m.png", mask_png(64, 64), "image/png"))]
-    _error(_post(gateway, {"model": "flux-2-pro", "prompt": "x"}, EDIT, files=files), 400, param="image")
+    openai_error(_post(gateway, {"model": "flux-2-pro", "prompt": "x"}, EDIT, files=files), 400, param="image")
     assert state.requests == []
 
 
@@ -342,7 +333,7 @@ def test_generate_only_models_refuse_edits(gw):
     gateway, state = gw
     resp = _post(gateway, {"model": "flux-pro-1.1", "prompt": "x"}, EDIT,
                  files=[("image", ("a.png", png(64, 64), "image/png"))])
-    _error(resp, 400, param="model")
+    openai_error(resp, 400, param="model")
     assert state.requests == []
 
 
@@ -363,7 +354,8 @@ def test_polling_url_on_a_foreign_host_never_gets_the_key(gw):
     elsewhere = BFLEmulatorState()
     with serve(create_app(elsewhere)) as other:
         state.polling_base = other
-        err = _error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), 502, "upstream_bad_response")
+        err = openai_error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}),
+                           502, code="upstream_bad_response")
     assert "polling URL" in err["message"]
     assert elsewhere.requests == [] and len(state.submits()) == 1
 
@@ -379,7 +371,7 @@ def test_failed_jobs_are_not_retried_elsewhere(make_gateway, upstream, status, h
         gateway = make_gateway(channels=[bfl_channel(base, "first", priority=10), bfl_channel(other + "/v1", "second")])
         state.finish_next(status, details={"Moderation Reasons": ["NSFW"]} if "Moderated" in status else None)
         resp = _post(gateway, {"model": "flux-2-pro", "prompt": "a fox"})
-    err = _error(resp, http, code)
+    err = openai_error(resp, http, code=code)
     if "Moderated" in status:
         assert "NSFW" in err["message"]
     assert second.requests == []  # the job was accepted: another channel would bill again
@@ -387,8 +379,8 @@ def test_failed_jobs_are_not_retried_elsewhere(make_gateway, upstream, status, h
 
 def test_moderated_prompt_is_a_content_policy_violation(gw):
     gateway, state = gw
-    _error(_post(gateway, {"model": "flux-kontext-max", "prompt": "something forbidden"}), 400,
-           "content_policy_violation")
+    openai_error(_post(gateway, {"model": "flux-kontext-max", "prompt": "something forbidden"}),
+                 400, code="content_policy_violation")
     assert len(state.submits()) == 1
 
 
@@ -403,7 +395,7 @@ def test_a_job_that_never_finishes_times_out(make_gateway, upstream):
     state, base = upstream
     gateway = make_gateway(channels=[bfl_channel(base)], async_wait_seconds=0.4)
     state.pending_seconds = 30
-    _error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), 504, "job_deadline_exceeded")
+    openai_error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), 504, code="job_deadline_exceeded")
 
 
 # -- upstream errors --
@@ -440,7 +432,8 @@ def test_validation_error_names_the_clients_parameter(gw):
     gateway, state = gw
     state.fail_next(422, {"detail": [{"type": "multiple_of", "loc": ["body", "width"],
                                       "msg": "Input should be a multiple of 16", "input": 1000}]})
-    err = _error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), 400, "upstream_rejected", "size")
+    err = openai_error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}),
+                       400, code="upstream_rejected", param="size")
     assert "multiple of 16" in err["message"]
 
 
@@ -454,13 +447,13 @@ def test_validation_error_names_the_clients_parameter(gw):
 def test_errors_inside_200_submit_replies(gw, body, http, code):
     gateway, state = gw
     state.fail_next(200, body)
-    _error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), http, code)
+    openai_error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), http, code=code)
 
 
 def test_unknown_poll_status_is_a_bad_response(gw):
     gateway, state = gw
     state.fail_next(200, {"id": "x", "status": "Exploded"}, on="poll")
-    _error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), 502, "upstream_bad_response")
+    openai_error(_post(gateway, {"model": "flux-2-pro", "prompt": "a fox"}), 502, code="upstream_bad_response")
 
 
 # -- the provider alone --

@@ -15,7 +15,7 @@ from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamConte
                               UpstreamRateLimited, UpstreamRejected, UpstreamUnavailable)
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.dashscope import DashScope
-from tests.conftest import b64_images, mask_png, png
+from tests.conftest import b64_images, mask_png, openai_error, png
 from tests.emulators.dashscope import DashScopeEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
@@ -44,7 +44,6 @@ def qwen(make_gateway, upstream):
     return make_gateway(channels=[channel(base)]), state
 
 
-
 def _gen(client, **fields):
     return client.post(GEN, json={"model": "qwen-image", "prompt": "a lighthouse", "response_format": "b64_json",
                                   **fields})
@@ -57,16 +56,6 @@ def _edit(client, images: list[bytes], mask: bytes | None = None, **fields):
     data = {"model": "qwen-image-edit", "prompt": "make it blue", "response_format": "b64_json",
             **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}}
     return client.post(EDIT, data=data, files=files)
-
-
-def _error(resp, status: int, param: str | None = None, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    if param is not None:
-        assert err["param"] == param, err
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 # -- the catalog --
@@ -202,7 +191,7 @@ def test_size_is_dropped_for_qwen_image_edit(qwen):
 def test_impossible_size_is_refused_before_any_call(qwen, model, size):
     gateway, state = qwen
     with gateway.http() as client:
-        err = _error(_gen(client, model=model, size=size), 400, "size")
+        err = openai_error(_gen(client, model=model, size=size), 400, param="size")
     assert "1664*928" in err["message"] or "WIDTHxHEIGHT" in err["message"]
     assert state.requests == []
 
@@ -210,7 +199,7 @@ def test_impossible_size_is_refused_before_any_call(qwen, model, size):
 def test_impossible_edit_size_is_refused(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        err = _error(_edit(client, [png()], model="qwen-image-edit-plus", size="5000x500"), 400, "size")
+        err = openai_error(_edit(client, [png()], model="qwen-image-edit-plus", size="5000x500"), 400, param="size")
     assert "512 and 2048" in err["message"] and state.requests == []
 
 
@@ -238,7 +227,7 @@ def test_n_fans_out_by_six_on_edit_plus(qwen):
 def test_n_above_ten_is_refused(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        _error(_gen(client, n=11), 400, "n")
+        openai_error(_gen(client, n=11), 400, param="n")
     assert state.requests == []
 
 
@@ -273,7 +262,7 @@ def test_bad_options_are_refused_before_any_call(qwen):
     with gateway.http() as client:
         for model in ("qwen-image", "qwen-image-async"):
             for fields, param in BAD_OPTIONS:
-                _error(_gen(client, model=model, **fields), 400, param)
+                openai_error(_gen(client, model=model, **fields), 400, param=param)
     assert state.requests == []
 
 
@@ -314,7 +303,7 @@ def test_mask_is_refused_naming_mask(qwen):
     gateway, state = qwen
     with gateway.http() as client:
         for model in EDITORS:
-            err = _error(_edit(client, [png()], mask=mask_png(), model=model), 400, "mask")
+            err = openai_error(_edit(client, [png()], mask=mask_png(), model=model), 400, param="mask")
             assert "instruction" in err["message"]
     assert state.requests == []
 
@@ -322,10 +311,10 @@ def test_mask_is_refused_naming_mask(qwen):
 def test_edit_limits(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        _error(_edit(client, [png()] * 4), 400, "image")
-        _error(_edit(client, [png()], prompt_extend=True), 400, "prompt_extend")  # not on qwen-image-edit
-        _error(client.post(GEN, json={"model": "qwen-image-edit", "prompt": "x"}), 400, "model")
-        _error(_edit(client, [png()], model="qwen-image"), 400, "model")
+        openai_error(_edit(client, [png()] * 4), 400, param="image")
+        openai_error(_edit(client, [png()], prompt_extend=True), 400, param="prompt_extend")  # not on qwen-image-edit
+        openai_error(client.post(GEN, json={"model": "qwen-image-edit", "prompt": "x"}), 400, param="model")
+        openai_error(_edit(client, [png()], model="qwen-image"), 400, param="model")
     assert state.requests == []
 
 
@@ -349,7 +338,7 @@ def test_async_task_failures(qwen, status, code):
     gateway, state = qwen
     state.fail_task_next(status=status, code=code)
     with gateway.http() as client:
-        err = _error(_gen(client, model="qwen-image-async"), 502, code="upstream_job_failed")
+        err = openai_error(_gen(client, model="qwen-image-async"), 502, code="upstream_job_failed")
     assert status in err["message"] and (code in err["message"] or status != "FAILED")
     if status == "UNKNOWN":
         assert "unknown or expired" in err["message"]
@@ -363,15 +352,15 @@ def test_async_task_failure_is_not_retried_elsewhere(make_gateway):
         a.fail_task_next()
         with gateway.http() as client:
             resp = _gen(client, model="qwen-image-async")
-        _error(resp, 502, code="upstream_job_failed")
+        openai_error(resp, 502, code="upstream_job_failed")
         assert b.requests == []  # the job was accepted: resubmitting would be paid twice
 
 
 def test_async_moderation_arrives_in_a_200_task(qwen):
     gateway, state = qwen
     with gateway.http() as client:
-        _error(_gen(client, model="qwen-image-async", prompt="something forbidden"), 400,
-               code="content_policy_violation")
+        openai_error(_gen(client, model="qwen-image-async", prompt="something forbidden"),
+                     400, code="content_policy_violation")
     assert state.api_requests[0].path == ASYNC_PATH  # accepted, then FAILED on a poll
 
 
@@ -388,7 +377,7 @@ def test_poll_hiccup_keeps_polling(qwen):
 def test_moderation_is_a_content_policy_violation(qwen):
     gateway, _ = qwen
     with gateway.http() as client:
-        err = _error(_gen(client, prompt="a forbidden thing"), 400, code="content_policy_violation")
+        err = openai_error(_gen(client, prompt="a forbidden thing"), 400, code="content_policy_violation")
     assert "DataInspectionFailed" in err["message"]
 
 
@@ -410,7 +399,7 @@ def test_upstream_5xx_alone_is_a_502(qwen):
     gateway, state = qwen
     state.fail_next(500)
     with gateway.http() as client:
-        err = _error(_gen(client), 502, code="upstream_unavailable")
+        err = openai_error(_gen(client), 502, code="upstream_unavailable")
     assert "InternalError" in err["message"]
 
 
@@ -418,14 +407,14 @@ def test_rate_limit_alone_is_a_429(qwen):
     gateway, state = qwen
     state.fail_next(429)
     with gateway.http() as client:
-        _error(_gen(client), 429, code="upstream_rate_limited")
+        openai_error(_gen(client), 429, code="upstream_rate_limited")
 
 
 def test_bad_channel_key(make_gateway, upstream):
     state, base = upstream
     gateway = make_gateway(channels=[channel(base, api_key="sk-wrong")])
     with gateway.http() as client:
-        _error(_gen(client), 502, code="upstream_auth_failed")
+        openai_error(_gen(client), 502, code="upstream_auth_failed")
     assert len(state.api_requests) == 1
 
 
@@ -433,7 +422,7 @@ def test_vendor_rejection_is_a_400(qwen):
     gateway, state = qwen
     state.fail_next(400, {"code": "InvalidParameter", "message": "size must be one of 1664*928"})
     with gateway.http() as client:
-        err = _error(_gen(client), 400, code="upstream_rejected")
+        err = openai_error(_gen(client), 400, code="upstream_rejected")
     assert "InvalidParameter" in err["message"]
 
 
@@ -447,7 +436,7 @@ def test_errors_inside_200_bodies(qwen, body, status, code):
     gateway, state = qwen
     state.fail_next(200, body)
     with gateway.http() as client:
-        _error(_gen(client), status, code=code)
+        openai_error(_gen(client), status, code=code)
 
 
 # -- pure build / parse --

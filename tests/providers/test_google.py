@@ -15,7 +15,7 @@ from pixelgate.errors import (InvalidRequest, UpstreamContentFiltered, UpstreamR
                               UpstreamRejected, UpstreamUnavailable)
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.google import Google
-from tests.conftest import b64_images, mask_png, png
+from tests.conftest import b64_images, mask_png, openai_error, png
 from tests.emulators.google import GoogleEmulatorState, create_app, error_body
 from tests.emulators.server import emulated, serve
 
@@ -50,19 +50,8 @@ def google(make_gateway, upstream):
     return make_gateway(channels=[google_channel(base)]), state
 
 
-
 def _gen(client, **body):
     return client.post(GEN, json={"prompt": "a lighthouse at dawn", "response_format": "b64_json", **body})
-
-
-def _error(resp, status: int, param: str | None = None, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    if param is not None:
-        assert err["param"] == param, err
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 def test_every_catalog_model_generates(google):
@@ -101,12 +90,12 @@ def test_number_of_images_sets_n_and_must_agree_with_it(google):
         assert state.requests[-1].body["parameters"]["sampleCount"] == 3
         assert len(b64_images(_gen(client, model="imagen-4.0-generate-001", numberOfImages=2, n=2))) == 2
         state.requests.clear()
-        _error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=3, n=2), 400, "numberOfImages")
-        _error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=5), 400, "numberOfImages")
-        _error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=0), 400, "numberOfImages")
+        openai_error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=3, n=2), 400, param="numberOfImages")
+        openai_error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=5), 400, param="numberOfImages")
+        openai_error(_gen(client, model="imagen-4.0-generate-001", numberOfImages=0), 400, param="numberOfImages")
         # Imagen's field only: Gemini makes one image per call and has no such option
-        _error(_gen(client, model="gemini-2.5-flash-image", numberOfImages=2), 400, "numberOfImages",
-               "unknown_parameter")
+        openai_error(_gen(client, model="gemini-2.5-flash-image", numberOfImages=2),
+                     400, param="numberOfImages", code="unknown_parameter")
     assert state.requests == []
 
 
@@ -150,10 +139,10 @@ def test_sizes_translate_to_the_nearest_google_option(google, model, size, sent,
 def test_impossible_or_unreadable_sizes_are_refused_before_any_call(google):
     gateway, state = google
     with gateway.http() as client:
-        err = _error(_gen(client, model="imagen-4.0-generate-001", size="1:4"), 400, "size")
+        err = openai_error(_gen(client, model="imagen-4.0-generate-001", size="1:4"), 400, param="size")
         assert "1:1, 3:4, 4:3, 9:16, 16:9" in err["message"]
-        _error(_gen(client, model="gemini-2.5-flash-image", size="8:1"), 400, "size")
-        _error(_gen(client, model="imagen-4.0-fast-generate-001", size="huge"), 400, "size")
+        openai_error(_gen(client, model="gemini-2.5-flash-image", size="8:1"), 400, param="size")
+        openai_error(_gen(client, model="imagen-4.0-fast-generate-001", size="huge"), 400, param="size")
     assert state.requests == []
 
 
@@ -162,7 +151,7 @@ def test_vendor_options_are_validated_and_passed_through(google):
     with gateway.http() as client:
         for body, param in [({"watermark": True}, "watermark"), ({"personGeneration": "allow_all"}, "personGeneration"),
                             ({"quality": "high"}, "quality"), ({"seed": 7}, "seed"), ({"stream": True}, "stream")]:
-            _error(_gen(client, model="imagen-4.0-generate-001", **body), 400, param)
+            openai_error(_gen(client, model="imagen-4.0-generate-001", **body), 400, param=param)
         assert state.requests == []
         b64_images(_gen(client, model="imagen-4.0-generate-001", personGeneration="ALLOW_ADULT"))
         assert state.requests[-1].body["parameters"]["personGeneration"] == "allow_adult"
@@ -209,13 +198,13 @@ def test_gemini_edits_refuse_masks_and_imagen_does_not_edit(google):
     with gateway.http() as client:
         resp = client.post(EDIT, data={"model": "gemini-3-pro-image-preview", "prompt": "a hat"},
                            files={"image": ("in.png", png(), "image/png"), "mask": ("m.png", mask_png(), "image/png")})
-        _error(resp, 400, "mask")
+        openai_error(resp, 400, param="mask")
         resp = client.post(EDIT, data={"model": "gemini-2.5-flash-image", "prompt": "merge"},
                            files=[("image[]", (f"{i}.png", png(), "image/png")) for i in range(4)])
-        _error(resp, 400, "image")
+        openai_error(resp, 400, param="image")
         resp = client.post(EDIT, data={"model": "imagen-4.0-generate-001", "prompt": "a hat"},
                            files={"image": ("in.png", png(), "image/png")})
-        _error(resp, 400, "model")
+        openai_error(resp, 400, param="model")
     assert state.requests == []
 
 
@@ -223,19 +212,20 @@ def test_moderation_is_a_content_policy_violation(google):
     gateway, state = google
     with gateway.http() as client:
         for model in ("imagen-4.0-generate-001", "gemini-2.5-flash-image"):
-            err = _error(_gen(client, model=model, prompt="something forbidden"), 400, code="content_policy_violation")
+            err = openai_error(_gen(client, model=model, prompt="something forbidden"),
+                               400, code="content_policy_violation")
             assert err["type"] == "invalid_request_error"
         assert state.requests[0].body["parameters"]["includeRaiReason"] is True
         # Imagen without reasons: every image silently dropped, {} with HTTP 200
         state.fail_next(200, {})
-        _error(_gen(client, model="imagen-4.0-fast-generate-001"), 400, code="content_policy_violation")
+        openai_error(_gen(client, model="imagen-4.0-fast-generate-001"), 400, code="content_policy_violation")
         state.fail_next(200, {"candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}]})
-        _error(_gen(client, model="gemini-3-pro-image-preview"), 400, code="content_policy_violation")
+        openai_error(_gen(client, model="gemini-3-pro-image-preview"), 400, code="content_policy_violation")
         # Vertex-style refusal of an Imagen prompt
         state.fail_next(400, error_body(400, "Image generation failed with the following error: The prompt could "
                                              "not be submitted. This prompt contains words that violate Vertex AI's "
                                              "usage guidelines."))
-        _error(_gen(client, model="imagen-4.0-generate-001"), 400, code="content_policy_violation")
+        openai_error(_gen(client, model="imagen-4.0-generate-001"), 400, code="content_policy_violation")
 
 
 def test_partly_filtered_imagen_answer_delivers_the_rest(google):
@@ -252,12 +242,12 @@ def test_errors_inside_http_200(google):
     with gateway.http() as client:
         state.fail_next(200, {"candidates": [{"content": {"role": "model", "parts": [{"text": "Which lighthouse?"}]},
                                               "finishReason": "STOP"}]})
-        err = _error(_gen(client, model="gemini-2.5-flash-image"), 400, code="upstream_no_image")
+        err = openai_error(_gen(client, model="gemini-2.5-flash-image"), 400, code="upstream_no_image")
         assert "Which lighthouse?" in err["message"]
         state.fail_next(200, {"candidates": "nope"})
-        _error(_gen(client, model="gemini-2.5-flash-image"), 502, code="upstream_bad_response")
+        openai_error(_gen(client, model="gemini-2.5-flash-image"), 502, code="upstream_bad_response")
         state.fail_next(200, {"predictions": [{"mimeType": "image/png"}]})
-        _error(_gen(client, model="imagen-4.0-generate-001"), 502, code="upstream_bad_response")
+        openai_error(_gen(client, model="imagen-4.0-generate-001"), 502, code="upstream_bad_response")
 
 
 def test_upstream_rejection_keeps_the_parameter(google):
@@ -265,7 +255,8 @@ def test_upstream_rejection_keeps_the_parameter(google):
     state.fail_next(400, error_body(400, "* GenerateContentRequest.generation_config.image_config.aspect_ratio: "
                                          "aspect_ratio must be one of 1:1, 16:9."))
     with gateway.http() as client:
-        _error(_gen(client, model="gemini-2.5-flash-image", size="16:9"), 400, "size", "invalid_argument")
+        openai_error(_gen(client, model="gemini-2.5-flash-image", size="16:9"),
+                     400, param="size", code="invalid_argument")
 
 
 def test_rate_limit_passes_the_retry_delay(google):
@@ -274,7 +265,7 @@ def test_rate_limit_passes_the_retry_delay(google):
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}]))
     with gateway.http() as client:
         resp = _gen(client, model="imagen-4.0-generate-001")
-    _error(resp, 429, code="resource_exhausted")
+    openai_error(resp, 429, code="resource_exhausted")
     assert resp.headers["retry-after"] == "30"
 
 
@@ -294,7 +285,7 @@ def test_server_errors_fail_over_to_the_next_channel(make_gateway, upstream, sta
             assert row["attempts"][0]["error"] == "upstream_unavailable"
             first.fail_next(status, count=2)
             second.fail_next(status)
-            _error(_gen(client, model="imagen-4.0-generate-001"), 502, code="upstream_unavailable")
+            openai_error(_gen(client, model="imagen-4.0-generate-001"), 502, code="upstream_unavailable")
 
 
 @pytest.mark.parametrize("key", ["wrong-key", ""])
