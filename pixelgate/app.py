@@ -31,6 +31,7 @@ from pixelgate.services.sandbox import SandboxTransport
 from pixelgate.services.storage import LocalStorage, UrlSigner
 from pixelgate.services.tasks import TaskService
 from pixelgate.services.transport import HttpTransport
+from pixelgate.services.webhooks import WebhookSender
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
 
 log = logging.getLogger("pixelgate")
@@ -105,12 +106,16 @@ async def start_services(settings: Settings) -> Services:
     services = Services(settings, db, sessions, KeyStore(sessions, settings.cache_seconds), directory,
                         storage, signer, records, http, fetcher, engine, None)  # type: ignore[arg-type]
     # A task's webhook carries the task as its own API shows it.
+    async def midjourney_task(task, base: str) -> dict:
+        return midjourney.render_task(task, base, services)
+
     renderers = {"predictions": lambda task, base: predictions.render_task(task, base, services),
                  "replicate": lambda task, base: replicate.render(task, base, services),
-                 "midjourney": lambda task, base: midjourney.render_task(task, base, services)}
-    services.tasks = TaskService(sessions, engine, fetcher, renderers, settings.poll_interval_seconds,
-                                 settings.task_deadline_seconds, settings.webhook_retry_seconds,
-                                 settings.task_lease_seconds)
+                 "midjourney": midjourney_task}
+    webhooks = WebhookSender(sessions, fetcher, renderers, settings.webhook_retry_seconds,
+                             settings.fetch_timeout_seconds, settings.poll_interval_seconds)
+    services.tasks = TaskService(sessions, engine, webhooks, settings.poll_interval_seconds,
+                                 settings.task_deadline_seconds, settings.task_lease_seconds)
     services.tasks.start()
     return services
 

@@ -11,6 +11,7 @@
     ├── PayloadTooLarge               413
     ├── RateLimited                   429  the key's requests per minute or in flight are exhausted
     ├── NoChannelAvailable            503  the model exists but every channel is disabled
+    ├── LeaseLost                     503  a worker's lease on a task ran out and another took over
     └── UpstreamError                 502  the vendor failed; carries the attempts made
         ├── UpstreamUnavailable       502  connection refused / 5xx / bad channel key: nothing accepted,
         │                                   so another channel may be tried (retry_elsewhere)
@@ -140,3 +141,12 @@ class UpstreamContentFiltered(UpstreamError):
     status = 400
     code = "content_policy_violation"
     type = "invalid_request_error"
+
+
+class LeaseLost(GatewayError):
+    """This worker's lease on a task ran out (it stalled, or lost the database) and another
+    worker took the task over: this one stops, writing nothing, and the other carries on."""
+
+    status = 503
+    code = "task_taken_over"
+

@@ -130,6 +130,15 @@ class Task(Base):
     deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     next_poll_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Names the holder of the lease: every write a worker makes while it works on the task is
+    conditional on it (a fence), so a worker whose lease ran out and was taken over changes nothing."""
+    origin: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The base URL the client used to submit: where links in the task's webhooks point (unless
+    public_base_url is set). Kept on the row, since any instance may send them."""
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many times the work of a synchronous model run as a task was started; an interrupted
+    run is started again by whichever worker finds its lease expired, at most MAX_RUNS times."""
     cost: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
     """What the finished task was charged."""
 
@@ -150,6 +159,7 @@ class WebhookDelivery(Base):
     log: Mapped[list] = mapped_column(JSON, default=list)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("task_id", "event", name="uq_webhook_task_event"),)
@@ -184,6 +194,10 @@ class LedgerEntry(Base):
     """hold (reserved the most it can cost), settle (charged what was delivered), topup."""
     amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
     unit_price: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    """A hold of a synchronous request: the request renews it while it runs. One whose lease ran
+    out unsettled belonged to a process that died, and the sweeper releases it. None: the hold
+    belongs to a task, whose row settles it."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("request_id", "kind", name="uq_ledger_request_kind"),)

@@ -8,6 +8,9 @@
   settle  once the outcome is known: charge the images actually delivered (0 on failure or
           cancel) and free the rest of the hold. (request_id, kind) is unique in the ledger, so
           a request is settled once even if a retry, a race or a restart tries again
+  sweep   a hold is owned either by a live request, which renews its lease while it runs, or by
+          a task row written in the same transaction (which settles it with its outcome); a
+          request hold whose lease ran out unsettled lost its process, and is released
 
 Keys without an account are unlimited: nothing is held, but every cost is still recorded.
 """
@@ -17,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from pixelgate.db.models import Account, LedgerEntry, PriceRow
 from pixelgate.domain import sizes
@@ -30,6 +35,10 @@ from pixelgate.domain.request import ImageRequest
 from pixelgate.errors import InsufficientBalance, InvalidRequest, NotFound, NotPriced
 
 CENT = Decimal("0.00000001")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -126,45 +135,83 @@ class Billing:
 
     # -- holds and settlement --
 
-    async def hold(self, account_id: int | None, request_id: str, unit_price: Decimal, n: int) -> bool:
+    async def hold(self, account_id: int | None, request_id: str, unit_price: Decimal, n: int,
+                   lease_seconds: float | None = None, session: AsyncSession | None = None) -> bool:
         """Reserve unit_price * n on the account, or raise InsufficientBalance. False when the
-        key has no account (nothing to hold)."""
+        key has no account (nothing to hold). With `lease_seconds` the hold belongs to a live
+        request, which renews it (`renew`); without, to a task row written in the same
+        `session`, which settles it. Either way no hold outlives its owner unsettled."""
         if account_id is None:
             return False
+        if session is None:
+            async with self._sessions() as own, own.begin():
+                return await self.hold(account_id, request_id, unit_price, n, lease_seconds, own)
         amount = unit_price * n
-        async with self._sessions() as session, session.begin():
-            won = await session.execute(
-                update(Account).where(
-                    Account.id == account_id,
-                    or_(Account.balance.is_(None), Account.balance - Account.reserved >= amount),
-                    or_(Account.spend_limit.is_(None), Account.spent + Account.reserved + amount <= Account.spend_limit))
-                .values(reserved=Account.reserved + amount))
-            if won.rowcount != 1:
-                raise InsufficientBalance(
-                    f"Insufficient balance: this request can cost up to {amount.normalize()} {self.currency}.")
-            session.add(LedgerEntry(account_id=account_id, request_id=request_id, kind="hold", amount=amount,
-                                    unit_price=unit_price))
+        won = await session.execute(
+            update(Account).where(
+                Account.id == account_id,
+                or_(Account.balance.is_(None), Account.balance - Account.reserved >= amount),
+                or_(Account.spend_limit.is_(None), Account.spent + Account.reserved + amount <= Account.spend_limit))
+            .values(reserved=Account.reserved + amount))
+        if won.rowcount != 1:
+            raise InsufficientBalance(
+                f"Insufficient balance: this request can cost up to {amount.normalize()} {self.currency}.")
+        lease = _now() + timedelta(seconds=lease_seconds) if lease_seconds else None
+        session.add(LedgerEntry(account_id=account_id, request_id=request_id, kind="hold", amount=amount,
+                                unit_price=unit_price, lease_until=lease))
         return True
 
-    async def settle(self, request_id: str, delivered: int) -> Decimal | None:
+    async def renew(self, request_id: str, lease_seconds: float) -> None:
+        """The request that owns this hold is still running."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(LedgerEntry).where(
+                LedgerEntry.request_id == request_id, LedgerEntry.kind == "hold",
+                LedgerEntry.lease_until.is_not(None)).values(lease_until=_now() + timedelta(seconds=lease_seconds)))
+
+    async def settle(self, request_id: str, delivered: int, session: AsyncSession | None = None) -> Decimal | None:
         """Charge what was delivered and free the rest of the hold, once. Returns the charge, or
-        None when there was no hold or it was settled already."""
-        try:
-            async with self._sessions() as session, session.begin():
-                hold = (await session.execute(select(LedgerEntry).where(
-                    LedgerEntry.request_id == request_id, LedgerEntry.kind == "hold"))).scalar_one_or_none()
-                if hold is None:
-                    return None
-                charge = min(Decimal(hold.unit_price) * delivered, Decimal(hold.amount))
-                session.add(LedgerEntry(account_id=hold.account_id, request_id=request_id, kind="settle",
-                                        amount=charge, unit_price=hold.unit_price))
-                await session.flush()  # the unique (request_id, kind) stops a second settlement here
-                await session.execute(update(Account).where(Account.id == hold.account_id).values(
-                    reserved=Account.reserved - hold.amount, spent=Account.spent + charge,
-                    balance=case((Account.balance.is_(None), None), else_=Account.balance - charge)))
-                return charge
-        except IntegrityError:
+        None when there was no hold or it was settled already. In a caller's `session` the
+        settlement commits (or not) with the caller's other writes: a task's outcome."""
+        if session is None:
+            try:
+                async with self._sessions() as own, own.begin():
+                    return await self.settle(request_id, delivered, own)
+            except IntegrityError:  # (request_id, kind) is unique: settled by another already
+                return None
+        hold = (await session.execute(select(LedgerEntry).where(
+            LedgerEntry.request_id == request_id, LedgerEntry.kind == "hold"))).scalar_one_or_none()
+        if hold is None:
             return None
+        settled = (await session.execute(select(LedgerEntry.id).where(
+            LedgerEntry.request_id == request_id, LedgerEntry.kind == "settle"))).first()
+        if settled is not None:
+            return None
+        charge = min(Decimal(hold.unit_price) * delivered, Decimal(hold.amount))
+        session.add(LedgerEntry(account_id=hold.account_id, request_id=request_id, kind="settle",
+                                amount=charge, unit_price=hold.unit_price))
+        await session.flush()  # the unique (request_id, kind) stops a concurrent second settlement
+        await session.execute(update(Account).where(Account.id == hold.account_id).values(
+            reserved=Account.reserved - hold.amount, spent=Account.spent + charge,
+            balance=case((Account.balance.is_(None), None), else_=Account.balance - charge)))
+        return charge
+
+    async def release_abandoned(self, grace_seconds: float = 0) -> int:
+        """Release (settle at 0) the holds whose request stopped renewing them: its process died
+        between hold and settle. Returns how many."""
+        settled = aliased(LedgerEntry)
+        async with self._sessions() as session:
+            stale = list((await session.execute(
+                select(LedgerEntry.request_id).where(
+                    LedgerEntry.kind == "hold", LedgerEntry.lease_until.is_not(None),
+                    LedgerEntry.lease_until < _now() - timedelta(seconds=grace_seconds),
+                    ~select(settled.id).where(settled.request_id == LedgerEntry.request_id,
+                                              settled.kind == "settle").exists())
+                .limit(500))).scalars())
+        released = 0
+        for request_id in stale:
+            if await self.settle(request_id, 0) is not None:
+                released += 1
+        return released
 
     # -- accounts --
 

@@ -12,6 +12,7 @@ import asyncio
 import binascii
 import dataclasses
 import io
+import logging
 import secrets
 import time
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ from pixelgate.services.storage import LocalStorage, UrlSigner, file_name
 from pixelgate.services.transport import upstream_errors
 
 T = TypeVar("T")
+log = logging.getLogger("pixelgate.engine")
 
 
 class Transport(Protocol):
@@ -66,6 +68,8 @@ class RequestContext:
     cost: Decimal | None = None
     quote: Quote | None = None
     held: bool = False
+    keeper: asyncio.Task | None = None
+    """Renews the hold's lease while the request runs (see Engine.hold)."""
     answer_carries_bytes: bool = False
     """A synchronous answer with base64 images: the gateway keeps no copy (unless keep_images
     is `all`, and then writes it in the background instead of delaying the answer)."""
@@ -117,14 +121,19 @@ class Engine:
         self.records = records
         self.transports = transports
 
-    async def prepare(self, req: ImageRequest, ctx: RequestContext) -> Route:
-        """Everything that can refuse the request before anything is spent: the model, the key's
-        rights, the request's validity, its price, the key's rate limits."""
-        ctx.operation, ctx.model, ctx.images_requested = req.operation.value, req.model, req.n
+    async def route_for(self, req: ImageRequest) -> Route:
+        """The model's capabilities and the channels that may serve this request, best first."""
         route = await self.directory.route(req.model, req.provider)
         if req.channel is not None:  # a follow-up of an accepted job goes where the job lives
             route = Route(route.model, route.capabilities, tuple(c for c in route.channels if c.name == req.channel)
                           or (await self.directory.channel(req.channel),))
+        return route
+
+    async def prepare(self, req: ImageRequest, ctx: RequestContext) -> Route:
+        """Everything that can refuse the request before anything is spent: the model, the key's
+        rights, the request's validity, its price, the key's rate limits."""
+        ctx.operation, ctx.model, ctx.images_requested = req.operation.value, req.model, req.n
+        route = await self.route_for(req)
         principal = ctx.principal
         assert principal is not None
         principal.require_model(req.model)
@@ -139,52 +148,65 @@ class Engine:
         return route
 
     async def hold(self, req: ImageRequest, ctx: RequestContext) -> None:
-        """Reserve the most the request can cost (402 if the balance cannot cover it)."""
-        ctx.held = await self.billing.hold(ctx.principal.account_id, ctx.request_id, ctx.quote.unit_price, req.n)
+        """Reserve the most the request can cost (402 if the balance cannot cover it). The hold
+        is leased to this request, renewed while it runs: if the process dies before `settle`,
+        the lease runs out and the sweeper releases the hold."""
+        lease = self.settings.task_lease_seconds
+        ctx.held = await self.billing.hold(ctx.principal.account_id, ctx.request_id, ctx.quote.unit_price, req.n,
+                                           lease_seconds=lease)
+        if ctx.held:
+            ctx.keeper = asyncio.create_task(self._keep_hold(ctx.request_id, lease))
+
+    async def _keep_hold(self, request_id: str, lease: float) -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.billing.renew(request_id, lease)
+            except Exception:  # the database may be back before the lease runs out
+                log.warning("could not renew the hold of %s", request_id, exc_info=True)
 
     async def settle(self, ctx: RequestContext, delivered: int) -> Decimal:
         """Charge the images delivered, once; the cost is recorded even for unlimited keys
         (which hold nothing, so they cost no database round trip here)."""
+        if ctx.keeper is not None:
+            ctx.keeper.cancel()
         charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered)) if ctx.held else None
         ctx.cost = charged if charged is not None else ctx.quote.unit_price * delivered
         return ctx.cost
 
-    async def generate(self, req: ImageRequest, ctx: RequestContext, bill: bool = True) -> ImageResult:
-        """Make the images and wait for them, whatever the vendor's own timing. `bill=False`
-        when the caller (a task) holds and settles itself."""
+    async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
+        """Make the images and wait for them, whatever the vendor's own timing, and bill them."""
         route = await self.prepare(req, ctx)
-        if bill:
-            await self.hold(req, ctx)
+        await self.hold(req, ctx)
+        try:
+            result = await self.produce(route, req, ctx)
+        except BaseException:
+            await self.settle(ctx, 0)
+            raise
+        await self.settle(ctx, len(result.images))
+        return result
+
+    async def produce(self, route: Route, req: ImageRequest, ctx: RequestContext) -> ImageResult:
+        """The images of an already prepared request, stored; billing is the caller's (a request
+        holds and settles around it, a task with its own row)."""
         parts = self.split(req, route)
         limit = route.capabilities.max_concurrent_calls
-        try:
-            outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call, limit))
-            finished = merge(outcomes, len(parts))
-            images = await self.deliver(finished, req, ctx)
-        except BaseException:
-            if bill:
-                await self.settle(ctx, 0)
-            raise
-        if bill:
-            await self.settle(ctx, len(images))
+        outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call, limit))
+        finished = merge(outcomes, len(parts))
+        images = await self.deliver(finished, req, ctx)
         return ImageResult(ctx.request_id, req.model, images, int(time.time()), finished.meta)
 
-    async def start(self, req: ImageRequest, ctx: RequestContext) -> tuple[Channel, list[Finished | Submitted]]:
-        """Submit without waiting: asynchronous vendors answer with jobs (Submitted), which
-        from here on belong to the returned channel; synchronous ones answer Finished."""
-        route = await self.prepare(req, ctx)
-        await self.hold(req, ctx)  # settled when the task ends (services.tasks)
+    async def submit(self, route: Route, req: ImageRequest, ctx: RequestContext) -> tuple[Channel, list[Finished | Submitted]]:
+        """Submit a prepared request without waiting: asynchronous vendors answer with jobs
+        (Submitted), which from here on belong to the returned channel; synchronous ones answer
+        Finished. Billing is the caller's (services.tasks)."""
         parts = self.split(req, route)
 
         async def attempt(provider: Provider, channel: Channel):
             return channel, await self._fan_out(provider, channel, parts, self._submit,
                                                 route.capabilities.max_concurrent_calls)
 
-        try:
-            return await self._failover(route, ctx, attempt)
-        except BaseException:
-            await self.settle(ctx, 0)
-            raise
+        return await self._failover(route, ctx, attempt)
 
     async def poll(self, channel_name: str, req: ImageRequest, job: Submitted) -> Finished | Pending:
         """One look at an accepted job."""

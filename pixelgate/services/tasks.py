@@ -1,47 +1,64 @@
-"""Asynchronous work: tasks, the poller that follows them, and their webhooks.
+"""Asynchronous work: tasks, exact when a process is killed at any line, across instances.
 
-The Task row is the source of truth. Submitting writes it; a poller loop in every worker claims
-due tasks by lease (one conditional UPDATE, the same on SQLite and PostgreSQL), polls the vendor,
-stores finished images at once and writes the outcome exactly once, by a conditional update from
-a live status. A process killed at any point leaves a row whose lease runs out, and any worker of
-any instance picks it up again: nothing is lost, nothing is finished twice.
+The Task row is the source of truth, and every change to it is a conditional UPDATE:
 
-Webhooks are rows too (one per task and event, unique), sent by the same loop with retries and
-backoff, signed per the Standard Webhooks scheme with the key's own secret.
+  starting  the intent, written with the request's hold in ONE transaction before any vendor
+            call; the submitting request holds its lease and calls the vendor. The client has
+            not been answered yet: if the process dies here, the lease runs out and whoever
+            finds the row fails it and releases the hold (the client saw an error and retries).
+  pending   accepted and answered. A synchronous model run as a task starts here: its request
+            (input images in storage) is on the row, and any worker runs it, again after a
+            crash (at most MAX_RUNS times).
+  running   vendor jobs recorded on the row; any worker polls them, one at a time by lease.
+  succeeded / failed / canceled
+            the outcome, its settlement (the ledger) and its webhook (an outbox row) are written
+            in ONE transaction: there is no moment at which a task is finished but unbilled,
+            billed twice, or finished unannounced.
+
+A worker claims a task by setting `lease_until` and a fresh `lease_token`; every write it
+makes while it works is conditional on that token (a fence) and the lease is renewed while the
+work runs. A worker that stalls past its lease and was taken over writes nothing (LeaseLost).
+
+Crash windows that remain, by design: a vendor that accepted a job in the instant before the
+process died holding a `starting` row has a job nobody follows (the operator may pay for it;
+the client is not charged). Images stored before the outcome was written are left unreferenced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import hashlib
-import hmac
 import logging
 import secrets
 import time
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, AsyncIterator
 
-import orjson
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate import wirejson
-from pixelgate.db.models import ApiKey, Task, WebhookDelivery
+from pixelgate.db.models import Task, WebhookDelivery
+from pixelgate.domain.images import InputImage
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
-from pixelgate.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
+from pixelgate.errors import GatewayError, LeaseLost, NotFound, UpstreamError
 from pixelgate.services.engine import Engine, RequestContext
-from pixelgate.services.fetch import Fetcher
+from pixelgate.services.webhooks import WebhookSender, new_delivery
 
 log = logging.getLogger("pixelgate.tasks")
 
-LIVE = ("pending", "running")
+LIVE = ("starting", "pending", "running")
 TERMINAL = ("succeeded", "failed", "canceled")
-WEBHOOK_TRIES = 9
-"""A failed webhook is retried after 1, 2, 4, ... 128 times `webhook_retry_seconds`, then given up."""
+MAX_RUNS = 3
+"""Starts of a synchronous task's work: a request that kills its process each time is failed."""
+MAX_WORKING = 256
+"""Tasks one process works on at once (each is mostly waiting on a vendor)."""
+SWEEP_SECONDS = 10.0
+"""How often each process releases holds whose request died (Billing.release_abandoned)."""
 
 
 def now() -> datetime:
@@ -58,102 +75,133 @@ def new_task_id() -> str:
     return "task_" + secrets.token_hex(12)
 
 
-def request_snapshot(req: ImageRequest) -> dict:
-    """What a task keeps of its request: enough to read the vendor's answer and deliver it."""
-    return {"operation": req.operation.value, "model": req.model, "prompt": req.prompt, "n": req.n,
-            "size": req.size, "output_format": req.output_format,
-            "output_compression": req.output_compression, "delivery": (req.delivery or Delivery.URL).value,
-            "seed": req.seed, "extras": req.extras}
+_IMAGE_FIELDS = ("images", "mask", "style_images")
 
 
-def request_from_snapshot(data: dict) -> ImageRequest:
-    return ImageRequest(operation=Operation(data["operation"]), model=data["model"], prompt=data["prompt"],
-                        n=data["n"], size=data["size"], output_format=data["output_format"],
-                        output_compression=data["output_compression"], delivery=Delivery(data["delivery"]),
-                        seed=data["seed"], extras=data.get("extras") or {})
+async def request_snapshot(req: ImageRequest, storage=None) -> dict:
+    """The request as the task keeps it: everything, so that any worker of any instance can run
+    it again. Input images go to image storage (with `storage`) and are kept by id."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(ImageRequest):
+        value = getattr(req, f.name)
+        if f.name in _IMAGE_FIELDS:
+            if storage is not None and value:
+                many = value if isinstance(value, list) else [value]
+                refs = [{"id": await storage.put(i.data), "format": i.format, "width": i.width, "height": i.height,
+                         "has_alpha": i.has_alpha, "filename": i.filename} for i in many]
+                data[f.name] = refs if isinstance(value, list) else refs[0]
+            continue
+        data[f.name] = value.value if hasattr(value, "value") else value
+    return data
 
 
-def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """Standard Webhooks: v1,base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+async def request_from_snapshot(data: dict, storage=None) -> ImageRequest:
+    names = {f.name for f in dataclasses.fields(ImageRequest)}
+    fields = {k: v for k, v in data.items() if k in names and k not in _IMAGE_FIELDS}
+    fields["operation"] = Operation(data["operation"])
+    fields["delivery"] = Delivery(data["delivery"]) if data.get("delivery") else None
+    fields["extras"] = dict(data.get("extras") or {})
+    req = ImageRequest(**fields)
+    if storage is not None:
+        async def load(ref: dict) -> InputImage:
+            stored = await storage.get(ref["id"])
+            if stored is None:
+                raise GatewayError("An input image of this task is no longer in storage.", code="task_input_lost")
+            return InputImage(stored, ref["format"], ref["width"], ref["height"], ref["has_alpha"], ref.get("filename"))
+
+        req.images = [await load(r) for r in data.get("images") or []]
+        req.style_images = [await load(r) for r in data.get("style_images") or []]
+        req.mask = await load(data["mask"]) if data.get("mask") else None
+    return req
 
 
 class TaskService:
-    def __init__(self, sessions: async_sessionmaker, engine: Engine, fetcher: Fetcher,
-                 renderers: dict[str, Callable[[Task, str], dict]], poll_interval: float,
-                 deadline_seconds: float, webhook_retry_seconds: float = 1.0, lease_seconds: float = 30) -> None:
+    def __init__(self, sessions: async_sessionmaker, engine: Engine, webhooks: WebhookSender,
+                 poll_interval: float, deadline_seconds: float, lease_seconds: float = 30) -> None:
         self._sessions = sessions
         self._engine = engine
-        self._fetcher = fetcher
-        self._renderers = renderers
-        """surface name -> function(task, base_url) -> the body a client (or webhook) sees."""
+        self.webhooks = webhooks
         self._poll_interval = poll_interval
         self._deadline = timedelta(seconds=deadline_seconds)
-        self._webhook_retry = webhook_retry_seconds
         self._lease = timedelta(seconds=lease_seconds)
-        """How long a claimed task or webhook is this process's alone; a process that dies
+        """How long a claimed task is one worker's alone without renewal; a worker that dies
         holding one delays it by at most this long."""
         self._loop_task: asyncio.Task | None = None
-        self._background: set[asyncio.Task] = set()
+        self._working: set[asyncio.Task] = set()
         self._stopping = False
-        self.base_url = ""
-        """Where webhook bodies point their links (set from the first request seen)."""
+        self._swept = 0.0
 
-    # -- creating and reading --
+    # -- creating --
 
     async def submit(self, req: ImageRequest, ctx: RequestContext, model_path: str, client_input: dict,
                      webhook_url: str | None = None, webhook_events: list[str] | None = None,
                      run_in_background: bool = False, meta: dict | None = None) -> Task:
-        """Validate, submit upstream and record the task. Asynchronous vendors answer with jobs
-        that the poller follows; a synchronous model asked to run asynchronously runs in the
-        background of this process. `meta` starts Task.meta (facts the surface keeps); a vendor
-        that answers with a job this key's tasks already follow returns that task instead."""
-        self.base_url = self.base_url or ctx.base_url
+        """Validate, record the intent with its hold, then submit upstream. Asynchronous vendors
+        answer with jobs that any worker then follows; a synchronous model asked to run
+        asynchronously is answered at once and runs on any worker. `meta` starts Task.meta
+        (facts the surface keeps); a vendor that answers with a job this key's tasks already
+        follow returns that task instead."""
+        route = await self._engine.prepare(req, ctx)  # refuse bad requests before anything is written
+        token, moment = secrets.token_hex(16), now()
+        storage = self._engine.storage if run_in_background else None
+        snapshot = {**await request_snapshot(req, storage), "unit_price": str(ctx.quote.unit_price),
+                    "sync": run_in_background}
         task = Task(id=new_task_id(), key_id=ctx.principal.key_id, request_id=ctx.request_id,
-                    surface=ctx.surface, model=req.model, model_path=model_path, status="pending",
-                    request=request_snapshot(req), input=client_input, jobs=[], webhook_url=webhook_url,
-                    webhook_events=webhook_events, created_at=now(), deadline_at=now() + self._deadline,
-                    next_poll_at=now(), meta=dict(meta or {}))
+                    surface=ctx.surface, model=req.model, model_path=model_path,
+                    status="pending" if run_in_background else "starting", request=snapshot,
+                    input=client_input, jobs=[], webhook_url=webhook_url, webhook_events=webhook_events,
+                    created_at=moment, deadline_at=moment + self._deadline, next_poll_at=moment,
+                    meta=dict(meta or {}), origin=ctx.base_url, runs=0, lease_token=token,
+                    lease_until=moment + self._lease)
+        async with self._sessions() as session, session.begin():
+            session.add(task)
+            ctx.held = await self._engine.billing.hold(ctx.principal.account_id, ctx.request_id,
+                                                       ctx.quote.unit_price, req.n, session=session)
         if run_in_background:
-            await self._engine.prepare(req, ctx)  # refuse bad requests now, not in the background
-            await self._engine.hold(req, ctx)
-            task.request = {**request_snapshot(req), "unit_price": str(ctx.quote.unit_price)}  # as prepared
-            task.status, task.started_at, task.lease_until = "running", now(), now() + self._deadline
-            await self._insert(task)
-            job = asyncio.create_task(self._run_sync(task.id, req, ctx))
-            self._background.add(job)
-            job.add_done_callback(self._background.discard)
+            self._spawn(self._work(task, token))
             return task
-        channel, outcomes = await self._engine.start(req, ctx)
-        if (known := await self._known_job(ctx, channel.name, outcomes)) is not None:
-            return known
-        task.request = {**request_snapshot(req), "unit_price": str(ctx.quote.unit_price)}  # as prepared
-        task.channel, task.started_at = channel.name, now()
-        jobs, finished = [], []
+        try:
+            async with self._leased(task.id, token):
+                channel, outcomes = await self._engine.submit(route, req, ctx)
+                if (known := await self._known_job(ctx, channel.name, outcomes)) is not None:
+                    await self._abandon(task.id, token)
+                    return known
+                return await self._record_submission(task, token, req, ctx, channel.name, outcomes)
+        except BaseException:
+            await asyncio.shield(self._abandon(task.id, token))
+            raise
+
+    async def _record_submission(self, task: Task, token: str, req: ImageRequest, ctx: RequestContext,
+                                 channel: str, outcomes: list[Finished | Submitted]) -> Task:
+        meta, jobs, finished = dict(task.meta or {}), [], []
         for outcome in outcomes:
             if isinstance(outcome, Submitted):
                 jobs.append({"id": outcome.job_id, "poll_url": outcome.poll_url, "images": None})
-                task.meta.update(_facts(outcome))
+                meta.update(_facts(outcome))
             else:
                 finished.append(outcome)
         if finished:  # a synchronous vendor (or a part that was): store its images now
             images = await self._engine.deliver(_merge(finished), req, ctx)
             jobs.append({"id": None, "poll_url": None, "images": [_stored(i) for i in images]})
-        task.jobs = jobs
-        task.status = "running" if any(j["images"] is None for j in jobs) else "succeeded"
-        if task.status == "succeeded":
-            task.output, task.completed_at = _output(jobs), now()
-            task.cost = await self._engine.settle(ctx, len(task.output))
-        await self._insert(task)
-        if task.status == "succeeded":
-            await self._queue_webhook(task)
-        return task
+        values = dict(channel=channel, started_at=now(), jobs=jobs, meta=meta)
+        if all(j["images"] is not None for j in jobs):
+            ctx.cost = await self._finish(task.id, token, "succeeded", **values)
+        else:
+            await self._write(task.id, token, status="running", lease_token=None, lease_until=None,
+                              next_poll_at=now() + timedelta(seconds=self._poll_interval), **values)
+        async with self._sessions() as session:
+            return await session.get(Task, task.id)
 
-    async def _insert(self, task: Task) -> None:
+    async def _abandon(self, task_id: str, token: str) -> None:
+        """The submission failed (the client gets the error): no task, no charge, one transaction."""
         async with self._sessions() as session, session.begin():
-            session.add(task)
+            task = await session.get(Task, task_id)
+            if task is None or task.lease_token != token or task.status != "starting":
+                return  # taken over (and failed) by another worker already
+            await self._engine.billing.settle(task.request_id, 0, session=session)
+            await session.delete(task)
+
+    # -- reading --
 
     async def get(self, task_id: str, key_id: int) -> Task:
         """The task, to its owner only: to anyone else it does not exist."""
@@ -180,52 +228,125 @@ class TaskService:
         async with self._sessions() as session:
             return list((await session.execute(query.order_by(Task.created_at.desc()).limit(limit))).scalars())
 
+    async def deliveries(self, task_id: str) -> list[WebhookDelivery]:
+        return await self.webhooks.deliveries(task_id)
+
+    async def webhook_secret(self, key_id: int) -> str:
+        return await self.webhooks.secret(key_id)
+
+    # -- canceling --
+
     async def cancel(self, task_id: str, key_id: int) -> Task:
+        """Cancel a live task; a finished one is left as it is (as Replicate does).
+
+        When the vendor can cancel its job, the gateway tells it first, holding the task's lease
+        (so no poll sees the vendor's cancel and fails the task first); if the vendor refuses,
+        the task runs on and the error is the answer. When it cannot (most vendors; or the work
+        is a synchronous call under way), the task is canceled at once and the job's result, if
+        it comes, is discarded. Either way a canceled task is charged nothing."""
         task = await self.get(task_id, key_id)
         if task.status in TERMINAL:
-            return task  # as Replicate does: cancelling a finished task leaves it unchanged
+            return task
         channel = await self._engine.directory.channel(task.channel) if task.channel else None
-        if channel is not None and not self._engine.can_cancel(channel):
-            raise InvalidRequest(f"Tasks of model '{task.model}' cannot be canceled: the vendor does "
-                                 "not allow it.", field="id", code="cancel_not_supported", status=409)
         jobs = [Submitted(j["id"], j["poll_url"]) for j in task.jobs if j["id"] and j["images"] is None]
-        if channel is not None and jobs and not await self._cancel_jobs(task.id, channel.name, jobs):
+        if channel is None or not jobs or not self._engine.can_cancel(channel):
+            note = "" if not jobs else " The vendor cannot stop the job; its result is discarded."
+            await self._finish(task_id, None, "canceled", error={"code": "canceled",
+                                                                  "message": "Canceled by the client." + note})
+            return await self.get(task_id, key_id)
+        token = await self._take_over(task_id)
+        if token is None:
             return await self.get(task_id, key_id)  # it finished before it could be held
-        await self._finish(task.id, "canceled", error={"code": "canceled", "message": "Canceled by the client."})
+        try:
+            async with self._leased(task_id, token):
+                for job in jobs:
+                    await self._engine.ask(channel.name, lambda p, c: p.build_cancel(job, c), lambda p, r: None)
+        except GatewayError:
+            await self._write(task_id, token, lease_token=None, lease_until=None)  # the task runs on
+            raise
+        await self._finish(task_id, token, "canceled", error={"code": "canceled", "message": "Canceled by the client."})
         return await self.get(task_id, key_id)
 
-    async def _cancel_jobs(self, task_id: str, channel: str, jobs: list[Submitted]) -> bool:
-        """Tell the vendor, holding the task as a poller does (so no poll sees the vendor's cancel
-        and fails the task first); False when the task finished before it could be held."""
-        deadline = time.monotonic() + self._lease.total_seconds()  # a dead holder's lease runs out
-        while not await self._lease_task(task_id, now()):
+    async def _take_over(self, task_id: str) -> str | None:
+        """The task's lease, once its holder lets go (or its lease runs out); None if it finished."""
+        deadline = time.monotonic() + self._lease.total_seconds() + 1
+        while time.monotonic() < deadline:
+            if (token := await self._claim(task_id)) is not None:
+                return token
             async with self._sessions() as session:
-                if (await session.get(Task, task_id)).status in TERMINAL or time.monotonic() > deadline:
-                    return False
+                if (await session.get(Task, task_id)).status in TERMINAL:
+                    return None
             await asyncio.sleep(0.02)
+        return None
+
+    # -- leases --
+
+    async def _claim(self, task_id: str) -> str | None:
+        token, moment = secrets.token_hex(16), now()
+        async with self._sessions() as session, session.begin():
+            won = await session.execute(
+                update(Task).where(Task.id == task_id, Task.status.in_(LIVE),
+                                   or_(Task.lease_until.is_(None), Task.lease_until < moment))
+                .values(lease_until=moment + self._lease, lease_token=token))
+        return token if won.rowcount == 1 else None
+
+    async def _write(self, task_id: str, token: str, **values: Any) -> None:
+        """Change a live task this worker holds; LeaseLost if another worker took it over."""
+        async with self._sessions() as session, session.begin():
+            won = await session.execute(update(Task).where(
+                Task.id == task_id, Task.lease_token == token, Task.status.in_(LIVE)).values(**values))
+        if won.rowcount != 1:
+            raise LeaseLost(f"Task {task_id} was taken over by another worker.")
+
+    @asynccontextmanager
+    async def _leased(self, task_id: str, token: str) -> AsyncIterator[None]:
+        """Renew the lease while the block runs; if it cannot be renewed (another worker took
+        the task over), cancel the block and raise LeaseLost."""
+        current = asyncio.current_task()
+        lost = False
+
+        async def renew() -> None:
+            nonlocal lost
+            while True:
+                await asyncio.sleep(self._lease.total_seconds() / 3)
+                try:
+                    await self._write(task_id, token, lease_until=now() + self._lease)
+                except LeaseLost:
+                    lost = True
+                    current.cancel()
+                    return
+                except Exception:  # the database may be back before the lease runs out
+                    log.warning("could not renew the lease of %s", task_id, exc_info=True)
+
+        keeper = asyncio.create_task(renew())
         try:
-            for job in jobs:
-                await self._engine.ask(channel, lambda p, c: p.build_cancel(job, c), lambda p, r: None)
-        except BaseException:
-            await self._release(task_id)  # the vendor did not cancel: the task runs on
+            yield
+        except asyncio.CancelledError:
+            if lost and current.uncancel() == 0:
+                raise LeaseLost(f"Task {task_id} was taken over by another worker.") from None
             raise
-        return True
+        finally:
+            keeper.cancel()
 
     # -- the loop --
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="pixelgate-tasks")
+        self.webhooks.start()
 
     async def close(self) -> None:
         self._stopping = True
-        for job in list(self._background):
-            job.cancel()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            try:
-                await self._loop_task
-            except asyncio.CancelledError:
-                pass
+        for job in [self._loop_task, *self._working]:
+            if job is not None:
+                job.cancel()
+        await asyncio.gather(*[j for j in [self._loop_task, *self._working] if j is not None],
+                             return_exceptions=True)
+        await self.webhooks.close()
+
+    def _spawn(self, work) -> None:
+        job = asyncio.create_task(work)
+        self._working.add(job)
+        job.add_done_callback(self._working.discard)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -237,45 +358,85 @@ class TaskService:
             await asyncio.sleep(0.02 if busy else self._poll_interval)
 
     async def tick(self) -> bool:
-        """One round: poll every due task this process could claim, send due webhooks."""
-        due = await self._claim_tasks()
-        await asyncio.gather(*(self._advance(t) for t in due))
-        sent = await self._send_webhooks()
-        return bool(due) or sent
+        """One round: start work on every due task this process could claim (each runs on its
+        own, so one slow vendor delays no other task), and now and then sweep dead holds."""
+        if time.monotonic() - self._swept > SWEEP_SECONDS:
+            self._swept = time.monotonic()
+            if released := await self._engine.billing.release_abandoned():
+                log.info("released %d holds whose request died", released)
+        claimed = await self._claim_due(MAX_WORKING - len(self._working))
+        for task, token in claimed:
+            self._spawn(self._work(task, token))
+        return bool(claimed)
 
-    async def _claim_tasks(self) -> list[Task]:
-        moment = now()
+    async def _claim_due(self, room: int) -> list[tuple[Task, str]]:
+        if room <= 0:
+            return []
+        moment, token = now(), secrets.token_hex(16)
         async with self._sessions() as session:
-            candidates = list((await session.execute(
-                select(Task).where(Task.status.in_(LIVE), Task.next_poll_at <= moment,
-                                   or_(Task.lease_until.is_(None), Task.lease_until < moment))
-                .order_by(Task.next_poll_at).limit(64))).scalars())
-        return [task for task in candidates if await self._lease_task(task.id, moment)]
-
-    async def _lease_task(self, task_id: str, moment: datetime) -> bool:
-        """Make a live task this process's alone for a lease, unless another holds it."""
+            due = list((await session.execute(
+                select(Task.id).where(Task.status.in_(LIVE), Task.next_poll_at <= moment,
+                                      or_(Task.lease_until.is_(None), Task.lease_until < moment))
+                .order_by(Task.next_poll_at).limit(min(room, 64)))).scalars())
+        if not due:
+            return []
         async with self._sessions() as session, session.begin():
-            won = await session.execute(
-                update(Task).where(Task.id == task_id, Task.status.in_(LIVE),
-                                   or_(Task.lease_until.is_(None), Task.lease_until < moment))
-                .values(lease_until=moment + self._lease))
-        return won.rowcount == 1
+            await session.execute(update(Task).where(
+                Task.id.in_(due), Task.status.in_(LIVE),
+                or_(Task.lease_until.is_(None), Task.lease_until < moment))
+                .values(lease_until=moment + self._lease, lease_token=token))
+        async with self._sessions() as session:
+            mine = (await session.execute(select(Task).where(Task.id.in_(due), Task.lease_token == token))).scalars()
+            return [(task, token) for task in mine]
 
-    async def _release(self, task_id: str) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(update(Task).where(Task.id == task_id).values(lease_until=None))
+    async def _work(self, task: Task, token: str) -> None:
+        try:
+            async with self._leased(task.id, token):
+                await self._advance(task, token)
+        except LeaseLost:
+            log.info("task %s was taken over by another worker", task.id)
+        except Exception:
+            log.exception("task %s: round failed; its lease will run out and it is tried again", task.id)
 
-    async def _advance(self, task: Task) -> None:
-        """Poll the task's unfinished jobs once; finish it when all are done or it is overdue."""
-        req = request_from_snapshot(task.request)
-        ctx = RequestContext(request_id=task.request_id, surface=task.surface, base_url=self.base_url)
-        if not any(j["id"] for j in task.jobs) or aware(task.deadline_at) < now():
-            # nobody is working on it any more (its process died) or it is overdue
-            reason = ("The task did not finish before its deadline." if task.jobs else
-                      "The task was interrupted (the gateway restarted while it ran).")
-            await self._finish(task.id, "failed", error={"code": "task_deadline_exceeded" if task.jobs
-                                                         else "task_interrupted", "message": reason})
+    async def _advance(self, task: Task, token: str) -> None:
+        if task.status == "starting":
+            # its submitting request died between writing the intent and recording the vendor's
+            # answer: that client got no task, so none is charged
+            await self._finish(task.id, token, "failed", error={
+                "code": "task_interrupted", "message": "The submission was interrupted (the gateway restarted)."})
+        elif aware(task.deadline_at) < now():
+            await self._finish(task.id, token, "failed", error={
+                "code": "task_deadline_exceeded", "message": "The task did not finish before its deadline."})
+        elif task.request.get("sync") and not task.jobs:
+            await self._run_sync(task, token)
+        elif not any(j["id"] for j in task.jobs):  # a row from before tasks were resumable
+            await self._finish(task.id, token, "failed", error={
+                "code": "task_interrupted", "message": "The task was interrupted (the gateway restarted while it ran)."})
+        else:
+            await self._poll(task, token)
+
+    async def _run_sync(self, task: Task, token: str) -> None:
+        """The work of a synchronous model, on whichever worker claimed it: again after a crash."""
+        runs = task.runs + 1
+        if runs > MAX_RUNS:
+            await self._finish(task.id, token, "failed", error={
+                "code": "task_interrupted", "message": f"The task was interrupted {MAX_RUNS} times."})
             return
+        await self._write(task.id, token, status="running", runs=runs, started_at=task.started_at or now())
+        ctx = RequestContext(request_id=task.request_id, surface=task.surface, base_url=task.origin or "")
+        try:
+            req = await request_from_snapshot(task.request, self._engine.storage)
+            result = await self._engine.produce(await self._engine.route_for(req), req, ctx)
+        except GatewayError as exc:
+            await self._finish(task.id, token, "failed", error=_error(exc), channel=ctx.channel)
+            return
+        jobs = [{"id": None, "poll_url": None, "images": [_stored(i) for i in result.images]}]
+        await self._finish(task.id, token, "succeeded", jobs=jobs, channel=ctx.channel)
+
+    async def _poll(self, task: Task, token: str) -> None:
+        """Poll the task's unfinished jobs once; finish it when all are done."""
+        req = await request_from_snapshot(task.request)
+        ctx = RequestContext(request_id=task.request_id, surface=task.surface, base_url=task.origin or "")
         jobs = [dict(j) for j in task.jobs]
         meta = dict(task.meta or {})
         progress: list[float] = []
@@ -295,53 +456,56 @@ class TaskService:
                     progress.append(outcome.progress or 0.0)
         except UpstreamError as exc:
             if not exc.retry_elsewhere:  # a hiccup (5xx, 429) is polled again; anything else is final
-                await self._finish(task.id, "failed", jobs=jobs, error=_error(exc))
+                await self._finish(task.id, token, "failed", jobs=jobs, error=_error(exc), meta=meta)
                 return
         except GatewayError as exc:
-            await self._finish(task.id, "failed", jobs=jobs, error=_error(exc))
+            await self._finish(task.id, token, "failed", jobs=jobs, error=_error(exc), meta=meta)
             return
         if all(j["images"] is not None for j in jobs):
-            await self._keep_meta(task.id, meta)
-            await self._finish(task.id, "succeeded", jobs=jobs)
+            await self._finish(task.id, token, "succeeded", jobs=jobs, meta=meta)
             return
         # a hiccup on the first job leaves no fresh progress: keep what we knew
         done = round(sum(progress) / len(progress), 3) if progress else task.progress
+        announce = self._status_event(task, meta, done)
         async with self._sessions() as session, session.begin():
-            await session.execute(update(Task).where(Task.id == task.id, Task.status.in_(LIVE)).values(
-                jobs=jobs, progress=done, lease_until=None,
-                next_poll_at=now() + timedelta(seconds=self._poll_interval), meta=meta))
-        await self._status_event(task, meta, done)
+            won = await session.execute(update(Task).where(
+                Task.id == task.id, Task.lease_token == token, Task.status.in_(LIVE)).values(
+                jobs=jobs, progress=done, lease_until=None, lease_token=None, meta=meta,
+                next_poll_at=now() + timedelta(seconds=self._poll_interval)))
+            if won.rowcount != 1:
+                raise LeaseLost(f"Task {task.id} was taken over by another worker.")
+            if announce is not None and not await _announced(session, task.id, announce):
+                session.add(new_delivery(task, announce))
+        if announce is not None:
+            self.webhooks.wake()
 
-    async def _run_sync(self, task_id: str, req: ImageRequest, ctx: RequestContext) -> None:
-        try:
-            result = await self._engine.generate(req, ctx, bill=False)
-        except GatewayError as exc:
-            await self._finish(task_id, "failed", error=_error(exc))
-            return
-        jobs = [{"id": None, "poll_url": None, "images": [_stored(i) for i in result.images]}]
-        await self._finish(task_id, "succeeded", jobs=jobs)
-
-    async def _finish(self, task_id: str, status: str, jobs: list | None = None, error: dict | None = None) -> bool:
-        """Write the outcome, once: only a live task can finish, so a second writer changes nothing."""
-        values: dict[str, Any] = {"status": status, "completed_at": now(), "lease_until": None, "error": error}
+    async def _finish(self, task_id: str, token: str | None, status: str, *, jobs: list | None = None,
+                      error: dict | None = None, **values: Any) -> Decimal | None:
+        """Write the outcome, its settlement and its webhook in one transaction; returns the cost.
+        Fenced by `token`; without one (a cancel), by the task being live, which fences out
+        whoever holds it. LeaseLost if the task was taken over or already finished."""
+        values.update(status=status, completed_at=now(), lease_until=None, lease_token=None, error=error)
         if jobs is not None:
             values["jobs"] = jobs
             if status == "succeeded":
                 values["output"], values["progress"] = _output(jobs), 1.0
+        fence = [Task.id == task_id, Task.status.in_(LIVE)] + ([Task.lease_token == token] if token else [])
         async with self._sessions() as session, session.begin():
-            won = await session.execute(update(Task).where(Task.id == task_id, Task.status.in_(LIVE)).values(**values))
-        if won.rowcount != 1:
-            return False
-        async with self._sessions() as session:
+            won = await session.execute(update(Task).where(*fence).values(**values)
+                                        .execution_options(synchronize_session=False))
+            if won.rowcount != 1:
+                raise LeaseLost(f"Task {task_id} was taken over or finished by another worker.")
             task = await session.get(Task, task_id)
-        # Only the writer of the outcome settles, and the ledger settles a request once anyway.
-        delivered = len(task.output or []) if status == "succeeded" else 0
-        charged = await self._engine.billing.settle(task.request_id, delivered)
-        cost = charged if charged is not None else Decimal(task.request.get("unit_price", "0")) * delivered
-        async with self._sessions() as session, session.begin():
-            await session.execute(update(Task).where(Task.id == task_id).values(cost=cost))
-        await self._queue_webhook(task)
-        return True
+            delivered = len(task.output or []) if status == "succeeded" else 0
+            charged = await self._engine.billing.settle(task.request_id, delivered, session=session)
+            task.cost = charged if charged is not None else Decimal(task.request.get("unit_price", "0")) * delivered
+            wanted = task.webhook_url and (not task.webhook_events or "completed" in task.webhook_events)
+            if wanted:
+                session.add(new_delivery(task, "completed"))
+            cost = task.cost
+        if wanted:
+            self.webhooks.wake()
+        return cost
 
     # -- vendor facts (Task.meta) and status events --
 
@@ -356,14 +520,7 @@ class TaskService:
             recent = (await session.execute(
                 select(Task).where(Task.key_id == ctx.principal.key_id, Task.channel == channel)
                 .order_by(Task.created_at.desc()).limit(500))).scalars()
-            found = next((t for t in recent if any(j["id"] in ids for j in t.jobs)), None)
-        if found is not None:
-            await self._engine.settle(ctx, 0)  # nothing new was made: release the hold
-        return found
-
-    async def _keep_meta(self, task_id: str, meta: dict) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(update(Task).where(Task.id == task_id, Task.status.in_(LIVE)).values(meta=meta))
+            return next((t for t in recent if any(j["id"] in ids for j in t.jobs)), None)
 
     async def _preview(self, image: UpstreamImage, kept: dict | None, req: ImageRequest,
                        ctx: RequestContext) -> dict:
@@ -379,92 +536,23 @@ class TaskService:
             return {}
         return {"preview": {"id": stored.id, "format": stored.format, "source": source}}
 
-    async def _status_event(self, task: Task, meta: dict, progress: float) -> None:
-        """A webhook per change of the vendor's status (and progress) while the task runs, for
-        tasks whose webhook_events ask for "status" (the midjourney-proxy notifyHook); the
-        outcome itself is the "completed" event. The body is the task as it is when sent."""
+    @staticmethod
+    def _status_event(task: Task, meta: dict, progress: float | None) -> str | None:
+        """The event to announce for a change of the vendor's status (and progress) while the
+        task runs, for tasks whose webhook_events ask for "status" (the midjourney-proxy
+        notifyHook); the outcome itself is the "completed" event."""
         if not task.webhook_url or "status" not in (task.webhook_events or []):
-            return
+            return None
         event = _event_name(meta.get("status"), progress)
         if event is None or event == _event_name((task.meta or {}).get("status"), task.progress):
-            return
-        try:
-            async with self._sessions() as session, session.begin():
-                session.add(WebhookDelivery(id="wh_" + secrets.token_hex(12), task_id=task.id, event=event,
-                                            url=task.webhook_url, delivered=False, attempts=0, log=[],
-                                            next_attempt_at=now()))
-        except IntegrityError:
-            pass  # this state was announced already (unique task_id, event)
+            return None
+        return event
 
-    # -- webhooks --
 
-    async def _queue_webhook(self, task: Task) -> None:
-        if not task.webhook_url:
-            return
-        if task.webhook_events and "completed" not in task.webhook_events:
-            return
-        async with self._sessions() as session, session.begin():
-            session.add(WebhookDelivery(id="wh_" + secrets.token_hex(12), task_id=task.id, event="completed",
-                                        url=task.webhook_url, delivered=False, attempts=0, log=[],
-                                        next_attempt_at=now()))
-
-    async def _send_webhooks(self) -> bool:
-        moment = now()
-        async with self._sessions() as session:
-            due = list((await session.execute(
-                select(WebhookDelivery).where(WebhookDelivery.delivered.is_(False),
-                                              WebhookDelivery.attempts < WEBHOOK_TRIES,
-                                              WebhookDelivery.next_attempt_at <= moment,
-                                              or_(WebhookDelivery.lease_until.is_(None),
-                                                  WebhookDelivery.lease_until < moment))
-                .limit(32))).scalars())
-        for delivery in due:
-            async with self._sessions() as session, session.begin():
-                won = await session.execute(update(WebhookDelivery).where(
-                    WebhookDelivery.id == delivery.id, WebhookDelivery.delivered.is_(False),
-                    or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < moment))
-                    .values(lease_until=moment + self._lease))
-            if won.rowcount == 1:
-                await self._deliver_webhook(delivery)
-        return bool(due)
-
-    async def _deliver_webhook(self, delivery: WebhookDelivery) -> None:
-        async with self._sessions() as session:
-            task = await session.get(Task, delivery.task_id)
-            key = await session.get(ApiKey, task.key_id)
-        secret = await self.webhook_secret(key.id) if key is not None else "whsec_"
-        body = orjson.dumps(self._renderers[task.surface](task, self.base_url))
-        timestamp = int(time.time())
-        headers = {"content-type": "application/json", "webhook-id": delivery.id,
-                   "webhook-timestamp": str(timestamp),
-                   "webhook-signature": sign(secret, delivery.id, timestamp, body)}
-        status, error = None, None
-        try:
-            status = await self._fetcher.post(delivery.url, body, headers, "webhook")
-        except GatewayError as exc:
-            error = exc.message
-        ok = status is not None and 200 <= status < 300
-        attempts = delivery.attempts + 1
-        entry = {"at": now().isoformat(), "status": status, "error": error}
-        retry_in = self._webhook_retry * 2 ** (attempts - 1)
-        async with self._sessions() as session, session.begin():
-            await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(
-                delivered=ok, attempts=attempts, last_status=status, last_error=error,
-                log=[*(delivery.log or []), entry], lease_until=None,
-                next_attempt_at=now() + timedelta(seconds=retry_in)))
-
-    async def deliveries(self, task_id: str) -> list[WebhookDelivery]:
-        async with self._sessions() as session:
-            return list((await session.execute(
-                select(WebhookDelivery).where(WebhookDelivery.task_id == task_id))).scalars())
-
-    async def webhook_secret(self, key_id: int) -> str:
-        """The key's signing secret, made on first use."""
-        async with self._sessions() as session, session.begin():
-            key = await session.get(ApiKey, key_id)
-            if key.webhook_secret is None:
-                key.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-            return key.webhook_secret
+async def _announced(session, task_id: str, event: str) -> bool:
+    found = await session.execute(select(WebhookDelivery.id).where(
+        WebhookDelivery.task_id == task_id, WebhookDelivery.event == event))
+    return found.first() is not None
 
 
 def _facts(outcome: Submitted | Pending | Finished) -> dict:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationErro
 from pixelgate.db.models import Task
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
-from pixelgate.errors import GatewayError, InvalidRequest
+from pixelgate.errors import GatewayError, InvalidRequest, NotFound
 from pixelgate.providers.base import EDIT, GENERATE
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
@@ -158,7 +158,7 @@ async def create_prediction(vendor: str, model: str, request: Request) -> Respon
     if wait:
         task = await services.tasks.wait(task.id, ctx.principal.key_id, wait)
         if task.status in ("succeeded", "failed", "canceled"):
-            return JSONResponse(render_task(task, str(request.base_url), services))
+            return JSONResponse(await render_task(task, str(request.base_url), services))
     return JSONResponse(submitted(task, str(request.base_url)), status_code=201)
 
 
@@ -176,7 +176,7 @@ async def get_task(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
     task = await services.tasks.get(task_id, ctx.principal.key_id)
-    return JSONResponse(render_task(task, str(request.base_url), services))
+    return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
 @router.post("/tasks/{task_id}/cancel")
@@ -184,7 +184,7 @@ async def cancel_task(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
     task = await services.tasks.cancel(task_id, ctx.principal.key_id)
-    return JSONResponse(render_task(task, str(request.base_url), services))
+    return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
 def submitted(task: Task, base_url: str) -> dict:
@@ -200,7 +200,7 @@ def render_sync(result: ImageResult, model_path: str, started: float) -> dict:
             "metrics": {"predict_time": round(time.perf_counter() - started, 3), "image_count": len(output)}}
 
 
-def output_items(task: Task, base_url: str, services) -> list[dict] | None:
+async def output_items(task: Task, base_url: str, services) -> list[dict] | None:
     if task.output is None:
         return None
     as_b64 = task.request.get("delivery") == Delivery.B64.value
@@ -208,15 +208,18 @@ def output_items(task: Task, base_url: str, services) -> list[dict] | None:
     for image in task.output:
         name = file_name(image["id"], image["format"])
         if as_b64:
-            items.append({"b64_json": base64.b64encode(services.storage.read(image["id"]) or b"").decode()})
+            data = await services.storage.get(image["id"])
+            if data is None:  # the image outlived its retention: say so rather than answer ""
+                raise NotFound(f"The images of task '{task.id}' are no longer stored.", code="image_expired")
+            items.append({"b64_json": base64.b64encode(data).decode()})
         else:
             items.append({"url": services.signer.url(base_url, name)})
     return items
 
 
-def render_task(task: Task, base_url: str, services) -> dict:
+async def render_task(task: Task, base_url: str, services) -> dict:
     return {"id": task.id, "model": task.model_path, "status": task.status, "progress": task.progress,
-            "output": output_items(task, base_url, services), "error": task.error,
+            "output": await output_items(task, base_url, services), "error": task.error,
             "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
             "completed_at": _iso(task.completed_at),
             "metrics": {"predict_time": _seconds(task), "image_count": len(task.output or [])}}

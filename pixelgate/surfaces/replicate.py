@@ -37,9 +37,9 @@ def render_error(exc: GatewayError) -> Response:
 router = APIRouter(route_class=surface_route("replicate", render_error))
 
 
-def render(task: Task, base_url: str, services) -> dict:
+async def render(task: Task, base_url: str, services) -> dict:
     base = base_url.rstrip("/")
-    items = output_items(task, base_url, services)
+    items = await output_items(task, base_url, services)
     error = task.error["message"] if task.error else None
     return {"id": task.id, "model": task.model_path, "version": "pixelgate", "input": task.input, "logs": "",
             "output": [i.get("url") or i.get("b64_json") for i in items] if items is not None else None,
@@ -70,14 +70,14 @@ async def create(owner: str, name: str, request: Request) -> Response:
     _, wait = prefer(request)
     if wait:
         task = await services.tasks.wait(task.id, ctx.principal.key_id, wait)
-    return JSONResponse(render(task, str(request.base_url), services), status_code=201)
+    return JSONResponse(await render(task, str(request.base_url), services), status_code=201)
 
 
 @router.get("/v1/predictions/{task_id}")
 async def get(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
-    return JSONResponse(render(await services.tasks.get(task_id, ctx.principal.key_id), str(request.base_url), services))
+    return JSONResponse(await render(await services.tasks.get(task_id, ctx.principal.key_id), str(request.base_url), services))
 
 
 @router.post("/v1/predictions/{task_id}/cancel")
@@ -85,7 +85,7 @@ async def cancel(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
     task = await services.tasks.cancel(task_id, ctx.principal.key_id)
-    return JSONResponse(render(task, str(request.base_url), services))
+    return JSONResponse(await render(task, str(request.base_url), services))
 
 
 @router.get("/v1/webhooks/default/secret")

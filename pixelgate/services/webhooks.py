@@ -1,0 +1,187 @@
+"""Webhook delivery: its own loop and a bounded pool of senders, never inside task polling.
+
+A webhook is a row (WebhookDelivery), written in the same transaction as the task change it
+announces (an outbox), so a task never finishes unannounced and is never announced twice. The
+sender claims due rows by lease (a token fences its result write), sends each with the fetch
+timeout, and retries with doubling waits. A receiver that never answers holds one sender for
+at most that timeout; the other deliveries, and every task, go on meanwhile.
+
+Bodies are signed per the Standard Webhooks scheme with the key's own secret, and rendered when
+sent, from the task as it is then, with links built from public_base_url or the task's stored
+origin (never from whichever Host header a process saw last).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Awaitable, Callable
+
+import orjson
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from pixelgate.db.models import ApiKey, Task, WebhookDelivery
+from pixelgate.errors import GatewayError
+from pixelgate.services.fetch import Fetcher
+
+log = logging.getLogger("pixelgate.webhooks")
+
+WEBHOOK_TRIES = 9
+"""A failed webhook is retried after 1, 2, 4, ... 128 times `webhook_retry_seconds`, then given up."""
+SENDERS = 16
+"""Deliveries in flight at once per process: a stalled receiver occupies one of them."""
+
+Renderer = Callable[[Task, str], Awaitable[dict]]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks: v1,base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def new_delivery(task: Task, event: str) -> WebhookDelivery:
+    """The outbox row for one event of a task; add it in the transaction that makes the event."""
+    return WebhookDelivery(id="wh_" + secrets.token_hex(12), task_id=task.id, event=event, url=task.webhook_url,
+                           delivered=False, attempts=0, log=[], next_attempt_at=now())
+
+
+class WebhookSender:
+    def __init__(self, sessions: async_sessionmaker, fetcher: Fetcher, renderers: dict[str, Renderer],
+                 retry_seconds: float, send_timeout: float, poll_interval: float) -> None:
+        self._sessions = sessions
+        self._fetcher = fetcher
+        self._renderers = renderers
+        """surface name -> async function(task, base_url) -> the body the client's API shows."""
+        self._retry = retry_seconds
+        self._lease = timedelta(seconds=send_timeout + 10)
+        """Longer than one send can take, so no other worker sends the same row meanwhile."""
+        self._poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(SENDERS)
+        self._sending: set[asyncio.Task] = set()
+        self._loop: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name="pixelgate-webhooks")
+
+    def wake(self) -> None:
+        """A delivery was just written: look now rather than at the next interval."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        for job in [self._loop, *self._sending]:
+            if job is not None:
+                job.cancel()
+        await asyncio.gather(*[j for j in [self._loop, *self._sending] if j is not None], return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                claimed = await self.tick()
+            except Exception:  # keep sending whatever one round did
+                log.exception("webhook round failed")
+                claimed = 0
+            if not claimed:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def tick(self) -> int:
+        """Claim as many due deliveries as there are free senders, and start sending them."""
+        free = SENDERS - len(self._sending)
+        if free <= 0:
+            await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        moment, token = now(), secrets.token_hex(8)
+        async with self._sessions() as session:
+            due = list((await session.execute(
+                select(WebhookDelivery.id).where(
+                    WebhookDelivery.delivered.is_(False), WebhookDelivery.attempts < WEBHOOK_TRIES,
+                    WebhookDelivery.next_attempt_at <= moment,
+                    or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < moment))
+                .order_by(WebhookDelivery.next_attempt_at).limit(free))).scalars())
+        if not due:
+            return 0
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(WebhookDelivery).where(
+                WebhookDelivery.id.in_(due), WebhookDelivery.delivered.is_(False),
+                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < moment))
+                .values(lease_until=moment + self._lease, lease_token=token))
+        async with self._sessions() as session:
+            mine = list((await session.execute(select(WebhookDelivery).where(
+                WebhookDelivery.id.in_(due), WebhookDelivery.lease_token == token))).scalars())
+        for delivery in mine:
+            job = asyncio.create_task(self._send(delivery, token))
+            self._sending.add(job)
+            job.add_done_callback(self._sending.discard)
+        return len(mine)
+
+    async def _send(self, delivery: WebhookDelivery, token: str) -> None:
+        async with self._slots:
+            try:
+                await self._deliver(delivery, token)
+            except Exception:
+                log.exception("webhook %s failed", delivery.id)
+
+    async def _deliver(self, delivery: WebhookDelivery, token: str) -> None:
+        async with self._sessions() as session:
+            task = await session.get(Task, delivery.task_id)
+            key = await session.get(ApiKey, task.key_id) if task is not None else None
+        attempts = delivery.attempts + 1
+        if task is None or key is None or not key.webhook_secret:
+            # Nothing to sign with (the key was deleted): an unsigned body would be forged-looking
+            # to a careful receiver and trusted by a careless one. Give up instead.
+            await self._record(delivery, token, ok=False, status=None, attempts=WEBHOOK_TRIES,
+                               error="the task's API key no longer exists")
+            return
+        body = orjson.dumps(await self._renderers[task.surface](task, task.origin or ""))
+        timestamp = int(time.time())
+        headers = {"content-type": "application/json", "webhook-id": delivery.id,
+                   "webhook-timestamp": str(timestamp),
+                   "webhook-signature": sign(key.webhook_secret, delivery.id, timestamp, body)}
+        status, error = None, None
+        try:
+            status = await self._fetcher.post(delivery.url, body, headers, "webhook")
+        except GatewayError as exc:
+            error = exc.message
+        ok = status is not None and 200 <= status < 300
+        await self._record(delivery, token, ok=ok, status=status, attempts=attempts, error=error)
+
+    async def _record(self, delivery: WebhookDelivery, token: str, *, ok: bool, status: int | None,
+                      attempts: int, error: str | None) -> None:
+        entry = {"at": now().isoformat(), "status": status, "error": error}
+        retry_in = self._retry * 2 ** (attempts - 1)
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(WebhookDelivery).where(
+                WebhookDelivery.id == delivery.id, WebhookDelivery.lease_token == token).values(
+                delivered=ok, attempts=attempts, last_status=status, last_error=error,
+                log=[*(delivery.log or []), entry], lease_until=None, lease_token=None,
+                next_attempt_at=now() + timedelta(seconds=retry_in)))
+
+    async def deliveries(self, task_id: str) -> list[WebhookDelivery]:
+        async with self._sessions() as session:
+            return list((await session.execute(
+                select(WebhookDelivery).where(WebhookDelivery.task_id == task_id))).scalars())
+
+    async def secret(self, key_id: int) -> str:
+        """The key's signing secret, made on first use."""
+        async with self._sessions() as session, session.begin():
+            key = await session.get(ApiKey, key_id)
+            if key.webhook_secret is None:
+                key.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+            return key.webhook_secret
