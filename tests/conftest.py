@@ -75,6 +75,11 @@ class Gateway:
     def services(self):
         return self.app.state.services
 
+    def run(self, coro, timeout: float = 30):
+        """Await `coro` on the gateway's own event loop (its database pool lives there)."""
+        loop = self.services.tasks._loop_task.get_loop()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
     def http(self, key: str | None = ADMIN_KEY, headers: dict | None = None, **kwargs) -> httpx.Client:
         auth = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.base_url, headers={**auth, **(headers or {})}, timeout=60, **kwargs)

@@ -58,7 +58,7 @@ MAX_RUNS = 3
 MAX_WORKING = 256
 """Tasks one process works on at once (each is mostly waiting on a vendor)."""
 SWEEP_SECONDS = 10.0
-"""How often each process releases holds whose request died (Billing.release_abandoned)."""
+"""How often (at most; or once a lease) each process releases holds whose request died."""
 
 
 def now() -> datetime:
@@ -360,7 +360,7 @@ class TaskService:
     async def tick(self) -> bool:
         """One round: start work on every due task this process could claim (each runs on its
         own, so one slow vendor delays no other task), and now and then sweep dead holds."""
-        if time.monotonic() - self._swept > SWEEP_SECONDS:
+        if time.monotonic() - self._swept > min(SWEEP_SECONDS, self._lease.total_seconds()):
             self._swept = time.monotonic()
             if released := await self._engine.billing.release_abandoned():
                 log.info("released %d holds whose request died", released)
