@@ -15,6 +15,7 @@ import io
 import logging
 import secrets
 import time
+import weakref
 from datetime import datetime, timezone
 from decimal import Decimal
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class Transport(Protocol):
     async def stream(self, call: UpstreamCall, timeout: float) -> tuple[UpstreamReply, AsyncIterator[tuple[str, Any]]]: ...
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class RequestContext:
     """What one client request did, for its log row."""
 
@@ -156,6 +157,9 @@ class Engine:
                                            lease_seconds=lease)
         if ctx.held:
             ctx.keeper = asyncio.create_task(self._keep_hold(ctx.request_id, lease))
+            # A request dropped without settling (a stream whose client left before it began)
+            # stops renewing when its context is collected: the sweeper then releases the hold.
+            weakref.finalize(ctx, ctx.keeper.cancel)
 
     async def _keep_hold(self, request_id: str, lease: float) -> None:
         while True:
