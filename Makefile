@@ -22,6 +22,7 @@ test: install-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: install-test
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:

@@ -28,7 +28,7 @@ from pixelgate.services.ratelimit import RateLimiter
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory
 from pixelgate.services.sandbox import SandboxTransport
-from pixelgate.services.storage import LocalStorage, UrlSigner
+from pixelgate.services.storage import ImageStore, UrlSigner, open_storage
 from pixelgate.services.tasks import TaskService
 from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
@@ -44,7 +44,7 @@ class Services:
     sessions: async_sessionmaker
     keys: KeyStore
     directory: ChannelDirectory
-    storage: LocalStorage
+    storage: ImageStore
     signer: UrlSigner
     records: RecordWriter
     http: HttpTransport
@@ -89,9 +89,7 @@ async def start_services(settings: Settings) -> Services:
             print(f"pixelgate: created admin key (shown once, keep it): {generated}", flush=True)
     sessions = sessionmaker(db)
     directory = ChannelDirectory(sessions, settings.cache_seconds)
-    storage = LocalStorage(settings.resolved_storage_dir)
-    if settings.image_retention_days:
-        storage.keep_for(settings.image_retention_days)
+    storage = await open_storage(settings)
     signer = UrlSigner(await _secret(sessions, settings), settings.url_ttl_seconds, settings.public_base_url)
     records = RecordWriter(sessions)
     records.start()
@@ -122,8 +120,7 @@ async def start_services(settings: Settings) -> Services:
 
 async def stop_services(services: Services) -> None:
     await services.tasks.close()
-    await services.storage.drain()
-    services.storage.close()
+    await services.storage.aclose()
     await services.records.close()
     await services.http.close()
     await services.fetcher.close()

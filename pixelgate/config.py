@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     image_retention_days: float | None = Field(default=None, gt=0)
     """Stored images older than this are deleted, a day's segment file at a time; their links
     then answer 404. Unset: kept for ever."""
+    storage_url: str | None = Field(default=None, pattern=r"^s3://[^/]+(/.*)?$")
+    """Where images are stored. Unset: segment files under storage_dir, on this machine.
+    `s3://bucket/prefix`: an S3-compatible store, which several instances share. Credentials
+    come from the standard variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)."""
+    s3_endpoint_url: str | None = None
+    """The store's endpoint for S3-compatible stores (MinIO, SeaweedFS, R2, OSS); unset: AWS."""
+    s3_region: str | None = None
+    """The bucket's region (default: AWS_REGION, else us-east-1)."""
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    """Bucket in the path or in the host name; auto: path with an endpoint, virtual on AWS."""
+    presigned_urls: bool = False
+    """Image links still name the gateway (signed, expiring), but it answers them with a redirect
+    to a presigned URL of the store, so the bytes do not pass through the gateway (S3 only)."""
     keep_images: Literal["linked", "all"] = "linked"
     """Which delivered images the gateway keeps a copy of. `linked`: those it must serve itself
     (URLs, tasks); an image answered in base64 is in the client's hands and passes through

@@ -27,6 +27,8 @@ from tests.emulators.openai_images import OpenAIEmulatorState
 from tests.emulators.openai_images import create_app as create_openai_emulator
 from tests.emulators.server import serve
 
+pytest_plugins = ["tests.s3server"]  # S3 servers on loopback: s3_store (moto), seaweed_store
+
 PG_DSN = os.environ.get("PIXELGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 ADMIN_KEY = "pg-test-admin-key-000000000000000000000000"
 

@@ -39,7 +39,7 @@ from pixelgate.services.billing import Billing, Quote
 from pixelgate.services.ratelimit import RateLimiter
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory, Route
-from pixelgate.services.storage import LocalStorage, UrlSigner, file_name
+from pixelgate.services.storage import ImageStore, UrlSigner, file_name
 from pixelgate.services.transport import upstream_errors
 
 T = TypeVar("T")
@@ -110,7 +110,7 @@ class StreamCompleted:
 
 
 class Engine:
-    def __init__(self, settings: Settings, directory: ChannelDirectory, storage: LocalStorage,
+    def __init__(self, settings: Settings, directory: ChannelDirectory, storage: ImageStore,
                  signer: UrlSigner, records: RecordWriter, transports: dict[str, Transport],
                  billing: Billing, limiter: RateLimiter) -> None:
         self.settings = settings

@@ -7,7 +7,8 @@ segment of its own, so workers never coordinate; a segment is closed at SEGMENT_
 one begun, and so is a new one each day. An image's id says where it is: 12 hex digits of
 segment, 12 of offset, 8 of length. Retention deletes whole segments by age.
 
-The interface (put, put_soon, get, read) is what an S3-compatible store will implement.
+Two backends implement one interface (ImageStore): these local segments, the embedded default,
+and any S3-compatible store (services/s3storage.py), which every instance of a fleet shares.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import re
 import secrets
 import time
 from pathlib import Path
+from typing import Protocol
 
-from pixelgate.domain.images import EXTENSION
+from pixelgate.domain.images import EXTENSION, MIME_BY_FORMAT, sniff_format
 
 INLINE_WRITE_BYTES = 256 * 1024
 """Smaller images are written on the event loop: appending them takes microseconds."""
@@ -32,6 +34,52 @@ SEGMENT_SECONDS = 86400
 PENDING_BYTES = 32 * 1024 * 1024
 """Most bytes of one process waiting to be written in the background."""
 _ID = re.compile(r"^([0-9a-f]{12})([0-9a-f]{12})([0-9a-f]{8})$")
+
+
+class ImageStore(Protocol):
+    """Where delivered images live. Ids are 32 lowercase hex digits (the `/files` links name them)."""
+
+    async def put(self, data: bytes) -> str:
+        """Store an image; once this returns, any worker of any instance sharing the store reads it."""
+
+    async def put_soon(self, data: bytes) -> str:
+        """Store in the background (for bytes the client already has); `drain` waits for them."""
+
+    async def get(self, image_id: str) -> bytes | None:
+        """The image's bytes, or None if there is no such image (or retention removed it)."""
+
+    async def presigned_url(self, image_id: str, ttl_seconds: int) -> str | None:
+        """A short-lived URL of the store itself, or None where the store has none (local)."""
+
+    async def drain(self) -> None: ...
+
+    def keep_for(self, days: float, every_seconds: float = 3600) -> None:
+        """Delete images older than `days`, now and every `every_seconds`."""
+
+    async def aclose(self) -> None: ...
+
+
+async def open_storage(settings) -> ImageStore:
+    """The store the settings name: S3 for `storage_url = "s3://bucket/prefix"`, else local
+    segments under storage_dir. Checked before serving, so a wrong bucket or key fails fast."""
+    if settings.storage_url:
+        from pixelgate.services.s3storage import S3Storage
+
+        store: ImageStore = S3Storage(settings.storage_url, settings.s3_endpoint_url, settings.s3_region,
+                                      settings.s3_addressing_style)
+        await store.check()
+    else:
+        store = LocalStorage(settings.resolved_storage_dir)
+    if settings.image_retention_days:
+        store.keep_for(settings.image_retention_days)
+    return store
+
+
+def sniff_mime(data: bytes) -> str:
+    try:
+        return MIME_BY_FORMAT[sniff_format(data)]
+    except Exception:  # not an image we know: the store serves it as bytes
+        return "application/octet-stream"
 
 
 class LocalStorage:
@@ -157,6 +205,13 @@ class LocalStorage:
                 await asyncio.sleep(every_seconds)
 
         self._sweeper = asyncio.create_task(sweep(), name="pixelgate-retention")
+
+    async def presigned_url(self, image_id: str, ttl_seconds: int) -> str | None:
+        return None  # the gateway serves local images itself
+
+    async def aclose(self) -> None:
+        await self.drain()
+        self.close()
 
     def close(self) -> None:
         if self._sweeper is not None:

@@ -6,6 +6,7 @@ import re
 import time
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
 
 from pixelgate.domain.images import MIME_BY_FORMAT
 from pixelgate.errors import Forbidden, NotFound
@@ -27,6 +28,10 @@ async def get_file(name: str, request: Request, exp: int = 0, sig: str = "") -> 
         raise NotFound("No such file.")
     if not services.signer.verify(name, exp, sig):
         raise Forbidden("This link is invalid or has expired.", code="link_expired")
+    if services.settings.presigned_urls:
+        target = await services.storage.presigned_url(match.group(1), max(1, exp - int(time.time())))
+        if target is not None:
+            return RedirectResponse(target, status_code=307)
     data = await services.storage.get(match.group(1))
     if data is None:
         raise NotFound("No such file.")

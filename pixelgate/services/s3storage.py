@@ -1,0 +1,177 @@
+"""Images in any S3-compatible store (AWS S3, Cloudflare R2, Aliyun OSS, MinIO, SeaweedFS), so
+that every instance of a fleet serves every image.
+
+Keys are `{prefix}/{YYYY-MM-DD}/{id}`: retention deletes whole days by listing a day's prefix,
+and an image's 32-hex id begins with its day (4 hex digits of days since 2020-01-01), so `get`
+finds its key without a lookup. Links stay the gateway's own signed `/files` URLs; with
+`presigned_urls`, `/files` answers with a redirect to a short-lived presigned store URL, so the
+bytes flow from the store and not through the gateway.
+
+The client is obstore (Rust's object_store, async, pooled). Measured against SeaweedFS on
+loopback (bench/s3_clients.py): 4 KB put/get 1.7/1.3 ms against aiobotocore's 3.3/2.0 ms,
+1.5 MB put 15.5 ms against 17.7 ms. It also sends no flexible-checksum trailers, which
+botocore adds by default and several S3-compatible stores refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from datetime import date, timedelta
+from urllib.parse import urlsplit
+
+import obstore
+from obstore.store import S3Store
+
+from pixelgate.services.storage import PENDING_BYTES, sniff_mime
+
+log = logging.getLogger("pixelgate.storage")
+
+EPOCH = date(2020, 1, 1)
+
+
+class StorageUnavailable(Exception):
+    """The configured store cannot be reached or refuses our credentials; the message says which."""
+
+
+def day_of(image_id: str) -> date | None:
+    try:
+        return EPOCH + timedelta(days=int(image_id[:4], 16))
+    except ValueError:
+        return None
+
+
+class S3Storage:
+    def __init__(self, url: str, endpoint: str | None = None, region: str | None = None,
+                 addressing_style: str = "auto") -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"storage_url must look like s3://bucket/prefix, not {url!r}")
+        self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
+        self.endpoint = endpoint
+        config: dict[str, object] = {"region": region or os.environ.get("AWS_REGION")
+                                     or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+        if endpoint:
+            config["endpoint"] = endpoint
+        # Path style (bucket in the path) is what MinIO, SeaweedFS and most self-hosted stores
+        # expect; AWS itself, R2 and OSS take virtual hosts (bucket in the host name).
+        config["virtual_hosted_style_request"] = (addressing_style == "virtual"
+                                                  or (addressing_style == "auto" and not endpoint))
+        for setting, variable in (("access_key_id", "AWS_ACCESS_KEY_ID"),
+                                  ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                                  ("session_token", "AWS_SESSION_TOKEN")):
+            if os.environ.get(variable):
+                config[setting] = os.environ[variable]
+        self._store = S3Store(self.bucket, prefix=self.prefix or None, config=config,
+                              client_options={"allow_http": bool(endpoint and endpoint.startswith("http://")),
+                                              "timeout": "60s", "connect_timeout": "10s"})
+        self._pending: set[asyncio.Task] = set()
+        self._pending_bytes = 0
+        self._sweeper: asyncio.Task | None = None
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
+
+    async def check(self) -> None:
+        """Fail fast, with one line, when the bucket is unreachable or the credentials are wrong."""
+        try:
+            async for _ in obstore.list(self._store, chunk_size=1):
+                break
+        except Exception as exc:  # obstore raises assorted types; all mean "not usable"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise StorageUnavailable(f"image storage {self.where} is not usable: {first}") from None
+
+    @staticmethod
+    def _new_id() -> str:
+        return f"{(date.today() - EPOCH).days:04x}" + secrets.token_hex(14)
+
+    @staticmethod
+    def _key(image_id: str) -> str | None:
+        day = day_of(image_id) if len(image_id) == 32 and all(c in "0123456789abcdef" for c in image_id) else None
+        return f"{day.isoformat()}/{image_id}" if day else None
+
+    async def put(self, data: bytes) -> str:
+        image_id = self._new_id()
+        await obstore.put_async(self._store, self._key(image_id), data,
+                                attributes={"Content-Type": sniff_mime(data)})
+        return image_id
+
+    async def put_soon(self, data: bytes) -> str:
+        """Upload in the background (the client has the bytes in its answer); past PENDING_BYTES
+        waiting, the answer waits after all, so memory stays bounded."""
+        if self._pending_bytes + len(data) > PENDING_BYTES:
+            return await self.put(data)
+        image_id = self._new_id()
+        self._pending_bytes += len(data)
+        job = asyncio.ensure_future(obstore.put_async(self._store, self._key(image_id), data,
+                                                    attributes={"Content-Type": sniff_mime(data)}))
+        self._pending.add(job)
+        job.add_done_callback(lambda j, size=len(data): self._written(j, size))
+        return image_id
+
+    def _written(self, job: asyncio.Task, size: int) -> None:
+        self._pending.discard(job)
+        self._pending_bytes -= size
+        if not job.cancelled() and job.exception() is not None:
+            log.warning("background image upload failed: %s", job.exception())
+
+    async def drain(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def get(self, image_id: str) -> bytes | None:
+        key = self._key(image_id)
+        if key is None:
+            return None
+        try:
+            found = await obstore.get_async(self._store, key)
+            return bytes(await found.bytes_async())
+        except FileNotFoundError:
+            return None
+
+    async def presigned_url(self, image_id: str, ttl_seconds: int) -> str | None:
+        key = self._key(image_id)
+        if key is None:
+            return None
+        return await obstore.sign_async(self._store, "GET", key, timedelta(seconds=max(1, ttl_seconds)))
+
+    async def forget_older_than(self, days: float) -> int:
+        """Delete the days (key prefixes) wholly older than `days`; returns how many images."""
+        cutoff = date.fromtimestamp(time.time() - days * 86400)
+        listing = await obstore.list_with_delimiter_async(self._store)
+        removed = 0
+        for prefix in listing["common_prefixes"]:
+            name = prefix.rstrip("/").rsplit("/", 1)[-1]
+            try:
+                day = date.fromisoformat(name)
+            except ValueError:
+                continue  # not ours
+            if day >= cutoff:
+                continue
+            async for batch in obstore.list(self._store, name + "/", chunk_size=1000):
+                paths = [entry["path"] for entry in batch]
+                if paths:
+                    await obstore.delete_async(self._store, paths)
+                    removed += len(paths)
+        return removed
+
+    def keep_for(self, days: float, every_seconds: float = 3600) -> None:
+        async def sweep() -> None:
+            while True:
+                try:
+                    await self.forget_older_than(days)
+                except Exception:
+                    log.warning("image retention sweep failed", exc_info=True)
+                await asyncio.sleep(every_seconds)
+
+        self._sweeper = asyncio.create_task(sweep(), name="pixelgate-retention")
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.drain()
+
