@@ -24,6 +24,7 @@ from pixelgate.errors import GatewayError
 from pixelgate.services import metrics
 from pixelgate.services.engine import RequestContext
 from pixelgate.services.fetch import Fetcher
+from pixelgate.services.invalidation import Invalidation
 from pixelgate.services.ratelimit import RateLimiter
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory
@@ -51,6 +52,7 @@ class Services:
     fetcher: Fetcher
     engine: Engine
     tasks: TaskService
+    invalidation: Invalidation
 
     def log_request(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
         """A finished request into the request log and the metrics, from the same row."""
@@ -97,12 +99,18 @@ async def start_services(settings: Settings) -> Services:
     billing = Billing(sessions, settings.currency, settings.exchange_rates, settings.unpriced,
                       [Price(p.model, p.amount, p.currency or settings.currency, p.operation, dict(p.dimensions),
                              "config file") for p in settings.prices], settings.cache_seconds)
-    limiter = RateLimiter(settings.redis_url)
+    limiter = RateLimiter(settings.redis_url, settings.redis_namespace, settings.slot_seconds)
     engine = Engine(settings, directory, storage, signer, records,
                     {"http": http, "sandbox": SandboxTransport()}, billing, limiter)
     fetcher = Fetcher(settings.fetch_allow_hosts, settings.fetch_max_bytes, settings.fetch_timeout_seconds)
-    services = Services(settings, db, sessions, KeyStore(sessions, settings.cache_seconds), directory,
-                        storage, signer, records, http, fetcher, engine, None)  # type: ignore[arg-type]
+    keys = KeyStore(sessions, settings.cache_seconds)
+    invalidation = Invalidation(settings.redis_url, settings.redis_namespace)
+    for topic, cache in (("keys", keys), ("channels", directory), ("prices", billing)):
+        invalidation.on(topic, cache.forget)
+    keys.announce = directory.announce = invalidation.changed
+    invalidation.start()
+    services = Services(settings, db, sessions, keys, directory, storage, signer, records, http, fetcher, engine,
+                        None, invalidation)  # type: ignore[arg-type]
     # A task's webhook carries the task as its own API shows it.
     async def midjourney_task(task, base: str) -> dict:
         return midjourney.render_task(task, base, services)
@@ -120,6 +128,7 @@ async def start_services(settings: Settings) -> Services:
 
 async def stop_services(services: Services) -> None:
     await services.tasks.close()
+    await services.invalidation.close()
     await services.storage.aclose()
     await services.records.close()
     await services.http.close()

@@ -27,19 +27,24 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     from pixelgate.app import bootstrap
     from pixelgate.db.session import make_engine, sessionmaker
     from pixelgate.services.auth import KeyStore
+    from pixelgate.services.invalidation import Invalidation
     from pixelgate.services.routing import ChannelDirectory
 
     async def main() -> Any:
         db = make_engine(settings.resolved_database_url)
+        # a running fleet hears of the CLI's changes at once (with Redis; else in cache_seconds)
+        invalidation = Invalidation(settings.redis_url, settings.redis_namespace)
         try:
             generated = await bootstrap(settings, db)
             if generated:
                 click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}", err=True)
             sessions = sessionmaker(db)
-            ns = type("CLIContext", (), {"keys": KeyStore(sessions), "directory": ChannelDirectory(sessions),
-                                         "sessions": sessions})()
+            keys, directory = KeyStore(sessions), ChannelDirectory(sessions)
+            keys.announce = directory.announce = invalidation.changed
+            ns = type("CLIContext", (), {"keys": keys, "directory": directory, "sessions": sessions})()
             return await work(ns)
         finally:
+            await invalidation.close()
             await db.dispose()
 
     try:

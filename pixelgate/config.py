@@ -153,7 +153,13 @@ class Settings(BaseSettings):
     """What happens to a request for a model with no price: refused (403) or served free."""
     prices: list[PriceConfig] = Field(default_factory=list)
     redis_url: str | None = None
-    """Shared counters for rate limits across workers and instances; in-process without it."""
+    """Shared rate limits and concurrency slots across workers and instances, and the channel
+    that tells every instance at once of a changed key, channel or price; in-process without it."""
+    redis_namespace: str = Field(default="pixelgate", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    """Prefix of every Redis key and channel the gateway uses: fleets sharing one Redis stay apart."""
+    slot_seconds: float = Field(default=60, gt=0, le=3600)
+    """A request's concurrency slot expires this long after its last renewal (a running request
+    renews it every third of this), so the slots of a killed instance free themselves."""
 
     @model_validator(mode="after")
     def _unique_channels(self) -> "Settings":

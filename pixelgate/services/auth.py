@@ -14,7 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Awaitable, Callable, Mapping
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -78,6 +78,7 @@ class KeyStore:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._loading: dict[str, asyncio.Future] = {}
+        self.announce: Callable[[str], Awaitable[None]] | None = None
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -116,6 +117,12 @@ class KeyStore:
         return Principal(row.id, row.name, row.is_admin, models, expires, row.account_id, row.rate_limit_rpm,
                          row.max_concurrent)
 
+    async def _changed(self) -> None:
+        """Forget here at once; `announce` (services.invalidation) tells the other processes."""
+        self.forget()
+        if self.announce is not None:
+            await self.announce("keys")
+
     def forget(self) -> None:
         self._cache.clear()
 
@@ -130,6 +137,7 @@ class KeyStore:
                      account_id=account_id, rate_limit_rpm=rate_limit_rpm, max_concurrent=max_concurrent)
         async with self._sessions() as session, session.begin():
             session.add(row)
+        await self._changed()  # a process may have cached this key as unknown
         return row, token
 
     async def list(self) -> list[ApiKey]:
@@ -148,7 +156,7 @@ class KeyStore:
             result = await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**fields))
             if result.rowcount == 0:
                 raise NotFound(f"No API key with id {key_id}.", field="id")
-        self.forget()
+        await self._changed()
         return await self.get(key_id)
 
     async def delete(self, key_id: int) -> None:
@@ -156,7 +164,7 @@ class KeyStore:
             result = await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
         if result.rowcount == 0:
             raise NotFound(f"No API key with id {key_id}.", field="id")
-        self.forget()
+        await self._changed()
 
     async def ensure_admin(self, admin_key: str | None) -> str | None:
         """Make sure an admin key exists. Returns a newly generated key (to print once), or

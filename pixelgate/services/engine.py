@@ -36,7 +36,7 @@ from pixelgate.providers import REGISTRY
 from pixelgate.providers.base import Channel, Provider, UpstreamCall, UpstreamReply
 from pixelgate.services.auth import Principal
 from pixelgate.services.billing import Billing, Quote
-from pixelgate.services.ratelimit import RateLimiter
+from pixelgate.services.ratelimit import RateLimiter, Slot
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory, Route
 from pixelgate.services.storage import ImageStore, UrlSigner, file_name
@@ -144,9 +144,24 @@ class Engine:
             caps = route.capabilities
             req.delivery = caps.surface_delivery.get(ctx.surface, caps.default_delivery)
         ctx.quote = await self.billing.quote(req)
-        if await self.limiter.acquire(principal):
-            ctx.cleanups.append(lambda: self.limiter.release(principal))
+        slot = await self.limiter.acquire(principal)
+        if slot is not None:
+            keeper = asyncio.create_task(self._keep_slot(slot))
+            weakref.finalize(ctx, keeper.cancel)  # a request dropped unfinished stops renewing
+
+            async def release() -> None:
+                keeper.cancel()
+                await self.limiter.release(slot)
+
+            ctx.cleanups.append(release)
         return route
+
+    async def _keep_slot(self, slot: Slot) -> None:
+        """A long request keeps its concurrency slot, which would otherwise expire (so that a
+        killed instance's slots free themselves)."""
+        while True:
+            await asyncio.sleep(self.limiter.slot_seconds / 3)
+            await self.limiter.renew(slot)
 
     async def hold(self, req: ImageRequest, ctx: RequestContext) -> None:
         """Reserve the most the request can cost (402 if the balance cannot cover it). The hold

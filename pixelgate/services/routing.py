@@ -12,6 +12,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -60,6 +61,7 @@ class ChannelDirectory:
         self._by_name: dict[str, Channel] = {}
         self._expires = 0.0
         self._reloading = asyncio.Lock()
+        self.announce: Callable[[str], Awaitable[None]] | None = None
 
     async def route(self, model: str, provider: str | None = None) -> Route:
         """The model's capabilities and its enabled channels, best first (priority, then a
@@ -94,6 +96,12 @@ class ChannelDirectory:
         """(model, provider of its first channel) for every model that can be served."""
         routes = await self._snapshot()
         return sorted((m, r.channels[0].provider) for m, r in routes.items())
+
+    async def _changed(self) -> None:
+        """Forget here at once; `announce` (services.invalidation) tells the other processes."""
+        self.forget()
+        if self.announce is not None:
+            await self.announce("channels")
 
     def forget(self) -> None:
         self._expires = 0.0
@@ -164,7 +172,7 @@ class ChannelDirectory:
                 for field in EDITABLE:
                     setattr(row, field, getattr(cfg, field))
                 row.source = "config"
-        self.forget()
+        await self._changed()
 
     async def list(self) -> list[ChannelRow]:
         async with self._sessions() as session:
@@ -185,7 +193,7 @@ class ChannelDirectory:
                                      code="already_exists")
             row = ChannelRow(name=cfg.name, source="admin", **{f: getattr(cfg, f) for f in EDITABLE})
             session.add(row)
-        self.forget()
+        await self._changed()
         return row
 
     async def update(self, name: str, changes: dict) -> ChannelRow:
@@ -201,7 +209,7 @@ class ChannelDirectory:
             for field in EDITABLE:
                 setattr(row, field, getattr(cfg, field))
             row.source = "admin"
-        self.forget()
+        await self._changed()
         return row
 
     async def delete(self, name: str) -> None:
@@ -209,4 +217,4 @@ class ChannelDirectory:
             result = await session.execute(delete(ChannelRow).where(ChannelRow.name == name))
         if result.rowcount == 0:
             raise NotFound(f"No channel named '{name}'.", field="name")
-        self.forget()
+        await self._changed()

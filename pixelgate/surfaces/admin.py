@@ -242,7 +242,7 @@ async def create_price(request: Request) -> Response:
                    currency=body.currency or services.engine.billing.currency, source="admin")
     async with services.sessions() as session, session.begin():
         session.add(row)
-    services.engine.billing.forget()
+    await services.invalidation.changed("prices")
     return JSONResponse({"id": row.id, **body.model_dump(), "currency": row.currency}, status_code=201)
 
 
@@ -254,7 +254,7 @@ async def delete_price(price_id: int, request: Request) -> Response:
         result = await session.execute(delete(PriceRow).where(PriceRow.id == price_id))
     if result.rowcount == 0:
         raise NotFound(f"No price with id {price_id}.", field="id")
-    services.engine.billing.forget()
+    await services.invalidation.changed("prices")
     return Response(status_code=204)
 
 

@@ -79,8 +79,9 @@ def test_workers_sharing_redis_share_the_allowance_and_the_slots():
         results = await asyncio.gather(*(_attempts(limiter, paced, 1) for limiter in (one, two) * 3))
         assert sum(r == [0] for r in results) == 4
         busy = principal(max_concurrent=2)
-        assert await _attempts(one, busy, 1) + await _attempts(two, busy, 2) == [0, 0, 1]
-        await one.release(busy)  # a slot freed by one worker is free for the other
+        first = await one.acquire(busy)
+        assert await _attempts(two, busy, 2) == [0, 1]
+        await one.release(first)  # a slot freed by one worker is free for the other
         assert await _attempts(two, busy, 2) == [0, 1]
         await one.close()
         await two.close()
@@ -93,5 +94,50 @@ def test_a_process_limiter_is_its_own():
         one, two, who = RateLimiter(None), RateLimiter(None), principal(rate_limit_rpm=1)
         assert await _attempts(one, who, 1) == [0] and await _attempts(two, who, 1) == [0]
         assert (await _attempts(one, who, 1))[0] > 0
+
+    run(scenario())
+
+
+def test_the_slots_of_a_dead_holder_free_themselves_and_a_live_one_keeps_its_own(limiters):
+    kind, url = limiters
+
+    async def scenario():
+        dead = RateLimiter(url, namespace="t" + secrets.token_hex(4), slot_seconds=0.6)
+        # in one process the "dead" holder is a request that leaked its slot
+        live = RateLimiter(url, namespace=dead._namespace, slot_seconds=0.6) if url else dead
+        who = principal(max_concurrent=2)
+        await dead.acquire(who)  # taken, never released: its process was killed
+        kept = await live.acquire(who)
+        assert await _attempts(live, who, 1) == [1]
+        for _ in range(4):  # the live request renews its slot as it runs
+            await asyncio.sleep(0.25)
+            await live.renew(kept)
+        # the dead slot expired; the live one did not
+        assert await _attempts(live, who, 2) == [0, 1]
+        await dead.close()
+        if live is not dead:
+            await live.close()
+
+    run(scenario())
+
+
+def test_namespaces_keep_fleets_sharing_one_redis_apart():
+    async def scenario():
+        blue, green = RateLimiter(REDIS, "blue" + secrets.token_hex(3)), RateLimiter(REDIS, "green" + secrets.token_hex(3))
+        who = principal(rate_limit_rpm=1, max_concurrent=1)
+        first, second = await _attempts(blue, who, 2)
+        assert first == 0 and second > 0 and (await _attempts(green, who, 1)) == [0]
+        await blue.close()
+        await green.close()
+
+    run(scenario())
+
+
+def test_redis_down_lets_requests_through():
+    async def scenario():
+        limiter = RateLimiter("redis://127.0.0.1:1/0")  # nothing listens there
+        who = principal(rate_limit_rpm=1, max_concurrent=1)
+        assert await _attempts(limiter, who, 3) == [0, 0, 0]
+        await limiter.close()
 
     run(scenario())

@@ -1,0 +1,77 @@
+"""Telling every worker and instance that keys, channels or prices changed.
+
+Each process caches what it reads of them for `cache_seconds`. A change made anywhere (admin
+API, console, CLI) forgets the cache of the process that made it at once, and with Redis is
+published on `{redis_namespace}:invalidate`, so every other process forgets too, within
+milliseconds. Without Redis, or while the subscription is down, `cache_seconds` is the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+log = logging.getLogger("pixelgate.invalidation")
+
+TOPICS = ("keys", "channels", "prices")
+
+
+class Invalidation:
+    def __init__(self, redis_url: str | None, namespace: str) -> None:
+        self._channel = f"{namespace}:invalidate"
+        self._forget: dict[str, list[Callable[[], None]]] = {t: [] for t in TOPICS}
+        self._redis = None
+        if redis_url:
+            import redis.asyncio as redis
+
+            self._redis = redis.from_url(redis_url)
+        self._listener: asyncio.Task | None = None
+
+    def on(self, topic: str, forget: Callable[[], None]) -> None:
+        """Call `forget` whenever `topic` changes, here or in any other process."""
+        self._forget[topic].append(forget)
+
+    async def changed(self, topic: str) -> None:
+        """Something of `topic` changed: forget it here now, and tell the others."""
+        self._run(topic)
+        if self._redis is not None:
+            try:
+                await self._redis.publish(self._channel, topic)
+            except Exception:  # the others fall back to cache_seconds
+                log.warning("could not publish a %s change to Redis", topic, exc_info=True)
+
+    def _run(self, topic: str) -> None:
+        for forget in self._forget.get(topic, ()):
+            forget()
+
+    def start(self) -> None:
+        if self._redis is not None:
+            self._listener = asyncio.create_task(self._listen(), name="pixelgate-invalidation")
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    delay = 0.5
+                    # What changed while we were not listening is unknown: forget everything.
+                    for topic in TOPICS:
+                        self._run(topic)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._run(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("Redis subscription lost; retrying in %.1f s (caches expire meanwhile)", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
