@@ -71,6 +71,10 @@ class Scenario:
     default: bool = True
     config: tuple[str, ...] = ()
     """Lines added to the gateway's config file for this scenario."""
+    response_format: str = "b64_json"
+    """url: the gateway stores each image and answers a link (the check fetches it)."""
+    storage: str = "local"
+    """local segment files, or s3: a SeaweedFS started by the benchmark on loopback."""
 
 
 SCENARIOS = [
@@ -80,6 +84,10 @@ SCENARIOS = [
     Scenario("large-c16", 16, 2, image_bytes=LARGE, about="~1.5 MB base64 images, 2 workers"),
     Scenario("large-c16-keep-all", 16, 2, image_bytes=LARGE, config=('keep_images = "all"',),
              about="as large-c16, every answered image also written to disk (keep_images = all)"),
+    Scenario("url-c16-local", 16, 2, response_format="url",
+             about="small images answered by link: stored on local segments, 2 workers"),
+    Scenario("url-c16-s3", 16, 2, response_format="url", storage="s3",
+             about="as url-c16-local, stored in S3 (SeaweedFS on loopback)"),
     Scenario("slow-c1000", 1000, 2, delay=2.0, stagger=True,
              about="upstream answers after 2 s, 1,000 in flight, arrivals spread out"),
     Scenario("slow-c1000-burst", 1000, 2, delay=2.0,
@@ -540,6 +548,8 @@ timeout_seconds = 60
     env.update(PIXELGATE_ADMIN_KEY=ADMIN_KEY, PIXELGATE_DATA_DIR=str(work / "data"),
                PIXELGATE_LOG_LEVEL="warning")
     env.update(extra_env)
+    if sc.storage == "s3":
+        env.update(s3_env())
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
     log = work / "gateway.log"
@@ -560,6 +570,21 @@ timeout_seconds = 60
     return proc, log
 
 
+_SEAWEED: list = []
+
+
+def s3_env() -> dict[str, str]:
+    """SeaweedFS on loopback, started once for the benchmark's S3 scenarios."""
+    if not _SEAWEED:
+        from s3_clients import KEY, SECRET, start_seaweed
+
+        endpoint, proc = start_seaweed()
+        CHILDREN.procs.append(proc)
+        _SEAWEED.append({"PIXELGATE_STORAGE_URL": "s3://bench/gateway", "PIXELGATE_S3_ENDPOINT_URL": endpoint,
+                         "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET})
+    return _SEAWEED[0]
+
+
 def check_answer(port: int, body: dict, expected_png: bytes, timeout: float) -> str:
     """One request end to end: 200, not compressed, the image byte-identical to the upstream's."""
     import base64
@@ -577,6 +602,12 @@ def check_answer(port: int, body: dict, expected_png: bytes, timeout: float) -> 
     if encoding:
         raise RuntimeError(f"the gateway compressed the image answer (Content-Encoding: {encoding})")
     answer = json.loads(raw)
+    if "url" in answer["data"][0]:
+        with urllib.request.urlopen(answer["data"][0]["url"], timeout=timeout) as resp:
+            got = resp.read()
+        if got != expected_png:
+            raise RuntimeError("the image served by link differs from the upstream's")
+        return "ok: 200, the link serves the upstream's image"
     got = base64.b64decode(answer["data"][0]["b64_json"])
     if got != expected_png:
         raise RuntimeError("the gateway's image differs from the upstream's")
@@ -603,7 +634,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
     gateway = None
     try:
         upstream_body = {"model": MODEL, "prompt": "a fox", "n": 1, "response_format": "b64_json"}
-        client_body = {"model": MODEL, "prompt": "a fox", "response_format": "b64_json"}
+        client_body = {"model": MODEL, "prompt": "a fox", "response_format": sc.response_format}
         stagger_n = -(-sc.concurrency // max(1, min(args.threads, sc.concurrency))) if sc.stagger else 0
         stagger_ms = int(sc.delay * 1000)
         direct_lua = lua_script(tmp, f"{sc.name}-direct", upstream_body, None, stagger_n, stagger_ms)
