@@ -92,13 +92,22 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     settings = _settings(ctx)
 
     async def prepare() -> str | None:
+        from pixelgate.services.storage import open_storage
+
+        store = await open_storage(settings.model_copy(update={"image_retention_days": None}))
+        await store.aclose()  # a wrong bucket or endpoint stops here, in one line
         db = make_engine(settings.resolved_database_url)
         try:
             return await bootstrap(settings, db)
         finally:
             await db.dispose()
 
-    generated = asyncio.run(prepare())
+    from pixelgate.services.s3storage import StorageUnavailable
+
+    try:
+        generated = asyncio.run(prepare())
+    except StorageUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     if generated:
         click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}")
     os.environ["PIXELGATE_MIGRATE_ON_START"] = "false"  # done once here, not per worker
@@ -107,7 +116,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     click.echo(f"pixelgate: listening on http://{settings.host}:{settings.port} "
                f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
                f"database {settings.resolved_database_url.split('://')[0]}, "
-               f"images in {settings.resolved_storage_dir}")
+               f"images in {settings.storage_url or settings.resolved_storage_dir}")
     run_workers(settings.host, settings.port, settings.workers, loop="uvloop", http="httptools",
                 log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
 
