@@ -33,6 +33,7 @@ from pixelgate.services.storage import ImageStore, UrlSigner, open_storage
 from pixelgate.services.tasks import TaskService
 from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
+from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
 
 log = logging.getLogger("pixelgate")
@@ -158,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ideogram.router)
     app.include_router(files.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
+    app.mount("/console/static", console.pages.static, name="console-static")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

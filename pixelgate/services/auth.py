@@ -105,6 +105,15 @@ class KeyStore:
             raise Unauthorized("This API key has expired.", code="expired_api_key")
         return principal
 
+    async def by_digest(self, digest: str) -> Principal | None:
+        """The key whose SHA-256 this is, if it is enabled and unexpired (a console session keeps
+        the digest, never the key)."""
+        principal = await self._load(digest)
+        if principal is None or (principal.expires_at is not None
+                                 and principal.expires_at <= datetime.now(timezone.utc)):
+            return None
+        return principal
+
     async def _load(self, digest: str) -> Principal | None:
         async with self._sessions() as session:
             row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar_one_or_none()

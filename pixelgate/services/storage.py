@@ -240,6 +240,11 @@ class UrlSigner:
         self.ttl = ttl_seconds
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
 
+    def derive(self, purpose: str) -> bytes:
+        """A secret of its own for another use (the console's sessions), from the shared one:
+        every instance derives the same, and none can be turned back into the URL secret."""
+        return hmac.new(self._secret, b"pixelgate:" + purpose.encode(), hashlib.sha256).digest()
+
     def _sign(self, name: str, expires: int) -> str:
         return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
