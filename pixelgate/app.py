@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from pixelgate import __version__
-from pixelgate.config import Settings, load_settings
+from pixelgate import simulators
+from pixelgate.config import ChannelConfig, Settings, load_settings
 from pixelgate.db.models import Meta
 from pixelgate.db.session import make_engine, migrate, sessionmaker
 from pixelgate.domain.prices import Price
@@ -67,9 +68,17 @@ async def bootstrap(settings: Settings, db: AsyncEngine) -> str | None:
     generated admin key, which the caller prints once."""
     await migrate(db)
     sessions = sessionmaker(db)
-    await ChannelDirectory(sessions).sync_config(settings.channels, settings.sandbox)
+    await ChannelDirectory(sessions).sync_config(configured_channels(settings), settings.sandbox)
     await _secret(sessions, settings)
     return await KeyStore(sessions).ensure_admin(settings.admin_key)
+
+
+def configured_channels(settings: Settings) -> list[ChannelConfig]:
+    """The config file's channels, and the simulated vendors' when asked for."""
+    if not settings.simulate_vendors:
+        return settings.channels
+    taken = {c.name for c in settings.channels}
+    return settings.channels + [ChannelConfig(**c) for c in simulators.channels() if c["name"] not in taken]
 
 
 async def _secret(sessions: async_sessionmaker, settings: Settings) -> str:
@@ -96,10 +105,13 @@ async def start_services(settings: Settings) -> Services:
     signer = UrlSigner(await _secret(sessions, settings), settings.url_ttl_seconds, settings.public_base_url)
     records = RecordWriter(sessions)
     records.start()
-    http = HttpTransport(settings.upstream_connections)
+    http = HttpTransport(settings.upstream_connections,
+                         simulators.Simulators() if settings.simulate_vendors else None)
     billing = Billing(sessions, settings.currency, settings.exchange_rates, settings.unpriced,
                       [Price(p.model, p.amount, p.currency or settings.currency, p.operation, dict(p.dimensions),
-                             "config file") for p in settings.prices], settings.cache_seconds)
+                             "config file") for p in settings.prices]
+                      + (simulators.free_prices(settings.currency) if settings.simulate_vendors else []),
+                      settings.cache_seconds)
     limiter = RateLimiter(settings.redis_url, settings.redis_namespace, settings.slot_seconds)
     engine = Engine(settings, directory, storage, signer, records,
                     {"http": http, "sandbox": SandboxTransport()}, billing, limiter)

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
 
     sandbox: bool = True
     """Serve the built-in offline `sandbox` models through a channel named `sandbox`."""
+    simulate_vendors: bool = False
+    """Add a channel per vendor (simulated-openai, simulated-bfl, ... simulated-midjourney) that
+    reaches a simulator of that vendor's API inside the gateway, offline: every model and every
+    API works without a vendor key. Models the built-in price table lacks cost 0 on them. For a
+    first try, a demo or CI; keep one worker (a simulator's jobs live in its process)."""
 
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Channels tried for one request when the earlier ones failed without accepting work."""

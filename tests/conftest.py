@@ -23,8 +23,8 @@ from PIL import Image
 
 from pixelgate.app import create_app
 from pixelgate.config import Settings
-from tests.emulators.openai_images import OpenAIEmulatorState
-from tests.emulators.openai_images import create_app as create_openai_emulator
+from pixelgate.simulators.openai_images import OpenAIEmulatorState
+from pixelgate.simulators.openai_images import create_app as create_openai_emulator
 from tests.emulators.server import serve
 
 pytest_plugins = ["tests.s3server"]  # S3 servers on loopback: s3_store (moto), seaweed_store

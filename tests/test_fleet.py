@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.conftest import PG_DSN, database
-from tests.emulators.bfl import BFLEmulatorState, create_app as create_bfl
+from pixelgate.simulators.bfl import BFLEmulatorState, create_app as create_bfl
 from tests.emulators.server import serve
 from tests.test_serve import _start, _stop, _wait_up
 

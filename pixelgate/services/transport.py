@@ -1,6 +1,6 @@
 """How upstream calls travel: HTTP through one pooled aiohttp session, or in-process to the
-sandbox. Both answer UpstreamReply; foreign exceptions are translated at one place,
-`upstream_errors()`, into the gateway's UpstreamError classes."""
+sandbox, or (with simulate_vendors) to a simulated vendor's emulator. All answer UpstreamReply;
+foreign exceptions are translated at one place, `upstream_errors()`, into UpstreamError classes."""
 
 from __future__ import annotations
 
@@ -34,9 +34,11 @@ def upstream_errors(channel: str) -> Iterator[None]:
 
 
 class HttpTransport:
-    def __init__(self, connections: int) -> None:
+    def __init__(self, connections: int, simulators=None) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._connections = connections
+        self._simulators = simulators
+        """pixelgate.simulators.Simulators: calls to `*.simulated` hosts stay in this process."""
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -68,10 +70,17 @@ class HttpTransport:
         return self.session.request(call.method, call.url, **kwargs)
 
     async def send(self, call: UpstreamCall, timeout: float) -> UpstreamReply:
+        if self._simulators is not None and (app := self._simulators.app_for(call.url)) is not None:
+            return await _simulated(app, call, timeout)
         async with self._request(call, timeout) as resp:
             return UpstreamReply(resp.status, resp.headers, await resp.read())
 
     async def stream(self, call: UpstreamCall, timeout: float) -> tuple[UpstreamReply, AsyncIterator[tuple[str, Any]]]:
+        if self._simulators is not None and (app := self._simulators.app_for(call.url)) is not None:
+            reply = await _simulated(app, call, timeout)
+            if reply.status >= 400 or "text/event-stream" not in reply.headers.get("content-type", ""):
+                return reply, _none()
+            return UpstreamReply(reply.status, reply.headers), _sse_lines(_once(reply.body))
         resp = await self._request(call, timeout).__aenter__()
         if resp.status >= 400 or "text/event-stream" not in resp.headers.get("content-type", ""):
             try:
@@ -86,29 +95,54 @@ async def _none() -> AsyncIterator[tuple[str, Any]]:
     yield  # pragma: no cover
 
 
+async def _simulated(app, call: UpstreamCall, timeout: float) -> UpstreamReply:
+    """The call, handed to a simulated vendor's ASGI app in this process (no socket)."""
+    import httpx
+
+    kwargs: dict[str, Any] = {"headers": call.headers}
+    if call.json is not None:
+        kwargs["content"] = orjson.dumps(call.json)
+        kwargs["headers"] = {**call.headers, "Content-Type": "application/json"}
+    elif call.form is not None:  # multipart even without files, as vendors want: (None, value) is a field
+        kwargs["files"] = [(n, (v.filename, v.data, v.content_type) if isinstance(v, FilePart) else (None, str(v)))
+                           for n, v in call.form]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=timeout) as client:
+        resp = await client.request(call.method, call.url, **kwargs)
+    return UpstreamReply(resp.status_code, resp.headers, resp.content)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
 async def _sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    try:
+        async for item in _sse_lines(resp.content.iter_any()):
+            yield item
+    finally:
+        resp.release()
+
+
+async def _sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, Any]]:
     """Server-sent events as (event, parsed data). Lines are split by hand because a frame that
     carries a whole image in base64 is longer than aiohttp's readline allows."""
     buffer = b""
     event, data_lines = "message", []
-    try:
-        async for chunk in resp.content.iter_any():
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                line = raw.rstrip(b"\r")
-                if not line:
-                    if data_lines:
-                        data = b"\n".join(data_lines)
-                        if data.strip() != b"[DONE]":
-                            try:
-                                yield event, orjson.loads(data)
-                            except orjson.JSONDecodeError:
-                                raise UpstreamBadResponse("upstream sent an event that is not JSON") from None
-                    event, data_lines = "message", []
-                elif line.startswith(b"event:"):
-                    event = line[6:].strip().decode()
-                elif line.startswith(b"data:"):
-                    data_lines.append(line[5:].lstrip())
-    finally:
-        resp.release()
+    async for chunk in chunks:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if not line:
+                if data_lines:
+                    data = b"\n".join(data_lines)
+                    if data.strip() != b"[DONE]":
+                        try:
+                            yield event, orjson.loads(data)
+                        except orjson.JSONDecodeError:
+                            raise UpstreamBadResponse("upstream sent an event that is not JSON") from None
+                event, data_lines = "message", []
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
+            elif line.startswith(b"data:"):
+                data_lines.append(line[5:].lstrip())

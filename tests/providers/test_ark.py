@@ -15,7 +15,7 @@ from pixelgate.errors import UpstreamBadResponse, UpstreamContentFiltered, Upstr
 from pixelgate.providers.ark import Ark
 from pixelgate.providers.base import UpstreamReply
 from tests.conftest import b64_images, mask_png, openai_error, png
-from tests.emulators.ark import ArkEmulatorState, create_app
+from pixelgate.simulators.ark import ArkEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"

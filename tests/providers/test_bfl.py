@@ -18,7 +18,7 @@ from pixelgate.errors import (UpstreamBadResponse, UpstreamContentFiltered, Upst
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.bfl import BlackForestLabs
 from tests.conftest import mask_png, openai_error, png
-from tests.emulators.bfl import BFLEmulatorState, create_app
+from pixelgate.simulators.bfl import BFLEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"

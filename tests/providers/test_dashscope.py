@@ -16,7 +16,7 @@ from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamConte
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.dashscope import DashScope
 from tests.conftest import b64_images, mask_png, openai_error, png
-from tests.emulators.dashscope import DashScopeEmulatorState, create_app
+from pixelgate.simulators.dashscope import DashScopeEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"

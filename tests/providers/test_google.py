@@ -16,7 +16,7 @@ from pixelgate.errors import (InvalidRequest, UpstreamContentFiltered, UpstreamR
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.google import Google
 from tests.conftest import b64_images, mask_png, openai_error, png
-from tests.emulators.google import GoogleEmulatorState, create_app, error_body
+from pixelgate.simulators.google import GoogleEmulatorState, create_app, error_body
 from tests.emulators.server import emulated, serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"

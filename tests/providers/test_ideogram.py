@@ -18,7 +18,7 @@ from pixelgate.errors import (UpstreamContentFiltered, UpstreamRateLimited, Upst
 from pixelgate.providers.base import UpstreamReply
 from pixelgate.providers.ideogram import Ideogram
 from tests.conftest import mask_png, png
-from tests.emulators.ideogram import SAFETY_ERROR, IdeogramEmulatorState, create_app
+from pixelgate.simulators.ideogram import SAFETY_ERROR, IdeogramEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
 KEY = "ideogram-emulator-key"
@@ -375,7 +375,7 @@ def test_parse_error_mapping():
 
 def test_endpoint_tables_cover_every_ideogram_operation():
     from pixelgate.providers.ideogram import LEGACY_ENDPOINTS, V3_ENDPOINTS
-    from tests.emulators.ideogram import ENDPOINTS
+    from pixelgate.simulators.ideogram import ENDPOINTS
 
     assert {path for path, _ in V3_ENDPOINTS.values()} | {e[0] for e in LEGACY_ENDPOINTS.values()} == set(ENDPOINTS)
     for path, fields in V3_ENDPOINTS.values():

@@ -22,7 +22,7 @@ from pixelgate.errors import (UpstreamBadResponse, UpstreamContentFiltered, Upst
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.midjourney import Midjourney
 from tests.conftest import mask_png, png
-from tests.emulators.midjourney import MidjourneyEmulatorState, create_app
+from pixelgate.simulators.midjourney import MidjourneyEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
 GEN, EDITS = "/v1/images/generations", "/v1/images/edits"

@@ -18,7 +18,7 @@ from pixelgate.errors import (InvalidRequest, UpstreamContentFiltered, UpstreamR
 from pixelgate.providers.base import UpstreamReply
 from pixelgate.providers.qianfan import Qianfan, _fit, error_from_body
 from tests.conftest import ADMIN_KEY, database, mask_png, png, run_gateway
-from tests.emulators.qianfan import QianfanEmulatorState, create_app
+from pixelgate.simulators.qianfan import QianfanEmulatorState, create_app
 from tests.emulators.server import serve
 
 GEN, EDITS, VARIATIONS = "/v1/images/generations", "/v1/images/edits", "/v1/images/variations"

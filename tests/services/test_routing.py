@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import openai_channel
-from tests.emulators.openai_images import OpenAIEmulatorState, create_app
+from pixelgate.simulators.openai_images import OpenAIEmulatorState, create_app
 from tests.emulators.server import serve
 
 GEN = "/v1/images/generations"

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pixelgate.errors import LeaseLost
-from tests.emulators.bfl import BFLEmulatorState, create_app as create_bfl
+from pixelgate.simulators.bfl import BFLEmulatorState, create_app as create_bfl
 from tests.emulators.server import serve
 
 

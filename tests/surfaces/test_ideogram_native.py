@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ADMIN_KEY, png
-from tests.emulators.ideogram import SAFETY_ERROR, IdeogramEmulatorState, create_app
+from pixelgate.simulators.ideogram import SAFETY_ERROR, IdeogramEmulatorState, create_app
 from tests.emulators.server import emulated
 
 KEY = "ideogram-emulator-key"

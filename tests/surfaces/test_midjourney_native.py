@@ -24,7 +24,7 @@ from pixelgate.errors import InvalidRequest
 from pixelgate.surfaces import midjourney as surface
 from pixelgate.surfaces.midjourney import check_flags
 from tests.conftest import ADMIN_KEY, database, mask_png, png, run_gateway
-from tests.emulators.midjourney import MidjourneyEmulatorState, create_app
+from pixelgate.simulators.midjourney import MidjourneyEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
 SECRET = "mj-emulator-secret"

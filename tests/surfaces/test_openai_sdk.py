@@ -12,7 +12,7 @@ from PIL import Image
 
 from pixelgate import wirejson
 from tests.conftest import mask_png, png
-from tests.emulators.openai_images import render
+from pixelgate.simulators.openai_images import render
 
 
 def _image(data: bytes) -> Image.Image:

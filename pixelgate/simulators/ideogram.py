@@ -1,7 +1,7 @@
 """Strict loopback emulator of the Ideogram API: the 3.0 endpoints and the legacy ones.
 
 Authority: ../shared/upstreams/ideogram.md and the OpenAPI definition it cites. Serve it with
-``tests.emulators.server.serve(create_app(state))``; the base URL stands in for
+``tests.emulators.server.serve(create_app(state))`` in the tests, or in-process (see pixelgate.simulators); the base URL stands in for
 https://api.ideogram.ai (header ``Api-Key``).
 
   POST /v1/ideogram-v3/{generate,remix,edit,reframe,replace-background}  multipart (generate: or JSON)

@@ -3,7 +3,7 @@
 Authority: ../shared/upstreams/openai.md.  The emulator accepts what that
 reference says the real API accepts and answers like it, errors included
 (``{"error": {"message", "type", "param", "code"}}``).  Serve it with
-``tests.emulators.server.serve(create_app(state))``; clients use ``<base>/v1``.
+``tests.emulators.server.serve(create_app(state))`` in the tests, or in-process (see pixelgate.simulators); clients use ``<base>/v1``.
 
 Choices where the reference is silent or marked unconfirmed:
 

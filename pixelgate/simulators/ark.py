@@ -4,7 +4,7 @@ Authority: ../shared/upstreams/volcengine-ark.md.  ``POST /api/v3/images/generat
 ``Authorization: Bearer <key>`` and a JSON body; answers ``{model, created, data, usage}`` or, with
 ``stream: true``, server-sent events (one per finished image, the headers only once the first image
 is ready, then ``data: [DONE]``).  Errors: ``{"error": {"code", "message", "param", "type"}}``.
-Serve it with ``tests.emulators.server.serve(create_app(state))``; clients use ``<base>/api/v3``.
+Serve it with ``tests.emulators.server.serve(create_app(state))`` in the tests, or in-process (see pixelgate.simulators); clients use ``<base>/api/v3``.
 
 Choices where the reference is silent or marked unconfirmed:
 

@@ -1,7 +1,7 @@
 """Strict loopback emulator of Baidu Qianfan's V2 image API (``/v2/images/*``).
 
 Authority: ../shared/upstreams/qianfan.md. Serve it with
-``tests.emulators.server.serve(create_app(state))``; clients use ``<base>/v2``.
+``tests.emulators.server.serve(create_app(state))`` in the tests, or in-process (see pixelgate.simulators); clients use ``<base>/v2``.
 
   POST /v2/images/generations   irag-1.0, qwen-image, flux.1-schnell
   POST /v2/images/edits         ernie-irag-edit (feature erase | repaint | variation), qwen-image-edit

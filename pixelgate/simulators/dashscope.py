@@ -1,7 +1,7 @@
 """Strict loopback emulator of Alibaba Cloud DashScope's native Qwen-Image API.
 
 Authority: ../shared/upstreams/dashscope.md. Serve it with
-``tests.emulators.server.serve(create_app(state))``; clients use ``<base>/api/v1``.
+``tests.emulators.server.serve(create_app(state))`` in the tests, or in-process (see pixelgate.simulators); clients use ``<base>/api/v1``.
 
   POST /api/v1/services/aigc/multimodal-generation/generation   sync, every Qwen-Image model
   POST /api/v1/services/aigc/text2image/image-synthesis         async (``X-DashScope-Async: enable``),

@@ -1,7 +1,7 @@
 """Strict loopback emulator of a midjourney-proxy (novicezk / trueai / mj-plus, ``/mj/*``).
 
 Authority: ../shared/upstreams/midjourney-proxy.md. Serve it with
-``tests.emulators.server.serve(create_app(state))``; clients use the base URL (``/mj`` is
+``tests.emulators.server.serve(create_app(state))`` in the tests, or in-process (see pixelgate.simulators); clients use the base URL (``/mj`` is
 added by them), or ``<base>/mj-fast`` etc. for the speed-mode prefixes.
 
   POST /mj/submit/{imagine,change,simple-change,action,modal,blend,describe}

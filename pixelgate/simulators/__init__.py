@@ -1,0 +1,87 @@
+"""Simulated vendors: strict emulators of each vendor's HTTP API (OpenAI, BFL, Ideogram, Ark,
+DashScope, Qianfan, Google, Midjourney), the same ones the test suite checks the providers
+against, built from ../shared/upstreams/. They answer exactly what the real API answers, errors
+and asynchronous flows included, with images drawn locally.
+
+With `simulate_vendors = true` the gateway adds one channel per vendor whose base URL names a
+`*.simulated` host; the HTTP transport hands calls to those hosts to the emulator in this process
+instead of the network. Every provider module then runs its real code, offline: the first hour
+of a new install, a demo, a CI job. Emulator state (an asynchronous job, say) lives in the
+process that made it, so use one worker with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+SUFFIX = ".simulated"
+
+
+@dataclass(frozen=True)
+class Vendor:
+    provider: str
+    module: str
+    state: str
+    path: str
+    """Where the vendor's API lives under its host (the channel's base URL path)."""
+    api_key: str
+
+
+VENDORS = (
+    Vendor("openai", "openai_images", "OpenAIEmulatorState", "/v1", "sk-emulator-key"),
+    Vendor("bfl", "bfl", "BFLEmulatorState", "/v1", "bfl-emulator-key"),
+    Vendor("ideogram", "ideogram", "IdeogramEmulatorState", "", "ideogram-emulator-key"),
+    Vendor("ark", "ark", "ArkEmulatorState", "/api/v3", "ark-emulator-key"),
+    Vendor("dashscope", "dashscope", "DashScopeEmulatorState", "/api/v1", "sk-dashscope-emulator"),
+    Vendor("qianfan", "qianfan", "QianfanEmulatorState", "/v2", "bce-v3/ALTAK-emulator/0123456789abcdef"),
+    Vendor("google", "google", "GoogleEmulatorState", "/v1beta", "AIza-emulator-key"),
+    Vendor("midjourney", "midjourney", "MidjourneyEmulatorState", "", "mj-emulator-secret"),
+)
+
+
+def host(vendor: Vendor) -> str:
+    return vendor.provider + SUFFIX
+
+
+def channels() -> list[dict[str, Any]]:
+    """One channel per simulated vendor, serving every model its provider declares."""
+    from pixelgate.providers import REGISTRY
+
+    return [{"name": f"simulated-{v.provider}", "provider": v.provider, "base_url": f"http://{host(v)}{v.path}",
+             "api_key": v.api_key, "models": sorted(REGISTRY[v.provider].models), "priority": -50}
+            for v in VENDORS]
+
+
+def free_prices(currency: str) -> list:
+    """Price 0 for the simulated models the built-in table does not price: nothing is paid to a
+    simulator, and the first hour should not stop at "unpriced"."""
+    from pixelgate.domain.prices import DEFAULT_PRICES, Price
+
+    priced = {p.model for p in DEFAULT_PRICES}
+    return [Price(model, Decimal(0), currency, source="simulated vendor (free)")
+            for channel in channels() for model in channel["models"] if model not in priced]
+
+
+class Simulators:
+    """The emulators of this process, by host, created on first use."""
+
+    def __init__(self) -> None:
+        self._apps: dict[str, Any] = {}
+
+    def app_for(self, url: str) -> Any | None:
+        name = urlsplit(url).hostname or ""
+        if not name.endswith(SUFFIX):
+            return None
+        if name not in self._apps:
+            vendor = next((v for v in VENDORS if host(v) == name), None)
+            if vendor is None:
+                return None
+            import importlib
+
+            module = importlib.import_module(f"pixelgate.simulators.{vendor.module}")
+            make: Callable[[Any], Any] = module.create_app
+            self._apps[name] = make(getattr(module, vendor.state)())
+        return self._apps[name]
