@@ -1,5 +1,5 @@
-"""Contract over every registered provider: one module, one emulator, one test file, models
-declared as data, a docstring that shows the upstream wire format."""
+"""Contract over every registered provider: one module, one emulator (a simulated vendor), one
+test file, models declared as data, a docstring that shows the upstream wire format."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from pixelgate import simulators
 from pixelgate.providers import REGISTRY
 from pixelgate.providers.base import Capabilities, Provider
 
 TESTS = Path(__file__).parent
+SIMULATORS = Path(simulators.__file__).parent
 EMULATOR = {"openai": "openai_images", "openai-compatible": "openai_images", "sandbox": None}
 TEST_FILE = {"openai": "surfaces/test_openai_sdk.py", "openai-compatible": "surfaces/test_openai_sdk.py"}
 
@@ -27,7 +29,9 @@ def test_provider_contract(name):
         assert isinstance(caps, Capabilities) and caps.operations, model
     emulator = EMULATOR.get(name, name)
     if emulator is not None:
-        assert (TESTS / "emulators" / f"{emulator}.py").is_file()
+        assert (SIMULATORS / f"{emulator}.py").is_file()
+        if name != "openai-compatible":  # it rides on the OpenAI simulator
+            assert name in {v.provider for v in simulators.VENDORS}, "simulate_vendors covers it"
     assert (TESTS / TEST_FILE.get(name, f"providers/test_{name}.py")).is_file()
 
 
