@@ -7,19 +7,47 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import click
 
-from pixelgate.config import ChannelConfig, ConfigError, Settings, load_settings
+from pixelgate import __version__
+from pixelgate.config import ChannelConfig, ConfigError, Settings, load_settings, unknown_variables
 
 
 def _settings(ctx: click.Context) -> Settings:
     try:
-        return load_settings(ctx.obj.get("config"))
+        settings = load_settings(ctx.find_root().obj.get("config"))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    for warning in unknown_variables(os.environ):
+        click.echo(f"pixelgate: warning: {warning}", err=True)
+    return settings
+
+
+def _existing_database(settings: Settings) -> Settings:
+    """Management commands work on the gateway's database: an SQLite file that is not there means
+    this is not where the gateway keeps its data, and a new empty one would only mislead."""
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        raise click.ClickException(
+            f"no gateway database at {url.split('///', 1)[-1]}: run this where `pixelgate serve` runs, or "
+            "point PIXELGATE_DATA_DIR, PIXELGATE_DATABASE_URL or --config at the gateway's; "
+            "`pixelgate migrate` creates a new one")
+    click.echo(f"pixelgate: database {_display(url)}", err=True)
+    return settings
+
+
+def _display(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -54,24 +82,64 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
 
         if isinstance(exc, GatewayError):
             raise click.ClickException(exc.message) from None
-        raise
+        raise click.ClickException(database_problem(exc, settings.resolved_database_url) or repr(exc)) from None
+
+
+async def channel_warnings(cfg: ChannelConfig, settings: Settings, sessions) -> list[str]:
+    from pixelgate.domain.prices import Price
+    from pixelgate.services.billing import Billing
+    from pixelgate.services.routing import channel_warnings as warnings
+
+    configured = [Price(p.model, p.amount, p.currency or settings.currency) for p in settings.prices]
+    billing = Billing(sessions, settings.currency, settings.exchange_rates, settings.unpriced, configured, 0)
+    return warnings(cfg, settings.unpriced == "refuse", await billing.table())
+
+
+def database_problem(exc: BaseException, url: str) -> str | None:
+    """One line for a database that cannot be used (a malformed URL, a server that does not
+    answer or refuses us), instead of a driver's traceback; None for anything else."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    where = _display(url)
+    if isinstance(exc, (ArgumentError, NoSuchModuleError, ValueError)) and "://" in str(exc) + url:
+        return f"the database URL {where!r} is not valid: {str(exc).splitlines()[0]} (e.g. postgresql+asyncpg://user@host:5432/db)"
+    if isinstance(exc, (OSError, DBAPIError, ConnectionError)) or type(exc).__module__.startswith("asyncpg"):
+        return f"cannot use the database {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return None
 
 
 def _echo(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _config_option(command):
+    """--config works before or after the subcommand (`pixelgate --config f serve`, `pixelgate serve --config f`)."""
+    def remember(ctx: click.Context, _param, value: str | None) -> str | None:
+        if value is not None:
+            ctx.ensure_object(dict)
+            root = ctx.find_root()
+            root.ensure_object(dict)
+            root.obj["config"] = value
+        return value
+
+    return click.option("--config", "config", type=click.Path(dir_okay=False), expose_value=False,
+                        callback=remember, is_eager=True,
+                        help="TOML or YAML config file (or PIXELGATE_CONFIG).")(command)
+
+
 @click.group()
 @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="PIXELGATE_CONFIG",
               help="TOML or YAML config file (or PIXELGATE_CONFIG).")
+@click.version_option(__version__, "--version", prog_name="pixelgate")
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
     """pixelgate: one gateway in front of many image-generation models."""
     ctx.ensure_object(dict)
-    ctx.obj["config"] = config
+    ctx.obj.setdefault("config", config)
 
 
 @main.command()
+@_config_option
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8080).")
 @click.option("--workers", type=int, default=None, help="Worker processes sharing the port.")
@@ -108,17 +176,27 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         generated = asyncio.run(prepare())
     except StorageUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        problem = database_problem(exc, settings.resolved_database_url)
+        if problem is None:
+            raise
+        raise click.ClickException(problem) from None
     if generated:
         click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}")
     os.environ["PIXELGATE_MIGRATE_ON_START"] = "false"  # done once here, not per worker
     if settings.workers > 1:  # the workers count into files of one directory (see metrics.py)
         prepare_shared_directory(settings.data_dir.resolve() / "metrics")
-    click.echo(f"pixelgate: listening on http://{settings.host}:{settings.port} "
-               f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
-               f"database {settings.resolved_database_url.split('://')[0]}, "
-               f"images in {settings.storage_url or settings.resolved_storage_dir}")
-    run_workers(settings.host, settings.port, settings.workers, loop="uvloop", http="httptools",
-                log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
+    def bound() -> None:
+        click.echo(f"pixelgate: listening on http://{settings.host}:{settings.port} "
+                   f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
+                   f"database {_display(settings.resolved_database_url)}, "
+                   f"images in {settings.storage_url or settings.resolved_storage_dir}")
+
+    try:
+        run_workers(settings.host, settings.port, settings.workers, on_bound=bound, loop="uvloop",
+                    http="httptools", log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
 
 
 @main.command()
@@ -144,7 +222,7 @@ def usage(ctx: click.Context, group_by: str, key_id: int | None, days: int) -> N
     async def work(ns):
         return await report(ns.sessions, group_by, key_id, days)
 
-    data = _run(settings, work)
+    data = _run(_existing_database(settings), work)
     click.echo(f"{group_by:<32} {'requests':>9} {'images':>7} {'cost (' + settings.currency + ')':>16}")
     for row in data["data"]:
         click.echo(f"{str(row[group_by]):<32} {row['requests']:>9} {row['images']:>7} {format(row['cost'].normalize(), 'f'):>16}")
@@ -180,7 +258,7 @@ def keys_create(ctx: click.Context, name: str, expires: str | None, models: str 
         row, token = await ns.keys.create(name, is_admin=admin, expires_at=expires_at, allowed_models=allowed)
         return row, token
 
-    row, token = _run(_settings(ctx), work)
+    row, token = _run(_existing_database(_settings(ctx)), work)
     click.echo(f"id {row.id}, name {row.name!r}: {token}")
     click.echo("Keep it now: only its hash is stored.", err=True)
 
@@ -190,7 +268,7 @@ def keys_create(ctx: click.Context, name: str, expires: str | None, models: str 
 def keys_list(ctx: click.Context) -> None:
     from pixelgate.services.auth import key_view
 
-    _echo([key_view(k) for k in _run(_settings(ctx), lambda ns: ns.keys.list())])
+    _echo([key_view(k) for k in _run(_existing_database(_settings(ctx)), lambda ns: ns.keys.list())])
 
 
 def _key_setter(command: str, **fields: Any):
@@ -198,7 +276,7 @@ def _key_setter(command: str, **fields: Any):
     @click.argument("key_id", type=int)
     @click.pass_context
     def run(ctx: click.Context, key_id: int) -> None:
-        _run(_settings(ctx), lambda ns: ns.keys.update(key_id, **fields))
+        _run(_existing_database(_settings(ctx)), lambda ns: ns.keys.update(key_id, **fields))
         click.echo(f"key {key_id}: {command}d")
 
     run.__doc__ = f"{command.capitalize()} a key."
@@ -214,7 +292,7 @@ _key_setter("disable", enabled=False)
 @click.pass_context
 def keys_delete(ctx: click.Context, key_id: int) -> None:
     """Delete a key."""
-    _run(_settings(ctx), lambda ns: ns.keys.delete(key_id))
+    _run(_existing_database(_settings(ctx)), lambda ns: ns.keys.delete(key_id))
     click.echo(f"key {key_id}: deleted")
 
 
@@ -230,7 +308,7 @@ def channels() -> None:
 def channels_list(ctx: click.Context) -> None:
     from pixelgate.services.routing import channel_view
 
-    _echo([channel_view(c) for c in _run(_settings(ctx), lambda ns: ns.directory.list())])
+    _echo([channel_view(c) for c in _run(_existing_database(_settings(ctx)), lambda ns: ns.directory.list())])
 
 
 @channels.command("add")
@@ -257,7 +335,14 @@ def channels_add(ctx: click.Context, name: str, provider: str, base_url: str | N
                             weight=weight, enabled=not disabled, timeout_seconds=timeout)
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
-    _run(_settings(ctx), lambda ns: ns.directory.create(cfg))
+    settings = _existing_database(_settings(ctx))
+
+    async def work(ns):
+        await ns.directory.create(cfg)
+        return await channel_warnings(cfg, settings, ns.sessions)
+
+    for warning in _run(settings, work):
+        click.echo(f"pixelgate: warning: {warning}", err=True)
     click.echo(f"channel {name}: added")
 
 
@@ -266,7 +351,7 @@ def _channel_setter(command: str, enabled: bool):
     @click.argument("name")
     @click.pass_context
     def run(ctx: click.Context, name: str) -> None:
-        _run(_settings(ctx), lambda ns: ns.directory.update(name, {"enabled": enabled}))
+        _run(_existing_database(_settings(ctx)), lambda ns: ns.directory.update(name, {"enabled": enabled}))
         click.echo(f"channel {name}: {command}d")
 
     run.__doc__ = f"{command.capitalize()} a channel."
@@ -282,7 +367,7 @@ _channel_setter("disable", False)
 @click.pass_context
 def channels_remove(ctx: click.Context, name: str) -> None:
     """Remove a channel."""
-    _run(_settings(ctx), lambda ns: ns.directory.delete(name))
+    _run(_existing_database(_settings(ctx)), lambda ns: ns.directory.delete(name))
     click.echo(f"channel {name}: removed")
 
 

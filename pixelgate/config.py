@@ -183,6 +183,20 @@ class Settings(BaseSettings):
         return (self.storage_dir or self.data_dir / "images").resolve()
 
 
+def unknown_variables(environ) -> list[str]:
+    """PIXELGATE_* variables that name no setting (a typo is otherwise silently ignored)."""
+    import difflib
+
+    known = {f"PIXELGATE_{name.upper()}" for name in Settings.model_fields} | {"PIXELGATE_CONFIG",
+                                                                              "PIXELGATE_TEST_PG"}
+    found = []
+    for name in sorted(environ):
+        if name.startswith("PIXELGATE_") and name.split("__", 1)[0] not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            found.append(f"{name} is not a pixelgate setting" + (f"; did you mean {close[0]}?" if close else ""))
+    return found
+
+
 def load_settings(config_path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
     """Build Settings from overrides, environment and the config file; ConfigError names the
     first bad field."""

@@ -47,17 +47,23 @@ def _worker(host: str, port: int, options: dict[str, Any]) -> None:
     uvicorn.Server(config).run(sockets=[_socket(host, port)])
 
 
-def serve(host: str, port: int, workers: int, **options: Any) -> None:
+def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: Any) -> None:
     """Run `workers` server processes until SIGINT/SIGTERM, restarting none: a worker that dies
-    takes the whole server down, so a supervisor (systemd, the orchestrator) restarts it cleanly."""
+    takes the whole server down, so a supervisor (systemd, the orchestrator) restarts it cleanly.
+    `on_bound` runs once the port is ours (an OSError before it says why it is not)."""
     import uvicorn
 
     if workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
         keep_freed_memory()
-        uvicorn.run("pixelgate.app:app_from_environment", factory=True, host=host, port=port,
-                    workers=workers, **options)
+        sock = _socket(host, port)
+        if on_bound is not None:
+            on_bound()
+        config = uvicorn.Config("pixelgate.app:app_from_environment", factory=True, **options)
+        uvicorn.Server(config).run(sockets=[sock])
         return
     probe = _socket(host, port)  # fail here, in the parent, if the port is taken
+    if on_bound is not None:
+        on_bound()
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker, args=(host, port, options), daemon=False) for _ in range(workers)]
     for process in processes:

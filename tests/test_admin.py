@@ -79,3 +79,32 @@ def test_model_mapping(gateway, openai_upstream):
 def test_admin_key_from_environment_setting(gateway):
     with gateway.http(key=ADMIN_KEY) as admin:
         assert admin.get("/admin/keys").json()["data"][0]["is_admin"] is True
+
+
+def test_adding_a_channel_answers_what_will_stop_it(make_gateway):
+    gateway = make_gateway(unpriced="refuse")
+    with gateway.http() as admin:
+        resp = admin.post("/admin/channels", json={"name": "new", "provider": "bfl", "models": ["flux-2-pro", "dall-e-3"]})
+    assert resp.status_code == 201
+    warnings = resp.json()["warnings"]
+    assert any("no API key" in w for w in warnings)
+    assert any("no price for flux-2-pro" in w and "dall-e-3" not in w for w in warnings)  # dall-e-3 is priced
+
+
+def test_failed_requests_keep_their_model_in_usage(gateway):
+    with gateway.http() as client:
+        assert client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x",
+                                                           "sandbox_fail": "server_error"}).status_code >= 500
+        assert client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "x",
+                                                           "size": "16x16"}).status_code == 200
+        rows = client.get("/admin/usage", params={"group_by": "model"}).json()["data"]
+    row = [r for r in rows if r["model"] == "sandbox-image"][0]
+    assert row["requests"] == 2 and row["failed"] == 1 and row["images"] == 1
+
+
+def test_connection_errors_name_the_host(make_gateway):
+    gateway = make_gateway(channels=[{"name": "gone", "provider": "openai-compatible", "api_key": "k",
+                                      "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}])
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "m", "prompt": "x"})
+    assert resp.status_code == 502 and "127.0.0.1:9" in resp.json()["error"]["message"]

@@ -24,6 +24,7 @@ def cli(backend, tmp_path):
                 assert proc.returncode == 0, proc.stderr
             return proc
 
+        run.migrated = run("migrate")  # the gateway's database exists, as `pixelgate serve` leaves it
         yield run
 
 
@@ -43,8 +44,7 @@ def test_keys(cli):
 
 
 def test_first_run_prints_an_admin_key_once(cli):
-    first = cli("keys", "list")
-    assert "created admin key" in first.stderr
+    assert "created admin key" in cli.migrated.stderr
     second = cli("keys", "list")
     assert "created admin key" not in second.stderr
 
@@ -69,3 +69,58 @@ def test_usage(cli):
     assert out.splitlines()[0].split()[:3] == ["model", "requests", "images"]
     assert out.splitlines()[-1].split()[0] == "total"
     assert cli("usage", "--by", "nonsense", ok=False).returncode != 0
+
+
+def _pixelgate(*args: str, cwd, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
+    return subprocess.run([sys.executable, "-m", "pixelgate", *args], capture_output=True, text=True,
+                          env={**clean, **(env or {})}, cwd=cwd, timeout=timeout)
+
+
+def test_management_commands_refuse_to_invent_a_database_elsewhere(tmp_path):
+    proc = _pixelgate("keys", "list", cwd=tmp_path)
+    assert proc.returncode != 0 and "no gateway database at" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "data" / "pixelgate.db").exists()
+    assert _pixelgate("migrate", cwd=tmp_path).returncode == 0
+    listed = _pixelgate("keys", "list", cwd=tmp_path)
+    assert listed.returncode == 0 and "pixelgate: database sqlite" in listed.stderr
+
+
+@pytest.mark.parametrize("url, says", [
+    ("postgres://nobody@127.0.0.1:1/x", "not valid"),  # no async driver named
+    ("postgresql+asyncpg://nobody@127.0.0.1:1/x", "cannot use the database"),  # nothing listens there
+])
+def test_database_mistakes_are_one_line(tmp_path, url, says):
+    for args in (("migrate",), ("serve", "--port", "0")):
+        proc = _pixelgate(*args, cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url})
+        assert proc.returncode != 0 and says in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # a warning line at most, no traceback
+
+
+def test_unknown_variables_are_reported_with_a_guess(tmp_path):
+    proc = _pixelgate("migrate", cwd=tmp_path, env={"PIXELGATE_DATABSE_URL": "x"})
+    assert "PIXELGATE_DATABSE_URL is not a pixelgate setting; did you mean PIXELGATE_DATABASE_URL?" in proc.stderr
+
+
+def test_version_and_config_after_the_subcommand(tmp_path):
+    version = _pixelgate("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("pixelgate, version ")
+    (tmp_path / "gw.toml").write_text('port = 1\nworkers = 99\n')  # workers is at most 64: refused
+    after = _pixelgate("serve", "--config", "gw.toml", cwd=tmp_path)
+    assert after.returncode != 0 and "workers" in after.stderr and "gw.toml" in after.stderr
+
+
+def test_adding_a_channel_warns_of_a_missing_key_and_price(cli):
+    added = cli("channels", "add", "--name", "fresh", "--provider", "bfl", "--models", "flux-2-pro")
+    assert "has no API key" in added.stderr and "no price for flux-2-pro" in added.stderr
+
+
+def test_a_taken_port_is_one_line_and_nothing_claims_to_listen(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = _pixelgate("serve", "--port", str(taken.getsockname()[1]), cwd=tmp_path)
+    assert proc.returncode != 0 and "cannot listen on 127.0.0.1" in proc.stderr
+    assert "listening on" not in proc.stdout

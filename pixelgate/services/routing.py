@@ -218,3 +218,18 @@ class ChannelDirectory:
         if result.rowcount == 0:
             raise NotFound(f"No channel named '{name}'.", field="name")
         await self._changed()
+
+
+
+def channel_warnings(cfg: ChannelConfig, unpriced_refused: bool, prices: dict) -> list[str]:
+    """What will stop a new channel from serving: no key where its vendor needs one, models the
+    gateway will refuse as unpriced (`prices`: Billing.table()). Said when it is added, not at
+    the first request."""
+    warnings = []
+    if cfg.provider != "sandbox" and not (cfg.api_key or cfg.api_key_env):
+        warnings.append(f"channel {cfg.name!r} has no API key: its vendor will refuse every call")
+    unpriced = [m for m in cfg.models if m not in prices]
+    if unpriced_refused and unpriced:
+        warnings.append(f"no price for {', '.join(unpriced)}: requests for them are refused until one is set "
+                        "(/admin/prices, the console, or unpriced = \"free\")")
+    return warnings

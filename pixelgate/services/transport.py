@@ -27,7 +27,10 @@ def upstream_errors(channel: str) -> Iterator[None]:
         raise
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"channel {channel!r} did not answer in time") from None
-    except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(f"cannot connect to channel {channel!r} at {exc.host}:{exc.port}: "
+                                  f"{exc.os_error.strerror or exc.__class__.__name__}") from None
+    except ConnectionRefusedError as exc:
         raise UpstreamUnavailable(f"cannot connect to channel {channel!r}: {exc.__class__.__name__}") from None
     except (aiohttp.ClientError, ConnectionError, OSError) as exc:
         raise UpstreamBadResponse(f"channel {channel!r} broke the connection: {exc.__class__.__name__}") from None

@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate.db.models import RequestLog, Task
@@ -21,23 +21,27 @@ async def usage(sessions: async_sessionmaker, group_by: str = "model", key_id: i
     if group_by not in GROUPS:
         raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUPS)}.", field="group_by")
     since = datetime.now(timezone.utc) - timedelta(days=days)
+    # Answered requests and failed ones (which keep their model, at no cost); a task's submission
+    # (201) is counted through its task instead.
     log = select(RequestLog.key_id, RequestLog.model, RequestLog.channel, RequestLog.created_at,
-                 RequestLog.cost, RequestLog.images_delivered).where(
-        RequestLog.created_at >= since, RequestLog.status == 200)
-    tasks = select(Task.key_id, Task.model, Task.channel, Task.created_at, Task.cost, Task.output).where(
+                 RequestLog.cost, RequestLog.images_delivered, RequestLog.status).where(
+        RequestLog.created_at >= since, or_(RequestLog.status == 200, RequestLog.status >= 400))
+    tasks = select(Task.key_id, Task.model, Task.channel, Task.created_at, Task.cost, Task.output, Task.status).where(
         Task.created_at >= since, Task.completed_at.is_not(None))
     if key_id is not None:
         log, tasks = log.where(RequestLog.key_id == key_id), tasks.where(Task.key_id == key_id)
-    totals: dict[str, dict] = defaultdict(lambda: {"cost": Decimal(0), "images": 0, "requests": 0})
+    totals: dict[str, dict] = defaultdict(lambda: {"cost": Decimal(0), "images": 0, "requests": 0, "failed": 0})
     async with sessions() as session:
-        rows = [(k, m, c, t, cost, n) for k, m, c, t, cost, n in (await session.execute(log)).all()]
-        rows += [(k, m, c, t, cost, len(out or [])) for k, m, c, t, cost, out in (await session.execute(tasks)).all()]
-    for key, model, channel, created, cost, images in rows:
+        rows = [(k, m, c, t, cost, n, status >= 400) for k, m, c, t, cost, n, status in (await session.execute(log)).all()]
+        rows += [(k, m, c, t, cost, len(out or []), status == "failed")
+                 for k, m, c, t, cost, out, status in (await session.execute(tasks)).all()]
+    for key, model, channel, created, cost, images, failed in rows:
         group = {"key": key, "model": model, "channel": channel, "day": created.date().isoformat()}[group_by]
         entry = totals[str(group)]
         entry["cost"] += Decimal(cost or 0)
         entry["images"] += images or 0
         entry["requests"] += 1
+        entry["failed"] += failed
     data = [{group_by: name, **values} for name, values in sorted(totals.items())]
     return {"group_by": group_by, "since": since.isoformat(), "data": data,
             "total_cost": sum((d["cost"] for d in data), Decimal(0)),

@@ -16,7 +16,7 @@ from pixelgate.config import ChannelConfig
 from pixelgate.db.models import PriceRow, RequestLog, Task
 from pixelgate.errors import Forbidden, InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, token_from_headers
-from pixelgate.services.routing import channel_view
+from pixelgate.services.routing import channel_view, channel_warnings
 from pixelgate.services import metrics
 from pixelgate.services.usage import usage
 from pixelgate.surfaces._route import surface_route
@@ -139,8 +139,10 @@ async def list_channels(request: Request) -> Response:
 async def create_channel(request: Request) -> Response:
     await _admin(request)
     cfg = _parse(ChannelConfig, await _json_body(request))
-    row = await request.app.state.services.directory.create(cfg)
-    return JSONResponse(channel_view(row), status_code=201)
+    services = request.app.state.services
+    row = await services.directory.create(cfg)
+    warnings = channel_warnings(cfg, services.settings.unpriced == "refuse", await services.engine.billing.table())
+    return JSONResponse({**channel_view(row), "warnings": warnings}, status_code=201)
 
 
 @router.get("/channels/{name}")
