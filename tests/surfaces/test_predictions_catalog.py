@@ -25,7 +25,7 @@ from pixelgate.providers.openai import OpenAI
 from pixelgate.providers.qianfan import Qianfan
 from tests import conftest
 from tests.conftest import Gateway, png
-from tests.emulators import ark, bfl, dashscope, google, ideogram, midjourney, openai_images, qianfan
+from pixelgate.simulators import ark, bfl, dashscope, google, ideogram, midjourney, openai_images, qianfan
 from tests.emulators.server import serve
 
 # provider -> (emulator module, its state, the path under the emulator's root that clients use)
