@@ -106,7 +106,8 @@ async def start_services(settings: Settings) -> Services:
     records = RecordWriter(sessions)
     records.start()
     http = HttpTransport(settings.upstream_connections,
-                         simulators.Simulators() if settings.simulate_vendors else None)
+                         simulators.Simulators() if settings.simulate_vendors else None, settings.upstream_max_bytes,
+                         Fetcher(settings.fetch_allow_hosts, settings.upstream_max_bytes, 60))
     billing = Billing(sessions, settings.currency, settings.exchange_rates, settings.unpriced,
                       [Price(p.model, p.amount, p.currency or settings.currency, p.operation, dict(p.dimensions),
                              "config file") for p in settings.prices]

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     """Hosts whose URLs (input images, webhooks) may be fetched even though they resolve to
     loopback or private addresses; everything else must be public."""
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    upstream_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    """Most bytes read from one vendor answer, stream or image download (base64 of large images
+    is big, so generous); past it the request fails with 502 instead of filling memory."""
     fetch_timeout_seconds: float = Field(default=30, gt=0)
     migrate_on_start: bool = True
 

@@ -430,14 +430,17 @@ class Engine:
         return delivered
 
     async def _fetch(self, url: str) -> bytes:
-        """Download an image a vendor handed us by URL (they expire, so at once)."""
-        call = UpstreamCall("GET", url)
+        """Download an image a vendor handed us by URL (they expire, so at once), guarded like a
+        client's URL and capped at upstream_max_bytes. A channel's own origin is trusted even on
+        a private address (an emulator, an on-premise vendor): whatever it serves there, the
+        vendor could as well have put in its answer."""
+        from pixelgate.services.fetch import origin
+
+        channels = await self.directory.channels()
+        trusted = frozenset(origin(REGISTRY[c.provider].base_url(c)) for c in channels if c.provider in REGISTRY)
         with upstream_errors("image download"):
             async with asyncio.timeout(60):
-                reply = await self.transports["http"].send(call, 60)
-        if reply.status != 200 or not reply.body:
-            raise UpstreamBadResponse(f"The upstream's image URL answered HTTP {reply.status}.")
-        return reply.body
+                return await self.transports["http"].download(url, trusted)
 
 
 def _pixel_size(data: bytes) -> tuple[int | None, int | None]:

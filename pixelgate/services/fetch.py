@@ -12,32 +12,74 @@ every hop is checked again. Bytes and time are bounded. Hosts the operator names
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import ipaddress
 import socket
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import pybase64
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
-from pixelgate.domain.images import InputImage, read_image
+from pixelgate.domain.images import INLINE_DECODE_BYTES, InputImage, load_image
 from pixelgate.errors import InvalidRequest
 
 MAX_REDIRECTS = 5
+REPLY_BYTES = 64 * 1024
+"""What a webhook receiver's answer may be: only its status counts, the rest is not read."""
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_LOW32 = (ipaddress.ip_network("::/96"),  # IPv4-compatible (deprecated), :: and ::1 included
+          ipaddress.ip_network("::ffff:0:0:0/96"))  # IPv4-translated (SIIT)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches through: mapped, compatible, translated,
+    6to4, Teredo (server and client) and NAT64 forms. A host that answers to `::127.0.0.1` or
+    `64:ff9b::7f00:1` sends the packets to 127.0.0.1 (or to whatever the translator reaches)."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in net for net in _NAT64 + _LOW32):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
 
 
 def is_public(address: str) -> bool:
-    """Globally routable unicast: not loopback, private, link-local, shared, reserved or multicast."""
+    """Globally routable unicast: not loopback, private, link-local, shared, reserved or
+    multicast, and for IPv6 not a form that embeds such an IPv4 address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = embedded_ipv4(ip)
+        if embedded:
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
     return ip.is_global and not ip.is_multicast
+
+
+def origin(url: str) -> str:
+    """scheme://host:port, lowercased, with the scheme's default port spelled out."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
 
 
 class Refused(Exception):
     """The URL points somewhere we do not fetch from."""
+
+
+class FetchError(Exception):
+    """A fetch that did not give a body; `code` says why (the caller words it for its reader:
+    a client's field, or a vendor's answer)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
 
 
 class GuardedResolver(AbstractResolver):
@@ -64,6 +106,7 @@ class Fetcher:
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._trusted_session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -72,15 +115,29 @@ class Fetcher:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
+    @property
+    def trusted_session(self) -> aiohttp.ClientSession:
+        """For origins the caller vouches for (a channel's own host): no address check."""
+        if self._trusted_session is None:
+            self._trusted_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+        return self._trusted_session
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._trusted_session):
+            if session is not None:
+                await session.close()
 
     def check_url(self, url: str, field: str) -> None:
+        """The URL's form, and its host if that is an address literal; names are checked by the
+        resolver at connection time (or by check_destination, ahead of time)."""
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            host = (parts.hostname or "").lower()
+            parts.port  # noqa: B018 -- raises ValueError on a port out of range
+        except ValueError:
+            host = ""
+        if parts.scheme not in ("http", "https") or not host:
             raise InvalidRequest(f"'{field}' must be an http or https URL.", field=field, code="invalid_url")
-        host = parts.hostname.lower()
         if host in self._allowed:
             return
         try:
@@ -90,43 +147,91 @@ class Fetcher:
         if not is_public(str(literal)):
             raise InvalidRequest(f"'{field}' points at a non-public address.", field=field, code="url_not_allowed")
 
-    async def get(self, url: str, field: str) -> bytes:
-        """The body at `url`, following at most MAX_REDIRECTS redirects, each one checked."""
+    async def check_destination(self, url: str, field: str) -> None:
+        """For a URL the gateway will call later (a webhook): its form, and what its host name
+        resolves to now, so that a client learns at once that `http://localhost/` will never be
+        called rather than after nine failed deliveries. Delivery checks again (DNS may change)."""
+        self.check_url(url, field)
+        host = (urlsplit(url).hostname or "").lower()
+        if host in self._allowed:
+            return
+        try:
+            ipaddress.ip_address(host)
+            return  # a literal, checked above
+        except ValueError:
+            pass
+        try:
+            async with asyncio.timeout(self._timeout):
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+                raise InvalidRequest(f"'{field}' names a host that does not exist: {host}.", field=field,
+                                     code="url_unresolvable") from None
+            return  # a resolver hiccup is no proof: delivery will try (and check) again
+        except (asyncio.TimeoutError, OSError, UnicodeError):
+            return
+        if not any(is_public(info[4][0]) for info in infos):
+            raise InvalidRequest(f"'{field}' points at a non-public address ({host} resolves to "
+                                 f"{infos[0][4][0]}).", field=field, code="url_not_allowed")
+
+    async def download(self, url: str, max_bytes: int | None = None,
+                       trusted_origins: frozenset[str] = frozenset()) -> bytes:
+        """The body at `url`, following at most MAX_REDIRECTS redirects, each one checked, at
+        most `max_bytes` of it; FetchError otherwise. URLs on `trusted_origins` skip the address
+        check (their hops elsewhere do not)."""
+        limit = max_bytes or self._max_bytes
         try:
             async with asyncio.timeout(self._timeout):
                 for _ in range(MAX_REDIRECTS + 1):
-                    self.check_url(url, field)
-                    async with self.session.get(url, allow_redirects=False) as resp:
+                    if origin(url) in trusted_origins:
+                        session = self.trusted_session
+                    else:
+                        try:
+                            self.check_url(url, "url")
+                        except InvalidRequest as exc:
+                            raise FetchError(exc.code, exc.message) from None
+                        session = self.session
+                    async with session.get(url, allow_redirects=False) as resp:
                         if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
                             url = urljoin(url, resp.headers["location"])
                             continue
                         if resp.status != 200:
-                            raise InvalidRequest(f"Fetching '{field}' failed: HTTP {resp.status}.", field=field,
-                                                 code="url_fetch_failed")
-                        if (resp.content_length or 0) > self._max_bytes:
-                            raise _too_large(field, self._max_bytes)
-                        body = bytearray()
-                        async for chunk in resp.content.iter_chunked(65536):
-                            body += chunk
-                            if len(body) > self._max_bytes:
-                                raise _too_large(field, self._max_bytes)
-                        return bytes(body)
-                raise InvalidRequest(f"Fetching '{field}' took too many redirects.", field=field,
-                                     code="url_fetch_failed")
+                            raise FetchError("http_status", f"HTTP {resp.status}")
+                        return await read_capped(resp, limit)
+                raise FetchError("too_many_redirects", "too many redirects")
         except Refused:
-            raise InvalidRequest(f"'{field}' points at a non-public address.", field=field,
-                                 code="url_not_allowed") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise InvalidRequest(f"Fetching '{field}' failed: {exc.__class__.__name__}.", field=field,
+            raise FetchError("url_not_allowed", "non-public address") from None
+        except TooLarge:
+            raise FetchError("too_large", f"larger than {limit} bytes") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise FetchError("url_fetch_failed", exc.__class__.__name__) from None
+
+    async def get(self, url: str, field: str) -> bytes:
+        """A client's URL (an input image): the body, or a 400 naming the field."""
+        self.check_url(url, field)
+        try:
+            return await self.download(url)
+        except FetchError as exc:
+            if exc.code == "too_large":
+                raise _too_large(field, self._max_bytes) from None
+            if exc.code in ("url_not_allowed", "invalid_url"):
+                message = (f"'{field}' points at a non-public address." if exc.code == "url_not_allowed"
+                           else f"'{field}' must be an http or https URL.")
+                raise InvalidRequest(message, field=field, code=exc.code) from None
+            if exc.code == "too_many_redirects":
+                raise InvalidRequest(f"Fetching '{field}' took too many redirects.", field=field,
+                                     code="url_fetch_failed") from None
+            raise InvalidRequest(f"Fetching '{field}' failed: {exc.detail}.", field=field,
                                  code="url_fetch_failed") from None
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], field: str) -> int:
-        """POST to a client's URL (webhooks); redirects are not followed. Returns the status."""
+        """POST to a client's URL (webhooks); redirects are not followed. Returns the status;
+        at most REPLY_BYTES of the answer are read (a receiver could answer without end)."""
         self.check_url(url, field)
         try:
             async with asyncio.timeout(self._timeout):
                 async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-                    await resp.read()
+                    await resp.content.read(REPLY_BYTES)
                     return resp.status
         except Refused:
             raise InvalidRequest(f"'{field}' points at a non-public address.", field=field,
@@ -138,18 +243,38 @@ class Fetcher:
     async def image(self, value: str, field: str) -> InputImage:
         """An image given as a URL, a data URL or raw base64, decoded and checked once."""
         if "://" in value[:16]:  # a URL of some scheme; get() refuses all but http(s)
-            return read_image(await self.get(value, field), field)
-        return read_image(decode_inline(value, field), field)
+            return await load_image(await self.get(value, field), field)
+        return await load_image(await decode_inline(value, field), field)
 
 
-def decode_inline(value: str, field: str) -> bytes:
-    """A data URL (data:image/png;base64,...) or bare base64."""
+class TooLarge(Exception):
+    """A body went over its byte cap."""
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The response's body, or TooLarge as soon as it passes `limit` bytes (a declared length
+    over it is refused before reading anything)."""
+    if (resp.content_length or 0) > limit:
+        raise TooLarge()
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode_inline(value: str, field: str) -> bytes:
+    """A data URL (data:image/png;base64,...) or bare base64; large ones decoded in a thread."""
     if value.startswith("data:"):
         header, _, value = value.partition(",")
         if ";base64" not in header:
             raise InvalidRequest(f"'{field}' data URL must be base64-encoded.", field=field)
     try:
-        return base64.b64decode(value, validate=True)
+        if len(value) <= INLINE_DECODE_BYTES:
+            return pybase64.b64decode(value, validate=True)
+        return await asyncio.to_thread(pybase64.b64decode, value, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"'{field}' is not a URL, a data URL or base64 image data.", field=field) from None
 

@@ -92,6 +92,11 @@ class ChannelDirectory:
             raise NoChannelAvailable(f"Channel {name!r} no longer exists.")
         return found
 
+    async def channels(self) -> list[Channel]:
+        """Every channel, enabled or not (the engine trusts their origins for image downloads)."""
+        await self._snapshot()
+        return list(self._by_name.values())
+
     async def models(self) -> list[tuple[str, str]]:
         """(model, provider of its first channel) for every model that can be served."""
         routes = await self._snapshot()

@@ -1,6 +1,10 @@
 """How upstream calls travel: HTTP through one pooled aiohttp session, or in-process to the
 sandbox, or (with simulate_vendors) to a simulated vendor's emulator. All answer UpstreamReply;
-foreign exceptions are translated at one place, `upstream_errors()`, into UpstreamError classes."""
+foreign exceptions are translated at one place, `upstream_errors()`, into UpstreamError classes.
+
+Nothing a vendor sends is read without a bound: every answer, stream and image download stops at
+`max_bytes` (upstream_max_bytes) with UpstreamBadResponse, and image URLs a vendor hands us are
+downloaded through the SSRF-guarded fetcher (services/fetch.py), not this pool."""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ import orjson
 from pixelgate.errors import (UpstreamBadResponse, UpstreamError, UpstreamTimeout,
                               UpstreamUnavailable)
 from pixelgate.providers.base import FilePart, UpstreamCall, UpstreamReply
+from pixelgate.services.fetch import Fetcher, FetchError, TooLarge, read_capped
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
 @contextlib.contextmanager
@@ -32,16 +39,35 @@ def upstream_errors(channel: str) -> Iterator[None]:
                                   f"{exc.os_error.strerror or exc.__class__.__name__}") from None
     except ConnectionRefusedError as exc:
         raise UpstreamUnavailable(f"cannot connect to channel {channel!r}: {exc.__class__.__name__}") from None
-    except (aiohttp.ClientError, ConnectionError, OSError) as exc:
+    except OSError as exc:
+        # Socket errors carry an errno; Pillow's (a truncated image is an OSError) do not, and
+        # they are no connection failure: let them surface as what they are.
+        if exc.errno is None and not isinstance(exc, (aiohttp.ClientError, ConnectionError)):
+            raise
+        raise UpstreamBadResponse(f"channel {channel!r} broke the connection: {exc.__class__.__name__}") from None
+    except aiohttp.ClientError as exc:
         raise UpstreamBadResponse(f"channel {channel!r} broke the connection: {exc.__class__.__name__}") from None
 
 
+def too_large(limit: int, what: str = "answer") -> UpstreamBadResponse:
+    return UpstreamBadResponse(f"The upstream's {what} is larger than {_size(limit)} (upstream_max_bytes).",
+                               code="upstream_too_large")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
 class HttpTransport:
-    def __init__(self, connections: int, simulators=None) -> None:
+    def __init__(self, connections: int, simulators=None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 fetcher: Fetcher | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._connections = connections
         self._simulators = simulators
         """pixelgate.simulators.Simulators: calls to `*.simulated` hosts stay in this process."""
+        self.max_bytes = max_bytes
+        self._fetcher = fetcher or Fetcher([], max_bytes, 60)
+        """Downloads of URLs a vendor names (guarded like a client's URLs)."""
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -55,6 +81,7 @@ class HttpTransport:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        await self._fetcher.close()
 
     def _request(self, call: UpstreamCall, timeout: float):
         kwargs: dict[str, Any] = {"headers": call.headers,
@@ -76,21 +103,52 @@ class HttpTransport:
         if self._simulators is not None and (app := self._simulators.app_for(call.url)) is not None:
             return await _simulated(app, call, timeout)
         async with self._request(call, timeout) as resp:
-            return UpstreamReply(resp.status, resp.headers, await resp.read())
+            return UpstreamReply(resp.status, resp.headers, await self._read(resp))
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await read_capped(resp, self.max_bytes)
+        except TooLarge:
+            raise too_large(self.max_bytes) from None
+
+    async def download(self, url: str, trusted_origins: frozenset[str] = frozenset()) -> bytes:
+        """An image a vendor handed us by URL. The URL is the vendor's word, so it is fetched as
+        carefully as a client's: public addresses only (a vendor answering
+        `http://127.0.0.1:6379/` must not make us read our own network), except on
+        `trusted_origins`, at most max_bytes."""
+        if self._simulators is not None and (app := self._simulators.app_for(url)) is not None:
+            reply = await _simulated(app, UpstreamCall("GET", url), 60)
+            if reply.status != 200 or not reply.body:
+                raise UpstreamBadResponse(f"The upstream's image URL answered HTTP {reply.status}.")
+            return reply.body
+        try:
+            body = await self._fetcher.download(url, self.max_bytes, trusted_origins)
+        except FetchError as exc:
+            if exc.code == "too_large":
+                raise too_large(self.max_bytes, "image") from None
+            if exc.code in ("url_not_allowed", "invalid_url"):
+                raise UpstreamBadResponse("The upstream's image URL points at an address the gateway does not "
+                                          "fetch from (not public).", code="upstream_url_refused") from None
+            if exc.code == "http_status":
+                raise UpstreamBadResponse(f"The upstream's image URL answered {exc.detail}.") from None
+            raise UpstreamBadResponse(f"Downloading the upstream's image failed: {exc.detail}.") from None
+        if not body:
+            raise UpstreamBadResponse("The upstream's image URL answered an empty body.")
+        return body
 
     async def stream(self, call: UpstreamCall, timeout: float) -> tuple[UpstreamReply, AsyncIterator[tuple[str, Any]]]:
         if self._simulators is not None and (app := self._simulators.app_for(call.url)) is not None:
             reply = await _simulated(app, call, timeout)
             if reply.status >= 400 or "text/event-stream" not in reply.headers.get("content-type", ""):
                 return reply, _none()
-            return UpstreamReply(reply.status, reply.headers), _sse_lines(_once(reply.body))
+            return UpstreamReply(reply.status, reply.headers), _sse_lines(_once(reply.body), self.max_bytes)
         resp = await self._request(call, timeout).__aenter__()
         if resp.status >= 400 or "text/event-stream" not in resp.headers.get("content-type", ""):
             try:
-                return UpstreamReply(resp.status, resp.headers, await resp.read()), _none()
+                return UpstreamReply(resp.status, resp.headers, await self._read(resp)), _none()
             finally:
                 resp.release()
-        return UpstreamReply(resp.status, resp.headers), _sse_events(resp)
+        return UpstreamReply(resp.status, resp.headers), _sse_events(resp, self.max_bytes)
 
 
 async def _none() -> AsyncIterator[tuple[str, Any]]:
@@ -118,22 +176,33 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-async def _sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+async def _sse_events(resp: aiohttp.ClientResponse, max_bytes: int) -> AsyncIterator[tuple[str, Any]]:
     try:
-        async for item in _sse_lines(resp.content.iter_any()):
+        async for item in _sse_lines(resp.content.iter_any(), max_bytes):
             yield item
     finally:
         resp.release()
 
 
-async def _sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, Any]]:
+async def _sse_lines(chunks: AsyncIterator[bytes], max_bytes: int = DEFAULT_MAX_BYTES) -> AsyncIterator[tuple[str, Any]]:
     """Server-sent events as (event, parsed data). Lines are split by hand because a frame that
-    carries a whole image in base64 is longer than aiohttp's readline allows."""
-    buffer = b""
+    carries a whole image in base64 is longer than aiohttp's readline allows. Only each new
+    chunk is searched for line ends, and an unfinished line is kept as a list of its pieces: a
+    10 MB line arriving in 4 KB chunks is joined once, not copied and re-split 2,500 times."""
+    pending: list[bytes] = []
+    received = 0
     event, data_lines = "message", []
     async for chunk in chunks:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
+        received += len(chunk)
+        if received > max_bytes:
+            raise too_large(max_bytes, "stream")
+        *lines, rest = chunk.split(b"\n")
+        if not lines:
+            pending.append(chunk)
+            continue
+        if pending:
+            lines[0] = b"".join(pending) + lines[0]
+        pending = [rest] if rest else []
         for raw in lines:
             line = raw.rstrip(b"\r")
             if not line:

@@ -51,7 +51,7 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 
 from pixelgate.domain import masks
-from pixelgate.domain.images import InputImage, read_image
+from pixelgate.domain.images import InputImage, load_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
 from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NoChannelAvailable, NotFound,
@@ -268,7 +268,7 @@ def _value(name: str, kind: Any, value: Any) -> Any:
 
 async def _image(uploads: list[UploadFile], field: str) -> InputImage:
     upload = uploads[0]
-    image = read_image(await upload.read(), field, upload.filename)
+    image = await load_image(await upload.read(), field, upload.filename)
     if image.format not in ("png", "jpeg", "webp"):
         raise InvalidRequest(f"'{field}' must be a JPEG, PNG or WebP image; got {image.format.upper()}.",
                              field=field, code="invalid_image_format")

@@ -290,7 +290,7 @@ async def _submit(request: Request, body: SubmitBody, req: ImageRequest, client_
     services = request.app.state.services
     hook = body.notifyHook
     if hook is not None:
-        services.fetcher.check_url(hook, "notifyHook")
+        await services.fetcher.check_destination(hook, "notifyHook")
     req.provider, req.delivery = PROVIDER, Delivery.URL
     if body.botType and req.operation is not Operation.MODAL:
         req.extras["botType"] = body.botType

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.datastructures import UploadFile
 
 from pixelgate import wirejson
-from pixelgate.domain.images import read_image
+from pixelgate.domain.images import load_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
 from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, PayloadTooLarge
@@ -197,9 +197,9 @@ async def _multipart(request: Request, operation: Operation) -> Response:
     for name, upload in files:
         content = await upload.read()
         if name in ("image", "image[]"):
-            req.images.append(read_image(content, "image", upload.filename))
+            req.images.append(await load_image(content, "image", upload.filename))
         elif name == "mask" and req.mask is None:
-            req.mask = read_image(content, "mask", upload.filename)
+            req.mask = await load_image(content, "mask", upload.filename)
         else:
             raise InvalidRequest(f"Unexpected file field '{name}'.", field=name, code="unknown_parameter")
     return await _answer(request, req, ctx)

@@ -144,7 +144,7 @@ async def create_prediction(vendor: str, model: str, request: Request) -> Respon
         field = sorted(unknown)[0]
         raise InvalidRequest(f"Unrecognized request argument supplied: {field}", field=field, code="unknown_parameter")
     services = request.app.state.services
-    webhook = check_webhook(request, body.get("webhook"))
+    webhook = await check_webhook(request, body.get("webhook"))
     provider = VENDOR_PROVIDERS.get(vendor.lower())
     route = await services.directory.route(model, provider)
     run_async, wait = prefer(request)
@@ -162,12 +162,12 @@ async def create_prediction(vendor: str, model: str, request: Request) -> Respon
     return JSONResponse(submitted(task, str(request.base_url)), status_code=201)
 
 
-def check_webhook(request: Request, webhook: Any) -> str | None:
+async def check_webhook(request: Request, webhook: Any) -> str | None:
     if webhook is None:
         return None
     if not isinstance(webhook, str):
         raise InvalidRequest("'webhook' must be a URL.", field="webhook")
-    request.app.state.services.fetcher.check_url(webhook, "webhook")
+    await request.app.state.services.fetcher.check_destination(webhook, "webhook")
     return webhook
 
 

@@ -60,7 +60,7 @@ async def create(owner: str, name: str, request: Request) -> Response:
         raise InvalidRequest(f"Unknown field '{field}'.", field=field, code="unknown_parameter")
     services = request.app.state.services
     provider = VENDOR_PROVIDERS.get(owner.lower())
-    webhook = check_webhook(request, body.get("webhook") or body.get("webhook_completed"))
+    webhook = await check_webhook(request, body.get("webhook") or body.get("webhook_completed"))
     events = body.get("webhook_events_filter")
     route = await services.directory.route(name, provider)
     with input_fields():

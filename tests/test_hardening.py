@@ -1,0 +1,142 @@
+"""Issue 11, hardening: whatever a client or a vendor sends, the gateway answers a clean 4xx or
+502 in the surface's own shape, fetches nothing it should not, and holds nothing it need not.
+Hostile vendors and clients here are small servers on loopback, spoken to over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import threading
+import time
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from pixelgate.services.transport import _sse_lines
+from tests.conftest import openai_channel, openai_error, png
+from tests.emulators.server import serve
+
+GEN = "/v1/images/generations"
+
+
+class Vendor:
+    """An OpenAI-compatible upstream that answers what the test tells it to, and a second
+    server (another origin on loopback) holding a secret no vendor answer may make us read."""
+
+    def __init__(self) -> None:
+        self.answer: dict | None = None
+        self.raw: bytes | None = None
+        self.secret_reads = 0
+        self.image_bytes = png(16, 16)
+
+    def app(self) -> Starlette:
+        async def generate(request: Request):
+            await request.body()
+            if self.raw is not None:
+                return Response(self.raw, media_type="application/json")
+            return JSONResponse(self.answer)
+
+        async def image(request: Request):
+            return Response(self.image_bytes, media_type="image/png")
+
+        async def endless(request: Request):
+            async def chunks():
+                block = b"\0" * 65536
+                for _ in range(32 * 1024):  # 2 GiB, if anyone were to read it all
+                    yield block
+            return StreamingResponse(chunks(), media_type="image/png")
+
+        return Starlette(routes=[Route("/v1/images/generations", generate, methods=["POST"]),
+                                 Route("/img.png", image), Route("/endless.png", endless)])
+
+    def secret_app(self) -> Starlette:
+        async def secret(request: Request):
+            self.secret_reads += 1
+            return Response(png(8, 8), media_type="image/png")
+
+        return Starlette(routes=[Route("/secret", secret)])
+
+
+@pytest.fixture
+def vendor():
+    v = Vendor()
+    with serve(v.app()) as base, serve(v.secret_app()) as secret:
+        yield v, base, secret
+
+
+def _generate(gateway, **fields):
+    with gateway.http() as client:
+        return client.post(GEN, json={"model": "dall-e-2", "prompt": "x", "size": "256x256",
+                                      "response_format": "b64_json", **fields})
+
+
+# -- 1. what a vendor hands us --
+
+def test_a_vendor_image_url_on_loopback_is_not_fetched(make_gateway, vendor):
+    v, base, secret = vendor
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")])
+    v.answer = {"created": 1, "data": [{"url": secret + "/secret"}]}
+    err = openai_error(_generate(gateway), 502, code="upstream_url_refused")
+    assert "not public" in err["message"]
+    assert v.secret_reads == 0
+    v.answer = {"created": 1, "data": [{"url": "http://[::ffff:127.0.0.1]:1/secret"}]}
+    openai_error(_generate(gateway), 502, code="upstream_url_refused")
+
+
+def test_a_vendor_image_url_on_the_channels_own_origin_is_fetched(make_gateway, vendor):
+    v, base, _ = vendor
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")])
+    v.answer = {"created": 1, "data": [{"url": base + "/img.png"}]}
+    resp = _generate(gateway)
+    assert resp.status_code == 200, resp.text
+
+
+def test_a_vendor_image_download_stops_at_the_byte_cap(make_gateway, vendor):
+    v, base, _ = vendor
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")], upstream_max_bytes=1024 * 1024)
+    v.answer = {"created": 1, "data": [{"url": base + "/endless.png"}]}
+    started = time.monotonic()
+    err = openai_error(_generate(gateway), 502, code="upstream_too_large")
+    assert "1 MiB" in err["message"] and time.monotonic() - started < 10
+
+
+def test_a_vendor_answer_over_the_byte_cap_is_a_502(make_gateway, vendor):
+    v, base, _ = vendor
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")], upstream_max_bytes=64 * 1024)
+    v.raw = b'{"created": 1, "data": [{"b64_json": "' + b"A" * (200 * 1024) + b'"}]}'
+    openai_error(_generate(gateway), 502, code="upstream_too_large")
+
+
+async def _chunks(data: bytes, size: int):
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+async def _events(data: bytes, size: int, cap: int = 1 << 30) -> list:
+    return [e async for e in _sse_lines(_chunks(data, size), cap)]
+
+
+def test_sse_splitting_is_linear_in_the_line_length():
+    payload = b"A" * (12 * 1024 * 1024)  # one 12 MB frame (a large image in base64) in 4 KB pieces
+    frame = b'event: image_generation.completed\ndata: {"b64_json": "' + payload + b'"}\n\n'
+    started = time.perf_counter()
+    events = asyncio.run(_events(frame, 4096))
+    assert time.perf_counter() - started < 3  # quadratic splitting took minutes
+    assert events == [("image_generation.completed", {"b64_json": payload.decode()})]
+    # several events across odd chunk boundaries, \r\n line ends included
+    stream = b"".join(b'event: e%d\r\ndata: {"i": %d}\r\n\r\n' % (i, i) for i in range(50)) + b"data: [DONE]\n\n"
+    for size in (1, 3, 7, 64, 10_000):
+        assert asyncio.run(_events(stream, size)) == [(f"e{i}", {"i": i}) for i in range(50)]
+
+
+def test_an_sse_stream_over_the_byte_cap_stops():
+    from pixelgate.errors import UpstreamBadResponse
+
+    with pytest.raises(UpstreamBadResponse, match="larger than"):
+        asyncio.run(_events(b"data: " + b"A" * 100_000 + b"\n\n", 1000, cap=50_000))
