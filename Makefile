@@ -3,23 +3,32 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test bench clean
+.PHONY: run test install install-test lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# Dependencies are pinned by the lock files (regenerate: make lock); the package itself goes on top.
 install: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 
 install-test: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -r requirements-test.lock
+	$(BIN)/pip install -q --no-deps -e .
+
+lock: $(BIN)/python
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements-test.lock
 
 run: install
 	$(BIN)/pixelgate serve $(ARGS)
 
+# Four test processes: most tests wait on sockets and subprocesses, not on the two cores.
 test: install-test
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 4 $(PYTEST_ARGS)
 
 bench: install-test
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -118,7 +118,7 @@ def test_usage_reports_cost_and_images(make_gateway):
         for n in (1, 3):
             assert client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "n": n, "size": "16x16"}).status_code == 200
         mine = client.get("/v1/usage").json()
-    assert mine["data"] == [{"model": "sandbox-image", "cost": "1", "images": 4, "requests": 2}]
+    assert mine["data"] == [{"model": "sandbox-image", "cost": "1", "images": 4, "requests": 2, "failed": 0}]
     with gateway.http() as admin:
         by_key = admin.get("/admin/usage", params={"group_by": "key"}).json()
         assert admin.get("/admin/usage", params={"group_by": "nope"}).status_code == 400

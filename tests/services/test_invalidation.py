@@ -82,7 +82,7 @@ def test_channels_and_prices_changed_on_one_instance_reach_the_other_within_a_se
 def test_without_redis_the_other_instance_waits_for_its_cache(backend, tmp_path):
     with database(backend, tmp_path) as url:
         def settings(name: str) -> Settings:
-            return Settings(data_dir=tmp_path / name, database_url=url, admin_key=ADMIN_KEY, cache_seconds=1.5,
+            return Settings(data_dir=tmp_path / name, database_url=url, admin_key=ADMIN_KEY, cache_seconds=5,
                             unpriced="free")
 
         with run_gateway(settings("a")) as a, run_gateway(settings("b")) as b:
@@ -92,4 +92,4 @@ def test_without_redis_the_other_instance_waits_for_its_cache(backend, tmp_path)
             with a.http() as admin:
                 admin.patch(f"/admin/keys/{created['id']}", json={"enabled": False})
             assert _generate(b, created["key"]).status_code == 200  # still trusted: no one told B
-            _within(3.0, lambda: _generate(b, created["key"]).status_code == 401)
+            _within(8.0, lambda: _generate(b, created["key"]).status_code == 401)
