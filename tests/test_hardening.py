@@ -140,3 +140,101 @@ def test_an_sse_stream_over_the_byte_cap_stops():
 
     with pytest.raises(UpstreamBadResponse, match="larger than"):
         asyncio.run(_events(b"data: " + b"A" * 100_000 + b"\n\n", 1000, cap=50_000))
+
+
+# -- 3. 500s found by fuzzing --
+
+def test_a_non_ascii_signature_on_files_is_a_403(gateway):
+    with gateway.http(key=None) as client:
+        resp = client.get("/files/" + "0" * 32 + ".png", params={"exp": 9999999999, "sig": "é" * 10})
+    openai_error(resp, 403, code="link_expired")
+
+
+@pytest.mark.parametrize("path", ["/v1/usage", "/admin/usage"])
+@pytest.mark.parametrize("days", [70368744177663, -1, 0])
+def test_usage_days_out_of_range_is_a_400(gateway, path, days):
+    with gateway.http() as client:
+        openai_error(client.get(path, params={"days": days}), 400, param="days")
+
+
+@pytest.mark.parametrize("path", ["/admin/keys/{}", "/admin/accounts/{}", "/admin/accounts/{}/topup",
+                                  "/admin/prices/{}"])
+@pytest.mark.parametrize("value", [2 ** 63, 2 ** 31, 10 ** 30, -(2 ** 63) - 1])
+def test_ids_out_of_range_are_a_404(gateway, path, value):
+    with gateway.http() as client:
+        for method in ("GET", "PATCH", "DELETE", "POST"):
+            resp = client.request(method, path.format(value), json={"amount": "1"} if method == "POST" else {})
+            if resp.status_code == 405:
+                continue
+            openai_error(resp, 404)
+
+
+def test_key_and_account_numbers_out_of_range_are_a_400(gateway):
+    with gateway.http() as client:
+        openai_error(client.post("/admin/keys", json={"name": "k", "account_id": 2 ** 40}), 400, param="account_id")
+        openai_error(client.post("/admin/keys", json={"name": "k", "rate_limit_rpm": 2 ** 40}), 400,
+                     param="rate_limit_rpm")
+        openai_error(client.post("/admin/accounts", json={"name": "a", "balance": "1e30"}), 400, param="balance")
+        openai_error(client.get("/admin/usage", params={"key_id": 2 ** 63}), 400, param="key_id")
+
+
+@pytest.fixture
+def ideogram_gateway(make_gateway):
+    from pixelgate.simulators.ideogram import IdeogramEmulatorState, create_app
+    from tests.emulators.server import emulated
+
+    with emulated(create_app, IdeogramEmulatorState()) as (state, base):
+        gateway = make_gateway(channels=[{"name": "ideogram", "provider": "ideogram", "base_url": base,
+                                          "api_key": "ideogram-emulator-key", "models": ["V3", "V_2"]}])
+        yield gateway, state
+
+
+def test_a_deeply_nested_ideogram_prompt_is_a_400(ideogram_gateway):
+    gateway, state = ideogram_gateway
+    prompt: object = "x"
+    for _ in range(1000):
+        prompt = [prompt]
+    body = orjson.dumps({"image_request": {"prompt": prompt}}) if False else (
+        b'{"image_request": {"prompt": ' + b"[" * 1000 + b'"x"' + b"]" * 1000 + b"}}")
+    with gateway.http() as client:
+        resp = client.post("/ideogram/generate", content=body, headers={"content-type": "application/json"})
+        assert resp.status_code == 400, resp.text
+        assert "prompt" in resp.json()["error"]
+        resp = client.post("/ideogram/v1/ideogram-v3/generate", content=b'{"prompt": ' + b"[" * 1000 + b"1"
+                           + b"]" * 1000 + b"}", headers={"content-type": "application/json"})
+        assert resp.status_code == 400, resp.text
+    assert state.requests == []
+
+
+def _truncated_png() -> bytes:
+    whole = png(64, 64)
+    noisy = io.BytesIO()
+    from PIL import Image
+    import os
+    Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(noisy, "PNG")
+    return noisy.getvalue()[: len(noisy.getvalue()) // 2] if whole else b""
+
+
+def test_a_truncated_png_mask_is_a_400_naming_the_field(ideogram_gateway):
+    gateway, state = ideogram_gateway
+    image = png(64, 64)
+    with gateway.http() as client:
+        resp = client.post("/ideogram/v1/ideogram-v3/edit", data={"prompt": "x"},
+                           files={"image": ("i.png", image, "image/png"),
+                                  "mask": ("m.png", _truncated_png(), "image/png")})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"].startswith("'mask'") or "'mask'" in resp.json()["error"]
+        resp = client.post("/ideogram/edit", data={"prompt": "x", "model": "V_2"},
+                           files={"image_file": ("i.png", _truncated_png(), "image/png"),
+                                  "mask": ("m.png", image, "image/png")})
+        assert resp.status_code == 400 and "'image_file'" in resp.json()["error"], resp.text
+    assert state.requests == []
+
+
+def test_a_truncated_png_on_the_openai_edits_is_a_400(openai_gateway):
+    gateway, upstream = openai_gateway
+    with gateway.http() as client:
+        resp = client.post("/v1/images/edits", data={"model": "dall-e-2", "prompt": "x"},
+                           files={"image": ("i.png", _truncated_png(), "image/png")})
+    openai_error(resp, 400, param="image")
+    assert upstream.requests == []

@@ -254,4 +254,6 @@ class UrlSigner:
         return f"{base}/files/{name}?exp={expires}&sig={self._sign(name, expires)}"
 
     def verify(self, name: str, expires: int, signature: str) -> bool:
-        return expires >= time.time() and hmac.compare_digest(self._sign(name, expires), signature)
+        # compare_digest refuses non-ASCII str (TypeError): such a signature is simply wrong
+        return expires >= time.time() and signature.isascii() and hmac.compare_digest(self._sign(name, expires),
+                                                                                      signature)

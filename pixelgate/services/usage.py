@@ -14,12 +14,19 @@ from pixelgate.db.models import RequestLog, Task
 from pixelgate.errors import InvalidRequest
 
 GROUPS = ("key", "model", "channel", "day")
+MAX_DAYS = 36_600
+MAX_ID = 2**31 - 1
+"""Ids are 32-bit INTEGER columns: PostgreSQL refuses larger values in a query, SQLite past 2**63."""
 
 
 async def usage(sessions: async_sessionmaker, group_by: str = "model", key_id: int | None = None,
                 days: int = 30) -> dict:
     if group_by not in GROUPS:
         raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUPS)}.", field="group_by")
+    if not 1 <= days <= MAX_DAYS:  # beyond it the start date overflows
+        raise InvalidRequest(f"'days' must be from 1 to {MAX_DAYS}.", field="days")
+    if key_id is not None and not -MAX_ID <= key_id <= MAX_ID:
+        raise InvalidRequest(f"'key_id' must be an id (at most {MAX_ID}).", field="key_id")
     since = datetime.now(timezone.utc) - timedelta(days=days)
     # Answered requests and failed ones (which keep their model, at no cost); a task's submission
     # (201) is counted through its task instead.

@@ -18,7 +18,7 @@ from pixelgate.errors import Forbidden, InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view, channel_warnings
 from pixelgate.services import metrics
-from pixelgate.services.usage import usage
+from pixelgate.services.usage import MAX_ID, usage
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces.openai_images import _json_body, render_error
@@ -30,6 +30,17 @@ async def _admin(request: Request) -> None:
     principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
     if not principal.is_admin:
         raise Forbidden("This endpoint needs an admin key.", code="admin_required")
+
+
+MAX_AMOUNT = Decimal("999999999999")
+"""Money columns are NUMERIC(20, 8): twelve digits before the point."""
+
+
+def _id(value: int, what: str, field: str = "id") -> int:
+    """A path id beyond the INTEGER columns names nothing (and would fail in the query)."""
+    if not 1 <= value <= MAX_ID:
+        raise NotFound(f"No {what} with id {value}.", field=field)
+    return value
 
 
 def _parse(model: type[BaseModel], data: dict) -> Any:
@@ -48,9 +59,9 @@ class KeyCreate(BaseModel):
     expires_at: datetime | None = None
     allowed_models: list[str] | None = None
     is_admin: bool = False
-    account_id: int | None = None
-    rate_limit_rpm: int | None = Field(default=None, ge=1)
-    max_concurrent: int | None = Field(default=None, ge=1)
+    account_id: int | None = Field(default=None, le=MAX_ID, ge=-MAX_ID)
+    rate_limit_rpm: int | None = Field(default=None, ge=1, le=MAX_ID)
+    max_concurrent: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class KeyUpdate(BaseModel):
@@ -59,21 +70,21 @@ class KeyUpdate(BaseModel):
     expires_at: datetime | None = None
     allowed_models: list[str] | None = None
     enabled: bool | None = None
-    account_id: int | None = None
-    rate_limit_rpm: int | None = Field(default=None, ge=1)
-    max_concurrent: int | None = Field(default=None, ge=1)
+    account_id: int | None = Field(default=None, le=MAX_ID, ge=-MAX_ID)
+    rate_limit_rpm: int | None = Field(default=None, ge=1, le=MAX_ID)
+    max_concurrent: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class AccountCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
-    balance: Decimal | None = Field(default=None, ge=0)
-    spend_limit: Decimal | None = Field(default=None, ge=0)
+    balance: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    spend_limit: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT)
 
 
 class TopUp(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal
+    amount: Decimal = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
     reference: str = Field(default_factory=lambda: "topup_" + secrets.token_hex(8), min_length=1, max_length=48)
 
 
@@ -111,12 +122,13 @@ async def create_key(request: Request) -> Response:
 @router.get("/keys/{key_id}")
 async def get_key(key_id: int, request: Request) -> Response:
     await _admin(request)
-    return JSONResponse(key_view(await request.app.state.services.keys.get(key_id)))
+    return JSONResponse(key_view(await request.app.state.services.keys.get(_id(key_id, "API key"))))
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: int, request: Request) -> Response:
     await _admin(request)
+    _id(key_id, "API key")
     body = _parse(KeyUpdate, await _json_body(request))
     row = await request.app.state.services.keys.update(key_id, **body.model_dump(exclude_unset=True))
     return JSONResponse(key_view(row))
@@ -125,7 +137,7 @@ async def update_key(key_id: int, request: Request) -> Response:
 @router.delete("/keys/{key_id}")
 async def delete_key(key_id: int, request: Request) -> Response:
     await _admin(request)
-    await request.app.state.services.keys.delete(key_id)
+    await request.app.state.services.keys.delete(_id(key_id, "API key"))
     return Response(status_code=204)
 
 
@@ -203,12 +215,14 @@ async def create_account(request: Request) -> Response:
 @router.get("/accounts/{account_id}")
 async def get_account(account_id: int, request: Request) -> Response:
     await _admin(request)
-    return JSONResponse(account_view(await request.app.state.services.engine.billing.account(account_id)))
+    return JSONResponse(account_view(await request.app.state.services.engine.billing.account(
+        _id(account_id, "account", "account_id"))))
 
 
 @router.post("/accounts/{account_id}/topup")
 async def top_up(account_id: int, request: Request) -> Response:
     await _admin(request)
+    _id(account_id, "account", "account_id")
     body = _parse(TopUp, await _json_body(request))
     account = await request.app.state.services.engine.billing.top_up(account_id, body.amount, body.reference)
     return JSONResponse(account_view(account))
@@ -217,7 +231,7 @@ async def top_up(account_id: int, request: Request) -> Response:
 class PriceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=128)
-    amount: Decimal = Field(ge=0)
+    amount: Decimal = Field(ge=0, le=MAX_AMOUNT)
     currency: str | None = None
     operation: str = "*"
     dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
@@ -252,6 +266,7 @@ async def create_price(request: Request) -> Response:
 async def delete_price(price_id: int, request: Request) -> Response:
     await _admin(request)
     services = request.app.state.services
+    _id(price_id, "price")
     async with services.sessions() as session, session.begin():
         result = await session.execute(delete(PriceRow).where(PriceRow.id == price_id))
     if result.rowcount == 0:

@@ -60,7 +60,7 @@ from pixelgate.providers.ideogram import (LEGACY_RATIOS, LEGACY_RESOLUTIONS, MAX
                                           V3_IDS, V3_RATIOS, V3_RESOLUTIONS)
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces.openai_images import _authenticate
+from pixelgate.surfaces.openai_images import _authenticate, check_depth
 
 PROVIDER = "ideogram"
 MB = 1024 * 1024
@@ -172,6 +172,7 @@ async def _read(request: Request, json_ok: bool) -> Body:
             raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
         if not isinstance(data, dict):
             raise InvalidRequest("The body must be a JSON object.", code="invalid_json")
+        check_depth(data)
         return Body(data, {})
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise InvalidRequest(f"Unsupported content type '{ctype or 'none'}': this endpoint takes "
@@ -204,6 +205,7 @@ def _unwrap(body: Body) -> Body:
             inner = orjson.loads(inner)
         except orjson.JSONDecodeError:
             raise InvalidRequest("'image_request' is not valid JSON.", field="image_request") from None
+        check_depth(inner)
     if not isinstance(inner, dict):
         raise InvalidRequest("'image_request' is required: an object, or in a form a JSON string of one.",
                              field="image_request", code="missing_required_parameter")
@@ -242,7 +244,7 @@ def _value(name: str, kind: Any, value: Any) -> Any:
         if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or not kind.lo <= value <= kind.hi:
-            raise InvalidRequest(f"Invalid value for '{name}': {value!r}. It must be an integer from {kind.lo} "
+            raise InvalidRequest(f"Invalid value for '{name}': {_shown(value)}. It must be an integer from {kind.lo} "
                                  f"to {kind.hi}.", field=name)
         return value
     if kind == OBJECT:
@@ -255,15 +257,23 @@ def _value(name: str, kind: Any, value: Any) -> Any:
             raise InvalidRequest(f"'{name}' must be a JSON object.", field=name)
         return value
     if not isinstance(value, str):
-        raise InvalidRequest(f"Invalid value for '{name}': {value!r}. It must be a string.", field=name)
+        raise InvalidRequest(f"Invalid value for '{name}': {_shown(value)}. It must be a string.", field=name)
     if kind == TEXT:
         return value
     if kind is LEGACY_RESOLUTIONS and re.fullmatch(r"\d+x\d+", value):  # the document says "width x height"
         value = "RESOLUTION_" + value.replace("x", "_")
     if value not in kind:
         shown = ", ".join(kind) if len(kind) <= 20 else ", ".join(kind[:6]) + f", ... ({len(kind)} values)"
-        raise InvalidRequest(f"Invalid value for '{name}': '{value}'. Expected one of: {shown}.", field=name)
+        raise InvalidRequest(f"Invalid value for '{name}': {_shown(value)}. Expected one of: {shown}.", field=name)
     return value
+
+
+def _shown(value: Any) -> str:
+    """A client's value in an error message: scalars as written (cut short), containers by kind."""
+    if isinstance(value, (list, dict)):
+        return "an array" if isinstance(value, list) else "an object"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 async def _image(uploads: list[UploadFile], field: str) -> InputImage:

@@ -102,6 +102,26 @@ def _fields(model: type[ImageFields], data: dict) -> ImageFields:
                              code="invalid_type") from None
 
 
+MAX_JSON_DEPTH = 32
+"""No request of any surface nests deeper; a 1,000-deep prompt would only reach code that
+recurses (repr, validation, orjson's encoder limit of 255) and fail there as a 500."""
+
+
+def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """InvalidRequest if `data` nests containers deeper than `limit`; the field is the path of
+    object keys to where it does (image_request.prompt)."""
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > limit:
+            raise InvalidRequest(f"The request nests deeper than {limit} levels" + (f" in '{path}'." if path else "."),
+                                 field=path or None, code="invalid_json")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, path) for v in value)
+
+
 async def _json_body(request: Request) -> dict:
     body = await request.body()
     if len(body) > request.app.state.services.settings.max_body_bytes:
@@ -113,6 +133,7 @@ async def _json_body(request: Request) -> dict:
                              "expects a JSON payload.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    check_depth(data)
     return data
 
 
