@@ -1,5 +1,5 @@
 """google: Imagen 4 (:predict) and the Gemini image models (:generateContent) end to end through
-the gateway's OpenAI surface, against the strict emulator in tests/emulators/google.py."""
+the gateway's OpenAI surface, against the strict emulator in pixelgate/simulators/google.py."""
 
 from __future__ import annotations
 
