@@ -14,7 +14,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ import pytest
 from tests.conftest import PG_DSN, database
 from pixelgate.simulators.bfl import BFLEmulatorState, create_app as create_bfl
 from tests.emulators.server import serve
+from tests.s3server import _free_port
 from tests.test_serve import _start, _stop, _wait_up
 
 ADMIN = "pg-fleet-admin-key-0000000000000000000"
@@ -35,12 +35,6 @@ PRICES = [{"model": "flux-2-pro", "amount": "1"}, {"model": "sandbox-slow", "amo
           {"model": "sandbox-image", "amount": "0.25"}]
 UNIT = {p["model"]: Decimal(p["amount"]) for p in PRICES}
 BALANCE = Decimal("100000")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
