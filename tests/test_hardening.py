@@ -238,3 +238,46 @@ def test_a_truncated_png_on_the_openai_edits_is_a_400(openai_gateway):
                            files={"image": ("i.png", _truncated_png(), "image/png")})
     openai_error(resp, 400, param="image")
     assert upstream.requests == []
+
+
+# -- 4. nothing a client sends may lose another request's log row --
+
+def test_what_a_client_sends_is_fitted_to_the_log(gateway):
+    with gateway.http() as client:
+        huge = client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "n": 2 ** 40})  # PostgreSQL: int4
+        long = client.post(GEN, json={"model": "m\x00" + "x" * 500, "prompt": "x"})
+        ok = client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "32x32"})
+    openai_error(huge, 400, param="n")
+    openai_error(long, 404, param="model")
+    assert ok.status_code == 200
+    assert gateway.log_row(huge.headers["x-request-id"])["images_requested"] == 2**31 - 1
+    row = gateway.log_row(long.headers["x-request-id"])
+    assert row["model"] == ("m" + "x" * 500)[:128]
+    assert gateway.log_row(ok.headers["x-request-id"])["status"] == 200
+
+
+def test_a_row_that_cannot_be_written_loses_only_itself(gateway, caplog):
+    """A batch the database refuses (here: one row repeats another's id) is written row by row."""
+    from datetime import datetime, timezone
+
+    from pixelgate.db.models import RequestLog
+
+    def row(request_id: str) -> tuple:
+        return (RequestLog, dict(id=request_id, key_id=None, surface="openai", operation="generate", model="m",
+                                 channel=None, status=200, error_code=None, error=None, images_requested=1,
+                                 images_delivered=1, latency_ms=1.0, attempts=[], cost=None,
+                                 created_at=datetime.now(timezone.utc), images=None))
+
+    records = gateway.services.records
+
+    async def write() -> None:
+        records.add(row("req_first"))
+        await records.flush()
+        records.add(row("req_before"), row("req_first"), row("req_after"))  # the middle one is a duplicate
+        await records.flush()
+
+    with caplog.at_level("WARNING", logger="pixelgate.records"):
+        gateway.run(write())
+    ids = {r["id"] for r in gateway.requests_log()}
+    assert {"req_first", "req_before", "req_after"} <= ids
+    assert any("dropped a requests row" in r.getMessage() and "req_first" in r.getMessage() for r in caplog.records)

@@ -3,6 +3,11 @@
 A request's answer never waits for its log row: rows are queued and inserted together, one
 multi-row INSERT per table, every `interval` seconds (or sooner when many are waiting), and
 flushed at shutdown.
+
+A row carries what clients sent (a model name, an `n`), so one client must not be able to make
+the batch fail for everyone in it: values are fitted to their columns first (integers clamped,
+strings cut to length and stripped of NUL, which PostgreSQL refuses), and a batch that still
+fails is retried a row at a time, dropping only the rows that fail alone, each with a log line.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from sqlalchemy import insert
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, Float, Integer, Numeric, String, insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 log = logging.getLogger("pixelgate.records")
@@ -30,7 +37,7 @@ class RecordWriter:
 
     def add(self, *rows: tuple[type, dict]) -> None:
         """Queue (mapped class, column values) pairs."""
-        self._pending.extend(rows)
+        self._pending.extend((table, fit(table, values)) for table, values in rows)
         if len(self._pending) >= self._batch:
             self._wake.set()
 
@@ -59,7 +66,19 @@ class RecordWriter:
                             # Core executemany: the ORM's bulk path costs several times more CPU
                             await session.execute(insert(table.__table__), values)
                 except Exception:  # the log must never take the gateway down; say so loudly
-                    log.exception("could not write %d log rows", len(rows))
+                    log.warning("could not write a batch of %d log rows; writing them one by one", len(rows),
+                                exc_info=True)
+                    await self._one_by_one(by_table)
+
+    async def _one_by_one(self, by_table: dict[type, list[dict]]) -> None:
+        for table, values in by_table.items():
+            for row in values:
+                try:
+                    async with self._sessions() as session, session.begin():
+                        await session.execute(insert(table.__table__), [row])
+                except Exception:
+                    log.exception("dropped a %s row that cannot be written: id=%s", table.__tablename__,
+                                  row.get("id"))
 
     async def _run(self) -> None:
         while not self._closing:
@@ -69,3 +88,27 @@ class RecordWriter:
                 pass
             self._wake.clear()
             await self.flush()
+
+
+INT32, INT64 = 2**31 - 1, 2**63 - 1
+
+
+def fit(table: type, values: dict) -> dict:
+    """The row's values made storable in their columns (see the module docstring)."""
+    out = dict(values)
+    for column in table.__table__.columns:
+        value = out.get(column.key)
+        if value is None:
+            continue
+        kind = column.type
+        if isinstance(kind, Integer) and isinstance(value, int):
+            bound = INT64 if isinstance(kind, BigInteger) else INT32
+            out[column.key] = max(-bound, min(bound, value))
+        elif isinstance(kind, String) and isinstance(value, str):
+            value = value.replace("\x00", "")
+            out[column.key] = value[:kind.length] if kind.length else value
+        elif isinstance(kind, Numeric) and not isinstance(kind, Float) and isinstance(value, Decimal):
+            digits = (kind.precision or 38) - (kind.scale or 0)
+            if not value.is_finite() or abs(value) >= Decimal(10) ** digits:
+                out[column.key] = None
+    return out
