@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ from pixelgate.db.models import Account, RequestLog, Task
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import GatewayError, NotFound
 from pixelgate.services.auth import Principal, key_view
-from pixelgate.services.engine import RequestContext
+from pixelgate.services.engine import RequestContext, StreamCompleted
 from pixelgate.services.routing import channel_view
 from pixelgate.services.storage import file_name
 
@@ -453,6 +453,39 @@ async def run_playground(request: Request) -> Response:
            f"result = client.images.generate({args}, response_format=\"url\")\nprint(result.data[0].url)")
     return _render(request, "_playground_result.html", principal=principal, outcome=outcome, curl=curl, sdk=sdk,
                    request_id=ctx.request_id)
+
+
+@router.post("/console/playground/stream")
+async def stream_playground(request: Request) -> Response:
+    """The same, for a model that streams: partial images as server-sent events while the image
+    is made, then the finished image's link (the page draws each as it arrives)."""
+    principal = await _who(request, "playground")
+    form = await _form(request)
+    services = request.app.state.services
+    req = ImageRequest(operation=Operation.GENERATE, model=form.get("model", ""), prompt=form.get("prompt") or None,
+                       size=form.get("size") or None, stream=True, partial_images=2, delivery=Delivery.URL)
+    ctx = RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
+                         base_url=str(request.base_url), principal=principal)
+
+    def event(name: str, data: dict) -> bytes:
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    async def events():
+        status, error = 200, None
+        try:
+            async for item in await services.engine.stream(req, ctx):
+                if isinstance(item, StreamCompleted):
+                    yield event("image", {"url": item.image.url, "request": ctx.request_id})
+                else:
+                    yield event("partial", {"b64": str(item.b64), "index": item.index})
+        except GatewayError as exc:
+            status, error = exc.status, exc
+            yield event("error", {"message": exc.message})
+        finally:
+            await ctx.finish()
+            services.log_request(ctx, status, error)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
 
 @router.get("/console/gallery")

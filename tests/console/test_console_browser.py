@@ -103,12 +103,20 @@ def test_an_operators_first_session(browser, make_gateway, backend):
     page.select_option("select[name=model]", "sandbox-image")
     page.wait_for_selector("#pg-form textarea[name=prompt]")
     page.fill("#pg-form textarea[name=prompt]", "a red panda on a mossy log")
+    page.uncheck("#pg-stream")
     page.click("#pg-form button")
     page.wait_for_selector("#pg-result img.result")
     assert page.locator("#pg-result img.result").evaluate("img => img.complete && img.naturalWidth > 0")
     assert "curl" in page.locator("#pg-result").inner_text() and "client.images.generate" in page.content()
     shot(page, "playground")
     request_id = page.locator("#pg-result a code").inner_text()
+    # a streaming model shows partial images as they arrive, then the finished one
+    page.check("#pg-stream")
+    page.fill("#pg-form textarea[name=prompt]", "a fox in the snow")
+    page.click("#pg-form button")
+    page.wait_for_selector("#pg-live[src^='data:image']", state="attached")  # a partial image arrived
+    page.wait_for_selector("#pg-live.done")
+    assert page.locator("#pg-live").evaluate("img => img.src.startsWith('http') && img.complete && img.naturalWidth > 0")
 
     # the request log and its detail, the gallery
     page.goto(base + "/console/requests")
