@@ -36,6 +36,7 @@ from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
 from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
+from pixelgate.surfaces._limits import BodyLimit
 
 log = logging.getLogger("pixelgate")
 
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="pixelgate", version=__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(openai_images.router)
     app.include_router(openai_images.models_router)
     app.include_router(predictions.router)

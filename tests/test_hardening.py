@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import select
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pixelgate.services.transport import _sse_lines
-from tests.conftest import openai_channel, openai_error, png
+from tests.conftest import ADMIN_KEY, openai_channel, openai_error, png
 from tests.emulators.server import serve
 
 GEN = "/v1/images/generations"
@@ -281,3 +282,99 @@ def test_a_row_that_cannot_be_written_loses_only_itself(gateway, caplog):
     ids = {r["id"] for r in gateway.requests_log()}
     assert {"req_first", "req_before", "req_after"} <= ids
     assert any("dropped a requests row" in r.getMessage() and "req_first" in r.getMessage() for r in caplog.records)
+
+
+# -- 5. bodies are limited while they stream in --
+
+def _chunked_upload(base_url: str, path: str, content_type: str, total: int, key: str = ADMIN_KEY,
+                     first: bytes = b"") -> tuple[int, bytes]:
+    """POST a chunked body of `total` bytes over a raw socket, stopping as soon as the gateway
+    answers. Returns (bytes sent, the answer)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: "
+                 f"{content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    sent, block = 0, first + b"x" * (65536 - len(first))
+    answer = b""
+    try:
+        while sent < total:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                break
+            chunk = block if sent == 0 else b"y" * 65536
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            sent += len(chunk)
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        sock.settimeout(30)
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    finally:
+        sock.close()
+    return sent, answer
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def _status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), orjson.loads(body)
+
+
+@pytest.mark.parametrize("path,content_type", [
+    (GEN, "application/json"), ("/v1/images/edits", "multipart/form-data; boundary=b"),
+    ("/ideogram/v1/ideogram-v3/generate", "application/json"),
+    ("/ideogram/v1/ideogram-v3/edit", "multipart/form-data; boundary=b"),
+    ("/models/sandbox/sandbox-image/predictions", "application/json"),
+])
+def test_a_chunked_body_over_the_limit_is_refused_as_it_streams(make_gateway, path, content_type):
+    gateway = make_gateway(max_body_bytes=1024 * 1024)
+    first = b'--b\r\nContent-Disposition: form-data; name="image"; filename="i.png"\r\n\r\n' \
+        if content_type.startswith("multipart") else b'{"prompt": "'
+    sent, answer = _chunked_upload(gateway.base_url, path, content_type, 64 * 1024 * 1024, first=first)
+    status, body = _status_and_json(answer)
+    assert status == 413, answer[:300]
+    if path.startswith("/ideogram"):
+        assert "larger than 1048576 bytes" in body["error"]
+    else:
+        assert body["error"]["code"] == "payload_too_large"
+    assert sent < 16 * 1024 * 1024  # the gateway stopped reading near the limit, not at 64 MB
+
+
+def test_a_chunked_body_costs_no_more_memory_than_the_limit(gateway):
+    """200 MB chunked at the default 64 MiB limit: the peak resident memory of this process (the
+    gateway runs in it) grows by about the limit, not by the body (260-290 MB before)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
+    before = _vm("VmRSS")
+    sent, answer = _chunked_upload(gateway.base_url, GEN, "application/json", 200 * 1024 * 1024,
+                                   first=b'{"prompt": "')
+    assert _status_and_json(answer)[0] == 413
+    grown = _vm("VmHWM") - before
+    assert grown < 150 * 1024 * 1024, f"peak RSS grew by {grown / 2**20:.0f} MiB"
+
+
+def _vm(name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024
+    raise LookupError(name)
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading(make_gateway):
+    gateway = make_gateway(max_body_bytes=1024 * 1024)
+    with gateway.http() as client:
+        resp = client.post("/v1/images/edits", content=b"x" * (2 * 1024 * 1024),
+                           headers={"content-type": "multipart/form-data; boundary=b"})
+        openai_error(resp, 413, code="payload_too_large")
+        resp = client.post("/admin/keys", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"})
+        openai_error(resp, 413, code="payload_too_large")

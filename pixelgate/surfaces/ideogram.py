@@ -180,6 +180,8 @@ async def _read(request: Request, json_ok: bool) -> Body:
                              code="invalid_content_type")
     try:
         form = await request.form(max_files=40, max_fields=100)
+    except GatewayError:  # the body limit, raised while the body streams in (surfaces/_limits.py)
+        raise
     except Exception as exc:  # python-multipart reports malformed bodies with assorted types
         raise InvalidRequest(f"Malformed multipart body: {exc}.", code="invalid_multipart") from None
     body = Body({}, {})

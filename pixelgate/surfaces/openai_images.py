@@ -145,6 +145,8 @@ async def _form_body(request: Request) -> tuple[dict, list[tuple[str, UploadFile
                              field="image", code="invalid_content_type")
     try:
         form = await request.form(max_files=40, max_fields=100)
+    except GatewayError:  # the body limit, raised while the body streams in (surfaces/_limits.py)
+        raise
     except Exception as exc:  # python-multipart reports malformed bodies with assorted types
         raise InvalidRequest(f"Malformed multipart body: {exc}.", code="invalid_multipart") from None
     fields: dict[str, Any] = {}
