@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from contextlib import asynccontextmanager
@@ -36,7 +37,7 @@ from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
 from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
-from pixelgate.surfaces._limits import BodyLimit
+from pixelgate.surfaces._limits import AuthFailures, BodyLimit
 
 log = logging.getLogger("pixelgate")
 
@@ -56,6 +57,7 @@ class Services:
     engine: Engine
     tasks: TaskService
     invalidation: Invalidation
+    auth_failures: AuthFailures = dataclasses.field(default_factory=lambda: AuthFailures(0))
 
     def log_request(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
         """A finished request into the request log and the metrics, from the same row."""
@@ -138,6 +140,8 @@ async def start_services(settings: Settings) -> Services:
     services.tasks = TaskService(sessions, engine, webhooks, settings.poll_interval_seconds,
                                  settings.task_deadline_seconds, settings.task_lease_seconds)
     services.tasks.start()
+    services.auth_failures = AuthFailures(settings.auth_failures_per_minute, 60, settings.redis_url,
+                                          settings.redis_namespace)
     return services
 
 
@@ -149,6 +153,7 @@ async def stop_services(services: Services) -> None:
     await services.http.close()
     await services.fetcher.close()
     await services.engine.limiter.close()
+    await services.auth_failures.close()
     await services.db.dispose()
 
 

@@ -194,7 +194,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
 
     try:
         run_workers(settings.host, settings.port, settings.workers, on_bound=bound, loop="uvloop",
-                    http="httptools", log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
+                    http="httptools", log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
+                    header_timeout=settings.header_timeout_seconds)
     except OSError as exc:  # the port is taken, or the address is not this machine's
         raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
 

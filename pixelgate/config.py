@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     cache_seconds: float = Field(default=2.0, ge=0)
     """How long keys and channels read from the database are trusted in one process."""
     upstream_connections: int = Field(default=4096, ge=1)
+    header_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    """A client must send a request's headers within this long of connecting (or of its last
+    answer), or the connection is closed: idle and trickling sockets are not held."""
+    auth_failures_per_minute: int = Field(default=30, ge=0)
+    """Failed authentications (401s) one client address may cause in a minute; past it that
+    address is answered 429 until the minute ends. 0: no limit. Counted in Redis with redis_url."""
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     fetch_allow_hosts: list[str] = Field(default_factory=list)
     """Hosts whose URLs (input images, webhooks) may be fetched even though they resolve to

@@ -39,12 +39,23 @@ def keep_freed_memory() -> None:
         pass
 
 
+def _config(options: dict[str, Any]) -> Any:
+    """uvicorn's Config for the gateway; `header_timeout` (seconds) bounds how long a client may
+    take to send its request headers (pixelgate/httpserver.py)."""
+    import uvicorn
+
+    from pixelgate.httpserver import HEADER_TIMEOUT, protocol
+
+    options = dict(options)
+    options["http"] = protocol(options.get("http", "auto"), options.pop("header_timeout", HEADER_TIMEOUT))
+    return uvicorn.Config("pixelgate.app:app_from_environment", factory=True, **options)
+
+
 def _worker(host: str, port: int, options: dict[str, Any]) -> None:
     import uvicorn
 
     keep_freed_memory()
-    config = uvicorn.Config("pixelgate.app:app_from_environment", factory=True, **options)
-    uvicorn.Server(config).run(sockets=[_socket(host, port)])
+    uvicorn.Server(_config(options)).run(sockets=[_socket(host, port)])
 
 
 def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: Any) -> None:
@@ -58,8 +69,7 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
         sock = _socket(host, port)
         if on_bound is not None:
             on_bound()
-        config = uvicorn.Config("pixelgate.app:app_from_environment", factory=True, **options)
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(_config(options)).run(sockets=[sock])
         return
     probe = _socket(host, port)  # fail here, in the parent, if the port is taken
     if on_bound is not None:

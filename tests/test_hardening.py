@@ -378,3 +378,196 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading(make_gateway
         openai_error(resp, 413, code="payload_too_large")
         resp = client.post("/admin/keys", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"})
         openai_error(resp, 413, code="payload_too_large")
+
+
+# -- 6. headers, slow clients, unknown keys, Redis down --
+
+def test_files_are_served_with_nosniff_and_a_closed_csp(gateway):
+    with gateway.http() as client:
+        resp = client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "32x32",
+                                      "response_format": "url"})
+        image = client.get(resp.json()["data"][0]["url"])
+    assert image.status_code == 200
+    assert image.headers["x-content-type-options"] == "nosniff"
+    assert image.headers["content-security-policy"] == "default-src 'none'; sandbox"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_slow_and_idle_connections_are_closed_after_the_header_timeout(tmp_path):
+    """`pixelgate serve` as deployed: 200 sockets that send nothing and 50 that trickle their
+    headers are all closed by the server within the header timeout (1 s here), while a normal
+    request is answered meanwhile."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {**os.environ, "PIXELGATE_PORT": str(port), "PIXELGATE_DATA_DIR": str(tmp_path),
+           "PIXELGATE_HEADER_TIMEOUT_SECONDS": "1", "PIXELGATE_ADMIN_KEY": ADMIN_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "pixelgate", "serve"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    sockets: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        for i in range(250):
+            s = socket.create_connection(("127.0.0.1", port))
+            if i >= 200:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+            sockets.append(s)
+        opened = time.monotonic()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/healthz").status_code == 200
+            time.sleep(0.3)
+            for s in sockets[200:]:  # a trickle: a header line now and then keeps nothing alive
+                s.sendall(b"X-Slow: 1\r\n")
+            time.sleep(0.5)
+            assert client.get("/healthz").status_code == 200  # a keep-alive client is served meanwhile
+        closed = 0
+        for s in sockets:
+            s.settimeout(max(0.1, opened + 4 - time.monotonic()))
+            try:
+                closed += s.recv(1) == b""
+            except (socket.timeout, ConnectionResetError):
+                pass
+        assert closed == len(sockets)
+    finally:
+        for s in sockets:
+            s.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("store", ["process", "redis"])
+def test_unknown_keys_are_throttled_per_address(make_gateway, store):
+    import secrets
+
+    extra = {"redis_url": "redis://127.0.0.1:6379/0", "redis_namespace": "t" + secrets.token_hex(6)} \
+        if store == "redis" else {}
+    gateway = make_gateway(auth_failures_per_minute=5, **extra)
+    with gateway.http(key="pg-wrong") as wrong, gateway.http() as admin:
+        for _ in range(5):
+            openai_error(wrong.get("/v1/models"), 401)
+        resp = wrong.get("/v1/models")
+        openai_error(resp, 429, code="too_many_auth_failures")
+        assert 1 <= int(resp.headers["retry-after"]) <= 60
+        resp = wrong.post("/ideogram/v1/ideogram-v3/generate", data={"prompt": "x"})
+        assert resp.status_code == 429 and "unknown API key" in resp.json()["error"]  # Ideogram's shape
+        assert admin.get("/v1/models").status_code == 429  # the address waits, whatever its key
+
+
+def test_redis_down_neither_throttles_nor_fails(make_gateway):
+    gateway = make_gateway(auth_failures_per_minute=2, redis_url="redis://127.0.0.1:1/0")
+    key = gateway.create_key(rate_limit_rpm=1, max_concurrent=1)
+    with gateway.http(key=key) as client, gateway.http(key="pg-wrong") as wrong:
+        for _ in range(3):
+            resp = client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "32x32"})
+            assert resp.status_code == 200, resp.text
+        for _ in range(4):
+            openai_error(wrong.get("/v1/models"), 401)
+
+
+# -- 7. work off the event loop; usage summed by the database --
+
+def test_usage_is_summed_per_group_across_requests_and_tasks(make_gateway):
+    from datetime import datetime, timezone
+
+    gateway = make_gateway(unpriced="refuse")
+    gateway.set_price("sandbox-image", "0.25")
+    gateway.set_price("sandbox-async", "0.5")
+    _, key = gateway.paying_key("100")
+    with gateway.http(key=key) as client:
+        for n in (2, 1):
+            assert client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "n": n, "size": "16x16"}).status_code == 200
+        openai_error(client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "n": 99}), 400)
+        task = client.post("/models/sandbox/sandbox-async/predictions",
+                           json={"input": {"prompt": "x", "size": "16x16", "sandbox_job_seconds": 0.05}}).json()
+        deadline = time.monotonic() + 20
+        while client.get(f"/tasks/{task['id']}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        by_model = client.get("/v1/usage").json()
+        by_day = client.get("/v1/usage", params={"group_by": "day", "days": 2}).json()
+    assert [r for r in by_model["data"] if r["model"] != "None"] == [  # None: the task polls, logged at no cost
+        {"model": "sandbox-async", "cost": "0.5", "images": 1, "requests": 1, "failed": 0},
+        {"model": "sandbox-image", "cost": "0.75", "images": 3, "requests": 3, "failed": 1}]
+    today = datetime.now(timezone.utc).date().isoformat()
+    (day,) = by_day["data"]
+    assert (day["day"], day["cost"], day["images"], day["failed"]) == (today, "1.25", 4, 1) and day["requests"] >= 4
+    assert (by_day["total_cost"], by_day["total_images"]) == ("1.25", 4)
+    with gateway.http() as admin:
+        by_key = admin.get("/admin/usage", params={"group_by": "key"}).json()["data"]
+        by_channel = admin.get("/admin/usage", params={"group_by": "channel"}).json()["data"]
+    assert [(r["cost"], r["images"]) for r in by_key if r["cost"] != "0"] == [("1.25", 4)]
+    assert {r["channel"]: r["images"] for r in by_channel}["sandbox"] == 4
+
+
+def _big_png() -> bytes:
+    """6000x6000 pixels in half a megabyte: decoding it takes a few hundred milliseconds."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((6000, 6000)).convert("RGB").save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def _loop_lag_during(gateway, action) -> float:
+    """The longest the gateway's event loop went unscheduled (seconds) while `action` ran."""
+    stop = threading.Event()
+
+    async def probe() -> float:
+        loop, worst = asyncio.get_running_loop(), 0.0
+        while not stop.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            worst = max(worst, loop.time() - before - 0.005)
+        return worst
+
+    future = asyncio.run_coroutine_threadsafe(probe(), gateway.services.tasks._loop_task.get_loop())
+    time.sleep(0.1)
+    try:
+        action()
+    finally:
+        stop.set()
+    return future.result(10)
+
+
+@pytest.mark.parametrize("how", ["multipart", "data_url", "ideogram_mask"])
+def test_large_images_are_decoded_off_the_event_loop(ideogram_gateway, how):
+    import base64
+
+    gateway, state = ideogram_gateway
+    big = _big_png()
+
+    def send() -> None:
+        with gateway.http() as client:
+            if how == "multipart":  # refused after the image is read: no model serves it
+                resp = client.post("/v1/images/edits", data={"model": "no-such-model", "prompt": "x"},
+                                   files={"image": ("big.png", big, "image/png")})
+            elif how == "data_url":
+                resp = client.post("/v1/images/edits", json={"model": "no-such-model", "prompt": "x", "images": [
+                    {"image_url": "data:image/png;base64," + base64.b64encode(big).decode()}]})
+            else:  # an Ideogram mask is decoded, converted and checked: a gradient is not two-tone
+                resp = client.post("/ideogram/v1/ideogram-v3/edit", data={"prompt": "x"},
+                                   files={"image": ("i.png", big, "image/png"), "mask": ("m.png", big, "image/png")})
+                assert resp.status_code == 400 and "black and white" in resp.json()["error"], resp.text
+                return
+            assert resp.status_code == 404, resp.text
+
+    lag = _loop_lag_during(gateway, send)
+    assert lag < 0.12, f"the event loop stalled {lag * 1000:.0f} ms"

@@ -38,7 +38,10 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                 ctx = RequestContext(request_id=request_id, surface=surface, base_url=str(request.base_url))
                 request.state.ctx = ctx
                 error: GatewayError | None = None
+                guard = request.app.state.services.auth_failures
+                address = request.client.host if request.client else ""
                 try:
+                    await guard.check(address)  # an address that keeps sending unknown keys waits
                     response = await handler(request)
                 except GatewayError as exc:
                     error = exc
@@ -51,6 +54,8 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                     response = render_error(error)
                     response.headers.update(error.headers)
                 response.headers["x-request-id"] = request_id
+                if response.status_code == 401:
+                    await guard.failed(address)
                 if not getattr(request.state, "log_deferred", False):  # a stream does this when it ends
                     await ctx.finish()
                     if logged:

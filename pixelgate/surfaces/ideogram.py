@@ -38,6 +38,7 @@ name the internal fields, which `_native_names` renames back. Field mapping:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import re
@@ -297,6 +298,12 @@ async def _mask(uploads: list[UploadFile], image: InputImage) -> InputImage:
     if (mask.width, mask.height) != (image.width, image.height):
         raise InvalidRequest(f"The mask ({mask.width}x{mask.height}) must be the same size as the image "
                              f"({image.width}x{image.height}).", field="mask", code="invalid_image")
+    # Decoding, converting and re-encoding a large mask takes tens of milliseconds: in a thread.
+    data = await asyncio.to_thread(_two_tone_png, mask)
+    return InputImage(data, "png", mask.width, mask.height, False, "mask.png")
+
+
+def _two_tone_png(mask: InputImage) -> bytes:
     data = mask.data
     if mask.format != "png":
         with Image.open(io.BytesIO(data)) as img:
@@ -307,7 +314,7 @@ async def _mask(uploads: list[UploadFile], image: InputImage) -> InputImage:
         grey.point(lambda v: 0 if v < 128 else 255).save(out, "PNG")
         data = out.getvalue()
     masks.check_black_and_white(data, "mask")
-    return InputImage(data, "png", mask.width, mask.height, False, "mask.png")
+    return data
 
 
 async def _style_images(uploads: list[UploadFile]) -> list[InputImage]:
