@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any, AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -23,6 +24,26 @@ from pixelgate.services.fetch import Fetcher, FetchError, TooLarge, read_capped
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
+class _Failed(Exception):
+    """A socket or client-library failure of a call to `address` (host:port), raised by the HTTP
+    transport with the original as its cause, so that upstream_errors() can say where it
+    happened: the operator reading "broke the connection" needs the host, not only the channel."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
+
+
+@contextlib.contextmanager
+def _naming(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+        parts = urlsplit(url)
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        raise _Failed(f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}") from exc
+
+
 @contextlib.contextmanager
 def upstream_errors(channel: str) -> Iterator[None]:
     """Turn client-library and socket errors into our classes, most specific first: a failure
@@ -32,21 +53,28 @@ def upstream_errors(channel: str) -> Iterator[None]:
         yield
     except UpstreamError:
         raise
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"channel {channel!r} did not answer in time") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailable(f"cannot connect to channel {channel!r} at {exc.host}:{exc.port}: "
-                                  f"{exc.os_error.strerror or exc.__class__.__name__}") from None
-    except ConnectionRefusedError as exc:
-        raise UpstreamUnavailable(f"cannot connect to channel {channel!r}: {exc.__class__.__name__}") from None
-    except OSError as exc:
-        # Socket errors carry an errno; Pillow's (a truncated image is an OSError) do not, and
-        # they are no connection failure: let them surface as what they are.
-        if exc.errno is None and not isinstance(exc, (aiohttp.ClientError, ConnectionError)):
-            raise
-        raise UpstreamBadResponse(f"channel {channel!r} broke the connection: {exc.__class__.__name__}") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamBadResponse(f"channel {channel!r} broke the connection: {exc.__class__.__name__}") from None
+    except _Failed as failed:
+        assert failed.__cause__ is not None
+        raise _translated(failed.__cause__, channel, failed.address) or failed.__cause__ from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise _translated(exc, channel, None) or exc from None
+
+
+def _translated(exc: BaseException, channel: str, address: str | None) -> UpstreamError | None:
+    where = f"channel {channel!r}" + (f" at {address}" if address else "")
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(f"{where} did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error) or exc.os_error.__class__.__name__
+        return UpstreamUnavailable(f"cannot connect to channel {channel!r} at {exc.host}:{exc.port}: {reason}")
+    if isinstance(exc, ConnectionRefusedError):
+        return UpstreamUnavailable(f"cannot connect to {where}: {exc.__class__.__name__}")
+    # Socket errors carry an errno; Pillow's (a truncated image is an OSError) do not, and
+    # they are no connection failure: let them surface as what they are.
+    if isinstance(exc, OSError) and exc.errno is None and not isinstance(exc, (aiohttp.ClientError, ConnectionError)):
+        return None
+    detail = f" ({exc})" if str(exc) and str(exc) != exc.__class__.__name__ else ""
+    return UpstreamBadResponse(f"{where} broke the connection: {exc.__class__.__name__}{detail}")
 
 
 def too_large(limit: int, what: str = "answer") -> UpstreamBadResponse:
@@ -102,8 +130,9 @@ class HttpTransport:
     async def send(self, call: UpstreamCall, timeout: float) -> UpstreamReply:
         if self._simulators is not None and (app := self._simulators.app_for(call.url)) is not None:
             return await _simulated(app, call, timeout)
-        async with self._request(call, timeout) as resp:
-            return UpstreamReply(resp.status, resp.headers, await self._read(resp))
+        with _naming(call.url):
+            async with self._request(call, timeout) as resp:
+                return UpstreamReply(resp.status, resp.headers, await self._read(resp))
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         try:
@@ -142,13 +171,14 @@ class HttpTransport:
             if reply.status >= 400 or "text/event-stream" not in reply.headers.get("content-type", ""):
                 return reply, _none()
             return UpstreamReply(reply.status, reply.headers), _sse_lines(_once(reply.body), self.max_bytes)
-        resp = await self._request(call, timeout).__aenter__()
-        if resp.status >= 400 or "text/event-stream" not in resp.headers.get("content-type", ""):
-            try:
-                return UpstreamReply(resp.status, resp.headers, await self._read(resp)), _none()
-            finally:
-                resp.release()
-        return UpstreamReply(resp.status, resp.headers), _sse_events(resp, self.max_bytes)
+        with _naming(call.url):
+            resp = await self._request(call, timeout).__aenter__()
+            if resp.status >= 400 or "text/event-stream" not in resp.headers.get("content-type", ""):
+                try:
+                    return UpstreamReply(resp.status, resp.headers, await self._read(resp)), _none()
+                finally:
+                    resp.release()
+        return UpstreamReply(resp.status, resp.headers), _sse_events(resp, self.max_bytes, call.url)
 
 
 async def _none() -> AsyncIterator[tuple[str, Any]]:
@@ -176,10 +206,11 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-async def _sse_events(resp: aiohttp.ClientResponse, max_bytes: int) -> AsyncIterator[tuple[str, Any]]:
+async def _sse_events(resp: aiohttp.ClientResponse, max_bytes: int, url: str) -> AsyncIterator[tuple[str, Any]]:
     try:
-        async for item in _sse_lines(resp.content.iter_any(), max_bytes):
-            yield item
+        with _naming(url):
+            async for item in _sse_lines(resp.content.iter_any(), max_bytes):
+                yield item
     finally:
         resp.release()
 
