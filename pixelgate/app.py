@@ -37,6 +37,7 @@ from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
 from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
+from pixelgate.surfaces import _openapi
 from pixelgate.surfaces._limits import AuthFailures, BodyLimit
 
 log = logging.getLogger("pixelgate")
@@ -169,7 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stop_services(app.state.services)
 
     app = FastAPI(title="pixelgate", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # /docs: _openapi.install, offline
+    _openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(openai_images.router)
     app.include_router(openai_images.models_router)

@@ -232,8 +232,8 @@ class PriceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=128)
     amount: Decimal = Field(ge=0, le=MAX_AMOUNT)
-    currency: str | None = None
-    operation: str = "*"
+    currency: str | None = Field(default=None, min_length=3, max_length=8)
+    operation: str = Field(default="*", min_length=1, max_length=32)
     dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
 
 

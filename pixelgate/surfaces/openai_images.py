@@ -108,8 +108,9 @@ recurses (repr, validation, orjson's encoder limit of 255) and fail there as a 5
 
 
 def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
-    """InvalidRequest if `data` nests containers deeper than `limit`; the field is the path of
-    object keys to where it does (image_request.prompt)."""
+    """InvalidRequest if `data` nests containers deeper than `limit`, or holds a NUL character
+    (PostgreSQL stores no text with one: the insert would fail after the work was done); the
+    field is the path of object keys to the offence (image_request.prompt)."""
     stack: list[tuple[Any, int, str]] = [(data, 0, "")]
     while stack:
         value, depth, path = stack.pop()
@@ -117,9 +118,14 @@ def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
             raise InvalidRequest(f"The request nests deeper than {limit} levels" + (f" in '{path}'." if path else "."),
                                  field=path or None, code="invalid_json")
         if isinstance(value, dict):
-            stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+            for k, v in value.items():
+                stack.append((k, depth, path))
+                stack.append((v, depth + 1, f"{path}.{k}" if path else str(k)))
         elif isinstance(value, list):
             stack.extend((v, depth + 1, path) for v in value)
+        elif isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest("Text may not contain NUL (\\u0000) characters" + (f": '{path}'." if path else "."),
+                                 field=path or None, code="invalid_value")
 
 
 async def _json_body(request: Request) -> dict:
