@@ -50,8 +50,9 @@ def _display(url: str) -> str:
         return url.split("@")[-1]
 
 
-def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run `work(services-like namespace)` against the database, after migrating it."""
+def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]], create: bool = False) -> Any:
+    """Run `work(services-like namespace)` against the database, after migrating it. Unless
+    `create`, the database must already be the gateway's (have its tables)."""
     from pixelgate.app import bootstrap
     from pixelgate.db.session import make_engine, sessionmaker
     from pixelgate.services.auth import KeyStore
@@ -63,6 +64,10 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
         # a running fleet hears of the CLI's changes at once (with Redis; else in cache_seconds)
         invalidation = Invalidation(settings.redis_url, settings.redis_namespace)
         try:
+            if not create and not await _has_tables(db):
+                raise click.ClickException(
+                    f"the database {_display(settings.resolved_database_url)} has no pixelgate tables: point "
+                    "PIXELGATE_DATABASE_URL or --config at the gateway's; `pixelgate migrate` creates them")
             generated = await bootstrap(settings, db)
             if generated:
                 click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}", err=True)
@@ -77,12 +82,21 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
 
     try:
         return asyncio.run(main())
+    except click.ClickException:
+        raise
     except Exception as exc:
         from pixelgate.errors import GatewayError
 
         if isinstance(exc, GatewayError):
             raise click.ClickException(exc.message) from None
         raise click.ClickException(database_problem(exc, settings.resolved_database_url) or repr(exc)) from None
+
+
+async def _has_tables(db) -> bool:
+    from sqlalchemy import inspect
+
+    async with db.connect() as conn:
+        return await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version"))
 
 
 async def channel_warnings(cfg: ChannelConfig, settings: Settings, sessions) -> list[str]:
@@ -98,11 +112,21 @@ async def channel_warnings(cfg: ChannelConfig, settings: Settings, sessions) -> 
 def database_problem(exc: BaseException, url: str) -> str | None:
     """One line for a database that cannot be used (a malformed URL, a server that does not
     answer or refuses us), instead of a driver's traceback; None for anything else."""
-    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+    from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, NoSuchModuleError
 
     where = _display(url)
-    if isinstance(exc, (ArgumentError, NoSuchModuleError, ValueError)) and "://" in str(exc) + url:
-        return f"the database URL {where!r} is not valid: {str(exc).splitlines()[0]} (e.g. postgresql+asyncpg://user@host:5432/db)"
+    example = "postgresql+asyncpg://user@host:5432/db, or sqlite+aiosqlite:////path/to/pixelgate.db"
+    # The gateway is asynchronous: a URL naming no driver, or a synchronous one (postgresql://
+    # means psycopg2, sqlite:// the blocking sqlite3), fails in the import machinery.
+    if isinstance(exc, (NoSuchModuleError, ModuleNotFoundError)) or (
+            isinstance(exc, InvalidRequestError) and "async" in str(exc)):
+        return f"the database URL {where!r} names no driver pixelgate has: write {example}"
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+        option = str(exc).rsplit(" ", 1)[-1]
+        return (f"the database URL {where!r} has an option the driver does not take: {option} "
+                "(asyncpg takes ?ssl=require where libpq takes sslmode)")
+    if isinstance(exc, ArgumentError) or (isinstance(exc, ValueError) and "://" in str(exc) + url):
+        return f"the database URL {where!r} is not valid: {str(exc).splitlines()[0]} (e.g. {example})"
     if isinstance(exc, (OSError, DBAPIError, ConnectionError)) or type(exc).__module__.startswith("asyncpg"):
         return f"cannot use the database {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     return None
@@ -113,7 +137,8 @@ def _echo(data: Any) -> None:
 
 
 def _config_option(command):
-    """--config works before or after the subcommand (`pixelgate --config f serve`, `pixelgate serve --config f`)."""
+    """--config works before or after the subcommand (`pixelgate --config f serve`, `pixelgate serve --config f`,
+    `pixelgate keys list --config f`): every command finds the database the way `serve` does."""
     def remember(ctx: click.Context, _param, value: str | None) -> str | None:
         if value is not None:
             ctx.ensure_object(dict)
@@ -159,21 +184,26 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         os.environ["PIXELGATE_CONFIG"] = os.path.abspath(ctx.obj["config"])
     settings = _settings(ctx)
 
-    async def prepare() -> str | None:
+    async def prepare() -> tuple[str | None, bool]:
+        """The new admin key, if one was made, and whether any vendor channel is enabled."""
+        from pixelgate.db.session import sessionmaker
+        from pixelgate.services.routing import ChannelDirectory
         from pixelgate.services.storage import open_storage
 
         store = await open_storage(settings.model_copy(update={"image_retention_days": None}))
         await store.aclose()  # a wrong bucket or endpoint stops here, in one line
         db = make_engine(settings.resolved_database_url)
         try:
-            return await bootstrap(settings, db)
+            generated = await bootstrap(settings, db)
+            channels = await ChannelDirectory(sessionmaker(db)).list()
+            return generated, any(c.enabled and c.provider != "sandbox" for c in channels)
         finally:
             await db.dispose()
 
     from pixelgate.services.s3storage import StorageUnavailable
 
     try:
-        generated = asyncio.run(prepare())
+        generated, vendors = asyncio.run(prepare())
     except StorageUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:
@@ -186,11 +216,20 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     os.environ["PIXELGATE_MIGRATE_ON_START"] = "false"  # done once here, not per worker
     if settings.workers > 1:  # the workers count into files of one directory (see metrics.py)
         prepare_shared_directory(settings.data_dir.resolve() / "metrics")
-    def bound() -> None:
-        click.echo(f"pixelgate: listening on http://{settings.host}:{settings.port} "
+    if settings.simulate_vendors and settings.workers > 1:
+        click.echo("pixelgate: warning: simulate_vendors keeps a simulated vendor's jobs in the memory of the "
+                   "worker that made them: asynchronous models may fail with more than one worker", err=True)
+
+    def bound(port: int) -> None:
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        click.echo(f"pixelgate: listening on http://{host}:{port} "
                    f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
                    f"database {_display(settings.resolved_database_url)}, "
                    f"images in {settings.storage_url or settings.resolved_storage_dir}")
+        if not vendors:  # a new install: say how to reach more than the sandbox-* models
+            click.echo("pixelgate: no vendor channel yet, so only the sandbox-* models answer: add one "
+                       "(pixelgate channels add, or the config file), or set PIXELGATE_SIMULATE_VENDORS=true "
+                       "to try every vendor's models and APIs offline")
 
     try:
         run_workers(settings.host, settings.port, settings.workers, on_bound=bound, loop="uvloop",
@@ -201,14 +240,18 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
 
 
 @main.command()
+@_config_option
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Create or upgrade the database schema."""
-    _run(_settings(ctx), lambda ns: asyncio.sleep(0))
+    settings = _settings(ctx)
+    click.echo(f"pixelgate: database {_display(settings.resolved_database_url)}", err=True)
+    _run(settings, lambda ns: asyncio.sleep(0), create=True)
     click.echo("pixelgate: database is up to date")
 
 
 @main.command()
+@_config_option
 @click.option("--by", "group_by", type=click.Choice(["key", "model", "channel", "day"]), default="model",
               show_default=True)
 @click.option("--key", "key_id", type=int, help="Only this key's usage.")
@@ -238,6 +281,7 @@ def keys() -> None:
 
 
 @keys.command("create")
+@_config_option
 @click.option("--name", required=True)
 @click.option("--expires", help="ISO date or datetime (UTC) after which the key stops working.")
 @click.option("--models", help="Comma-separated allowlist of models (default: all).")
@@ -265,6 +309,7 @@ def keys_create(ctx: click.Context, name: str, expires: str | None, models: str 
 
 
 @keys.command("list")
+@_config_option
 @click.pass_context
 def keys_list(ctx: click.Context) -> None:
     from pixelgate.services.auth import key_view
@@ -274,6 +319,7 @@ def keys_list(ctx: click.Context) -> None:
 
 def _key_setter(command: str, **fields: Any):
     @keys.command(command)
+    @_config_option
     @click.argument("key_id", type=int)
     @click.pass_context
     def run(ctx: click.Context, key_id: int) -> None:
@@ -289,6 +335,7 @@ _key_setter("disable", enabled=False)
 
 
 @keys.command("delete")
+@_config_option
 @click.argument("key_id", type=int)
 @click.pass_context
 def keys_delete(ctx: click.Context, key_id: int) -> None:
@@ -305,6 +352,7 @@ def channels() -> None:
 
 
 @channels.command("list")
+@_config_option
 @click.pass_context
 def channels_list(ctx: click.Context) -> None:
     from pixelgate.services.routing import channel_view
@@ -313,6 +361,7 @@ def channels_list(ctx: click.Context) -> None:
 
 
 @channels.command("add")
+@_config_option
 @click.option("--name", required=True)
 @click.option("--provider", required=True)
 @click.option("--base-url")
@@ -349,6 +398,7 @@ def channels_add(ctx: click.Context, name: str, provider: str, base_url: str | N
 
 def _channel_setter(command: str, enabled: bool):
     @channels.command(command)
+    @_config_option
     @click.argument("name")
     @click.pass_context
     def run(ctx: click.Context, name: str) -> None:
@@ -364,6 +414,7 @@ _channel_setter("disable", False)
 
 
 @channels.command("remove")
+@_config_option
 @click.argument("name")
 @click.pass_context
 def channels_remove(ctx: click.Context, name: str) -> None:

@@ -14,11 +14,15 @@ import sys
 from typing import Any
 
 
-def _socket(host: str, port: int) -> socket.socket:
+def _socket(host: str, port: int, share: bool = True) -> socket.socket:
+    """A listening socket; `share`: with SO_REUSEPORT, for the workers of one server. Without it
+    the bind fails while anything else listens there, another pixelgate included (two servers
+    that both set SO_REUSEPORT would silently split the port's connections between them)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -61,19 +65,22 @@ def _worker(host: str, port: int, options: dict[str, Any]) -> None:
 def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: Any) -> None:
     """Run `workers` server processes until SIGINT/SIGTERM, restarting none: a worker that dies
     takes the whole server down, so a supervisor (systemd, the orchestrator) restarts it cleanly.
-    `on_bound` runs once the port is ours (an OSError before it says why it is not)."""
+    `on_bound(port)` runs once the port is ours (an OSError before it says why it is not); the
+    port is the one bound, which --port 0 leaves to the system."""
     import uvicorn
 
     if workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
         keep_freed_memory()
-        sock = _socket(host, port)
+        sock = _socket(host, port, share=False)
         if on_bound is not None:
-            on_bound()
+            on_bound(sock.getsockname()[1])
         uvicorn.Server(_config(options)).run(sockets=[sock])
         return
-    probe = _socket(host, port)  # fail here, in the parent, if the port is taken
+    with _socket(host, port, share=False) as alone:  # fail here, in the parent, if the port is taken
+        port = alone.getsockname()[1]
+    probe = _socket(host, port)  # held while the workers bind beside it
     if on_bound is not None:
-        on_bound()
+        on_bound(port)
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker, args=(host, port, options), daemon=False) for _ in range(workers)]
     for process in processes:

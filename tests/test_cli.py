@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import socket
 import subprocess
 import sys
 
+import httpx
 import pytest
 
-from tests.conftest import database
+from tests.conftest import PG_DSN, _pg, database
+from tests.test_serve import _start, _stop, _wait_up
 
 
 @pytest.fixture
@@ -81,20 +86,45 @@ def test_management_commands_refuse_to_invent_a_database_elsewhere(tmp_path):
     proc = _pixelgate("keys", "list", cwd=tmp_path)
     assert proc.returncode != 0 and "no gateway database at" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "data" / "pixelgate.db").exists()
-    assert _pixelgate("migrate", cwd=tmp_path).returncode == 0
+    migrated = _pixelgate("migrate", cwd=tmp_path)
+    assert migrated.returncode == 0 and f"pixelgate: database sqlite+aiosqlite:///{tmp_path}/data/pixelgate.db" in migrated.stderr
     listed = _pixelgate("keys", "list", cwd=tmp_path)
     assert listed.returncode == 0 and "pixelgate: database sqlite" in listed.stderr
 
 
+def test_management_commands_refuse_a_database_without_the_gateways_tables(tmp_path):
+    (tmp_path / "other.db").write_bytes(b"")  # a file is there, but it is not the gateway's
+    sqlite = f"sqlite+aiosqlite:///{tmp_path}/other.db"
+    name = "pixelgate_empty_" + secrets.token_hex(4)  # a PostgreSQL database nobody migrated
+    _pg(f'CREATE DATABASE "{name}"')
+    try:
+        for url in (sqlite, f"postgresql+asyncpg://{PG_DSN.split('://', 1)[1]}/{name}"):
+            proc = _pixelgate("channels", "list", cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url})
+            assert proc.returncode != 0 and "has no pixelgate tables" in proc.stderr and "migrate" in proc.stderr
+            assert "created admin key" not in proc.stderr
+            assert _pixelgate("migrate", cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url}).returncode == 0
+            assert _pixelgate("channels", "list", cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url}).returncode == 0
+    finally:
+        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Nothing listens on port 1, so none of these can touch a real database.
 @pytest.mark.parametrize("url, says", [
-    ("postgres://nobody@127.0.0.1:1/x", "not valid"),  # no async driver named
+    ("postgres://nobody@127.0.0.1:1/x", "names no driver pixelgate has: write postgresql+asyncpg://"),
+    ("postgresql://nobody@127.0.0.1:1/x", "names no driver pixelgate has"),  # psycopg2's URL
+    ("sqlite:///{tmp}/gw.db", "names no driver pixelgate has"),  # the blocking sqlite3
+    ("mysql+aiomysql://nobody@127.0.0.1:1/x", "names no driver pixelgate has"),
+    ("no-scheme-at-all", "is not valid"),
+    ("postgresql+asyncpg://nobody@127.0.0.1:port/x", "is not valid"),
+    ("postgresql+asyncpg://nobody@127.0.0.1:1/x?sslmode=require", "option the driver does not take: 'sslmode'"),
     ("postgresql+asyncpg://nobody@127.0.0.1:1/x", "cannot use the database"),  # nothing listens there
 ])
 def test_database_mistakes_are_one_line(tmp_path, url, says):
+    url = url.format(tmp=tmp_path)
     for args in (("migrate",), ("serve", "--port", "0")):
         proc = _pixelgate(*args, cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url})
         assert proc.returncode != 0 and says in proc.stderr, proc.stderr
-        assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # a warning line at most, no traceback
+        assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # the database line at most, no traceback
 
 
 def test_unknown_variables_are_reported_with_a_guess(tmp_path):
@@ -105,14 +135,93 @@ def test_unknown_variables_are_reported_with_a_guess(tmp_path):
 def test_version_and_config_after_the_subcommand(tmp_path):
     version = _pixelgate("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("pixelgate, version ")
-    (tmp_path / "gw.toml").write_text('port = 1\nworkers = 99\n')  # workers is at most 64: refused
-    after = _pixelgate("serve", "--config", "gw.toml", cwd=tmp_path)
-    assert after.returncode != 0 and "workers" in after.stderr and "gw.toml" in after.stderr
+    (tmp_path / "bad.toml").write_text('port = 1\nworkers = 99\n')  # workers is at most 64: refused
+    after = _pixelgate("serve", "--config", "bad.toml", cwd=tmp_path)
+    assert after.returncode != 0 and "workers" in after.stderr and "bad.toml" in after.stderr
+    # the file is read, wherever --config stands: serve listens where it says, and the
+    # management commands use the database it names
+    port = _free_port()
+    (tmp_path / "gw.toml").write_text(f'port = {port}\ndata_dir = "gw-data"\nadmin_key = "pg-config-admin-key"\n')
+    proc = _start(["serve", "--config", "gw.toml"], tmp_path, _clean_env())
+    try:
+        _wait_up(f"http://127.0.0.1:{port}", proc)
+    finally:
+        out = _stop(proc)
+    assert f"listening on http://127.0.0.1:{port} " in out and str(tmp_path / "gw-data" / "pixelgate.db") in out
+    for args in (("keys", "list", "--config", "gw.toml"), ("--config", "gw.toml", "keys", "list"),
+                 ("channels", "list", "--config", "gw.toml"), ("usage", "--config", "gw.toml"),
+                 ("migrate", "--config", "gw.toml")):
+        proc = _pixelgate(*args, cwd=tmp_path)
+        assert proc.returncode == 0 and str(tmp_path / "gw-data" / "pixelgate.db") in proc.stderr, (args, proc.stderr)
+    assert not (tmp_path / "data").exists()  # nothing invented at the default place
 
 
 def test_adding_a_channel_warns_of_a_missing_key_and_price(cli):
     added = cli("channels", "add", "--name", "fresh", "--provider", "bfl", "--models", "flux-2-pro")
     assert "has no API key" in added.stderr and "no price for flux-2-pro" in added.stderr
+
+
+def test_a_vendor_model_on_a_sandbox_channel_is_said_to_miss_the_vendors_own_api(cli):
+    added = cli("channels", "add", "--name", "offline", "--provider", "sandbox", "--models", "V3,midjourney,dall-e-3")
+    assert "V3 belongs to ideogram" in added.stderr and "the Ideogram API (/ideogram)" in added.stderr
+    assert "midjourney belongs to midjourney" in added.stderr and "simulate_vendors" in added.stderr
+    assert "dall-e-3 belongs" not in added.stderr  # OpenAI's own API reaches any channel
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clean_env(**extra: str) -> dict:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}, **extra}
+
+
+def test_a_port_held_by_another_gateway_is_refused(tmp_path):
+    # Workers share their port with SO_REUSEPORT; a second gateway must not join them silently
+    # (the kernel would split the clients between two databases).
+    port = _free_port()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _start(["serve", "--port", str(port)], tmp_path / "a", _clean_env())
+    try:
+        _wait_up(f"http://127.0.0.1:{port}", first)
+        for workers in ("1", "2"):
+            second = _pixelgate("serve", "--port", str(port), "--workers", workers, cwd=tmp_path / "b")
+            assert second.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in second.stderr, second.stderr
+            assert "listening on" not in second.stdout
+    finally:
+        _stop(first)
+
+
+def _until_started(proc: subprocess.Popen) -> str:
+    """What serve printed up to uvicorn's start (read line by line: communicate() would skip
+    what readline() buffered)."""
+    lines = []
+    while "Started server process" not in (line := proc.stdout.readline()):
+        assert line, "serve ended before starting: " + "".join(lines)
+        lines.append(line)
+    return "".join(lines)
+
+
+def test_serve_says_where_it_listens_and_how_to_reach_more_than_the_sandbox(tmp_path):
+    proc = _start(["serve", "--port", "0"], tmp_path, _clean_env())
+    try:
+        said = _until_started(proc)
+        port = int(re.search(r"listening on http://127\.0\.0\.1:(\d+) ", said).group(1))
+        assert port != 0
+        _wait_up(f"http://127.0.0.1:{port}", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+    finally:
+        _stop(proc)
+    assert "only the sandbox-* models answer" in said and "PIXELGATE_SIMULATE_VENDORS=true" in said
+    proc = _start(["serve", "--port", "0"], tmp_path, _clean_env(PIXELGATE_SIMULATE_VENDORS="true"))
+    try:
+        said = _until_started(proc)
+    finally:
+        _stop(proc)
+    assert "listening on" in said and "only the sandbox-* models answer" not in said
 
 
 def test_a_taken_port_is_one_line_and_nothing_claims_to_listen(tmp_path):

@@ -83,3 +83,12 @@ def test_serve_refuses_bad_config_with_the_field_named(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_unknown_variables_are_named_with_a_guess():
+    from pixelgate.config import unknown_variables
+
+    found = unknown_variables({"PIXELGATE_PORTT": "1", "PIXELGATE_SIMULATE_VENDOR": "true", "PIXELGATE_PORT": "1",
+                               "PIXELGATE_CHANNELS__0__NAME": "x", "PIXELGATE_CONFIG": "f", "OTHER": "y"})
+    assert found == ["PIXELGATE_PORTT is not a pixelgate setting; did you mean PIXELGATE_PORT?",
+                     "PIXELGATE_SIMULATE_VENDOR is not a pixelgate setting; did you mean PIXELGATE_SIMULATE_VENDORS?"]

@@ -237,4 +237,15 @@ def channel_warnings(cfg: ChannelConfig, unpriced_refused: bool, prices: dict) -
     if unpriced_refused and unpriced:
         warnings.append(f"no price for {', '.join(unpriced)}: requests for them are refused until one is set "
                         "(/admin/prices, the console, or unpriced = \"free\")")
+    for model in cfg.models:
+        owner = KNOWN_MODELS.get(cfg.model_map.get(model, model), (cfg.provider,))[0]
+        if owner != cfg.provider and owner in OWN_APIS and model not in REGISTRY[cfg.provider].models:
+            warnings.append(f"{model} belongs to {owner}: this {cfg.provider} channel serves it through the OpenAI, "
+                            f"predictions and Replicate APIs only; {OWN_APIS[owner]} reaches {owner} channels "
+                            "(simulate_vendors = true adds one that works offline)")
     return warnings
+
+
+# The vendors' own APIs (surfaces/ideogram.py, surfaces/midjourney.py) reach only their vendor's
+# channels: their buttons, describe and image seeds exist nowhere else.
+OWN_APIS = {"ideogram": "the Ideogram API (/ideogram)", "midjourney": "the Midjourney API (/mj)"}
