@@ -42,6 +42,12 @@ VENDORS = (
 )
 
 
+# Emulator settings for the offline gateway, where the tests' defaults would hide what a new user
+# should see: a Midjourney job over 0.3 s finishes between two polls (poll_interval_seconds), so
+# its progress (10 %, 45 %, 80 % with a preview) would never show; 6 s shows each step.
+LIVE = {"midjourney": {"duration": 6.0}}
+
+
 def host(vendor: Vendor) -> str:
     return vendor.provider + SUFFIX
 
@@ -56,13 +62,26 @@ def channels() -> list[dict[str, Any]]:
 
 
 def free_prices(currency: str) -> list:
-    """Price 0 for the simulated models the built-in table does not price: nothing is paid to a
-    simulator, and the first hour should not stop at "unpriced"."""
+    """Price 0 for what the simulated models do that the built-in table does not price (whole
+    models, and operations such as Ideogram's describe): nothing is paid to a simulator, and the
+    first hour should not stop at "unpriced"."""
     from pixelgate.domain.prices import DEFAULT_PRICES, Price
+    from pixelgate.providers import REGISTRY
 
-    priced = {p.model for p in DEFAULT_PRICES}
-    return [Price(model, Decimal(0), currency, source="simulated vendor (free)")
-            for channel in channels() for model in channel["models"] if model not in priced]
+    priced = {(p.model, p.operation) for p in DEFAULT_PRICES}
+    free = []
+    for channel in channels():
+        provider = REGISTRY[channel["provider"]]
+        for model in channel["models"]:
+            if (model, "*") in priced:
+                continue
+            operations = sorted(op.value for op in provider.models[model].operations)
+            if not any((model, op) in priced for op in operations):
+                free.append(Price(model, Decimal(0), currency, source="simulated vendor (free)"))
+                continue
+            free += [Price(model, Decimal(0), currency, op, source="simulated vendor (free)")
+                     for op in operations if (model, op) not in priced]
+    return free
 
 
 class Simulators:
@@ -83,5 +102,5 @@ class Simulators:
 
             module = importlib.import_module(f"pixelgate.simulators.{vendor.module}")
             make: Callable[[Any], Any] = module.create_app
-            self._apps[name] = make(getattr(module, vendor.state)())
+            self._apps[name] = make(getattr(module, vendor.state)(**LIVE.get(vendor.provider, {})))
         return self._apps[name]

@@ -356,6 +356,7 @@ async def _served_model(request: Request, ctx, candidates: tuple[str, ...], op: 
             served.append(model)
     if served:
         return served[0]  # the engine answers 403 for it
+    ctx.model = ctx.model or candidates[0]  # the request log (and usage by model) names what was asked
     raise ModelNotFound(f"No Ideogram channel is configured for {op.value}.", field="model")
 
 

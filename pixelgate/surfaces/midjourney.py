@@ -279,6 +279,7 @@ async def _model(request: Request) -> str:
     for name in ("midjourney", "mj", *served):
         if name in served:
             return name
+    request.state.ctx.model = "midjourney"  # the request log (and usage by model) names what was asked
     raise ModelNotFound("No channel serves Midjourney.", field="model")
 
 
