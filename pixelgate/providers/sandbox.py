@@ -16,6 +16,11 @@ finishes after about a second). Options, on any of them:
                      bad_request | bad_response | connection | job_failed
   sandbox_async      true          behave as an asynchronous vendor (submit, then poll)
   sandbox_job_seconds 0..3600      how long an asynchronous job takes (default 1)
+
+It is one vendor with OpenAI's vocabulary, and does not pretend to be another: the Ideogram and
+Midjourney APIs reach only their own vendor's channels (a grid's buttons, image seeds and
+descriptions are that vendor's). Offline, those vendors are simulated instead (pixelgate.simulators,
+switched on by simulate_vendors), so that the real ideogram and midjourney providers do the work.
 """
 
 from __future__ import annotations
