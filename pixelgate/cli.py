@@ -184,8 +184,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         os.environ["PIXELGATE_CONFIG"] = os.path.abspath(ctx.obj["config"])
     settings = _settings(ctx)
 
-    async def prepare() -> tuple[str | None, bool]:
-        """The new admin key, if one was made, and whether any vendor channel is enabled."""
+    async def prepare() -> tuple[str | None, bool, list[str]]:
+        """The new admin key, if one was made, whether any vendor channel is enabled, and what
+        will stop the config file's channels from serving (said at start, not at a first request)."""
         from pixelgate.db.session import sessionmaker
         from pixelgate.services.routing import ChannelDirectory
         from pixelgate.services.storage import open_storage
@@ -196,14 +197,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         try:
             generated = await bootstrap(settings, db)
             channels = await ChannelDirectory(sessionmaker(db)).list()
-            return generated, any(c.enabled and c.provider != "sandbox" for c in channels)
+            warnings = [w if w.startswith("channel ") else f"channel {cfg.name!r}: {w}" for cfg in settings.channels
+                        for w in await channel_warnings(cfg, settings, sessionmaker(db))]
+            return generated, any(c.enabled and c.provider != "sandbox" for c in channels), warnings
         finally:
             await db.dispose()
 
     from pixelgate.services.s3storage import StorageUnavailable
 
     try:
-        generated, vendors = asyncio.run(prepare())
+        generated, vendors, warnings = asyncio.run(prepare())
     except StorageUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:
@@ -213,6 +216,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         raise click.ClickException(problem) from None
     if generated:
         click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}")
+    for warning in warnings:
+        click.echo(f"pixelgate: warning: {warning}", err=True)
     os.environ["PIXELGATE_MIGRATE_ON_START"] = "false"  # done once here, not per worker
     if settings.workers > 1:  # the workers count into files of one directory (see metrics.py)
         prepare_shared_directory(settings.data_dir.resolve() / "metrics")

@@ -161,6 +161,19 @@ def test_adding_a_channel_warns_of_a_missing_key_and_price(cli):
     assert "has no API key" in added.stderr and "no price for flux-2-pro" in added.stderr
 
 
+def test_serve_warns_of_config_file_channels_that_cannot_serve(tmp_path):
+    (tmp_path / "gw.toml").write_text('unpriced = "refuse"\n[[channels]]\nname = "flux"\nprovider = "bfl"\n'
+                                      'models = ["flux-2-pro", "V3"]\n')
+    proc = _start(["serve", "--port", "0", "--config", "gw.toml"], tmp_path, _clean_env())
+    try:
+        said = _until_started(proc)
+    finally:
+        _stop(proc)
+    assert "pixelgate: warning: channel 'flux' has no API key" in said
+    assert "pixelgate: warning: channel 'flux': no price for flux-2-pro" in said
+    assert "channel 'flux': V3 belongs to ideogram" in said
+
+
 def test_a_vendor_model_on_a_sandbox_channel_is_said_to_miss_the_vendors_own_api(cli):
     added = cli("channels", "add", "--name", "offline", "--provider", "sandbox", "--models", "V3,midjourney,dall-e-3")
     assert "V3 belongs to ideogram" in added.stderr and "the Ideogram API (/ideogram)" in added.stderr
