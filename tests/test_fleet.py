@@ -98,7 +98,7 @@ def fleet(tmp_path, seaweed_store):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
         env.update({"PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": ADMIN,
                     "PIXELGATE_REDIS_URL": "redis://127.0.0.1:6379/0", "PIXELGATE_REDIS_NAMESPACE": namespace,
-                    "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1", "PIXELGATE_TASK_LEASE_SECONDS": "1",
+                    "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1", "PIXELGATE_TASK_LEASE_SECONDS": "3",
                     "PIXELGATE_CHANNELS": json.dumps(channels), "PIXELGATE_PRICES": json.dumps(PRICES),
                     "PIXELGATE_CACHE_SECONDS": "30", **seaweed_store.env()})
         fleet = Fleet(env, tmp_path, bfl, url)
