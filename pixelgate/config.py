@@ -18,6 +18,9 @@ from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, Setting
                                TomlConfigSettingsSource, YamlConfigSettingsSource)
 
 
+from pixelgate.domain.catalog import RetiredPolicy, TokenRates
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message names the offending field."""
 
@@ -68,7 +71,9 @@ class PriceConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
     model: str = Field(min_length=1)
-    amount: Decimal = Field(ge=0)
+    amount: Decimal = Field(default=Decimal(0), ge=0)
+    tokens: TokenRates | None = None
+    """A token price (per million tokens), as GPT image and Gemini models bill; `amount` is then ignored."""
     currency: str | None = None
     operation: str = "*"
     dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
@@ -166,6 +171,14 @@ class Settings(BaseSettings):
     unpriced: Literal["refuse", "free"] = "refuse"
     """What happens to a request for a model with no price: refused (403) or served free."""
     prices: list[PriceConfig] = Field(default_factory=list)
+    group_markups: dict[str, Decimal] = Field(default_factory=dict)
+    """Key group -> markup: a key of the group pays every price times it (times its account's own
+    markup). {"resellers": 1.3} adds 30% for keys created with group "resellers"."""
+    retired_models: dict[str, RetiredPolicy] = Field(default_factory=dict)
+    """What a request for a retired model gets (see GET /v1/models), per model ("*" for all):
+    `successor` (the default): served by its successor, its parameters translated; `refuse`: a
+    clear error naming the successor; `upstream`: sent to the model's channels as it is, for an
+    upstream (another gateway) that still serves the name."""
     redis_url: str | None = None
     """Shared rate limits and concurrency slots across workers and instances, and the channel
     that tells every instance at once of a changed key, channel or price; in-process without it."""

@@ -8,6 +8,7 @@
     │   └── NotPriced                 403  the model has no price and unpriced models are refused
     ├── NotFound                      404
     │   └── ModelNotFound             404  no enabled channel serves the model
+    ├── ModelRetired                  410  the vendor shut the model down and the operator refuses it
     ├── PayloadTooLarge               413
     ├── RateLimited                   429  the key's requests per minute or in flight are exhausted
     ├── NoChannelAvailable            503  the model exists but every channel is disabled
@@ -88,6 +89,12 @@ class NotFound(GatewayError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class ModelRetired(GatewayError):
+    status = 410
+    code = "model_retired"
+    type = "invalid_request_error"
 
 
 class PayloadTooLarge(GatewayError):

@@ -12,6 +12,7 @@ import secrets
 import socket
 import threading
 import time
+from datetime import date
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -178,8 +179,11 @@ def make_gateway(backend, tmp_path_factory):
             tmp = tmp_path_factory.mktemp("gw")
             url = stack.enter_context(database(backend, tmp))
             # unpriced="free": most tests are not about money (tests/services/test_billing.py is)
+            # retired_models "upstream": most tests exercise a model's own wire format, against
+            # emulators whose calendar is LEGACY_DAY (tests/test_catalog.py is about retirement)
             fields: dict[str, Any] = dict(data_dir=tmp, database_url=url, admin_key=ADMIN_KEY,
-                                          cache_seconds=0, poll_interval_seconds=0.05, unpriced="free")
+                                          cache_seconds=0, poll_interval_seconds=0.05, unpriced="free",
+                                          retired_models={"*": "upstream"})
             fields.update(overrides)
             return stack.enter_context(run_gateway(Settings(**fields)))
         yield make
@@ -193,12 +197,14 @@ def gateway(make_gateway) -> Gateway:
 
 @pytest.fixture
 def openai_upstream() -> Iterator[tuple[OpenAIEmulatorState, str]]:
-    state = OpenAIEmulatorState()
+    state = OpenAIEmulatorState(today=LEGACY_DAY)
     with serve(create_openai_emulator(state)) as base:
         yield state, base + "/v1"
 
 
 OPENAI_MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"]
+LEGACY_DAY = date(2025, 10, 1)
+"""A day before the vendors retired the models most tests use (imagen-3.0: 2025-11-10)."""
 
 
 def openai_channel(base_url: str, name: str = "openai", **fields) -> dict:

@@ -20,7 +20,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 @pytest.fixture
 def offline(make_gateway):
     # unpriced = refuse, as a fresh install has it: simulated models must still work
-    return make_gateway(simulate_vendors=True, unpriced="refuse")
+    return make_gateway(simulate_vendors=True, unpriced="refuse", retired_models={})  # the shipped defaults
 
 
 def test_every_vendor_has_a_simulated_channel(offline):

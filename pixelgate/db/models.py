@@ -37,6 +37,8 @@ class ApiKey(Base):
     """The account whose balance the key spends; None: unlimited (costs are still recorded)."""
     rate_limit_rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    group: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The key's group: its prices are marked up by the group's markup (setting group_markups)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -178,6 +180,8 @@ class Account(Base):
     """Held for requests in flight: the most each can still cost."""
     spent: Mapped[Decimal] = mapped_column(Numeric(20, 8), default=Decimal(0))
     spend_limit: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
+    markup: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(1))
+    """Every price this account pays is multiplied by it (1.2: list price + 20%)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -214,5 +218,7 @@ class PriceRow(Base):
     dimensions: Mapped[dict] = mapped_column(JSON, default=dict)
     amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
     currency: Mapped[str] = mapped_column(String(8))
+    tokens: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    """A token price (domain.catalog.TokenRates); `amount` is then 0."""
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,62 +1,103 @@
-"""The built-in price table, from the source documents' own tables. Each entry says where it
-comes from; operators override any of them (config file or admin API) and add the rest.
+"""Prices: the built-in table (from the catalog, pixelgate/catalog.toml, each entry with its
+source and date) and the arithmetic of a price, per image or by tokens.
 
-A price is per delivered image (a Midjourney task delivers one grid, so per task). Dimensions
-narrow an entry: the most specific matching entry wins.
+A per-image price is per delivered image (a Midjourney task delivers one grid, so per task).
+A token price is what OpenAI's GPT image and Google's Gemini image models bill: the hold is
+the most an image can cost, the charge is the usage the vendor reports. Dimensions narrow an
+entry: the most specific matching entry wins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from pixelgate.domain.catalog import TokenRates, catalog
+
+MILLION = Decimal(1_000_000)
+CENT = Decimal("0.00000001")
 
 
 @dataclass(frozen=True)
 class Price:
     model: str
     amount: Decimal
+    """Per delivered image; for a token price, 0 (see `tokens`)."""
     currency: str
     operation: str = "*"
     dimensions: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    date: str = ""
+    tokens: TokenRates | None = None
 
     @property
     def specificity(self) -> int:
         return len(self.dimensions) + (self.operation != "*")
 
 
-D002 = "source document 002 (DALL-E / Midjourney price table, CNY)"
-D001_V3 = "source document 001 (Ideogram V3 price table, USD)"
-D001_V2 = "source document 001 (Ideogram V2 & V1 price table, USD)"
+@dataclass(frozen=True)
+class TokenUsage:
+    """What a vendor reports one call consumed, in OpenAI's terms."""
+
+    text_input: int = 0
+    image_input: int = 0
+    output: int = 0
+
+    def __add__(self, other: "TokenUsage") -> "TokenUsage":
+        return TokenUsage(self.text_input + other.text_input, self.image_input + other.image_input,
+                          self.output + other.output)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"text_input": self.text_input, "image_input": self.image_input, "output": self.output}
 
 
-def _p(model: str, amount: str, currency: str, source: str, operation: str = "*", **dims: str) -> Price:
-    return Price(model, Decimal(amount), currency, operation, dims, source)
+def token_usage(usage: Any) -> TokenUsage | None:
+    """A vendor's usage report as TokenUsage: OpenAI's `usage` ({input_tokens,
+    input_tokens_details: {text_tokens, image_tokens}, output_tokens}), Gemini's
+    `usageMetadata` ({promptTokenCount, candidatesTokenCount, promptTokensDetails}), or our own
+    (`as_dict`, as a task keeps it). None when there is none or it cannot be read."""
+    if not isinstance(usage, dict):
+        return None
+    try:
+        if "output" in usage:
+            return TokenUsage(int(usage["text_input"]), int(usage["image_input"]), int(usage["output"]))
+        if "output_tokens" in usage:
+            details = usage.get("input_tokens_details") or {}
+            text = int(details.get("text_tokens", usage.get("input_tokens", 0)))
+            return TokenUsage(text, int(details.get("image_tokens", 0)), int(usage["output_tokens"]))
+        if "candidatesTokenCount" in usage:
+            by_kind = {d.get("modality"): int(d.get("tokenCount", 0)) for d in usage.get("promptTokensDetails") or []}
+            prompt = int(usage.get("promptTokenCount", 0))
+            image = by_kind.get("IMAGE", 0)
+            return TokenUsage(prompt - image, image, int(usage["candidatesTokenCount"]))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return None
 
 
-DEFAULT_PRICES: list[Price] = [
-    _p("dall-e-3", "0.28", "CNY", D002),  # 1024x1024, the model's default size
-    _p("dall-e-3", "0.42", "CNY", D002, size="1024x1792"),
-    _p("dall-e-3", "0.42", "CNY", D002 + "; 1792x1024 assumed to cost as 1024x1792", size="1792x1024"),
-    _p("dall-e-2", "0.14", "CNY", D002 + "; the 1024x1024 price, also used for smaller sizes"),
-    _p("midjourney", "0.35", "CNY", D002 + "; per task"),
-    _p("mj", "0.35", "CNY", D002 + "; per task"),
-    # Ideogram 3.0 by rendering speed and operation; DEFAULT speed when none is given
-    *[_p(model, amount, "USD", D001_V3, operation, speed=speed)
-      for model in ("V3", "ideogram-v3", "V_3")
-      for speed, row in {"TURBO": ("0.03", "0.03", "0.06", "0.06", "0.06"),
-                         "DEFAULT": ("0.06",) * 5, "QUALITY": ("0.09",) * 5}.items()
-      for operation, amount in zip(("generate", "remix", "edit", "reframe", "replace_background"), row)],
-    *[_p(model, "0.06", "USD", D001_V3 + "; DEFAULT speed") for model in ("V3", "ideogram-v3", "V_3")],
-    # Ideogram 2.0 / 1.0: generate and remix ("text, or text + reference image"), edit, upscale
-    *[_p(model, amount, "USD", D001_V2, operation)
-      for model, amount in {"V_2A": "0.04", "V_2A_TURBO": "0.025", "V_2": "0.08", "V_2_TURBO": "0.05",
-                            "V_1": "0.06", "V_1_TURBO": "0.02"}.items()
-      for operation in ("generate", "remix")],
-    _p("V_2", "0.08", "USD", D001_V2, "edit"),
-    _p("V_2_TURBO", "0.05", "USD", D001_V2, "edit"),
-    *[_p(model, "0.06", "USD", D001_V2, "upscale")
-      for model in ("V_1", "V_1_TURBO", "V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO", "V3")],
-    # the offline sandbox costs nothing
-    *[_p(model, "0", "USD", "built-in offline provider") for model in ("sandbox-image", "sandbox-slow", "sandbox-async")],
-]
+def token_cost(rates: TokenRates, usage: TokenUsage) -> Decimal:
+    """What `usage` costs at `rates`, in the price's currency."""
+    return (rates.text_input * usage.text_input + rates.image_input * usage.image_input
+            + rates.image_output * usage.output) / MILLION
+
+
+def most_token_cost(rates: TokenRates, dims: dict[str, str], prompt: str | None, input_images: int) -> Decimal:
+    """The most one image can cost: the largest output it can have, and an input no larger than
+    the prompt's bytes (a token is at least a byte) plus the input images' cap."""
+    worst = TokenUsage(len((prompt or "").encode()), rates.image_input_tokens * input_images,
+                       rates.most_output_tokens(dims))
+    return token_cost(rates, worst).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _built_in() -> list[Price]:
+    prices: list[Price] = []
+    for entry in catalog().entries:
+        for p in entry.prices:
+            for model in (entry.id, *entry.aliases):
+                prices.append(Price(model, p.amount if p.amount is not None else Decimal(0), p.currency,
+                                    p.operation, dict(p.dimensions), p.source, p.date.isoformat(), p.tokens))
+    return prices
+
+
+DEFAULT_PRICES: list[Price] = _built_in()

@@ -73,9 +73,15 @@ SPECS: dict[str, Spec] = {
     "gemini-2.5-flash-image-preview": Spec("generateContent", GEMINI_RATIOS, (None,)),
     "gemini-3-pro-image-preview": Spec("generateContent", GEMINI3_RATIOS, ("1K", "2K", "4K")),
     "gemini-3.1-flash-image-preview": Spec("generateContent", GEMINI3_RATIOS, ("1K", "2K", "4K")),
+    # GA ids (ai.google.dev changelog): 3 Pro and 3.1 Flash on 2026-05-28, 3.1 Flash Lite (1K only)
+    # on 2026-06-30, Nano Banana 2.1 on 2026-10-06
+    "gemini-3-pro-image": Spec("generateContent", GEMINI3_RATIOS, ("1K", "2K", "4K")),
+    "gemini-3.1-flash-image": Spec("generateContent", GEMINI3_RATIOS, ("1K", "2K", "4K")),
+    "gemini-3.1-flash-lite-image": Spec("generateContent", GEMINI3_RATIOS, ("1K",)),
+    "gemini-nano-banana-2.1": Spec("generateContent", GEMINI3_RATIOS, ("1K", "2K", "4K")),
 }
-ALIASES = {"nano-banana": "gemini-2.5-flash-image", "nano-banana-pro": "gemini-3-pro-image-preview",
-           "nano-banana-2": "gemini-3.1-flash-image-preview"}
+ALIASES = {"nano-banana": "gemini-2.5-flash-image", "nano-banana-pro": "gemini-3-pro-image",
+           "nano-banana-2": "gemini-3.1-flash-image"}
 
 
 def _lower(value: Any) -> Any:
@@ -246,8 +252,9 @@ def _candidates(body: dict) -> Finished:
                 images.append(UpstreamImage(b64=data["data"]))
             elif part.get("text"):
                 texts.append(part["text"])
-    if images:
-        return Finished(images)
+    if images:  # usageMetadata bills the call (token-priced models)
+        usage = body.get("usageMetadata")
+        return Finished(images, {"usage_metadata": usage} if isinstance(usage, dict) else {})
     if filtered := [f for f in finishes if f in FILTERED]:
         raise UpstreamContentFiltered(f"Google withheld the image (finishReason {filtered[0]}).")
     if texts:  # the model chose to answer in words (often a refusal or a question back)

@@ -1,5 +1,6 @@
-"""OpenAI Images API (dall-e-2, dall-e-3, gpt-image-1, gpt-image-1-mini, gpt-image-1.5), and
-`openai-compatible`: any upstream that speaks the same wire format, such as another gateway.
+"""OpenAI Images API (gpt-image-2, gpt-image-2.5-*, gpt-image-2.6-*, and the retired dall-e-2,
+dall-e-3, gpt-image-1, gpt-image-1-mini, gpt-image-1.5), and `openai-compatible`: any upstream
+that speaks the same wire format, such as another gateway.
 
 Upstream (authority: ../shared/upstreams/openai.md), Bearer auth:
   POST /v1/images/generations  JSON {model, prompt, n, size, quality, ...}
@@ -17,9 +18,11 @@ from typing import Any
 
 from pydantic import Field
 
+from pixelgate.domain import sizes
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
+from pixelgate.domain.sizes import Size
 from pixelgate.domain.result import Finished, StreamPartial, UpstreamImage
-from pixelgate.errors import (UpstreamContentFiltered, UpstreamError, UpstreamRejected,
+from pixelgate.errors import (InvalidRequest, UpstreamContentFiltered, UpstreamError, UpstreamRejected,
                               UpstreamUnavailable)
 from pixelgate.providers.base import (EDIT, GENERATE, VARIATION, Capabilities, Channel, FilePart,
                                       Provider, UpstreamCall, UpstreamReply, VendorOptions,
@@ -44,6 +47,48 @@ _GPT_IMAGE = Capabilities(
     input_fidelity=("high", "low"), stream=True, max_images=16,
     image_formats=("png", "webp", "jpeg"), image_max_bytes=50 * MB, surface_delivery={"openai": Delivery.B64})
 _GPT_IMAGE_MINI = Capabilities(**{**_GPT_IMAGE.__dict__, "input_fidelity": None})
+
+# gpt-image-2 and later: any WxH with both sides divisible by 16, aspect between 1:3 and 3:1,
+# at most 3840x2160 (openai.md §2); the lower pixel bound is the 2.5/2.6 one, the strictest known.
+GPT2_MAX_EDGE, GPT2_MAX_PIXELS, GPT2_MIN_PIXELS = 3840, 3840 * 2160, 655_360
+
+
+def gpt2_size(size: Size) -> str:
+    """The `size` to send a gpt-image-2 model: `auto`, the exact WxH when it is valid, or a
+    ratio or tier made concrete (at least 1 MP, steps of 16); else InvalidRequest."""
+    if size.is_auto:
+        return "auto"
+    if size.width and size.height:
+        w, h = size.width, size.height
+    else:
+        w, h = sizes.pixels_for(size, 1024 * 1024, max_side=GPT2_MAX_EDGE)
+        while w * h > GPT2_MAX_PIXELS:  # a 4K tier at 16:9 is 3840x2160; wider ratios shrink
+            w, h = w - 16 * max(1, round(w / h)), h - 16
+    problem = None
+    if w % 16 or h % 16:
+        problem = "both sides must be multiples of 16"
+    elif max(w, h) > 3 * min(w, h):
+        problem = "the aspect ratio must be between 1:3 and 3:1"
+    elif max(w, h) > GPT2_MAX_EDGE or w * h > GPT2_MAX_PIXELS:
+        problem = "it may be at most 3840x2160 (8,294,400 pixels, 3840 a side)"
+    elif w * h < GPT2_MIN_PIXELS:
+        problem = "it must have at least 655,360 pixels (e.g. 1024x640)"
+    if problem:
+        raise InvalidRequest(f"Invalid value: '{sizes.describe(size)}'. For this model 'size' is 'auto' or "
+                             f"WIDTHxHEIGHT, and {problem}.", field="size")
+    return f"{w}x{h}"
+
+
+class ComplexityOptions(VendorOptions):
+    """gpt-image-2.6's `complexity` (OpenAI image generation guide): how elaborate the image is,
+    separate from `quality`; no extra charge."""
+
+    complexity: str | None = Field(default=None, pattern="^(low|medium|high)$")
+
+
+_GPT_IMAGE_2 = Capabilities(**{**_GPT_IMAGE.__dict__, "sizes": None, "fit_size": gpt2_size,
+                               "max_side": GPT2_MAX_EDGE})
+_GPT_IMAGE_26 = Capabilities(**{**_GPT_IMAGE_2.__dict__, "options": ComplexityOptions})
 
 
 class CompatibleOptions(VendorOptions):
@@ -74,7 +119,11 @@ class OpenAI(Provider):
     default_base_url = "https://api.openai.com/v1"
     timeout = 180.0
     models = {"dall-e-2": _DALLE2, "dall-e-3": _DALLE3, "gpt-image-1": _GPT_IMAGE,
-              "gpt-image-1-mini": _GPT_IMAGE_MINI, "gpt-image-1.5": _GPT_IMAGE}
+              "gpt-image-1-mini": _GPT_IMAGE_MINI, "gpt-image-1.5": _GPT_IMAGE, "chatgpt-image-latest": _GPT_IMAGE,
+              "gpt-image-2": _GPT_IMAGE_2, "gpt-image-2-2026-04-21": _GPT_IMAGE_2,
+              "gpt-image-2.5-sunburst": _GPT_IMAGE_2, "gpt-image-2.5-sunburst-2026-09-08": _GPT_IMAGE_2,
+              "gpt-image-2.5-flare": _GPT_IMAGE_2, "gpt-image-2.5-flare-2026-09-08": _GPT_IMAGE_2,
+              "gpt-image-2.6-sunburst": _GPT_IMAGE_26, "gpt-image-2.6-flare": _GPT_IMAGE_26}
 
     def build(self, req: ImageRequest, model: str, channel: Channel) -> UpstreamCall:
         fields: dict[str, Any] = {"model": model, "n": req.n}
@@ -85,6 +134,8 @@ class OpenAI(Provider):
             value = getattr(req, name)
             if value is not None:
                 fields[name] = value
+        if req.size is not None and self.models.get(model, self.generic) in (_GPT_IMAGE_2, _GPT_IMAGE_26):
+            fields["size"] = gpt2_size(sizes.parse(req.size))
         if req.stream:
             fields["stream"] = True
         if not _is_gpt_image(model):

@@ -14,12 +14,13 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Awaitable, Callable, Mapping
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from pixelgate.db.models import ApiKey
+from pixelgate.db.models import Account, ApiKey
 from pixelgate.errors import Forbidden, NotFound, Unauthorized
 
 KEY_PREFIX = "pg-"
@@ -35,6 +36,9 @@ class Principal:
     account_id: int | None = None
     rate_limit_rpm: int | None = None
     max_concurrent: int | None = None
+    group: str | None = None
+    account_markup: Decimal = Decimal(1)
+    """The account's markup (Account.markup); the group's is a setting (group_markups)."""
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -69,7 +73,7 @@ def key_view(row: ApiKey) -> dict:
             "enabled": row.enabled, "expires_at": row.expires_at.isoformat() if row.expires_at else None,
             "allowed_models": row.allowed_models, "account_id": row.account_id,
             "rate_limit_rpm": row.rate_limit_rpm, "max_concurrent": row.max_concurrent,
-            "created_at": row.created_at.isoformat()}
+            "group": row.group, "created_at": row.created_at.isoformat()}
 
 
 class KeyStore:
@@ -116,7 +120,9 @@ class KeyStore:
 
     async def _load(self, digest: str) -> Principal | None:
         async with self._sessions() as session:
-            row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar_one_or_none()
+            found = (await session.execute(select(ApiKey, Account.markup).outerjoin(
+                Account, Account.id == ApiKey.account_id).where(ApiKey.key_hash == digest))).first()
+        row, markup = found if found is not None else (None, None)
         if row is None or not row.enabled:
             return None
         expires = row.expires_at
@@ -124,9 +130,9 @@ class KeyStore:
             expires = expires.replace(tzinfo=timezone.utc)
         models = frozenset(row.allowed_models) if row.allowed_models is not None else None
         return Principal(row.id, row.name, row.is_admin, models, expires, row.account_id, row.rate_limit_rpm,
-                         row.max_concurrent)
+                         row.max_concurrent, row.group, Decimal(markup) if markup is not None else Decimal(1))
 
-    async def _changed(self) -> None:
+    async def changed(self) -> None:
         """Forget here at once; `announce` (services.invalidation) tells the other processes."""
         self.forget()
         if self.announce is not None:
@@ -138,15 +144,16 @@ class KeyStore:
     async def create(self, name: str, *, is_admin: bool = False, expires_at: datetime | None = None,
                      allowed_models: list[str] | None = None, token: str | None = None,
                      account_id: int | None = None, rate_limit_rpm: int | None = None,
-                     max_concurrent: int | None = None) -> tuple[ApiKey, str]:
+                     max_concurrent: int | None = None, group: str | None = None) -> tuple[ApiKey, str]:
         token = token or new_key()
         row = ApiKey(name=name, key_hash=hash_key(token), prefix=token[:8], is_admin=is_admin,
                      enabled=True, expires_at=expires_at, allowed_models=allowed_models,
                      webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
-                     account_id=account_id, rate_limit_rpm=rate_limit_rpm, max_concurrent=max_concurrent)
+                     account_id=account_id, rate_limit_rpm=rate_limit_rpm, max_concurrent=max_concurrent,
+                     group=group)
         async with self._sessions() as session, session.begin():
             session.add(row)
-        await self._changed()  # a process may have cached this key as unknown
+        await self.changed()  # a process may have cached this key as unknown
         return row, token
 
     async def list(self) -> list[ApiKey]:
@@ -165,7 +172,7 @@ class KeyStore:
             result = await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**fields))
             if result.rowcount == 0:
                 raise NotFound(f"No API key with id {key_id}.", field="id")
-        await self._changed()
+        await self.changed()
         return await self.get(key_id)
 
     async def delete(self, key_id: int) -> None:
@@ -173,7 +180,7 @@ class KeyStore:
             result = await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
         if result.rowcount == 0:
             raise NotFound(f"No API key with id {key_id}.", field="id")
-        await self._changed()
+        await self.changed()
 
     async def ensure_admin(self, admin_key: str | None) -> str | None:
         """Make sure an admin key exists. Returns a newly generated key (to print once), or

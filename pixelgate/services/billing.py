@@ -1,7 +1,9 @@
 """Prices and money: quote, hold, settle. The only module that moves a balance.
 
   quote   the unit price of a request (most specific matching entry; operator prices beat the
-          built-in defaults), converted into the gateway's currency, exact Decimal arithmetic
+          built-in defaults), converted into the gateway's currency and marked up for the key's
+          account and group, exact Decimal arithmetic. A token price quotes the most one image
+          can cost, and charges the usage the vendor reports
   hold    before any upstream call: reserve the most the request can cost, in ONE conditional
           UPDATE (available = balance - reserved must cover it), so two concurrent requests can
           never both spend the last unit; a ledger row records it
@@ -30,11 +32,11 @@ from sqlalchemy.orm import aliased
 
 from pixelgate.db.models import Account, LedgerEntry, PriceRow
 from pixelgate.domain import sizes
-from pixelgate.domain.prices import DEFAULT_PRICES, Price
+from pixelgate.domain.prices import (CENT, DEFAULT_PRICES, Price, TokenRates, TokenUsage, most_token_cost,
+                                     token_cost)
 from pixelgate.domain.request import ImageRequest
 from pixelgate.errors import InsufficientBalance, InvalidRequest, NotFound, NotPriced
 
-CENT = Decimal("0.00000001")
 
 
 def _now() -> datetime:
@@ -44,7 +46,28 @@ def _now() -> datetime:
 @dataclass(frozen=True)
 class Quote:
     unit_price: Decimal
+    """The most one image can cost, in the gateway's currency, marked up: the hold per image."""
     price: Price | None
+    factor: Decimal = Decimal(1)
+    """Exchange rate times markup: the price's currency to what the client pays."""
+
+    def charge(self, delivered: int, usage: TokenUsage | None = None) -> Decimal:
+        """What the delivered images cost: by the reported usage for a token price, else per image."""
+        if self.price is not None and self.price.tokens is not None and usage is not None and delivered:
+            return (token_cost(self.price.tokens, usage) * self.factor).quantize(CENT, rounding=ROUND_HALF_UP)
+        return self.unit_price * delivered
+
+    def snapshot(self) -> dict:
+        """The quote as a task row keeps it, so that any worker charges it alike."""
+        tokens = self.price.tokens if self.price is not None else None
+        return {"unit_price": str(self.unit_price), "factor": str(self.factor),
+                "tokens": tokens.model_dump(mode="json") if tokens is not None else None}
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> "Quote":
+        tokens = TokenRates.model_validate(snap["tokens"]) if snap.get("tokens") else None
+        price = Price("", Decimal(0), "", tokens=tokens) if tokens is not None else None
+        return cls(Decimal(snap.get("unit_price", "0")), price, Decimal(snap.get("factor", "1")))
 
 
 def request_dimensions(req: ImageRequest) -> dict[str, str]:
@@ -99,7 +122,9 @@ class Billing:
         table: dict[str, list[tuple[int, Price]]] = {}
         for rank, prices in ((1, DEFAULT_PRICES), (2, self._configured),
                              (3, [Price(r.model, Decimal(r.amount), r.currency, r.operation, dict(r.dimensions),
-                                        f"admin (price #{r.id})") for r in rows])):
+                                        f"admin (price #{r.id})",
+                                        tokens=TokenRates.model_validate(r.tokens) if r.tokens else None)
+                                  for r in rows])):
             for price in prices:
                 table.setdefault(price.model, []).append((rank, price))
         self._table, self._expires = table, time.monotonic() + self._cache_seconds
@@ -108,11 +133,13 @@ class Billing:
     def forget(self) -> None:
         self._expires = 0.0
 
-    async def quote(self, req: ImageRequest) -> Quote:
-        """The unit price in the gateway's currency, or NotPriced when the operator has said
-        unpriced models are refused (the default)."""
+    async def quote(self, req: ImageRequest, markup: Decimal = Decimal(1), model: str | None = None) -> Quote:
+        """The most one image of `req` can cost the client, or NotPriced when the operator has
+        said unpriced models are refused (the default). `model`: price it as this model (a
+        retired model served by its successor that has no price of its own)."""
+        model = model or req.model
         dims = request_dimensions(req)
-        candidates = [(price.specificity, rank, price) for rank, price in (await self.table()).get(req.model, [])
+        candidates = [(price.specificity, rank, price) for rank, price in (await self.table()).get(model, [])
                       if price.operation in ("*", req.operation.value)
                       and all(dims.get(k) == v for k, v in price.dimensions.items())]
         if not candidates:
@@ -122,16 +149,24 @@ class Billing:
                             "unpriced models. The operator can add a price (admin API /admin/prices or "
                             "the config file) or set unpriced = \"free\".", field="model")
         _, _, price = max(candidates, key=lambda c: (c[0], c[1]))
-        return Quote(self.convert(price.amount, price.currency, req.model), price)
+        factor = self.rate(price.currency, model) * markup
+        amount = price.amount
+        if price.tokens is not None:
+            amount = most_token_cost(price.tokens, dims, req.prompt, len(req.images) + len(req.style_images))
+        return Quote((amount * factor).quantize(CENT, rounding=ROUND_HALF_UP), price, factor)
 
-    def convert(self, amount: Decimal, currency: str, model: str = "") -> Decimal:
+    def rate(self, currency: str, model: str = "") -> Decimal:
+        """How much of the gateway's currency one unit of `currency` is."""
         if currency == self.currency:
-            return amount
+            return Decimal(1)
         rate = self._rates.get(currency)
         if rate is None:
             raise NotPriced(f"The price of '{model}' is in {currency}, and no exchange rate from {currency} "
                             f"to {self.currency} is configured (exchange_rates).", field="model")
-        return (amount * rate).quantize(CENT, rounding=ROUND_HALF_UP)
+        return rate
+
+    def convert(self, amount: Decimal, currency: str, model: str = "") -> Decimal:
+        return (amount * self.rate(currency, model)).quantize(CENT, rounding=ROUND_HALF_UP)
 
     # -- holds and settlement --
 
@@ -168,14 +203,17 @@ class Billing:
                 LedgerEntry.request_id == request_id, LedgerEntry.kind == "hold",
                 LedgerEntry.lease_until.is_not(None)).values(lease_until=_now() + timedelta(seconds=lease_seconds)))
 
-    async def settle(self, request_id: str, delivered: int, session: AsyncSession | None = None) -> Decimal | None:
+    async def settle(self, request_id: str, delivered: int, session: AsyncSession | None = None,
+                     charge: Decimal | None = None) -> Decimal | None:
         """Charge what was delivered and free the rest of the hold, once. Returns the charge, or
-        None when there was no hold or it was settled already. In a caller's `session` the
-        settlement commits (or not) with the caller's other writes: a task's outcome."""
+        None when there was no hold or it was settled already. `charge`: the cost as the quote
+        computes it from the vendor's usage (never more than the hold); else the unit price
+        per image delivered. In a caller's `session` the settlement commits (or not) with the
+        caller's other writes: a task's outcome."""
         if session is None:
             try:
                 async with self._sessions() as own, own.begin():
-                    return await self.settle(request_id, delivered, own)
+                    return await self.settle(request_id, delivered, own, charge)
             except IntegrityError:  # (request_id, kind) is unique: settled by another already
                 return None
         hold = (await session.execute(select(LedgerEntry).where(
@@ -186,7 +224,9 @@ class Billing:
             LedgerEntry.request_id == request_id, LedgerEntry.kind == "settle"))).first()
         if settled is not None:
             return None
-        charge = min(Decimal(hold.unit_price) * delivered, Decimal(hold.amount))
+        if charge is None:
+            charge = Decimal(hold.unit_price) * delivered
+        charge = min(charge, Decimal(hold.amount))
         session.add(LedgerEntry(account_id=hold.account_id, request_id=request_id, kind="settle",
                                 amount=charge, unit_price=hold.unit_price))
         await session.flush()  # the unique (request_id, kind) stops a concurrent second settlement
@@ -215,11 +255,21 @@ class Billing:
 
     # -- accounts --
 
-    async def create_account(self, name: str, balance: Decimal | None, spend_limit: Decimal | None) -> Account:
-        account = Account(name=name, balance=balance, reserved=Decimal(0), spent=Decimal(0), spend_limit=spend_limit)
+    async def create_account(self, name: str, balance: Decimal | None, spend_limit: Decimal | None,
+                             markup: Decimal = Decimal(1)) -> Account:
+        account = Account(name=name, balance=balance, reserved=Decimal(0), spent=Decimal(0), spend_limit=spend_limit,
+                          markup=markup)
         async with self._sessions() as session, session.begin():
             session.add(account)
         return account
+
+    async def update_account(self, account_id: int, **fields) -> Account:
+        if not fields:
+            return await self.account(account_id)
+        async with self._sessions() as session, session.begin():
+            if (await session.execute(update(Account).where(Account.id == account_id).values(**fields))).rowcount != 1:
+                raise NotFound(f"No account with id {account_id}.", field="account_id")
+        return await self.account(account_id)
 
     async def account(self, account_id: int) -> Account:
         async with self._sessions() as session:

@@ -31,14 +31,17 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
                                      Submitted, UpstreamImage)
 from pixelgate.domain.validate import validate
-from pixelgate.errors import GatewayError, UpstreamBadResponse, UpstreamError, UpstreamTimeout
+from pixelgate.domain.prices import TokenUsage, token_usage
+from pixelgate.errors import (GatewayError, ModelNotFound, NotPriced, UpstreamBadResponse, UpstreamError,
+                              UpstreamTimeout)
 from pixelgate.providers import REGISTRY
-from pixelgate.providers.base import Channel, Provider, UpstreamCall, UpstreamReply
+from pixelgate.providers.base import Capabilities, Channel, Provider, UpstreamCall, UpstreamReply
+from pixelgate.services import lifecycle
 from pixelgate.services.auth import Principal
 from pixelgate.services.billing import Billing, Quote
 from pixelgate.services.ratelimit import RateLimiter, Slot
 from pixelgate.services.records import RecordWriter
-from pixelgate.services.routing import ChannelDirectory, Route
+from pixelgate.services.routing import KNOWN_MODELS, ChannelDirectory, Route
 from pixelgate.services.storage import ImageStore, UrlSigner, file_name
 from pixelgate.services.transport import upstream_errors
 
@@ -134,16 +137,20 @@ class Engine:
         """Everything that can refuse the request before anything is spent: the model, the key's
         rights, the request's validity, its price, the key's rate limits."""
         ctx.operation, ctx.model, ctx.images_requested = req.operation.value, req.model, req.n
-        route = await self.route_for(req)
         principal = ctx.principal
         assert principal is not None
         principal.require_model(req.model)
-        validate(req, route.capabilities, ctx.surface)
+        retired = lifecycle.retirement(req.model, self.settings.retired_models) if req.channel is None else None
+        if retired is not None and retired.policy == "refuse":
+            raise lifecycle.refusal(retired, req.model)
+        if retired is not None and retired.policy == "successor":
+            route = await self._succeed(req, ctx, retired)
+        else:
+            route = await self.route_for(req)
+            validate(req, route.capabilities, ctx.surface)
+            self._default_delivery(req, route.capabilities, ctx)
+            ctx.quote = await self.billing.quote(req, self.markup(principal))
         ctx.images_requested = req.n  # a vendor option may have set it
-        if req.delivery is None:  # the client did not say: the model's documented default
-            caps = route.capabilities
-            req.delivery = caps.surface_delivery.get(ctx.surface, caps.default_delivery)
-        ctx.quote = await self.billing.quote(req)
         slot = await self.limiter.acquire(principal)
         if slot is not None:
             keeper = asyncio.create_task(self._keep_slot(slot))
@@ -155,6 +162,42 @@ class Engine:
 
             ctx.cleanups.append(release)
         return route
+
+    async def _succeed(self, req: ImageRequest, ctx: RequestContext, retired: lifecycle.Retirement) -> Route:
+        """A retired model served by its successor: checked, defaulted and priced as the model the
+        client named (its price if it has one, else the successor's), then translated in place."""
+        own = KNOWN_MODELS.get(req.model)
+        if own is not None:
+            validate(req, own[1], ctx.surface)
+            self._default_delivery(req, own[1], ctx)
+        try:
+            quote = await self.billing.quote(req, self.markup(ctx.principal))
+        except NotPriced:
+            quote = None
+        try:
+            successor = await self.directory.route(retired.successor, req.provider)
+        except ModelNotFound:
+            raise ModelNotFound(f"The model '{req.model}' was retired by its vendor on {retired.entry.shutdown}, "
+                                f"and no channel serves its successor '{retired.successor}'.",
+                                field="model") from None
+        translated = lifecycle.translate(req, retired, successor.capabilities)
+        for name in ("model", "operation", "prompt", "quality", "size", "style", "background", "output_format",
+                     "output_compression", "moderation", "input_fidelity", "extras"):
+            setattr(req, name, getattr(translated, name))
+        validate(req, successor.capabilities, ctx.surface)
+        self._default_delivery(req, successor.capabilities, ctx)
+        ctx.quote = quote or await self.billing.quote(req, self.markup(ctx.principal))
+        return successor
+
+    @staticmethod
+    def _default_delivery(req: ImageRequest, caps: Capabilities, ctx: RequestContext) -> None:
+        if req.delivery is None:  # the client did not say: the model's documented default
+            req.delivery = caps.surface_delivery.get(ctx.surface, caps.default_delivery)
+
+    def markup(self, principal: Principal) -> Decimal:
+        """What the key pays per unit of list price: its account's markup times its group's."""
+        group = self.settings.group_markups.get(principal.group, Decimal(1)) if principal.group else Decimal(1)
+        return principal.account_markup * group
 
     async def _keep_slot(self, slot: Slot) -> None:
         """A long request keeps its concurrency slot, which would otherwise expire (so that a
@@ -184,13 +227,15 @@ class Engine:
             except Exception:  # the database may be back before the lease runs out
                 log.warning("could not renew the hold of %s", request_id, exc_info=True)
 
-    async def settle(self, ctx: RequestContext, delivered: int) -> Decimal:
-        """Charge the images delivered, once; the cost is recorded even for unlimited keys
-        (which hold nothing, so they cost no database round trip here)."""
+    async def settle(self, ctx: RequestContext, delivered: int, usage: TokenUsage | None = None) -> Decimal:
+        """Charge the images delivered (by the vendor's reported usage for a token price), once;
+        the cost is recorded even for unlimited keys (which hold nothing, so they cost no
+        database round trip here)."""
         if ctx.keeper is not None:
             ctx.keeper.cancel()
-        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered)) if ctx.held else None
-        ctx.cost = charged if charged is not None else ctx.quote.unit_price * delivered
+        charge = ctx.quote.charge(delivered, usage)
+        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered, charge=charge)) if ctx.held else None
+        ctx.cost = charged if charged is not None else charge
         return ctx.cost
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
@@ -202,7 +247,7 @@ class Engine:
         except BaseException:
             await self.settle(ctx, 0)
             raise
-        await self.settle(ctx, len(result.images))
+        await self.settle(ctx, len(result.images), token_usage(result.meta.get("token_usage")))
         return result
 
     async def produce(self, route: Route, req: ImageRequest, ctx: RequestContext) -> ImageResult:
@@ -453,8 +498,12 @@ def _pixel_size(data: bytes) -> tuple[int | None, int | None]:
 
 
 def merge(outcomes: list[Finished], asked: int) -> Finished:
-    """One result from the results of a fan-out."""
+    """One result from the results of a fan-out; `token_usage` sums what every call reported
+    (absent if any call reported none: the request is then charged its quote)."""
     meta = dict(outcomes[0].meta)
     if len(outcomes) < asked:
         meta["partial"] = f"{asked - len(outcomes)} of {asked} upstream calls failed"
+    usages = [token_usage(f.meta.get("usage") or f.meta.get("usage_metadata")) for f in outcomes]
+    if usages and all(u is not None for u in usages):
+        meta["token_usage"] = sum(usages, TokenUsage()).as_dict()
     return Finished([image for f in outcomes for image in f.images], meta)

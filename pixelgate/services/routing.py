@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate.config import ChannelConfig
 from pixelgate.db.models import ChannelRow
+from pixelgate.domain.catalog import catalog
 from pixelgate.errors import InvalidRequest, ModelNotFound, NoChannelAvailable, NotFound
 from pixelgate.providers import REGISTRY
 from pixelgate.providers.base import Capabilities, Channel
@@ -34,6 +35,17 @@ KNOWN_MODELS: dict[str, tuple[str, Capabilities]] = {}
 for _provider in REGISTRY.values():
     for _model, _caps in _provider.models.items():
         KNOWN_MODELS.setdefault(_model, (_provider.name, _caps))
+
+
+def _with_successors(models: list[str], provider) -> list[str]:
+    """A channel's models, and the successors its vendor makes of those of them that the vendor
+    retired: a channel whose key made dall-e-3 makes its successor (services.lifecycle)."""
+    cat, extra = catalog(), []
+    for model in models:
+        successor = cat.successor(model) if (entry := cat.get(model)) and entry.status() == "retired" else None
+        if successor is not None and successor in provider.models and successor not in models:
+            extra.append(successor)
+    return [*models, *dict.fromkeys(extra)]
 
 
 def channel_view(row: ChannelRow) -> dict:
@@ -137,7 +149,7 @@ class ChannelDirectory:
             if not row.enabled:
                 disabled.update(row.models)
                 continue
-            for model in row.models:
+            for model in _with_successors(row.models, provider):
                 # The channel's own vendor knows the model best; a renamed model behaves as the
                 # upstream model it maps to; a model another vendor defines behaves as defined there.
                 upstream = channel.upstream_model(model)

@@ -45,8 +45,10 @@ from pixelgate.db.models import Task, WebhookDelivery
 from pixelgate.domain.images import InputImage
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
+from pixelgate.domain.prices import token_usage
 from pixelgate.errors import GatewayError, LeaseLost, NotFound, UpstreamError
-from pixelgate.services.engine import Engine, RequestContext
+from pixelgate.services.billing import Quote
+from pixelgate.services.engine import Engine, RequestContext, merge
 from pixelgate.services.webhooks import WebhookSender, new_delivery
 
 log = logging.getLogger("pixelgate.tasks")
@@ -145,9 +147,9 @@ class TaskService:
         token, moment = secrets.token_hex(16), now()
         storage = self._engine.storage if run_in_background else None
         snapshot = {**await request_snapshot(req, storage), "unit_price": str(ctx.quote.unit_price),
-                    "sync": run_in_background}
+                    "quote": ctx.quote.snapshot(), "sync": run_in_background}
         task = Task(id=new_task_id(), key_id=ctx.principal.key_id, request_id=ctx.request_id,
-                    surface=ctx.surface, model=req.model, model_path=model_path,
+                    surface=ctx.surface, model=ctx.model or req.model, model_path=model_path,
                     status="pending" if run_in_background else "starting", request=snapshot,
                     input=client_input, jobs=[], webhook_url=webhook_url, webhook_events=webhook_events,
                     created_at=moment, deadline_at=moment + self._deadline, next_poll_at=moment,
@@ -181,7 +183,10 @@ class TaskService:
             else:
                 finished.append(outcome)
         if finished:  # a synchronous vendor (or a part that was): store its images now
-            images = await self._engine.deliver(_merge(finished), req, ctx)
+            merged = merge(finished, len(finished))
+            if "token_usage" in merged.meta:
+                meta["token_usage"] = merged.meta["token_usage"]
+            images = await self._engine.deliver(merged, req, ctx)
             jobs.append({"id": None, "poll_url": None, "images": [_stored(i) for i in images]})
         values = dict(channel=channel, started_at=now(), jobs=jobs, meta=meta)
         if all(j["images"] is not None for j in jobs):
@@ -431,7 +436,8 @@ class TaskService:
             await self._finish(task.id, token, "failed", error=_error(exc), channel=ctx.channel)
             return
         jobs = [{"id": None, "poll_url": None, "images": [_stored(i) for i in result.images]}]
-        await self._finish(task.id, token, "succeeded", jobs=jobs, channel=ctx.channel)
+        meta = {**(task.meta or {}), **({"token_usage": result.meta["token_usage"]} if "token_usage" in result.meta else {})}
+        await self._finish(task.id, token, "succeeded", jobs=jobs, channel=ctx.channel, meta=meta)
 
     async def _poll(self, task: Task, token: str) -> None:
         """Poll the task's unfinished jobs once; finish it when all are done."""
@@ -497,8 +503,10 @@ class TaskService:
                 raise LeaseLost(f"Task {task_id} was taken over or finished by another worker.")
             task = await session.get(Task, task_id)
             delivered = len(task.output or []) if status == "succeeded" else 0
-            charged = await self._engine.billing.settle(task.request_id, delivered, session=session)
-            task.cost = charged if charged is not None else Decimal(task.request.get("unit_price", "0")) * delivered
+            quote = Quote.from_snapshot(task.request.get("quote") or task.request)
+            charge = quote.charge(delivered, token_usage((task.meta or {}).get("token_usage")))
+            charged = await self._engine.billing.settle(task.request_id, delivered, session=session, charge=charge)
+            task.cost = charged if charged is not None else charge
             wanted = task.webhook_url and (not task.webhook_events or "completed" in task.webhook_events)
             if wanted:
                 session.add(new_delivery(task, "completed"))
@@ -575,10 +583,6 @@ def _stored(image) -> dict:
 
 def _output(jobs: list[dict]) -> list[dict]:
     return [image for job in jobs for image in (job["images"] or [])]
-
-
-def _merge(outcomes: list[Finished]) -> Finished:
-    return Finished([image for f in outcomes for image in f.images], dict(outcomes[0].meta))
 
 
 def _error(exc: GatewayError) -> dict:

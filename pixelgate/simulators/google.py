@@ -4,8 +4,14 @@ Authority: ../shared/upstreams/google.md. Serve it with ``serve(create_app(state
 ``<base>/v1beta``. Routes:
 
   POST /v1beta/models/{imagen model}:predict           Imagen 4 (and imagen-3.0-generate-002)
-  POST /v1beta/models/{gemini model}:generateContent   gemini-2.5-flash-image(-preview),
-                                                       gemini-3-pro-image-preview, gemini-3.1-flash-image-preview
+  POST /v1beta/models/{gemini model}:generateContent   gemini-2.5-flash-image, gemini-3-pro-image,
+                       gemini-3.1-flash-image, gemini-3.1-flash-lite-image, gemini-nano-banana-2.1
+                       (and the -preview ids)
+
+Shut-down models answer 404 NOT_FOUND from their shutdown date on (ai.google.dev changelog and
+deprecations page): Imagen 4 on 2026-08-17, imagen-3.0-generate-002 on 2025-11-10, the 3.x
+-preview ids on 2026-06-25; ``state.today`` moves the emulator's calendar. gemini-3.1-flash-lite-image
+makes 1K only.
 Auth: ``x-goog-api-key`` header or ``?key=``. A missing key is Google's 403 PERMISSION_DENIED; a
 wrong key is its 400 INVALID_ARGUMENT with an ErrorInfo detail ``reason: API_KEY_INVALID``.
 Errors: ``{"error": {"code", "message", "status", "details"}}``. Request field names are accepted
@@ -40,6 +46,7 @@ import math
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import orjson
@@ -65,7 +72,12 @@ IMAGEN = {"imagen-4.0-generate-001": {"image_sizes": ("1K", "2K")},
 _G25 = {"ratios": GEMINI25_RATIOS, "sizes": False, "max_images": None, "thinking": False}
 _G3 = {"ratios": GEMINI3_RATIOS, "sizes": True, "max_images": 14, "thinking": True}
 GEMINI = {"gemini-2.5-flash-image": _G25, "gemini-2.5-flash-image-preview": _G25,
-          "gemini-3-pro-image-preview": _G3, "gemini-3.1-flash-image-preview": _G3}
+          "gemini-3-pro-image-preview": _G3, "gemini-3.1-flash-image-preview": _G3,
+          "gemini-3-pro-image": _G3, "gemini-3.1-flash-image": _G3, "gemini-nano-banana-2.1": _G3,
+          "gemini-3.1-flash-lite-image": {**_G3, "tiers": ("1K",)}}
+SHUTDOWN = {"imagen-4.0-generate-001": date(2026, 8, 17), "imagen-4.0-ultra-generate-001": date(2026, 8, 17),
+            "imagen-4.0-fast-generate-001": date(2026, 8, 17), "imagen-3.0-generate-002": date(2025, 11, 10),
+            "gemini-3-pro-image-preview": date(2026, 6, 25), "gemini-3.1-flash-image-preview": date(2026, 6, 25)}
 TIER_AREA = {"1K": 1024 * 1024, "2K": 4 * 1024 * 1024, "4K": 16 * 1024 * 1024}
 INPUT_MIMES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
 
@@ -113,6 +125,7 @@ class GoogleEmulatorState:
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: deque = field(default_factory=deque)  # (status, body, headers)
     calls: int = 0
+    today: date | None = None  # the emulator's calendar for shutdowns; None: the real date
 
     def fail_next(self, status: int, body: dict | None = None, count: int = 1, headers: dict | None = None) -> None:
         """Answer the next ``count`` API calls with ``status`` and ``body`` (Google's error shape by default).
@@ -329,9 +342,10 @@ def _generate_content(model: str, body: Any, state: GoogleEmulatorState) -> dict
         raise _bad("* GenerateContentRequest.generation_config.image_config.aspect_ratio: aspect_ratio must be "
                    f"one of {', '.join(spec['ratios'])}.")
     tier = image_config.get("imageSize", "1K")
-    if tier not in TIER_AREA:
+    tiers = spec.get("tiers", tuple(TIER_AREA))
+    if tier not in tiers:
         raise _bad("* GenerateContentRequest.generation_config.image_config.image_size: image_size must be one "
-                   "of 1K, 2K, 4K.")
+                   f"of {', '.join(tiers)}.")
     prompt = " ".join(texts)
     usage = {"promptTokenCount": 12 + 258 * len(images),
              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 12}]
@@ -398,7 +412,8 @@ async def _models(request: Request) -> Response:
             return _json(fail_body, status, headers)
         model, _, action = request.path_params["target"].partition(":")
         handler = {"predict": (IMAGEN, _predict), "generateContent": (GEMINI, _generate_content)}.get(action)
-        if handler is None or model not in handler[0]:
+        shut = SHUTDOWN.get(model)
+        if handler is None or model not in handler[0] or shut is not None and shut <= (state.today or date.today()):
             raise ApiError(404, f"models/{model} is not found for API version v1beta, or is not supported for "
                                 f"{action or 'this method'}. Call ListModels to see the list of available models "
                                 "and their supported methods.")

@@ -7,8 +7,13 @@ reference says the real API accepts and answers like it, errors included
 
 Choices where the reference is silent or marked unconfirmed:
 
-* Models: dall-e-2, dall-e-3, gpt-image-1, gpt-image-1-mini, gpt-image-1.5;
-  any other (chatgpt-image-latest and gpt-image-2* included) -> 404.
+* Models: gpt-image-2 (and its 2026-04-21 snapshot), gpt-image-2.5-sunburst/-flare (and their
+  2026-09-08 snapshots), gpt-image-2.6-sunburst/-flare (which also take ``complexity``); the
+  retired dall-e-2, dall-e-3, gpt-image-1, gpt-image-1-mini, gpt-image-1.5 and chatgpt-image-latest
+  answer 404 ``model_not_found`` from their shutdown date (OpenAI's deprecations page) on, as the
+  real API does; ``state.today`` moves the emulator's calendar. Any other model -> 404.
+* gpt-image-2*: any ``WxH`` with both sides multiples of 16, aspect 1:3..3:1, at most 3840x2160
+  and at least 655,360 pixels (the 2.5/2.6 bound).
 * A parameter the model does not take (``style`` on dall-e-2,
   ``response_format`` on GPT image, ``stream`` on DALL·E, ``input_fidelity`` on
   generations or gpt-image-1-mini, ``moderation`` on *multipart* edits) is
@@ -38,6 +43,7 @@ import re
 import secrets
 import time
 from collections import deque
+from datetime import date
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -53,7 +59,13 @@ from starlette.routing import Route
 __all__ = ["MODELS", "OpenAIEmulatorState", "RecordedRequest", "create_app"]
 
 MB = 1024 * 1024
-GPT_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
+GPT2_MODELS = ("gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08",
+               "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare")
+GPT_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest", *GPT2_MODELS)
+# Shut down on these dates (developers.openai.com/api/docs/deprecations): 404 model_not_found after.
+SHUTDOWN = {"dall-e-2": date(2026, 5, 12), "dall-e-3": date(2026, 5, 12), "gpt-image-1": date(2026, 10, 23),
+            "gpt-image-1-mini": date(2026, 12, 1), "gpt-image-1.5": date(2026, 12, 1),
+            "chatgpt-image-latest": date(2026, 12, 1)}
 GPT_SIZES = ("1024x1024", "1024x1536", "1536x1024", "auto")
 # Any of these (non-null) without `model` makes generations default to gpt-image-1 (spec wording).
 GPT_ONLY = ("output_format", "output_compression", "background", "moderation", "stream", "partial_images")
@@ -77,22 +89,28 @@ MODELS: dict[str, dict[str, Any]] = {
     "gpt-image-1": _GPT_SPEC,
     "gpt-image-1-mini": {**_GPT_SPEC, "fields": {k: v - {"input_fidelity"} for k, v in _GPT_FIELDS.items()}},
     "gpt-image-1.5": _GPT_SPEC,
+    "chatgpt-image-latest": _GPT_SPEC,
+    **{m: {**_GPT_SPEC, "sizes": "custom"} for m in GPT2_MODELS},
+    **{m: {**_GPT_SPEC, "sizes": "custom", "fields": {k: v | {"complexity"} for k, v in _GPT_FIELDS.items()}}
+       for m in ("gpt-image-2.6-sunburst", "gpt-image-2.6-flare")},
 }
 DEFAULT_MODEL = {"generations": "dall-e-2", "edits": "gpt-image-1.5", "edits_json": "gpt-image-1.5",
                  "variations": "dall-e-2"}
 ENUMS = {"response_format": ("url", "b64_json"), "output_format": ("png", "jpeg", "webp"),
          "background": ("transparent", "opaque", "auto"), "moderation": ("low", "auto"),
-         "style": ("vivid", "natural"), "input_fidelity": ("high", "low")}
+         "style": ("vivid", "natural"), "input_fidelity": ("high", "low"), "complexity": ("low", "medium", "high")}
 RANGES = {"output_compression": (0, 100), "partial_images": (0, 3)}  # plus n: 1..n_max
 TYPES = {"prompt": str, "model": str, "n": int, "size": str, "quality": str, "response_format": str,
          "output_format": str, "output_compression": int, "background": str, "moderation": str, "style": str,
-         "stream": bool, "partial_images": int, "user": str, "input_fidelity": str, "images": list, "mask": dict}
+         "stream": bool, "partial_images": int, "user": str, "input_fidelity": str, "images": list, "mask": dict,
+         "complexity": str}
 # Uploads: accepted part mimetypes, Pillow formats, size limit (exclusive), must be square, max count.
 _PNG_4MB = {"mimes": ("image/png",), "formats": ("PNG",), "max_mb": 4, "square": True, "max_count": 1}
 IMAGE_RULES = {"dall-e-2": _PNG_4MB, "mask": {**_PNG_4MB, "square": False},
                **{m: {"mimes": ("image/jpeg", "image/png", "image/webp"), "formats": ("PNG", "JPEG", "WEBP"),
                       "max_mb": 50, "square": False, "max_count": 16} for m in GPT_MODELS}}
 OUTPUT_TOKENS = {"low": (272, 408, 400), "medium": (1056, 1584, 1568), "high": (4160, 6240, 6208)}  # by size
+OUTPUT_TOKENS_PER_MP = {"low": 260, "medium": 1008, "high": 3968}  # the same rates, for custom sizes
 INPUT_IMAGE_TOKENS = {"low": 323, "high": 4483}  # per input image on edits, by input_fidelity
 DEFAULT_ERRORS = {  # fail_next() without a body: status -> (message, type, code)
     429: ("Rate limit reached for images in organization org-emulator on requests per min (RPM): Limit 5, "
@@ -128,6 +146,7 @@ class OpenAIEmulatorState:
     requests: list[RecordedRequest] = field(default_factory=list)
     files: dict[str, tuple[bytes, str, int]] = field(default_factory=dict)  # name -> (bytes, mime, expiry)
     failures: deque = field(default_factory=deque)  # (status, body, headers) from fail_next()
+    today: date | None = None  # the emulator's calendar for shutdowns; None: the real date
 
     def fail_next(self, status: int, body: dict | None = None, count: int = 1, headers: dict | None = None) -> None:
         """Answer the next ``count`` image API requests with ``status``/``body`` (and extra ``headers``)."""
@@ -304,7 +323,19 @@ def _ref(item: Any, param: str) -> Upload:
     raise ApiError(f"Invalid '{param}.image_url': {why}.", f"{param}.image_url")
 
 
-def validate(endpoint: str, fields: dict[str, Any]) -> dict[str, Any]:
+def _custom_size(size: str) -> None:
+    """gpt-image-2*: `auto` or WxH within the model's pixel and edge limits."""
+    if size == "auto":
+        return
+    m = re.fullmatch(r"(\d{1,5})x(\d{1,5})", size)
+    w, h = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if not m or w % 16 or h % 16 or max(w, h) > 3 * min(w, h) or max(w, h) > 3840 or not 655_360 <= w * h <= 8_294_400:
+        raise ApiError(f"Invalid size '{size}'. Requested size must have both dimensions divisible by 16, an "
+                       "aspect ratio between 1:3 and 3:1, at most 3840 pixels on the longest edge and between "
+                       "655,360 and 8,294,400 pixels in total.", "size", "invalid_size")
+
+
+def validate(endpoint: str, fields: dict[str, Any], today: date | None = None) -> dict[str, Any]:
     """Check a parsed request against the tables above; return typed params (+ model, images, mask)."""
     model = fields.get("model")
     if model is None:
@@ -315,6 +346,9 @@ def validate(endpoint: str, fields: dict[str, Any]) -> dict[str, Any]:
     elif model not in MODELS:
         raise ApiError(f"The model '{model}' does not exist or you do not have access to it.", None,
                        "model_not_found", status=404)
+    if model in SHUTDOWN and SHUTDOWN[model] <= (today or date.today()):
+        raise ApiError(f"The model `{model}` has been deprecated, learn more here: "
+                       "https://platform.openai.com/docs/deprecations", None, "model_not_found", status=404)
     spec, multipart = MODELS[model], endpoint in ("edits", "variations")
     allowed = spec["fields"].get(endpoint)
     if allowed is None:
@@ -340,8 +374,10 @@ def validate(endpoint: str, fields: dict[str, Any]) -> dict[str, Any]:
     if prompt and len(prompt) > spec["prompt_max"]:
         raise ApiError(f"Invalid 'prompt': string too long. Expected a string with maximum length "
                        f"{spec['prompt_max']}, but got a string with length {len(prompt)} instead.", "prompt")
+    if spec["sizes"] == "custom" and "size" in p:
+        _custom_size(p["size"])
     for k, choices in {**ENUMS, "size": spec["sizes"], "quality": spec["qualities"]}.items():
-        if k in p and p[k] not in choices:
+        if k in p and choices != "custom" and p[k] not in choices:
             raise _enum_error(k, p[k], choices)
     for k, (lo, hi) in {"n": (1, spec["n_max"]), **RANGES}.items():
         if k in p and not lo <= p[k] <= hi:
@@ -431,7 +467,12 @@ def _result(p: dict[str, Any], endpoint: str, request: Request, state: OpenAIEmu
     bg_asked = p.get("background", "auto")
     bg = "opaque" if bg_asked == "auto" else bg_asked
     img_tokens = INPUT_IMAGE_TOKENS[p.get("input_fidelity", "low")] * len(p.get("images", []))
-    text_tokens, out = max(1, len(prompt) // 4), OUTPUT_TOKENS[quality][GPT_SIZES.index(size)]
+    text_tokens = max(1, len(prompt) // 4)
+    if size in GPT_SIZES:
+        out = OUTPUT_TOKENS[quality][GPT_SIZES.index(size)]
+    else:
+        w, h = map(int, size.split("x"))
+        out = round(OUTPUT_TOKENS_PER_MP[quality] * w * h / 1_000_000)
 
     def usage(images: int) -> dict[str, Any]:
         return {"input_tokens": text_tokens + img_tokens,
@@ -517,7 +558,7 @@ def _endpoint(endpoint: str):
                 return _json(body, rid, status, extra)
             if parse_error:
                 raise parse_error
-            p = validate(kind, fields)
+            p = validate(kind, fields, state.today)
             needle = state.refuse_prompts_containing
             if needle and needle.lower() in p.get("prompt", "").lower():
                 msg, typ, code = POLICY_ERRORS[p["model"] in GPT_MODELS]

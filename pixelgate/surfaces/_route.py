@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from decimal import Decimal
 from typing import Callable
 
 from fastapi import Request, Response
@@ -54,6 +55,7 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                     response = render_error(error)
                     response.headers.update(error.headers)
                 response.headers["x-request-id"] = request_id
+                _cost_headers(response, ctx, request.app.state.services.engine.billing.currency)
                 if response.status_code == 401:
                     await guard.failed(address)
                 if not getattr(request.state, "log_deferred", False):  # a stream does this when it ends
@@ -65,6 +67,26 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
             return handle
 
     return SurfaceRoute
+
+
+def _cost_headers(response: Response, ctx: RequestContext, currency: str) -> None:
+    """What the request cost the client (marked up, in the gateway's currency); for a task
+    still running, the most it can cost (its hold)."""
+    if ctx.cost is not None:
+        response.headers["x-pixelgate-cost"] = format_amount(ctx.cost)
+        response.headers["x-pixelgate-currency"] = currency
+    elif ctx.quote is not None and ctx.images_requested and response.status_code < 400:
+        response.headers["x-pixelgate-cost-limit"] = format_amount(ctx.quote.unit_price * ctx.images_requested)
+        response.headers["x-pixelgate-currency"] = currency
+
+
+def format_amount(amount: Decimal) -> str:
+    return format(Decimal(amount).normalize(), "f")
+
+
+def task_cost(task) -> dict:
+    """A task's cost as its renderings show it: null until it is finished."""
+    return {"cost": format_amount(task.cost) if task.cost is not None else None}
 
 
 def _validation_error(exc: RequestValidationError) -> InvalidRequest:

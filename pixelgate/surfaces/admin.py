@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 
 from pixelgate.config import ChannelConfig
 from pixelgate.db.models import PriceRow, RequestLog, Task
+from pixelgate.domain.catalog import TokenRates
 from pixelgate.errors import Forbidden, InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view, channel_warnings
@@ -62,6 +63,7 @@ class KeyCreate(BaseModel):
     account_id: int | None = Field(default=None, le=MAX_ID, ge=-MAX_ID)
     rate_limit_rpm: int | None = Field(default=None, ge=1, le=MAX_ID)
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_ID)
+    group: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class KeyUpdate(BaseModel):
@@ -73,6 +75,7 @@ class KeyUpdate(BaseModel):
     account_id: int | None = Field(default=None, le=MAX_ID, ge=-MAX_ID)
     rate_limit_rpm: int | None = Field(default=None, ge=1, le=MAX_ID)
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_ID)
+    group: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class AccountCreate(BaseModel):
@@ -80,6 +83,15 @@ class AccountCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     balance: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT)
     spend_limit: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    markup: Decimal = Field(default=Decimal(1), gt=0, le=1000)
+    """Every price the account pays is multiplied by it (1.2: list price + 20%)."""
+
+
+class AccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    spend_limit: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    markup: Decimal | None = Field(default=None, gt=0, le=1000)
 
 
 class TopUp(BaseModel):
@@ -90,7 +102,7 @@ class TopUp(BaseModel):
 
 def account_view(account) -> dict:
     return {"id": account.id, "name": account.name, "balance": account.balance, "reserved": account.reserved,
-            "spent": account.spent, "spend_limit": account.spend_limit,
+            "spent": account.spent, "spend_limit": account.spend_limit, "markup": account.markup,
             "available": None if account.balance is None else Decimal(account.balance) - Decimal(account.reserved)}
 
 
@@ -115,7 +127,8 @@ async def create_key(request: Request) -> Response:
         await request.app.state.services.engine.billing.account(body.account_id)
     row, token = await request.app.state.services.keys.create(
         body.name, is_admin=body.is_admin, expires_at=body.expires_at, allowed_models=body.allowed_models,
-        account_id=body.account_id, rate_limit_rpm=body.rate_limit_rpm, max_concurrent=body.max_concurrent)
+        account_id=body.account_id, rate_limit_rpm=body.rate_limit_rpm, max_concurrent=body.max_concurrent,
+        group=body.group)
     return JSONResponse({**key_view(row), "key": token}, status_code=201)
 
 
@@ -208,8 +221,20 @@ async def list_requests(request: Request, limit: int = 50) -> Response:
 async def create_account(request: Request) -> Response:
     await _admin(request)
     body = _parse(AccountCreate, await _json_body(request))
-    account = await request.app.state.services.engine.billing.create_account(body.name, body.balance, body.spend_limit)
+    account = await request.app.state.services.engine.billing.create_account(body.name, body.balance, body.spend_limit,
+                                                                            body.markup)
     return JSONResponse(account_view(account), status_code=201)
+
+
+@router.patch("/accounts/{account_id}")
+async def update_account(account_id: int, request: Request) -> Response:
+    await _admin(request)
+    _id(account_id, "account", "account_id")
+    body = _parse(AccountUpdate, await _json_body(request))
+    services = request.app.state.services
+    account = await services.engine.billing.update_account(account_id, **body.model_dump(exclude_unset=True))
+    await services.keys.changed()  # a key's principal carries its account's markup
+    return JSONResponse(account_view(account))
 
 
 @router.get("/accounts/{account_id}")
@@ -231,7 +256,9 @@ async def top_up(account_id: int, request: Request) -> Response:
 class PriceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=128)
-    amount: Decimal = Field(ge=0, le=MAX_AMOUNT)
+    amount: Decimal = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT)
+    tokens: TokenRates | None = None
+    """A token price (per million tokens); `amount` is then ignored."""
     currency: str | None = Field(default=None, min_length=3, max_length=8)
     operation: str = Field(default="*", min_length=1, max_length=32)
     dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
@@ -244,7 +271,8 @@ async def list_prices(request: Request) -> Response:
     billing = request.app.state.services.engine.billing
     origin = {1: "default", 2: "config", 3: "admin"}
     data = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.amount,
-             "currency": p.currency, "origin": origin[rank], "source": p.source}
+             "tokens": p.tokens.model_dump(mode="json") if p.tokens else None,
+             "currency": p.currency, "origin": origin[rank], "source": p.source, "date": p.date}
             for model, entries in sorted((await billing.table()).items()) for rank, p in entries]
     return JSONResponse({"currency": billing.currency, "data": data})
 
@@ -254,12 +282,14 @@ async def create_price(request: Request) -> Response:
     await _admin(request)
     body = _parse(PriceCreate, await _json_body(request))
     services = request.app.state.services
-    row = PriceRow(model=body.model, operation=body.operation, dimensions=dict(body.dimensions), amount=body.amount,
+    row = PriceRow(model=body.model, operation=body.operation, dimensions=dict(body.dimensions),
+                   amount=Decimal(0) if body.tokens else body.amount,
+                   tokens=body.tokens.model_dump(mode="json") if body.tokens else None,
                    currency=body.currency or services.engine.billing.currency, source="admin")
     async with services.sessions() as session, session.begin():
         session.add(row)
     await services.invalidation.changed("prices")
-    return JSONResponse({"id": row.id, **body.model_dump(), "currency": row.currency}, status_code=201)
+    return JSONResponse({"id": row.id, **body.model_dump(mode="json"), "currency": row.currency}, status_code=201)
 
 
 @router.delete("/prices/{price_id}")

@@ -51,7 +51,7 @@ from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NotFo
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
-from pixelgate.surfaces._route import context, surface_route
+from pixelgate.surfaces._route import context, surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
 
 PROVIDER = "midjourney"
@@ -564,5 +564,6 @@ def render_task(task: Task, base_url: str, services) -> dict:
         "failReason": (task.error or {}).get("message") if status in ("FAILURE", "CANCEL") else None,
         "buttons": (meta.get("buttons") or []) if status == "SUCCESS" else [],
         "mode": (task.request.get("extras") or {}).get("mode"),  # trueai's field
-        "properties": {"finalPrompt": meta.get("finalPrompt") or prompt, "notifyHook": task.webhook_url},
+        "properties": {"finalPrompt": meta.get("finalPrompt") or prompt, "notifyHook": task.webhook_url,
+                       **task_cost(task)},
     }

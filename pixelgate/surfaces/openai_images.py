@@ -23,6 +23,7 @@ from pixelgate.domain.images import load_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
 from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, PayloadTooLarge
+from pixelgate.services import lifecycle
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
 from pixelgate.services.usage import usage
@@ -35,7 +36,7 @@ def render_error(exc: GatewayError) -> Response:
                                    "code": exc.code}}, status_code=exc.status)
 
 
-NATIVE_ONLY_META = {"withheld", "descriptions"}
+NATIVE_ONLY_META = {"withheld", "descriptions", "usage_metadata", "token_usage"}
 """Vendor facts that only the vendor's own surface shows, in its own shape."""
 
 router = APIRouter(route_class=surface_route("openai", render_error))
@@ -292,16 +293,19 @@ async def own_usage(request: Request, group_by: str = "model", days: int = 30) -
 @models_router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     ctx = await _authenticate(request)
-    served = await request.app.state.services.directory.models()
-    data = [{"id": model, "object": "model", "created": 0, "owned_by": provider}
-            for model, provider in served if ctx.principal.may_use(model)]
+    data = [m for m in await _models(request) if ctx.principal.may_use(m["id"])]
     return JSONResponse({"object": "list", "data": data})
+
+
+async def _models(request: Request) -> list[dict]:
+    services = request.app.state.services
+    return lifecycle.model_list(await services.directory.models(), services.settings.retired_models)
 
 
 @models_router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
-    for model, provider in await request.app.state.services.directory.models():
-        if model == model_id and ctx.principal.may_use(model):
-            return JSONResponse({"id": model, "object": "model", "created": 0, "owned_by": provider})
+    for model in await _models(request):
+        if model["id"] == model_id and ctx.principal.may_use(model_id):
+            return JSONResponse(model)
     raise ModelNotFound(f"The model '{model_id}' does not exist.", field="model")

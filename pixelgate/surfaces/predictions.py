@@ -31,7 +31,7 @@ from pixelgate.errors import GatewayError, InvalidRequest, NotFound
 from pixelgate.providers.base import EDIT, GENERATE
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
-from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces._route import surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces.openai_images import _authenticate, _json_body
 
@@ -223,7 +223,7 @@ async def render_task(task: Task, base_url: str, services) -> dict:
             "output": await output_items(task, base_url, services), "error": task.error,
             "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
             "completed_at": _iso(task.completed_at),
-            "metrics": {"predict_time": _seconds(task), "image_count": len(task.output or [])}}
+            "metrics": {"predict_time": _seconds(task), "image_count": len(task.output or []), **task_cost(task)}}
 
 
 def _iso(value: datetime | None) -> str | None:

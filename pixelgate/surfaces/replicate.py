@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 
 from pixelgate.db.models import Task
 from pixelgate.errors import GatewayError, InvalidRequest
-from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces._route import surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces.openai_images import _authenticate, _json_body
 from pixelgate.surfaces.predictions import (VENDOR_PROVIDERS, _iso, _seconds, check_webhook, input_fields,
@@ -47,7 +47,7 @@ async def render(task: Task, base_url: str, services) -> dict:
             "source": "api", "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
             "completed_at": _iso(task.completed_at),
             "urls": {"get": f"{base}/v1/predictions/{task.id}", "cancel": f"{base}/v1/predictions/{task.id}/cancel"},
-            "metrics": {"predict_time": _seconds(task)} if task.completed_at else {}}
+            "metrics": {"predict_time": _seconds(task), **task_cost(task)} if task.completed_at else {}}
 
 
 @router.post("/v1/models/{owner}/{name}/predictions")

@@ -15,7 +15,7 @@ from pixelgate.errors import (InvalidRequest, UpstreamContentFiltered, UpstreamR
                               UpstreamRejected, UpstreamUnavailable)
 from pixelgate.providers.base import Channel, UpstreamReply
 from pixelgate.providers.google import Google
-from tests.conftest import b64_images, mask_png, openai_error, png
+from tests.conftest import LEGACY_DAY, b64_images, mask_png, openai_error, png
 from pixelgate.simulators.google import GoogleEmulatorState, create_app, error_body
 from tests.emulators.server import emulated, serve
 
@@ -24,9 +24,10 @@ KEY = "AIza-emulator-key"
 IMAGEN = ["imagen-4.0-fast-generate-001", "imagen-4.0-generate-001", "imagen-4.0-ultra-generate-001",
           "imagen-3.0-generate-002"]
 GEMINI = ["gemini-2.5-flash-image", "gemini-2.5-flash-image-preview", "gemini-3-pro-image-preview",
-          "gemini-3.1-flash-image-preview"]
-ALIASES = {"nano-banana": "gemini-2.5-flash-image", "nano-banana-pro": "gemini-3-pro-image-preview",
-           "nano-banana-2": "gemini-3.1-flash-image-preview"}
+          "gemini-3.1-flash-image-preview", "gemini-3-pro-image", "gemini-3.1-flash-image",
+          "gemini-3.1-flash-lite-image", "gemini-nano-banana-2.1"]
+ALIASES = {"nano-banana": "gemini-2.5-flash-image", "nano-banana-pro": "gemini-3-pro-image",
+           "nano-banana-2": "gemini-3.1-flash-image"}
 # The first source document's Imagen example, its `input` sent as top-level fields.
 SOURCE_EXAMPLE = {"model": "imagen-4.0-fast-generate-001", "numberOfImages": 1,
                   "prompt": "A deer drinking in the lake, Sakura petals falling, green and clean water, japanese "
@@ -40,7 +41,7 @@ def google_channel(base_url: str, name: str = "google", **fields) -> dict:
 
 @pytest.fixture
 def upstream():
-    with emulated(create_app, GoogleEmulatorState(), "/v1beta") as up:
+    with emulated(create_app, GoogleEmulatorState(today=LEGACY_DAY), "/v1beta") as up:
         yield up
 
 
@@ -272,7 +273,7 @@ def test_rate_limit_passes_the_retry_delay(google):
 @pytest.mark.parametrize("status", [500, 503])
 def test_server_errors_fail_over_to_the_next_channel(make_gateway, upstream, status):
     first, base_first = upstream
-    second = GoogleEmulatorState()
+    second = GoogleEmulatorState(today=LEGACY_DAY)
     with serve(create_app(second)) as base_second:
         gateway = make_gateway(channels=[google_channel(base_first, "first", priority=10),
                                          google_channel(base_second + "/v1beta", "second")])

@@ -74,9 +74,11 @@ def test_failure_releases_the_hold(make_gateway):
 
 def test_unpriced_model_is_refused_before_any_upstream_call(make_gateway, openai_upstream):
     state, url = openai_upstream
-    gateway = make_gateway(unpriced="refuse", channels=[openai_channel(url)])
+    # every catalog model has a built-in price: a model only an OpenAI-compatible upstream knows has none
+    gateway = make_gateway(unpriced="refuse", channels=[openai_channel(url, provider="openai-compatible",
+                                                                      models=["house-model"])])
     with gateway.http() as client:
-        resp = client.post(GEN, json={"model": "gpt-image-1", "prompt": "x"})
+        resp = client.post(GEN, json={"model": "house-model", "prompt": "x"})
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "model_not_priced"
     assert state.requests == []
 
@@ -191,8 +193,8 @@ def test_most_specific_price_wins_and_operator_beats_default(billing):
 
 def test_unpriced_is_refused_or_free_by_setting(billing):
     with pytest.raises(NotPriced):
-        asyncio.run(_quote(billing, "USD", _req("gpt-image-1")))
-    assert asyncio.run(_quote(billing, "USD", _req("gpt-image-1"), unpriced="free")).unit_price == 0
+        asyncio.run(_quote(billing, "USD", _req("house-model")))
+    assert asyncio.run(_quote(billing, "USD", _req("house-model"), unpriced="free")).unit_price == 0
 
 
 def test_every_default_price_names_its_source():

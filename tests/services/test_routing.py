@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import openai_channel
+from tests.conftest import LEGACY_DAY, openai_channel
 from pixelgate.simulators.openai_images import OpenAIEmulatorState, create_app
 from tests.emulators.server import serve
 
@@ -18,7 +18,7 @@ BODY = {"model": "dall-e-2", "prompt": "a fox", "size": "256x256", "response_for
 
 @pytest.fixture
 def two_upstreams():
-    a, b = OpenAIEmulatorState(), OpenAIEmulatorState()
+    a, b = OpenAIEmulatorState(today=LEGACY_DAY), OpenAIEmulatorState(today=LEGACY_DAY)
     with serve(create_app(a)) as base_a, serve(create_app(b)) as base_b:
         yield (a, base_a + "/v1"), (b, base_b + "/v1")
 
@@ -112,7 +112,7 @@ def test_all_channels_failing_gives_5xx_with_every_attempt_logged(make_gateway, 
 
 
 def test_attempts_are_bounded(make_gateway, tmp_path):
-    states = [OpenAIEmulatorState() for _ in range(4)]
+    states = [OpenAIEmulatorState(today=LEGACY_DAY) for _ in range(4)]
     with serve(create_app(states[0])) as u0, serve(create_app(states[1])) as u1, \
             serve(create_app(states[2])) as u2, serve(create_app(states[3])) as u3:
         urls = [u0, u1, u2, u3]
