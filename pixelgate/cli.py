@@ -430,3 +430,23 @@ def channels_remove(ctx: click.Context, name: str) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command()
+@click.option("--write-readme", "readme", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Rewrite the model and price tables of this README instead of printing them.")
+def catalog(readme: str | None) -> None:
+    """The model catalog: lifecycle and prices, as the README shows them."""
+    from pathlib import Path
+
+    from pixelgate.catalog_docs import models_table, prices_table, render_readme
+
+    if readme is None:
+        click.echo(models_table() + "\n\n" + prices_table())
+        return
+    path = Path(readme)
+    text = path.read_text()
+    updated = render_readme(text)
+    if updated != text:
+        path.write_text(updated)
+    click.echo(f"pixelgate: {'rewrote' if updated != text else 'checked'} the catalog tables of {readme}")
