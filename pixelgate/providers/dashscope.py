@@ -72,6 +72,24 @@ def _sides(size: Size) -> str | None:
     return fitted.wxh("*")
 
 
+PIXELS_MIN, PIXELS_MAX = 512 * 512, 2048 * 2048
+
+
+def _pixel_range(size: Size) -> str | None:
+    """qwen-image-2.0*: any W*H with total pixels in [512*512, 2048*2048] (dashscope.md §2);
+    ratios and tiers get the most pixels their tier allows, at their ratio."""
+    if size.is_auto:
+        return None
+    w, h = (size.width, size.height) if size.width else sizes.pixels_for(size, PIXELS_MAX, max_side=4096)
+    if not size.width:
+        scale = min(1.0, (PIXELS_MAX / (w * h)) ** 0.5)
+        w, h = int(w * scale) // 16 * 16, int(h * scale) // 16 * 16
+    if not PIXELS_MIN <= w * h <= PIXELS_MAX:
+        raise InvalidRequest(f"Invalid value: '{sizes.describe(size)}'. For this model 'size' is WIDTH*HEIGHT "
+                             "with between 512*512 and 2048*2048 pixels in total.", field="size")
+    return f"{w}*{h}"
+
+
 def _no_size(size: Size) -> str | None:
     return None
 
@@ -110,6 +128,10 @@ _EDIT = Capabilities(operations=frozenset({EDIT}), max_prompt=800, max_n=10, n_p
                      options=QwenOptions)  # qwen-image-edit has no prompt_extend
 _EDIT_PLUS = replace(_EDIT, n_per_call=6, fit_size=_sides, options=RewritingOptions)
 _GEN_TASK = replace(_GEN, asynchronous=True)
+# Qwen-Image 2.0: generation and instruction edits (0-3 images) in one model, 1-6 images a call
+_QWEN2 = replace(_GEN, operations=frozenset({GENERATE, EDIT}), n_per_call=6, fit_size=_pixel_range, max_images=3,
+                 image_formats=_EDIT.image_formats, image_max_bytes=_EDIT.image_max_bytes,
+                 prompt_required=frozenset({GENERATE, EDIT}))
 
 # public id -> (DashScope model, asynchronous endpoint?, capabilities)
 MODELS: dict[str, tuple[str, bool, Capabilities]] = {
@@ -121,6 +143,8 @@ MODELS: dict[str, tuple[str, bool, Capabilities]] = {
     "qwen-image-edit": ("qwen-image-edit", False, _EDIT),
     "qwen-image-edit-plus": ("qwen-image-edit-plus", False, _EDIT_PLUS),
     "qwen-image-edit-max": ("qwen-image-edit-max", False, _EDIT_PLUS),
+    "qwen-image-2.0": ("qwen-image-2.0", False, _QWEN2),
+    "qwen-image-2.0-pro": ("qwen-image-2.0-pro", False, _QWEN2),
 }
 
 # DashScope error code (or its part before the first dot) -> our class and the field it concerns

@@ -332,6 +332,7 @@ class Engine:
                      req: ImageRequest, ctx: RequestContext) -> AsyncIterator[StreamPartial | StreamCompleted]:
         # The HTTP transport's own total timeout bounds the stream; an asyncio timeout here would
         # also fire while the consumer holds the generator suspended.
+        usage: TokenUsage | None = TokenUsage()
         try:
             with upstream_errors(channel.name):
                 async for name, data in events:
@@ -339,10 +340,13 @@ class Engine:
                     if isinstance(parsed, StreamPartial):
                         yield parsed
                     elif isinstance(parsed, Finished):
+                        # each completed image reports its own usage: the charge is their sum
+                        reported = token_usage(parsed.meta.get("usage"))
+                        usage = usage + reported if usage is not None and reported is not None else None
                         for image in await self.deliver(parsed, req, ctx):
                             yield StreamCompleted(image, parsed.meta)
         finally:
-            await self.settle(ctx, ctx.images_delivered)  # each completed image was sent
+            await self.settle(ctx, ctx.images_delivered, usage)  # each completed image was sent
 
     # -- upstream calls --
 

@@ -68,6 +68,9 @@ MODELS: dict[str, dict[str, Any]] = {
                         "params": _ALL_PARAMS - {"size", "prompt_extend"}},
     "qwen-image-edit-plus": {**_EDIT_PLUS, "async": False},
     "qwen-image-edit-max": {**_EDIT_PLUS, "async": False},
+    # Qwen-Image 2.0: any W*H of 512*512..2048*2048 pixels, 1-6 images, 0-3 input images
+    **{m: {"sizes": ("pixels", 512 * 512, 2048 * 2048), "default": (2048, 2048), "n_max": 6, "images": (0, 3),
+           "params": _ALL_PARAMS, "async": False} for m in ("qwen-image-2.0", "qwen-image-2.0-pro")},
 }
 TYPES = {"size": str, "n": int, "negative_prompt": str, "prompt_extend": bool, "watermark": bool, "seed": int}
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
@@ -201,7 +204,10 @@ def _parameters(body: dict, model: str) -> dict[str, Any]:
             raise _invalid(f"Invalid size: {params['size']}. Expected format: '<width>*<height>'.")
         w, h = int(m.group(1)), int(m.group(2))
         rule = spec["sizes"]
-        if isinstance(rule, tuple) and isinstance(rule[0], str) and params["size"] not in rule:
+        if rule and rule[0] == "pixels":
+            if not rule[1] <= w * h <= rule[2]:
+                raise _invalid(f"size: total pixels must be in [{rule[1]}, {rule[2]}].")
+        elif isinstance(rule, tuple) and isinstance(rule[0], str) and params["size"] not in rule:
             raise _invalid(f"size must be one of {', '.join(rule[:5])}")
         if isinstance(rule[0], int) and not all(rule[0] <= v <= rule[1] for v in (w, h)):
             raise _invalid(f"size: width and height must each be in [{rule[0]}, {rule[1]}].")

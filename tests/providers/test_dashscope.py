@@ -517,3 +517,24 @@ def test_parse_sync_reply_keeps_text_as_revised_prompt():
     done = DashScope().parse(_req(), _reply(body))
     assert [i.url for i in done.images] == ["http://x/1.png", "http://x/2.png"]
     assert {i.revised_prompt for i in done.images} == {"rewritten"}
+
+
+# -- Qwen-Image 2.0 --
+
+def test_qwen_image_2_generates_any_size_in_range_and_edits(make_gateway, upstream):
+    state, base = upstream
+    gateway = make_gateway(channels=[channel(base, models=["qwen-image-2.0", "qwen-image-2.0-pro"])])
+    with gateway.http() as client:
+        wide = b64_images(_gen(client, model="qwen-image-2.0", size="2048x1152", n=8))
+        sent = [r.body["parameters"] for r in state.api_requests]
+        too_big = _gen(client, model="qwen-image-2.0-pro", size="2560x2048")
+        state.requests.clear()
+        files = [("image[]", (f"i{i}.png", png(64 + i, 64), "image/png")) for i in range(2)]
+        edited = client.post(EDIT, files=files, data={"model": "qwen-image-2.0-pro", "prompt": "make it blue",
+                                                      "response_format": "b64_json"})
+    assert len(wide) == 8 and {i.size for i in wide} == {(2048, 1152)}
+    assert sorted(p["n"] for p in sent) == [2, 6] and {p["size"] for p in sent} == {"2048*1152"}  # 6 a call
+    assert openai_error(too_big, 400, param="size")
+    assert edited.status_code == 200, edited.text
+    [content] = [r.body["input"]["messages"][0]["content"] for r in state.api_requests]
+    assert [list(part) for part in content] == [["image"], ["image"], ["text"]]
