@@ -71,6 +71,8 @@ FAMILIES = {
     # 5.0-lite makes 2K and 3K only (sources disagree on 4K): the source document's 1K and 4K
     # become its nearest tiers, and the pixel ceiling is 3072x3072 for the same reason.
     "5.0": Family({"1K": "2K", "2K": "2K", "4K": "3K"}, 2560 * 1440, 3072 * 3072, 16, _REC_45),
+    # 5.0 Pro: 1K/2K, up to 2048x2048 pixels; a 4K asked for becomes its largest, 2K
+    "5.0-pro": Family({"1K": "1K", "2K": "2K", "4K": "2K"}, 1280 * 720, 2048 * 2048, 16, (), 2048 * 2048),
 }
 
 
@@ -168,6 +170,13 @@ class Seedream50Options(SeedreamOptions):
     tools: list[_Tool] | None = None  # web search
 
 
+class Seedream50ProOptions(ArkOptions):
+    """5.0 Pro makes one image a call: no group mode (refused by the vendor even when disabled)."""
+
+    image: str | list[str] | None = None
+    _refs = field_validator("image")(SeedreamOptions._refs.__func__)
+
+
 _COMMON = dict(max_n=10, n_per_call=1, qualities=("low", "medium", "high", "auto"),
                output_formats=("png", "jpeg", "webp"), image_formats=("png", "jpeg", "webp", "gif"),
                image_max_bytes=10 * MB)
@@ -183,12 +192,14 @@ _CAPS = {
     "4.0": _caps("4.0", **_SEEDREAM, options=SeedreamOptions),
     "4.5": _caps("4.5", **_SEEDREAM, options=SeedreamOptions),
     "5.0": _caps("5.0", **_SEEDREAM, options=Seedream50Options),
+    "5.0-pro": _caps("5.0-pro", **{**_SEEDREAM, "stream": False, "max_images": 10}, options=Seedream50ProOptions),
 }
 # model id -> family; the source document's ids first, then the vendor's own.
 FAMILY_OF = {"doubao-seedream-4-0": "4.0", "doubao-seedream-4-5": "4.5", "doubao-seedream-5.0-lite": "5.0",
              "doubao-seedream-3-0-t2i-250415": "3.0", "doubao-seededit-3-0-i2i-250628": "edit",
              "doubao-seedream-4-0-250828": "4.0", "doubao-seedream-4-5-251128": "4.5",
-             "doubao-seedream-5-0-260128": "5.0", "doubao-seedream-5-0-lite-260128": "5.0"}
+             "doubao-seedream-5-0-260128": "5.0", "doubao-seedream-5-0-lite-260128": "5.0",
+             "doubao-seedream-5-0-pro-260628": "5.0-pro"}
 ALIASES = {"doubao-seedream-4-0": "doubao-seedream-4-0-250828",
            "doubao-seedream-4-5": "doubao-seedream-4-5-251128",
            "doubao-seedream-5.0-lite": "doubao-seedream-5-0-260128"}
@@ -226,8 +237,9 @@ class Ark(Provider):
         refs = [_data_url(img.data, img.format) for img in req.images]
         extra = opts.pop("image", None)
         refs += [_lower_data_url(r) for r in ([extra] if isinstance(extra, str) else extra or []) if r]
-        if len(refs) > MAX_REFS:
-            raise InvalidRequest(f"At most {MAX_REFS} reference images; got {len(refs)}.", field="image")
+        most = 10 if family == "5.0-pro" else MAX_REFS
+        if len(refs) > most:
+            raise InvalidRequest(f"At most {most} reference images; got {len(refs)}.", field="image")
         if refs:
             body["image"] = refs[0] if len(refs) == 1 else refs
         group = opts.pop("sequential_image_generation_options", None)
@@ -246,7 +258,7 @@ class Ark(Provider):
                                      "used with stream (use sequential_image_generation 'auto' for a group).",
                                      field=field)
             body["stream"] = True
-        if family == "5.0" and req.output_format in ("png", "jpeg"):
+        if family in ("5.0", "5.0-pro") and req.output_format in ("png", "jpeg"):
             body["output_format"] = req.output_format  # 4.x always answer JPEG: the engine converts
         body.update(opts)
         headers = {"Authorization": f"Bearer {channel.api_key or ''}"}

@@ -11,6 +11,9 @@ Choices where the reference is silent or marked unconfirmed:
 * Models: the dated ids of §1 (3.0-t2i, seededit-3.0, 4.0, 4.5, 5.0 / 5.0-lite); any other -> 404.
   A field the model does not take (§2 "Models" column) is refused: 400 ``InvalidParameter``.
 * 5.0-lite takes the keywords ``2K``/``3K`` only and at most 3072x3072 pixels (the stricter reading).
+* 5.0-pro (``doubao-seedream-5-0-pro-260628``) makes one image: ``sequential_image_generation``,
+  its options and ``stream`` are refused whatever their value (400), as resellers report; it takes
+  ``1K``/``2K`` or WxH up to 2048x2048 pixels, ``output_format``, and up to 10 reference images.
 * ``max_images`` defaults to 15 and "refs + max_images <= 15" is checked with ``auto`` only, so
   ``auto`` with reference images and no ``max_images`` is refused.
 * In ``auto`` mode the "model" makes ``state.group_size`` images (None: max_images), capped by
@@ -57,6 +60,9 @@ _S5 = {**_S45, "keywords": {"2K": 2048, "3K": 3072}, "area": (3686400, 3072 * 30
        "fields": _SEEDREAM | {"output_format", "tools"}}
 # model -> size keywords (side in pixels), pixel-area range, max aspect, side range, default size,
 # reference image count range, accepted fields, optimize_prompt_options modes.
+_S5_PRO = {**_S5, "keywords": {"1K": 1024, "2K": 2048}, "area": (921600, 2048 * 2048), "refs": (0, 10),
+            "fields": (_SEEDREAM | {"output_format"}) - {"sequential_image_generation",
+                                                        "sequential_image_generation_options", "stream"}}
 MODELS: dict[str, dict[str, Any]] = {
     "doubao-seedream-3-0-t2i-250415": {"keywords": {}, "area": (512 * 512, 2048 * 2048), "aspect": 4,
                                        "sides": (512, 2048), "default": "1024x1024", "refs": (0, 0),
@@ -67,6 +73,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "doubao-seedream-4-5-251128": _S45,
     "doubao-seedream-5-0-260128": _S5,
     "doubao-seedream-5-0-lite-260128": _S5,
+    "doubao-seedream-5-0-pro-260628": _S5_PRO,
 }
 TYPES = {"model": str, "prompt": str, "size": str, "seed": int, "response_format": str, "watermark": bool,
          "guidance_scale": (int, float), "image": (str, list), "sequential_image_generation": str,

@@ -386,3 +386,23 @@ def test_stream_events_of_a_group():
         ark.parse_stream_event(req, "image_generation.completed",
                                {"type": "image_generation.completed", "usage": {"generated_images": 0}})
     assert exc.value.code == "upstream_no_images"
+
+
+# -- Seedream 5.0 Pro --
+
+def test_seedream_5_pro_makes_one_image_a_call_and_refuses_groups_before_the_vendor(make_gateway, ark):
+    state, base = ark
+    gateway = make_gateway(channels=[ark_channel(base, models=["doubao-seedream-5-0-pro-260628"])])
+    model = "doubao-seedream-5-0-pro-260628"
+    with gateway.http() as client:
+        made = _gen(client, model=model, size="4K", n=2, output_format="png")
+        sent = [r.body for r in state.requests if r.path.endswith("/images/generations")]
+        group = _gen(client, model=model, sequential_image_generation="disabled")
+        streamed = client.post(GEN, json={"model": model, "prompt": "x", "stream": True})
+    assert made.status_code == 200, made.text
+    assert len(made.json()["data"]) == 2 and len(sent) == 2  # one image per call, fanned out
+    assert all(b["size"] == "2K" and b["output_format"] == "png" and "stream" not in b
+               and "sequential_image_generation" not in b for b in sent)
+    assert openai_error(group, 400, param="sequential_image_generation")
+    assert streamed.status_code == 400
+    assert len([r for r in state.requests if r.path.endswith("/images/generations")]) == 2
