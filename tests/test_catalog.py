@@ -283,3 +283,50 @@ def test_readme_tables_are_the_catalog():
 
     text = (ROOT / "README.md").read_text()
     assert render_readme(text) == text, "README tables differ from catalog.toml: run `pixelgate catalog --write-readme`"
+
+
+# ---- the new models, through every surface that serves their vendor ----
+
+NEW_MODELS = [("openai", "gpt-image-2"), ("openai", "gpt-image-2.5-sunburst"), ("openai", "gpt-image-2.6-flare"),
+              ("google", "gemini-nano-banana-2.1"), ("google", "gemini-3-pro-image"),
+              ("google", "gemini-3.1-flash-lite-image"), ("doubao", "doubao-seedream-5-0-pro-260628"),
+              ("dashscope", "qwen-image-2.0-pro")]
+
+
+@pytest.fixture(scope="module")
+def simulated(backend, tmp_path_factory):
+    """Every vendor simulated in-process on today's calendar, with the shipped defaults."""
+    from tests.conftest import make_gateway as _factory  # noqa: F401  (the fixture's body, module-scoped)
+    from contextlib import ExitStack
+
+    from pixelgate.config import Settings
+    from tests.conftest import ADMIN_KEY, database, run_gateway
+
+    with ExitStack() as stack:
+        tmp = tmp_path_factory.mktemp("simulated")
+        url = stack.enter_context(database(backend, tmp))
+        yield stack.enter_context(run_gateway(Settings(data_dir=tmp, database_url=url, admin_key=ADMIN_KEY,
+                                                       simulate_vendors=True, cache_seconds=0,
+                                                       poll_interval_seconds=0.05)))
+
+
+@pytest.mark.parametrize("vendor,model", NEW_MODELS)
+def test_new_model_through_openai_predictions_and_replicate(simulated, vendor, model):
+    with simulated.http() as client:
+        openai_api = client.post(GEN, json={"model": model, "prompt": "a lighthouse", "size": "1024x1024"})
+        predictions = client.post(f"/models/{vendor}/{model}/predictions",
+                                  json={"input": {"prompt": "a lighthouse", "size": "1024x1024"}})
+        replicate = client.post(f"/v1/models/{vendor}/{model}/predictions",
+                                json={"input": {"prompt": "a lighthouse", "size": "1024x1024"}},
+                                headers={"Prefer": "wait=20"})
+    assert openai_api.status_code == 200, openai_api.text
+    assert Decimal(openai_api.headers["x-pixelgate-cost"]) > 0  # priced from the catalog, never refused
+    assert predictions.status_code == 200 and predictions.json()["status"] == "succeeded", predictions.text
+    assert replicate.status_code == 201 and replicate.json()["status"] == "succeeded", replicate.text
+    assert Decimal(replicate.json()["metrics"]["cost"]) > 0
+
+
+def test_midjourney_v8_flags_reach_the_proxy_as_written(simulated):
+    with simulated.http() as client:
+        resp = client.post("/mj/submit/imagine", json={"prompt": "a red fox --v 8.1 --hd --ar 16:9 --s 750"})
+    assert resp.status_code == 200 and resp.json()["code"] == 1, resp.text

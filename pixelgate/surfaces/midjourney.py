@@ -133,7 +133,8 @@ FLAGS: dict[str, tuple[str, Callable[[str], str | None]]] = {}
 Midjourney parameters. Parameters not listed here (--sref, --cref, --p, ...) go up unchecked."""
 for _names, _check in (
         (("ar", "aspect"), _ratio),
-        (("v", "version"), _one_of("1", "2", "3", "4", "5", "5.1", "5.2", "6", "6.1", "7")),
+        # V8 (2026-03-17), 8.1 and 8.2: Midjourney's release notes as reported (no API docs exist)
+        (("v", "version"), _one_of("1", "2", "3", "4", "5", "5.1", "5.2", "6", "6.1", "7", "8", "8.1", "8.2")),
         (("niji",), _one_of("4", "5", "6", "7", bare=True)),
         (("q", "quality"), _one_of(".25", "0.25", ".5", "0.5", "1", "2", "4")),
         (("s", "stylize"), _number(0, 1000)), (("c", "chaos"), _number(0, 100)),
@@ -143,7 +144,7 @@ for _names, _check in (
         (("stop",), _number(10, 100)), (("r", "repeat"), _number(1, 40)), (("sw",), _number(0, 1000)),
         (("sv",), _number(1, 6)), (("cw",), _number(0, 100)), (("ow",), _number(1, 1000)),
         (("exp",), _number(0, 100)),
-        (("raw",), _flag), (("draft",), _flag), (("fast",), _flag), (("relax",), _flag), (("turbo",), _flag)):
+        (("raw",), _flag), (("hd",), _flag), (("draft",), _flag), (("fast",), _flag), (("relax",), _flag), (("turbo",), _flag)):
     for _name in _names:
         FLAGS[_name] = (_names[-1], _check)
 VERSION_RANGES = {  # (parameter, version family) -> a narrower check, where the reference gives one

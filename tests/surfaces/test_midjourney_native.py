@@ -147,7 +147,7 @@ def test_auth_headers(mj):
 
 
 @pytest.mark.parametrize("flags", [
-    "--ar 16x9", "--ar 0:1", "--v 8", "--version 5.3", "--niji 3", "--q 3", "--q .25 --v 7", "--s 2000",
+    "--ar 16x9", "--ar 0:1", "--v 9", "--version 5.3", "--niji 3", "--q 3", "--q .25 --v 7", "--s 2000",
     "--stylize -1", "--c 101", "--chaos 50.5", "--w 3001", "--seed 4294967296", "--seed -1", "--iw 4",
     "--iw 2.5 --v 5.2", "--tile yes", "--style fancy", "--no", "--stop 5", "\u2014s 1001"])
 def test_out_of_range_flags_are_refused_with_code_4_and_never_sent(mj, flags):
