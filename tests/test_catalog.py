@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from contextlib import ExitStack
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pixelgate.config import Settings
 from pixelgate.domain.catalog import catalog
 from pixelgate.domain.prices import DEFAULT_PRICES, TokenUsage, token_cost
 from pixelgate.providers import REGISTRY
@@ -26,7 +28,7 @@ from pixelgate.simulators.google import GoogleEmulatorState
 from pixelgate.simulators.google import create_app as create_google
 from pixelgate.simulators.openai_images import OpenAIEmulatorState
 from pixelgate.simulators.openai_images import create_app as create_openai
-from tests.conftest import openai_channel
+from tests.conftest import ADMIN_KEY, database, openai_channel, run_gateway
 from tests.emulators.server import serve
 
 GEN, EDIT = "/v1/images/generations", "/v1/images/edits"
@@ -296,12 +298,6 @@ NEW_MODELS = [("openai", "gpt-image-2"), ("openai", "gpt-image-2.5-sunburst"), (
 @pytest.fixture(scope="module")
 def simulated(backend, tmp_path_factory):
     """Every vendor simulated in-process on today's calendar, with the shipped defaults."""
-    from tests.conftest import make_gateway as _factory  # noqa: F401  (the fixture's body, module-scoped)
-    from contextlib import ExitStack
-
-    from pixelgate.config import Settings
-    from tests.conftest import ADMIN_KEY, database, run_gateway
-
     with ExitStack() as stack:
         tmp = tmp_path_factory.mktemp("simulated")
         url = stack.enter_context(database(backend, tmp))
