@@ -325,8 +325,8 @@ async def prices(request: Request, message: str | None = None) -> Response:
     principal = await _who(request, "prices")
     billing = request.app.state.services.engine.billing
     origin = {1: "built-in", 2: "config file", 3: "console / admin API"}
-    rows = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.amount,
-             "currency": p.currency, "origin": origin[rank], "source": p.source}
+    rows = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.describe(),
+             "origin": origin[rank], "source": f"{p.source} ({p.date})" if p.date else p.source}
             for model, entries in sorted((await billing.table()).items()) for rank, p in entries]
     return _render(request, "prices.html", principal=principal, prices=rows, currency=billing.currency,
                    message=message)

@@ -35,6 +35,14 @@ class Price:
     def specificity(self) -> int:
         return len(self.dimensions) + (self.operation != "*")
 
+    def describe(self) -> str:
+        """The amount as people read it: per image, or per million tokens."""
+        if self.tokens is None:
+            return f"{format(self.amount.normalize(), 'f')} {self.currency}"
+        t = self.tokens
+        return (f"text in {t.text_input} / image in {t.image_input} / image out {t.image_output} "
+                f"{self.currency} per 1M tokens")
+
 
 @dataclass(frozen=True)
 class TokenUsage:
