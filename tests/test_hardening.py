@@ -594,3 +594,28 @@ def test_price_fields_longer_than_their_columns_are_a_400(gateway):
         openai_error(client.post("/admin/prices", json={"model": "m", "amount": "1", "operation": "o" * 40}), 400,
                      param="operation")
         openai_error(client.post("/admin/prices", json={"model": "m\x00", "amount": "1"}), 400, param="model")
+
+
+# ---- channel keys never leave in an upstream's error message ----
+
+def test_a_vendor_error_echoing_the_channel_key_is_redacted_for_client_and_log(make_gateway, openai_upstream):
+    state, base = openai_upstream
+    wrong = "sk-proj-ThisIsTheChannelsOwnSecret0123"
+    gateway = make_gateway(channels=[openai_channel(base, api_key=wrong)])
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x"})
+    assert resp.status_code == 502 and state.requests  # OpenAI's 401 quotes the key, masked
+    logged = gateway.requests_log()[0]
+    for text in (resp.text, orjson.dumps(logged).decode()):
+        assert wrong not in text and wrong[:6] not in text and wrong[-4:] not in text, text
+    assert "[redacted]" in resp.text
+
+
+def test_redaction_finds_keys_in_their_masked_and_usual_shapes():
+    from pixelgate.services.transport import redact
+
+    secret = "AIzaSyChannelKey0123456789"
+    assert redact(f"API key not valid: {secret}", secret) == "API key not valid: [redacted]"
+    assert redact("Incorrect API key provided: sk-ab************wxyz.") == "Incorrect API key provided: [redacted]."
+    assert redact("header was 'Bearer abc.def.ghi-jkl'") == "header was '[redacted]'"
+    assert redact("upstream answered HTTP 500: model overloaded") == "upstream answered HTTP 500: model overloaded"

@@ -285,7 +285,7 @@ class Engine:
         call = build(provider, channel)
         if call is None:
             return None
-        with upstream_errors(channel.name):
+        with upstream_errors(channel.name, channel.api_key):
             reply = await self._send(provider, channel, call)
             if reply.status >= 400:
                 raise provider.parse_error(reply)
@@ -334,7 +334,7 @@ class Engine:
         # also fire while the consumer holds the generator suspended.
         usage: TokenUsage | None = TokenUsage()
         try:
-            with upstream_errors(channel.name):
+            with upstream_errors(channel.name, channel.api_key):
                 async for name, data in events:
                     parsed = provider.parse_stream_event(req, name, data)
                     if isinstance(parsed, StreamPartial):
@@ -357,7 +357,7 @@ class Engine:
             provider = REGISTRY[channel.provider]
             since = time.perf_counter()
             try:
-                with upstream_errors(channel.name):
+                with upstream_errors(channel.name, channel.api_key):
                     outcome = await attempt(provider, channel)
             except UpstreamError as exc:
                 ctx.attempt(channel, exc, since)

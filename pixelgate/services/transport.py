@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any, AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -45,19 +46,47 @@ def _naming(url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def upstream_errors(channel: str) -> Iterator[None]:
+def upstream_errors(channel: str, secret: str | None = None) -> Iterator[None]:
     """Turn client-library and socket errors into our classes, most specific first: a failure
     to connect proves nothing was accepted (so another channel may be tried), while a broken
-    or silent connection after sending is ambiguous (the vendor may still work and bill)."""
+    or silent connection after sending is ambiguous (the vendor may still work and bill).
+    Every message leaves without the channel's key (`secret`) or anything shaped like a key:
+    vendors echo keys in their errors (OpenAI's 401 does), and messages reach clients and logs."""
     try:
         yield
-    except UpstreamError:
-        raise
+    except UpstreamError as exc:
+        raise _redacted(exc, secret)
     except _Failed as failed:
         assert failed.__cause__ is not None
-        raise _translated(failed.__cause__, channel, failed.address) or failed.__cause__ from None
+        translated = _translated(failed.__cause__, channel, failed.address)
+        raise (_redacted(translated, secret) if translated else failed.__cause__) from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise _translated(exc, channel, None) or exc from None
+        translated = _translated(exc, channel, None)
+        raise (_redacted(translated, secret) if translated else exc) from None
+
+
+# Credentials as vendors write them: OpenAI-style and Google keys, bearer tokens, key parameters.
+_KEYISH = re.compile(r"\bsk-[A-Za-z0-9_\-*]{6,}|\bAIza[0-9A-Za-z_\-*]{10,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=*]{8,}"
+                     r"|(?i:(?:api[_-]?key|key|token|secret)=)[A-Za-z0-9._\-*]{8,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """`text` without `secret`, its masked forms ("sk-ab****wxyz": its head or tail beside
+    asterisks) or anything key-shaped."""
+    if secret and len(secret) >= 8:
+        text = text.replace(secret, REDACTED)
+        head, tail = re.escape(secret[:4]), re.escape(secret[-4:])
+        text = re.sub(rf"\S*(?:{head}\S*\*|\*\S*{tail})\S*", REDACTED, text)
+    return _KEYISH.sub(REDACTED, text)
+
+
+def _redacted(exc: UpstreamError, secret: str | None) -> UpstreamError:
+    clean = redact(exc.message, secret)
+    if clean != exc.message:
+        exc.message = clean
+        exc.args = (clean,)
+    return exc
 
 
 def _translated(exc: BaseException, channel: str, address: str | None) -> UpstreamError | None:
