@@ -23,7 +23,7 @@ from pixelgate.services.auth import KeyStore
 from pixelgate.services.billing import Billing
 from pixelgate.services.engine import Engine
 from pixelgate.errors import GatewayError
-from pixelgate.services import metrics
+from pixelgate.services import metrics, sealing
 from pixelgate.services.engine import RequestContext
 from pixelgate.services.fetch import Fetcher
 from pixelgate.services.invalidation import Invalidation
@@ -72,9 +72,17 @@ async def bootstrap(settings: Settings, db: AsyncEngine) -> str | None:
     generated admin key, which the caller prints once."""
     await migrate(db)
     sessions = sessionmaker(db)
+    configure_sealing(settings)
+    await sealing.reseal(sessions)  # rows from before sealing; and a wrong key stops here, named
     await ChannelDirectory(sessions).sync_config(configured_channels(settings), settings.sandbox)
     await _secret(sessions, settings)
     return await KeyStore(sessions).ensure_admin(settings.admin_key)
+
+
+def configure_sealing(settings: Settings) -> str:
+    """This instance's keys for the secrets at rest (services.sealing)."""
+    return sealing.configure(settings.encryption_key, settings.encryption_key_file, settings.data_dir,
+                             settings.encryption_keys_previous)
 
 
 def configured_channels(settings: Settings) -> list[ChannelConfig]:
@@ -99,6 +107,7 @@ async def _secret(sessions: async_sessionmaker, settings: Settings) -> str:
 
 async def start_services(settings: Settings) -> Services:
     db = make_engine(settings.resolved_database_url)
+    configure_sealing(settings)
     if settings.migrate_on_start:
         generated = await bootstrap(settings, db)
         if generated:

@@ -86,9 +86,12 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]], create: bool
         raise
     except Exception as exc:
         from pixelgate.errors import GatewayError
+        from pixelgate.services.sealing import SealingError
 
         if isinstance(exc, GatewayError):
             raise click.ClickException(exc.message) from None
+        if isinstance(exc, SealingError):
+            raise click.ClickException(str(exc)) from None
         raise click.ClickException(database_problem(exc, settings.resolved_database_url) or repr(exc)) from None
 
 
@@ -204,10 +207,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
             await db.dispose()
 
     from pixelgate.services.s3storage import StorageUnavailable
+    from pixelgate.services.sealing import SealingError
 
     try:
         generated, vendors, warnings = asyncio.run(prepare())
-    except StorageUnavailable as exc:
+    except (StorageUnavailable, SealingError) as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:
         problem = database_problem(exc, settings.resolved_database_url)
@@ -450,3 +454,26 @@ def catalog(readme: str | None) -> None:
     if updated != text:
         path.write_text(updated)
     click.echo(f"pixelgate: {'rewrote' if updated != text else 'checked'} the catalog tables of {readme}")
+
+
+@main.group()
+def secrets() -> None:
+    """The secrets the database holds sealed (channel keys, webhook secrets, the URL-signing secret)."""
+
+
+@secrets.command("rotate")
+@_config_option
+@click.pass_context
+def secrets_rotate(ctx: click.Context) -> None:
+    """Reseal every secret under encryption_key; the old key must be in encryption_keys_previous
+    until this has run (on one instance: the others open both while it runs)."""
+    from pixelgate.services import sealing
+
+    settings = _settings(ctx)
+
+    async def work(ns) -> int:
+        return await sealing.reseal(ns.sessions, everything=True)
+
+    changed = _run(settings, work)
+    click.echo(f"pixelgate: resealed {changed} secret(s) under key {sealing.KEYRING.primary}; "
+               "encryption_keys_previous can now be emptied")

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     """Signs image URLs. By default one is generated and kept in the database, shared by every
     worker and instance that uses it."""
     admin_key: str | None = Field(default=None, repr=False)
+    encryption_key: str | None = Field(default=None, repr=False)
+    """Seals channel keys, webhook secrets and the URL-signing secret in the database (AES-256-GCM;
+    base64 of 32 random bytes). Unset: `encryption_key_file`, else `data_dir/encryption.key`,
+    made on first start. Every instance sharing a database needs the same key."""
+    encryption_key_file: Path | None = None
+    encryption_keys_previous: list[str] = Field(default_factory=list, repr=False)
+    """Older keys, kept to open what they sealed while `pixelgate secrets rotate` reseals it."""
 
     sandbox: bool = True
     """Serve the built-in offline `sandbox` models through a channel named `sandbox`."""

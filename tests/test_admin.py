@@ -84,11 +84,14 @@ def test_admin_key_from_environment_setting(gateway):
 def test_adding_a_channel_answers_what_will_stop_it(make_gateway):
     gateway = make_gateway(unpriced="refuse")
     with gateway.http() as admin:
-        resp = admin.post("/admin/channels", json={"name": "new", "provider": "bfl", "models": ["flux-2-pro", "dall-e-3"]})
+        resp = admin.post("/admin/channels", json={"name": "new", "provider": "openai-compatible",
+                                                   "base_url": "https://gateway.example/v1",
+                                                   "models": ["house-model", "dall-e-3"]})
     assert resp.status_code == 201
     warnings = resp.json()["warnings"]
-    assert any("no API key" in w for w in warnings)
-    assert any("no price for flux-2-pro" in w and "dall-e-3" not in w for w in warnings)  # dall-e-3 is priced
+    assert any("no API key" in w for w in warnings), warnings
+    # every catalog model is priced (dall-e-3 too); a name only the upstream knows is not
+    assert any("no price for house-model" in w and "dall-e-3" not in w for w in warnings), warnings
 
 
 def test_failed_requests_keep_their_model_in_usage(gateway):

@@ -157,20 +157,25 @@ def test_version_and_config_after_the_subcommand(tmp_path):
 
 
 def test_adding_a_channel_warns_of_a_missing_key_and_price(cli):
-    added = cli("channels", "add", "--name", "fresh", "--provider", "bfl", "--models", "flux-2-pro")
-    assert "has no API key" in added.stderr and "no price for flux-2-pro" in added.stderr
+    added = cli("channels", "add", "--name", "fresh", "--provider", "openai-compatible", "--base-url",
+                "https://gateway.example/v1", "--models", "house-model,flux-2-pro")
+    # every catalog model is priced (flux-2-pro too); a name only the upstream knows is not
+    assert "has no API key" in added.stderr and "no price for house-model" in added.stderr
+    assert "flux-2-pro" not in added.stderr.split("no price for")[1]
 
 
 def test_serve_warns_of_config_file_channels_that_cannot_serve(tmp_path):
     (tmp_path / "gw.toml").write_text('unpriced = "refuse"\n[[channels]]\nname = "flux"\nprovider = "bfl"\n'
-                                      'models = ["flux-2-pro", "V3"]\n')
+                                      'models = ["flux-2-pro", "V3"]\n'
+                                      '[[channels]]\nname = "house"\nprovider = "openai-compatible"\n'
+                                      'base_url = "https://gateway.example/v1"\napi_key = "k"\nmodels = ["house-model"]\n')
     proc = _start(["serve", "--port", "0", "--config", "gw.toml"], tmp_path, _clean_env())
     try:
         said = _until_started(proc)
     finally:
         _stop(proc)
     assert "pixelgate: warning: channel 'flux' has no API key" in said
-    assert "pixelgate: warning: channel 'flux': no price for flux-2-pro" in said
+    assert "pixelgate: warning: channel 'house': no price for house-model" in said
     assert "channel 'flux': V3 belongs to ideogram" in said
 
 

@@ -9,6 +9,7 @@ BFL for asynchronous jobs, the offline sandbox for synchronous work run as tasks
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -100,7 +101,9 @@ def fleet(tmp_path, seaweed_store):
                     "PIXELGATE_REDIS_URL": "redis://127.0.0.1:6379/0", "PIXELGATE_REDIS_NAMESPACE": namespace,
                     "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1", "PIXELGATE_TASK_LEASE_SECONDS": "3",
                     "PIXELGATE_CHANNELS": json.dumps(channels), "PIXELGATE_PRICES": json.dumps(PRICES),
-                    "PIXELGATE_CACHE_SECONDS": "30", **seaweed_store.env()})
+                    "PIXELGATE_CACHE_SECONDS": "30", **seaweed_store.env(),
+                    # a fleet shares the key that seals its secrets (each instance has its own data dir)
+                    "PIXELGATE_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode()})
         fleet = Fleet(env, tmp_path, bfl, url)
         try:
             yield fleet

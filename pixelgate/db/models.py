@@ -9,6 +9,8 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, Integer, Numeric, String
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from pixelgate.services.sealing import Sealed
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -31,8 +33,8 @@ class ApiKey(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     allowed_models: Mapped[list | None] = mapped_column(JSON, nullable=True)
-    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    """Signs this key's webhooks (Standard Webhooks, "whsec_" + base64)."""
+    webhook_secret: Mapped[str | None] = mapped_column(Sealed, nullable=True)
+    """Signs this key's webhooks (Standard Webhooks, "whsec_" + base64); sealed at rest."""
     account_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     """The account whose balance the key spends; None: unlimited (costs are still recorded)."""
     rate_limit_rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -52,7 +54,8 @@ class ChannelRow(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     provider: Mapped[str] = mapped_column(String(32))
     base_url: Mapped[str | None] = mapped_column(Text, nullable=True)
-    api_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    api_key: Mapped[str | None] = mapped_column(Sealed, nullable=True)
+    """Sealed at rest (services.sealing)."""
     api_key_env: Mapped[str | None] = mapped_column(String(128), nullable=True)
     models: Mapped[list] = mapped_column(JSON)
     model_map: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -95,7 +98,8 @@ class Meta(Base):
     __tablename__ = "meta"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Sealed)
+    """Sealed at rest (services.sealing): these are secrets."""
 
 
 class Task(Base):

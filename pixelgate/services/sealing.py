@@ -1,0 +1,165 @@
+"""Secrets at rest: channel API keys, webhook secrets and the URL-signing secret are sealed with
+AES-256-GCM before they reach the database, and opened when read.
+
+A sealed value says which key sealed it: `enc:v1:<key id>:<base64 of nonce + ciphertext>`, the
+key id being the first 8 hex digits of the key's SHA-256. So keys can be rotated: an instance
+holds a primary key (seals everything new) and any previous ones (only open), and
+`pixelgate secrets rotate` reseals every value under the primary. A value without the prefix is
+a row from before sealing: it is read as it is, and sealed at the next start (`seal_existing`).
+
+The key comes from `encryption_key` (base64 of 32 bytes), else `encryption_key_file`, else a
+file generated on first start in the data directory. Every instance of a fleet must be given
+the same key: one that meets a value sealed with a key it lacks refuses to start, naming it.
+
+The sealing is done by the column type (`Sealed`), so no code that reads or writes these
+columns handles ciphertext. The keyring is per process: every key any gateway of this process
+was configured with can open (tests run several gateways in one process).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Text, func, select, type_coerce, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+PREFIX = "enc:v1:"
+KEY_FILE = "encryption.key"
+
+
+class SealingError(Exception):
+    """A key is missing, malformed, or does not open what the database holds."""
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+class Keyring:
+    def __init__(self) -> None:
+        self.keys: dict[str, AESGCM] = {}
+        self.primary: str | None = None
+
+    def add(self, key: bytes, primary: bool = False) -> str:
+        if len(key) != 32:
+            raise SealingError(f"an encryption key must be 32 bytes (base64 of 32 random bytes); got {len(key)}")
+        kid = key_id(key)
+        self.keys[kid] = AESGCM(key)
+        if primary:
+            self.primary = kid
+        return kid
+
+    def seal(self, plain: str) -> str:
+        if self.primary is None:
+            raise SealingError("no encryption key is configured in this process")
+        nonce = secrets.token_bytes(12)
+        sealed = self.keys[self.primary].encrypt(nonce, plain.encode(), self.primary.encode())
+        return f"{PREFIX}{self.primary}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def open(self, stored: str) -> str:
+        if not stored.startswith(PREFIX):
+            return stored  # written before sealing
+        kid, _, body = stored[len(PREFIX):].partition(":")
+        aead = self.keys.get(kid)
+        if aead is None:
+            raise SealingError(f"a secret in the database was sealed with key {kid}, which this instance does not "
+                               "have: give every instance the same encryption_key (and the old one in "
+                               "encryption_keys_previous while rotating)")
+        try:
+            raw = base64.b64decode(body, validate=True)
+            return aead.decrypt(raw[:12], raw[12:], kid.encode()).decode()
+        except (binascii.Error, InvalidTag, ValueError):
+            raise SealingError(f"a secret sealed with key {kid} does not open: the value is damaged") from None
+
+
+KEYRING = Keyring()
+
+
+class Sealed(TypeDecorator):
+    """A text column whose values are sealed in the database and plain in Python."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else KEYRING.seal(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else KEYRING.open(value)
+
+
+def _decode(text: str, origin: str) -> bytes:
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        raise SealingError(f"{origin} is not base64 (make one with: python -c \"import os, base64; "
+                           "print(base64.b64encode(os.urandom(32)).decode())\")") from None
+
+
+def configure(key: str | None, key_file: Path | None, data_dir: Path, previous: list[str] = ()) -> str:
+    """Load this instance's keys into the process keyring; returns the primary key's id. With
+    neither `key` nor `key_file`, the data directory's key file is used, made on first start."""
+    if key:
+        primary = _decode(key, "encryption_key")
+    else:
+        path = key_file or data_dir / KEY_FILE
+        if not path.exists():
+            if key_file is not None:
+                raise SealingError(f"encryption_key_file {path} does not exist")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # exclusive: of workers starting together, one writes it and all read it
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+            except FileExistsError:
+                pass
+        primary = _decode(path.read_text(), f"encryption key file {path}")
+    for old in previous:
+        KEYRING.add(_decode(old, "encryption_keys_previous"))
+    return KEYRING.add(primary, primary=True)
+
+
+def _columns():
+    from pixelgate.db.models import ApiKey, ChannelRow, Meta
+
+    return [(ChannelRow, ChannelRow.id, ChannelRow.api_key), (ApiKey, ApiKey.id, ApiKey.webhook_secret),
+            (Meta, Meta.key, Meta.value)]
+
+
+async def reseal(sessions: async_sessionmaker, everything: bool = False) -> int:
+    """Seal the values still in plain text (and, with `everything`, reseal those sealed with a
+    key other than the primary: a rotation). Checks on the way that every sealed value opens.
+    Safe to run on several instances at once: each writes a valid sealing of the same value."""
+    changed = 0
+    for model, ident, column in _columns():
+        raw = type_coerce(column, Text)
+        async with sessions() as session:
+            rows = (await session.execute(select(ident, raw).where(column.is_not(None)))).all()
+        for row_id, stored in rows:
+            plain = KEYRING.open(stored)  # raises SealingError for a key we lack
+            current = stored.startswith(f"{PREFIX}{KEYRING.primary}:")
+            if current or (stored.startswith(PREFIX) and not everything):
+                continue
+            async with sessions() as session, session.begin():
+                await session.execute(update(model).where(ident == row_id, raw == stored).values({column.key: plain}))
+            changed += 1
+    return changed
+
+
+async def plain_count(sessions: async_sessionmaker) -> int:
+    """How many secrets are still stored in plain text."""
+    count = 0
+    for _, _, column in _columns():
+        raw = type_coerce(column, Text)
+        async with sessions() as session:
+            count += (await session.execute(select(func.count()).where(
+                column.is_not(None), ~raw.startswith(PREFIX)))).scalar_one()
+    return count
