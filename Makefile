@@ -26,9 +26,11 @@ lock: $(BIN)/python
 run: install
 	$(BIN)/pixelgate serve $(ARGS)
 
-# Four test processes: most tests wait on sockets and subprocesses, not on the two cores.
+# Four test processes: most tests wait on sockets and subprocesses, not on the two cores. Then,
+# alone, the tests that time the event loop (beside other test processes they measure those).
 test: install-test
 	$(BIN)/python -m pytest -q -n 4 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:xdist tests/test_hardening.py -k off_the_event_loop
 
 bench: install-test
 	$(BIN)/pip install -q -e '.[test,bench]'

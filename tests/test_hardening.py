@@ -532,6 +532,17 @@ def _big_png() -> bytes:
     return out.getvalue()
 
 
+def _big_mask() -> bytes:
+    """6000x6000 transparent-or-opaque pixels (the OpenAI convention): a valid mask to convert."""
+    from PIL import Image
+
+    mask = Image.new("RGBA", (6000, 6000), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (1000, 1000, 5000, 5000))
+    out = io.BytesIO()
+    mask.save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
 def _loop_lag_during(gateway, action) -> float:
     """The longest the gateway's event loop went unscheduled (seconds) while `action` ran."""
     stop = threading.Event()
@@ -555,8 +566,8 @@ def _loop_lag_during(gateway, action) -> float:
 
 @pytest.mark.skipif(bool(os.environ.get("PYTEST_XDIST_WORKER")),
                     reason="times the event loop: other test processes on the same cores make it flaky; "
-                           "run it alone (pytest tests/test_hardening.py)")
-@pytest.mark.parametrize("how", ["multipart", "data_url", "ideogram_mask"])
+                           "make test runs it alone, after the others")
+@pytest.mark.parametrize("how", ["multipart", "data_url", "ideogram_mask", "ideogram_edit"])
 def test_large_images_are_decoded_off_the_event_loop(ideogram_gateway, how):
     import base64
 
@@ -571,10 +582,15 @@ def test_large_images_are_decoded_off_the_event_loop(ideogram_gateway, how):
             elif how == "data_url":
                 resp = client.post("/v1/images/edits", json={"model": "no-such-model", "prompt": "x", "images": [
                     {"image_url": "data:image/png;base64," + base64.b64encode(big).decode()}]})
-            else:  # an Ideogram mask is decoded, converted and checked: a gradient is not two-tone
+            elif how == "ideogram_mask":  # a mask is decoded, converted and checked: a gradient is not two-tone
                 resp = client.post("/ideogram/v1/ideogram-v3/edit", data={"prompt": "x"},
                                    files={"image": ("i.png", big, "image/png"), "mask": ("m.png", big, "image/png")})
                 assert resp.status_code == 400 and "black and white" in resp.json()["error"], resp.text
+                return
+            else:  # a good mask goes on to the provider's build, which converts it for the vendor
+                resp = client.post("/v1/images/edits", data={"model": "V3", "prompt": "x"},
+                                   files={"image": ("i.png", big, "image/png"), "mask": ("m.png", _big_mask(), "image/png")})
+                assert resp.status_code == 200, resp.text
                 return
             assert resp.status_code == 404, resp.text
 

@@ -314,7 +314,7 @@ class Engine:
         route = await self.prepare(req, ctx)
 
         async def open_stream(provider: Provider, channel: Channel):
-            call = provider.build(req, channel.upstream_model(req.model), channel)
+            call = await _build(provider, req, channel)
             reply, events = await self._transport(provider).stream(call, self._timeout(provider, channel))
             if reply.status >= 400:
                 raise provider.parse_error(reply)
@@ -392,7 +392,7 @@ class Engine:
         return done
 
     async def _submit(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished | Submitted:
-        call = provider.build(req, channel.upstream_model(req.model), channel)
+        call = await _build(provider, req, channel)
         reply = await self._send(provider, channel, call)
         if reply.status >= 400:
             raise provider.parse_error(reply)
@@ -450,7 +450,7 @@ class Engine:
             data = image.data
         elif image.b64 is not None:
             try:
-                data = pybase64.b64decode(image.b64, validate=True)
+                data = await _off_loop_if_large(len(image.b64), pybase64.b64decode, image.b64, validate=True)
             except (binascii.Error, ValueError):
                 raise UpstreamBadResponse("The upstream sent an image that is not valid base64.") from None
         else:
@@ -475,7 +475,9 @@ class Engine:
         if req.delivery is Delivery.URL:
             delivered.url = self.signer.url(ctx.base_url, name)
         if req.delivery is Delivery.B64 or req.stream:  # stream events always carry the bytes
-            delivered.b64 = b64 if b64 is not None else pybase64.b64encode(data).decode()
+            if b64 is None:
+                b64 = (await _off_loop_if_large(len(data), pybase64.b64encode, data)).decode()
+            delivered.b64 = b64
         return delivered
 
     async def _fetch(self, url: str) -> bytes:
@@ -490,6 +492,26 @@ class Engine:
         with upstream_errors("image download"):
             async with asyncio.timeout(60):
                 return await self.transports["http"].download(url, trusted)
+
+
+LARGE = 256 * 1024
+"""Bytes of work above which a step leaves the event loop for a thread (below it, the hop costs
+more than the work): base64 of big images, builds that encode images or convert a mask."""
+
+
+async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    if size > LARGE:
+        return await asyncio.to_thread(work, *args, **kwargs)
+    return work(*args, **kwargs)
+
+
+async def _build(provider: Provider, req: ImageRequest, channel: Channel) -> UpstreamCall:
+    """The vendor call. A provider's build is pure, so one that carries images (base64 encoding,
+    mask conversion with Pillow) runs in a thread, away from every other request's I/O."""
+    model = channel.upstream_model(req.model)
+    if req.mask is not None or sum(len(i.data) for i in req.images) > LARGE:  # a mask is decoded whole
+        return await asyncio.to_thread(provider.build, req, model, channel)
+    return provider.build(req, model, channel)
 
 
 def _pixel_size(data: bytes) -> tuple[int | None, int | None]:
