@@ -12,6 +12,7 @@ import base64
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -82,6 +83,9 @@ class KeyStore:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._loading: dict[str, asyncio.Future] = {}
+        self._proven: OrderedDict[str, None] = OrderedDict()
+        """Digests of keys that authenticated in this process (the latest 10,000): an address
+        throttled for guessing keys still serves them (services: AuthFailures)."""
         self.announce: Callable[[str], Awaitable[None]] | None = None
 
     async def authenticate(self, token: str | None) -> Principal:
@@ -105,9 +109,17 @@ class KeyStore:
             self._cache[digest] = (now + self._cache_seconds, principal)
         if principal is None:
             raise Unauthorized(f"Incorrect API key provided: {token[:6]}****. The key is unknown or disabled.")
+        self._proven[digest] = None
+        self._proven.move_to_end(digest)
+        if len(self._proven) > 10_000:
+            self._proven.popitem(last=False)
         if principal.expires_at is not None and principal.expires_at <= datetime.now(timezone.utc):
             raise Unauthorized("This API key has expired.", code="expired_api_key")
         return principal
+
+    def proven(self, token: str | None) -> bool:
+        """Whether this key authenticated here before: known good, not a guess."""
+        return bool(token) and hash_key(token) in self._proven
 
     async def by_digest(self, digest: str) -> Principal | None:
         """The key whose SHA-256 this is, if it is enabled and unexpired (a console session keeps
