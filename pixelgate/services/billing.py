@@ -1,7 +1,7 @@
 """Prices and money: quote, hold, settle. The only module that moves a balance.
 
-  quote   the unit price of a request (most specific matching entry; operator prices beat the
-          built-in defaults), converted into the gateway's currency and marked up for the key's
+  quote   the unit price of a request (operator prices beat the built-in defaults, then the most
+          specific matching entry wins), converted into the gateway's currency and marked up for the key's
           account and group, exact Decimal arithmetic. A token price quotes the most one image
           can cost, and charges the usage the vendor reports
   hold    before any upstream call: reserve the most the request can cost, in ONE conditional
@@ -148,7 +148,9 @@ class Billing:
             raise NotPriced(f"Model '{req.model}' has no price for this request, and the gateway refuses "
                             "unpriced models. The operator can add a price (admin API /admin/prices or "
                             "the config file) or set unpriced = \"free\".", field="model")
-        _, _, price = max(candidates, key=lambda c: (c[0], c[1]))
+        # the operator's prices beat the built-in ones whatever their detail; within one origin, the
+        # most specific matching entry wins
+        _, _, price = max(candidates, key=lambda c: (c[1], c[0]))
         factor = self.rate(price.currency, model) * markup
         amount = price.amount
         if price.tokens is not None:

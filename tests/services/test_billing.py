@@ -189,6 +189,13 @@ def test_most_specific_price_wins_and_operator_beats_default(billing):
         assert asyncio.run(_quote(billing, "USD", _req("gpt-image-1", **fields), configured=configured)).unit_price \
             == Decimal(expected)
     assert asyncio.run(_quote(billing, "USD", _req("dall-e-3"), configured=configured)).unit_price == Decimal("0.05")
+    # an operator's flat price beats the built-in ones even where those are more detailed (the
+    # dall-e-3 1024x1792 row, FLUX.2's size tiers)
+    assert asyncio.run(_quote(billing, "USD", _req("dall-e-3", size="1024x1792"),
+                              configured=configured)).unit_price == Decimal("0.05")
+    flat = [Price("flux-2-pro", Decimal("1"), "USD")]
+    assert asyncio.run(_quote(billing, "USD", _req("flux-2-pro", size="2048x2048"), configured=flat)).unit_price == 1
+    assert asyncio.run(_quote(billing, "USD", _req("flux-2-pro", size="2048x2048"))).unit_price == Decimal("0.075")
 
 
 def test_unpriced_is_refused_or_free_by_setting(billing):
