@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from pixelgate import __version__
 from pixelgate import simulators
-from pixelgate.config import ChannelConfig, Settings, load_settings
-from pixelgate.db.models import Meta
-from pixelgate.db.session import make_engine, migrate, sessionmaker
+from pixelgate.bootstrap import bootstrap, configure_sealing, signing_secret
+from pixelgate.config import Settings, load_settings
+from pixelgate.db.session import make_engine, sessionmaker
 from pixelgate.domain.prices import Price
 from pixelgate.services.auth import KeyStore
 from pixelgate.services.billing import Billing
 from pixelgate.services.engine import Engine
 from pixelgate.errors import GatewayError
-from pixelgate.services import metrics, sealing
+from pixelgate.services import metrics
 from pixelgate.services.engine import RequestContext
 from pixelgate.services.fetch import Fetcher
 from pixelgate.services.invalidation import Invalidation
@@ -67,44 +65,6 @@ class Services:
         metrics.observe(rows[0][1])
 
 
-async def bootstrap(settings: Settings, db: AsyncEngine) -> str | None:
-    """Schema, config channels and the admin key: run once before serving. Returns a newly
-    generated admin key, which the caller prints once."""
-    await migrate(db)
-    sessions = sessionmaker(db)
-    configure_sealing(settings)
-    await sealing.reseal(sessions)  # rows from before sealing; and a wrong key stops here, named
-    await ChannelDirectory(sessions).sync_config(configured_channels(settings), settings.sandbox)
-    await _secret(sessions, settings)
-    return await KeyStore(sessions).ensure_admin(settings.admin_key)
-
-
-def configure_sealing(settings: Settings) -> str:
-    """This instance's keys for the secrets at rest (services.sealing)."""
-    return sealing.configure(settings.encryption_key, settings.encryption_key_file, settings.data_dir,
-                             settings.encryption_keys_previous)
-
-
-def configured_channels(settings: Settings) -> list[ChannelConfig]:
-    """The config file's channels, and the simulated vendors' when asked for."""
-    if not settings.simulate_vendors:
-        return settings.channels
-    taken = {c.name for c in settings.channels}
-    return settings.channels + [ChannelConfig(**c) for c in simulators.channels() if c["name"] not in taken]
-
-
-async def _secret(sessions: async_sessionmaker, settings: Settings) -> str:
-    if settings.secret_key:
-        return settings.secret_key
-    async with sessions() as session, session.begin():
-        row = await session.get(Meta, "url_signing_secret")
-        if row is None:
-            row = Meta(key="url_signing_secret", value=secrets.token_hex(32))
-            session.add(row)
-    async with sessions() as session:  # re-read: a concurrent first start may have won
-        return (await session.execute(select(Meta.value).where(Meta.key == "url_signing_secret"))).scalar_one()
-
-
 async def start_services(settings: Settings) -> Services:
     db = make_engine(settings.resolved_database_url)
     configure_sealing(settings)
@@ -115,7 +75,7 @@ async def start_services(settings: Settings) -> Services:
     sessions = sessionmaker(db)
     directory = ChannelDirectory(sessions, settings.cache_seconds)
     storage = await open_storage(settings)
-    signer = UrlSigner(await _secret(sessions, settings), settings.url_ttl_seconds, settings.public_base_url)
+    signer = UrlSigner(await signing_secret(sessions, settings), settings.url_ttl_seconds, settings.public_base_url)
     records = RecordWriter(sessions)
     records.start()
     http = HttpTransport(settings.upstream_connections,

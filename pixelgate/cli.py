@@ -53,7 +53,7 @@ def _display(url: str) -> str:
 def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]], create: bool = False) -> Any:
     """Run `work(services-like namespace)` against the database, after migrating it. Unless
     `create`, the database must already be the gateway's (have its tables)."""
-    from pixelgate.app import bootstrap
+    from pixelgate.bootstrap import bootstrap
     from pixelgate.db.session import make_engine, sessionmaker
     from pixelgate.services.auth import KeyStore
     from pixelgate.services.invalidation import Invalidation
@@ -175,7 +175,7 @@ def main(ctx: click.Context, config: str | None) -> None:
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Start the gateway."""
     from pixelgate.workers import serve as run_workers
-    from pixelgate.app import bootstrap
+    from pixelgate.bootstrap import bootstrap
     from pixelgate.db.session import make_engine
     from pixelgate.services.metrics import prepare_shared_directory
 
