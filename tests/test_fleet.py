@@ -151,12 +151,12 @@ def _check_books(fleet: Fleet, account_id: int, acknowledged: dict[str, str]) ->
     settles = {r["request_id"]: r["amount"] for r in fleet.query(
         "SELECT request_id, amount FROM ledger WHERE kind = 'settle'")}
     assert {h["request_id"] for h in holds} == set(settles), "a hold without exactly one settlement"
-    tasks = {r["id"]: r for r in fleet.query("SELECT id, request_id, status, output, cost, model FROM tasks")}
+    tasks = {r["id"]: r for r in fleet.query("SELECT id, request_id, status, output, cost, model, error, runs, channel FROM tasks")}
     for task in tasks.values():
         delivered = len(json.loads(task["output"])) if task["status"] == "succeeded" and task["output"] else 0
         assert settles[task["request_id"]] == UNIT[task["model"]] * delivered == task["cost"], dict(task)
     for task_id in acknowledged:  # the client was told of these: each must finish with its images
-        assert tasks[task_id]["status"] == "succeeded", dict(tasks[task_id])
+        assert tasks[task_id]["status"] == "succeeded", (tasks[task_id]["error"], tasks[task_id]["runs"], tasks[task_id]["model"])
     account = fleet.query(f"SELECT balance, reserved, spent FROM accounts WHERE id = {account_id}")[0]
     charged = sum(settles.values(), Decimal(0))
     assert account["reserved"] == 0

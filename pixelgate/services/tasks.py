@@ -55,8 +55,10 @@ log = logging.getLogger("pixelgate.tasks")
 
 LIVE = ("starting", "pending", "running")
 TERMINAL = ("succeeded", "failed", "canceled")
-MAX_RUNS = 3
-"""Starts of a synchronous task's work: a request that kills its process each time is failed."""
+MAX_RUNS = 5
+"""Starts of a synchronous task's work: a request that kills its process each time is failed. Five,
+not fewer: in a fleet where one instance keeps crashing for other reasons, that instance may take
+up an orphaned task several times before a healthy one does."""
 MAX_WORKING = 256
 """Tasks one process works on at once (each is mostly waiting on a vendor)."""
 SWEEP_SECONDS = 10.0
