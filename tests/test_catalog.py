@@ -326,3 +326,17 @@ def test_midjourney_v8_flags_reach_the_proxy_as_written(simulated):
     with simulated.http() as client:
         resp = client.post("/mj/submit/imagine", json={"prompt": "a red fox --v 8.1 --hd --ar 16:9 --s 750"})
     assert resp.status_code == 200 and resp.json()["code"] == 1, resp.text
+
+
+def test_a_retired_model_through_predictions_and_replicate(make_gateway, openai_today):
+    state, base = openai_today
+    gateway = _gateway(make_gateway, base, unpriced="free")
+    with gateway.http() as client:
+        sync = client.post("/models/openai/dall-e-3/predictions", json={"input": {"prompt": "x", "quality": "hd"}})
+        replicate = client.post("/v1/models/openai/dall-e-3/predictions", json={"input": {"prompt": "x"}},
+                                headers={"Prefer": "wait=20"})
+    assert sync.status_code == 200 and sync.json()["model"] == "openai/dall-e-3", sync.text
+    assert replicate.status_code == 201 and replicate.json()["status"] == "succeeded", replicate.text
+    assert replicate.json()["model"] == "openai/dall-e-3"
+    assert [r.fields["model"] for r in state.requests] == ["gpt-image-2.5-sunburst"] * 2
+    assert state.requests[0].fields["quality"] == "high"
