@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from pixelgate.services.auth import hash_key
 from pixelgate.services.transport import _sse_lines
 from tests.conftest import ADMIN_KEY, openai_channel, openai_error, png
 from tests.emulators.server import serve
@@ -639,3 +640,28 @@ def test_redaction_finds_keys_in_their_masked_and_usual_shapes():
     assert redact("Incorrect API key provided: sk-ab************wxyz.") == "Incorrect API key provided: [redacted]."
     assert redact("header was 'Bearer abc.def.ghi-jkl'") == "header was '[redacted]'"
     assert redact("upstream answered HTTP 500: model overloaded") == "upstream answered HTTP 500: model overloaded"
+
+
+def test_random_keys_never_evict_a_real_one_from_the_key_cache(make_gateway):
+    from pixelgate.errors import Unauthorized
+
+    gateway = make_gateway(cache_seconds=300)
+    keys, admin_digest = gateway.services.keys, hash_key(ADMIN_KEY)
+    original, reads = keys._load, []
+
+    async def load(digest):  # the database, minus its latency for the guesses
+        reads.append(digest)
+        return await original(digest) if digest == admin_digest else None
+
+    async def guess_many() -> None:
+        await keys.authenticate(ADMIN_KEY)
+        for i in range(100_050):  # more than the whole cache used to hold before it was emptied
+            try:
+                await keys.authenticate(f"pg-guess-{i}")
+            except Unauthorized:
+                pass
+        await keys.authenticate(ADMIN_KEY)
+
+    keys._load = load
+    gateway.run(guess_many(), timeout=120)
+    assert reads.count(admin_digest) == 1, "the guesses pushed the real key out of the cache"

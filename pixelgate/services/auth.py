@@ -81,7 +81,11 @@ class KeyStore:
     def __init__(self, sessions: async_sessionmaker, cache_seconds: float = 2.0) -> None:
         self._sessions = sessions
         self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+        """Known keys (least recently used first): room for `max_known`."""
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        """Keys that were not found, apart: random guesses never push a real key out."""
+        self.max_known, self.max_unknown = 100_000, 10_000
         self._loading: dict[str, asyncio.Future] = {}
         self._proven: OrderedDict[str, None] = OrderedDict()
         """Digests of keys that authenticated in this process (the latest 10,000): an address
@@ -97,6 +101,9 @@ class KeyStore:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             principal = hit[1]
+            self._cache.move_to_end(digest)
+        elif self._unknown.get(digest, 0) > now:
+            principal = None
         else:
             # Concurrent requests with the same key share one database read.
             loading = self._loading.get(digest)
@@ -104,9 +111,11 @@ class KeyStore:
                 loading = self._loading[digest] = asyncio.ensure_future(self._load(digest))
                 loading.add_done_callback(lambda _: self._loading.pop(digest, None))
             principal = await asyncio.shield(loading)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[digest] = (now + self._cache_seconds, principal)
+            if principal is None:
+                self._remember(self._unknown, digest, now + self._cache_seconds, self.max_unknown)
+            else:
+                self._unknown.pop(digest, None)
+                self._remember(self._cache, digest, (now + self._cache_seconds, principal), self.max_known)
         if principal is None:
             raise Unauthorized(f"Incorrect API key provided: {token[:6]}****. The key is unknown or disabled.")
         self._proven[digest] = None
@@ -116,6 +125,13 @@ class KeyStore:
         if principal.expires_at is not None and principal.expires_at <= datetime.now(timezone.utc):
             raise Unauthorized("This API key has expired.", code="expired_api_key")
         return principal
+
+    @staticmethod
+    def _remember(cache: OrderedDict, digest: str, value, most: int) -> None:
+        cache[digest] = value
+        cache.move_to_end(digest)
+        while len(cache) > most:
+            cache.popitem(last=False)  # the least recently used
 
     def proven(self, token: str | None) -> bool:
         """Whether this key authenticated here before: known good, not a guess."""
@@ -152,6 +168,7 @@ class KeyStore:
 
     def forget(self) -> None:
         self._cache.clear()
+        self._unknown.clear()
 
     async def create(self, name: str, *, is_admin: bool = False, expires_at: datetime | None = None,
                      allowed_models: list[str] | None = None, token: str | None = None,
