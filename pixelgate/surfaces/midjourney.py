@@ -148,6 +148,7 @@ for _names, _check in (
     for _name in _names:
         FLAGS[_name] = (_names[-1], _check)
 VERSION_RANGES = {  # (parameter, version family) -> a narrower check, where the reference gives one
+    ("quality", "8"): _one_of("1", "4"),  # V8.1 (Youchuan's guide, Midjourney's partner in China)
     ("quality", "7"): _one_of("1", "2", "4"), ("quality", "6"): _one_of(".25", "0.25", ".5", "0.5", "1", "2"),
     ("quality", "5"): _one_of(".25", "0.25", ".5", "0.5", "1", "2"), ("iw", "5"): _number(0, 2, whole=False)}
 _PARAM = re.compile(r"(?:^|\s)(?:--|\u2014)([A-Za-z][\w-]*)")  # iOS turns -- into an em dash
