@@ -642,6 +642,34 @@ def test_redaction_finds_keys_in_their_masked_and_usual_shapes():
     assert redact("upstream answered HTTP 500: model overloaded") == "upstream answered HTTP 500: model overloaded"
 
 
+def test_a_channel_key_the_vendor_shortened_with_an_ellipsis_is_redacted(make_gateway, openai_upstream):
+    state, base = openai_upstream
+    key = state.api_key = "sk-proj-AnotherChannelSecret9876"
+    gateway = make_gateway(channels=[openai_channel(base, api_key=key)])
+    state.fail_next(401, {"error": {"message": f"Incorrect API key provided: {key[:6]}...{key[-3:]}. Revoked; "
+                                               f"the key ending in \u2026{key[-4:]} no longer works.",
+                                    "type": "invalid_request_error", "param": f"{key[:8]}...", "code": "invalid_api_key"}})
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x"})
+    assert resp.status_code == 502 and "[redacted]" in resp.text, resp.text
+    logged = gateway.requests_log()[0]
+    for text in (resp.text, orjson.dumps(logged).decode()):
+        assert key[:6] not in text and key[-3:] not in text, text
+
+
+def test_redaction_of_shortened_and_ellipsis_forms():
+    from pixelgate.services.transport import redact
+
+    secret = "sk-abcdefghijklmnopqrstuvwxyz"
+    for shown in ("sk-abc...xyz", "sk-ab****wxyz", "sk-...wxyz", "****wxyz", "sk-abc\u2026wxyz", "sk-abcdefghij...xyz"):
+        assert redact(f"Incorrect API key provided: {shown}.", secret) == "Incorrect API key provided: [redacted].", shown
+    # without the channel's key at hand, an OpenAI-style key still goes in any of those shapes
+    assert redact("Incorrect API key provided: sk-abc...xyz.") == "Incorrect API key provided: [redacted]."
+    assert redact("Incorrect API key provided: sk-abc\u2026xyz.") == "Incorrect API key provided: [redacted]."
+    # text that merely has an ellipsis or asterisks is left alone
+    assert redact("Please wait... the model is **busy**", secret) == "Please wait... the model is **busy**"
+
+
 def test_random_keys_never_evict_a_real_one_from_the_key_cache(make_gateway):
     from pixelgate.errors import Unauthorized
 

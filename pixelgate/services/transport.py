@@ -65,19 +65,29 @@ def upstream_errors(channel: str, secret: str | None = None) -> Iterator[None]:
         raise (_redacted(translated, secret) if translated else exc) from None
 
 
-# Credentials as vendors write them: OpenAI-style and Google keys, bearer tokens, key parameters.
-_KEYISH = re.compile(r"\bsk-[A-Za-z0-9_\-*]{6,}|\bAIza[0-9A-Za-z_\-*]{10,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=*]{8,}"
+# Credentials as vendors write them: OpenAI-style keys (whole, starred, or shortened with an
+# ellipsis: "sk-abc...xyz"), Google keys, bearer tokens, key parameters.
+_KEYISH = re.compile(r"\bsk-[A-Za-z0-9_\-]*(?:\.{3}|\u2026)[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-*]{6,}"
+                     r"|\bAIza[0-9A-Za-z_\-*]{10,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=*]{8,}"
                      r"|(?i:(?:api[_-]?key|key|token|secret)=)[A-Za-z0-9._\-*]{8,}")
+# A key shown masked: the visible head and tail around a run of asterisks, dots or an ellipsis
+# ("sk-ab****wxyz", "sk-abc...xyz", "****wxyz").
+_SHOWN = r"[A-Za-z0-9_\-/+]*"
+_MASKED = re.compile(rf"({_SHOWN})(?:\*{{2,}}|\.{{3,}}|\u2026+|\u2022{{2,}})({_SHOWN})")
 REDACTED = "[redacted]"
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """`text` without `secret`, its masked forms ("sk-ab****wxyz": its head or tail beside
-    asterisks) or anything key-shaped."""
+    """`text` without `secret`, its masked forms (what a vendor shows of it: a head and a tail
+    of it around asterisks or an ellipsis) or anything key-shaped."""
     if secret and len(secret) >= 8:
         text = text.replace(secret, REDACTED)
-        head, tail = re.escape(secret[:4]), re.escape(secret[-4:])
-        text = re.sub(rf"\S*(?:{head}\S*\*|\*\S*{tail})\S*", REDACTED, text)
+
+        def masked(m: re.Match) -> str:
+            head, tail = m.group(1), m.group(2)
+            return REDACTED if (head or tail) and secret.startswith(head) and secret.endswith(tail) else m.group(0)
+
+        text = _MASKED.sub(masked, text)
     return _KEYISH.sub(REDACTED, text)
 
 
@@ -86,6 +96,8 @@ def _redacted(exc: UpstreamError, secret: str | None) -> UpstreamError:
     if clean != exc.message:
         exc.message = clean
         exc.args = (clean,)
+    if exc.field:  # a vendor's "param" is relayed too
+        exc.field = redact(exc.field, secret)
     return exc
 
 
