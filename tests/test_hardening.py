@@ -608,6 +608,65 @@ def test_large_images_are_decoded_off_the_event_loop(ideogram_gateway, how):
     assert lag < max(0.1, decode / 2), f"the event loop stalled {lag * 1000:.0f} ms (a decode: {decode * 1000:.0f} ms)"
 
 
+def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monkeypatch):
+    """A vendor's large base64 image is decoded, and a large downloaded one encoded for a b64_json
+    answer, in a thread; small ones stay on the loop (the thread hop would cost more). Checked by
+    where the coding runs, not by timing: base64 is fast enough that a timing test proves nothing."""
+    import base64
+
+    from PIL import Image
+
+    from pixelgate.services import engine
+
+    big = io.BytesIO()
+    Image.frombytes("RGB", (400, 400), os.urandom(400 * 400 * 3)).save(big, "PNG")  # noise: 480 KB
+    big_png, small_png = big.getvalue(), png(16, 16)
+    assert len(big_png) > engine.LARGE > len(base64.b64encode(small_png))
+
+    async def generations(request: Request) -> Response:
+        model = (await request.json())["model"]
+        if model == "dall-e-2":  # by URL: the gateway downloads it, and encodes it for a b64_json answer
+            return JSONResponse({"created": 1, "data": [{"url": f"{request.base_url}big.png"}]})
+        data = big_png if model == "gpt-image-1" else small_png
+        return JSONResponse({"created": 1, "data": [{"b64_json": base64.b64encode(data).decode()}]})
+
+    async def image(request: Request) -> Response:
+        return Response(big_png, media_type="image/png")
+
+    coded: list[tuple[str, int, bool]] = []  # (function, input length, on the event loop)
+
+    def spy(name: str):
+        real = getattr(engine.pybase64, name)
+
+        def run(data, *args, **kwargs):
+            try:
+                asyncio.get_running_loop()
+                on_loop = True
+            except RuntimeError:
+                on_loop = False
+            coded.append((name, len(data), on_loop))
+            return real(data, *args, **kwargs)
+        return run
+
+    monkeypatch.setattr(engine, "pybase64", type("Spied", (), {"b64decode": staticmethod(spy("b64decode")),
+                                                               "b64encode": staticmethod(spy("b64encode"))}))
+    app = Starlette(routes=[Route("/v1/images/generations", generations, methods=["POST"]),
+                            Route("/big.png", image)])
+    with serve(app) as base:
+        gateway = make_gateway(channels=[openai_channel(base + "/v1", models=["gpt-image-1", "gpt-image-1-mini",
+                                                                              "dall-e-2"])])
+        with gateway.http() as client:
+            for model in ("gpt-image-1", "gpt-image-1-mini", "dall-e-2"):
+                resp = client.post(GEN, json={"model": model, "prompt": "x", "response_format": "b64_json"})
+                assert resp.status_code == 200, resp.text
+                assert base64.b64decode(resp.json()["data"][0]["b64_json"]) == (
+                    small_png if model == "gpt-image-1-mini" else big_png)
+    large = [(name, on_loop) for name, size, on_loop in coded if size > engine.LARGE]
+    small = [(name, on_loop) for name, size, on_loop in coded if size <= engine.LARGE]
+    assert sorted(large) == [("b64decode", False), ("b64encode", False)], coded
+    assert small == [("b64decode", True)], coded
+
+
 def test_price_fields_longer_than_their_columns_are_a_400(gateway):
     with gateway.http() as client:
         openai_error(client.post("/admin/prices", json={"model": "m", "amount": "1", "currency": "X" * 20}), 400,
