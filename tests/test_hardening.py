@@ -548,6 +548,26 @@ def _big_mask() -> bytes:
     return out.getvalue()
 
 
+def _flat_alpha_png(side: int) -> bytes:
+    """An opaque square with a transparent middle: a valid image to edit without a mask, whose
+    file is tiny for its pixels (3000x3000: 42 KB)."""
+    from PIL import Image
+
+    img = Image.new("RGBA", (side, side), (200, 30, 30, 255))
+    img.paste((0, 0, 0, 0), (side // 4, side // 4, 3 * side // 4, 3 * side // 4))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
 def _loop_lag_during(gateway, action) -> float:
     """The longest the gateway's event loop went unscheduled (seconds) while `action` ran."""
     stop = threading.Event()
@@ -572,7 +592,7 @@ def _loop_lag_during(gateway, action) -> float:
 @pytest.mark.skipif(bool(os.environ.get("PYTEST_XDIST_WORKER")),
                     reason="times the event loop: other test processes on the same cores make it flaky; "
                            "make test runs it alone, after the others")
-@pytest.mark.parametrize("how", ["multipart", "data_url", "ideogram_mask", "ideogram_edit"])
+@pytest.mark.parametrize("how", ["multipart", "data_url", "ideogram_mask", "ideogram_edit", "ideogram_alpha_edit"])
 def test_large_images_are_decoded_off_the_event_loop(ideogram_gateway, how):
     import base64
 
@@ -592,9 +612,14 @@ def test_large_images_are_decoded_off_the_event_loop(ideogram_gateway, how):
                                    files={"image": ("i.png", big, "image/png"), "mask": ("m.png", big, "image/png")})
                 assert resp.status_code == 400 and "black and white" in resp.json()["error"], resp.text
                 return
-            else:  # a good mask goes on to the provider's build, which converts it for the vendor
+            elif how == "ideogram_edit":  # a good mask goes on to the provider's build, which converts it
                 resp = client.post("/v1/images/edits", data={"model": "V3", "prompt": "x"},
                                    files={"image": ("i.png", big, "image/png"), "mask": ("m.png", _big_mask(), "image/png")})
+                assert resp.status_code == 200, resp.text
+                return
+            else:  # no mask: the build makes Ideogram's of the image's alpha, 4096x4096 pixels in 75 KB
+                resp = client.post("/v1/images/edits", data={"model": "V3", "prompt": "x"},
+                                   files={"image": ("i.png", _flat_alpha_png(4096), "image/png")})
                 assert resp.status_code == 200, resp.text
                 return
             assert resp.status_code == 404, resp.text
@@ -606,6 +631,36 @@ def test_large_images_are_decoded_off_the_event_loop(ideogram_gateway, how):
     decode = time.perf_counter() - started  # what the loop would stall for, on this machine now
     lag = _loop_lag_during(gateway, send)
     assert lag < max(0.1, decode / 2), f"the event loop stalled {lag * 1000:.0f} ms (a decode: {decode * 1000:.0f} ms)"
+
+
+def test_pixels_not_file_size_decide_what_is_decoded_off_the_event_loop(ideogram_gateway, monkeypatch):
+    """A flat 3000x3000 PNG is a 42 KB file, yet decoding it takes about 100 ms and making
+    Ideogram's mask of its alpha (an edit without a mask) about 200 ms: both run in a thread. A
+    64x64 image stays on the loop. Checked by where they run, so it holds beside other tests."""
+    from pixelgate.domain import images, masks
+
+    gateway, _ = ideogram_gateway
+    ran: list[tuple[str, bool]] = []
+
+    def spy(module, name: str) -> None:
+        real = getattr(module, name)
+
+        def run(*args, **kwargs):
+            ran.append((name, _on_event_loop()))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, run)
+
+    spy(images, "read_image")
+    spy(masks, "convert")
+    flat = _flat_alpha_png(3000)
+    assert len(flat) < images.INLINE_DECODE_BYTES
+    with gateway.http() as client:
+        for side, on_loop in ((3000, False), (64, True)):
+            ran.clear()
+            resp = client.post("/v1/images/edits", data={"model": "V3", "prompt": "x"},
+                               files={"image": ("i.png", flat if side == 3000 else _flat_alpha_png(64), "image/png")})
+            assert resp.status_code == 200, resp.text
+            assert ran == [("read_image", on_loop), ("convert", on_loop)], (side, ran)
 
 
 def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monkeypatch):
@@ -639,12 +694,7 @@ def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monke
         real = getattr(engine.pybase64, name)
 
         def run(data, *args, **kwargs):
-            try:
-                asyncio.get_running_loop()
-                on_loop = True
-            except RuntimeError:
-                on_loop = False
-            coded.append((name, len(data), on_loop))
+            coded.append((name, len(data), _on_event_loop()))
             return real(data, *args, **kwargs)
         return run
 

@@ -20,6 +20,9 @@ MAX_PIXELS = 64_000_000
 """Decompression-bomb guard: larger images are refused before they are decoded."""
 INLINE_DECODE_BYTES = 64 * 1024
 """Smaller images are decoded on the event loop (microseconds); larger ones in a thread."""
+INLINE_DECODE_PIXELS = 256 * 256
+"""...unless they have more pixels than this: decoding costs by the pixel, and a flat 4096x4096
+PNG is 50 KB that take a few hundred milliseconds to decode or convert."""
 
 
 @dataclass(slots=True)
@@ -63,9 +66,19 @@ def read_image(data: bytes, field: str, filename: str | None = None, *, decode: 
 async def load_image(data: bytes, field: str, filename: str | None = None) -> InputImage:
     """read_image with a full decode, off the event loop for all but tiny images: decoding a
     4K PNG takes tens of milliseconds that every other request would wait for."""
-    if len(data) <= INLINE_DECODE_BYTES:
+    if len(data) <= INLINE_DECODE_BYTES and pixels(data) <= INLINE_DECODE_PIXELS:
         return read_image(data, field, filename, decode=True)
     return await asyncio.to_thread(read_image, data, field, filename, decode=True)
+
+
+def pixels(data: bytes) -> int:
+    """Width times height from the image header (no decode); 0 if there is none to read."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            return width * height
+    except Exception:  # Pillow raises assorted types for bytes it cannot read
+        return 0
 
 
 def sniff_format(data: bytes) -> str:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from pixelgate.config import Settings
 from pixelgate.db.models import RequestLog
-from pixelgate.domain.images import convert_format, sniff_format
+from pixelgate.domain.images import INLINE_DECODE_PIXELS, convert_format, sniff_format
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
                                      Submitted, UpstreamImage)
@@ -506,10 +506,14 @@ async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any, **kw
 
 
 async def _build(provider: Provider, req: ImageRequest, channel: Channel) -> UpstreamCall:
-    """The vendor call. A provider's build is pure, so one that carries images (base64 encoding,
-    mask conversion with Pillow) runs in a thread, away from every other request's I/O."""
+    """The vendor call. A provider's build is pure, so one that carries large images runs in a
+    thread, away from every other request's I/O: it base64-encodes their bytes, and it may decode
+    their pixels (a mask converted to the vendor's convention, or Ideogram's mask made from the
+    image's alpha), which costs by the pixel however well the file compressed."""
     model = channel.upstream_model(req.model)
-    if req.mask is not None or sum(len(i.data) for i in req.images) > LARGE:  # a mask is decoded whole
+    images = [*req.images, *req.style_images, *([req.mask] if req.mask is not None else [])]
+    if (sum(len(i.data) for i in images) > LARGE
+            or sum(i.width * i.height for i in images) > INLINE_DECODE_PIXELS):
         return await asyncio.to_thread(provider.build, req, model, channel)
     return provider.build(req, model, channel)
 
