@@ -66,6 +66,25 @@ def test_channels_managed_at_run_time(gateway, openai_upstream):
         assert gone.status_code == 404
 
 
+def test_a_channel_key_is_shown_masked_by_the_admin_api_and_the_console(gateway, openai_upstream):
+    from tests.console.test_console import sign_in
+
+    _, url = openai_upstream
+    key = "sk-proj-ChannelSecretKey-9f3c"
+    with gateway.http() as admin:
+        made = admin.post("/admin/channels", json={**openai_channel(url, "masked"), "api_key": key}).json()
+        listed = admin.get("/admin/channels").text
+        one = admin.get("/admin/channels/masked").json()
+        edited = admin.patch("/admin/channels/masked", json={"priority": 3}).json()
+        short = admin.post("/admin/channels", json={**openai_channel(url, "short"), "api_key": "sk-shortkey"}).json()
+    assert made["api_key_hint"] == one["api_key_hint"] == edited["api_key_hint"] == "sk-...9f3c"
+    assert short["api_key_hint"] == "..."  # too short to show any of it
+    page = sign_in(gateway).get("/console/channels").text
+    assert "key sk-...9f3c" in page
+    for text in (listed, str(one), str(edited), page):
+        assert key not in text and key[3:-4] not in text and "sk-shortkey" not in text
+
+
 def test_model_mapping(gateway, openai_upstream):
     state, url = openai_upstream
     with gateway.http() as admin:

@@ -49,12 +49,22 @@ def _with_successors(models: list[str], provider) -> list[str]:
 
 
 def channel_view(row: ChannelRow) -> dict:
-    """A channel as the admin API and CLI show it: the upstream key itself never leaves."""
+    """A channel as the admin API, the CLI and the console show it: the upstream key itself never
+    leaves, only enough of it to tell which it is (`api_key_hint`)."""
     return {"name": row.name, "provider": row.provider, "base_url": row.base_url,
-            "has_api_key": bool(row.api_key or row.api_key_env), "api_key_env": row.api_key_env,
+            "has_api_key": bool(row.api_key or row.api_key_env), "api_key_hint": key_hint(row.api_key),
+            "api_key_env": row.api_key_env,
             "models": row.models, "model_map": row.model_map, "priority": row.priority,
             "weight": row.weight, "enabled": row.enabled, "timeout_seconds": row.timeout_seconds,
             "source": row.source}
+
+
+def key_hint(key: str | None) -> str | None:
+    """A key as vendors' dashboards show it, "sk-...abcd": its first three and last four
+    characters, and only those of a key long enough to keep most of itself hidden."""
+    if not key:
+        return None
+    return f"{key[:3]}...{key[-4:]}" if len(key) >= 16 else "..."
 
 
 @dataclass(frozen=True, slots=True)
