@@ -23,6 +23,7 @@ import binascii
 import hashlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -114,17 +115,29 @@ def configure(key: str | None, key_file: Path | None, data_dir: Path, previous: 
         if not path.exists():
             if key_file is not None:
                 raise SealingError(f"encryption_key_file {path} does not exist")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:  # exclusive: of workers starting together, one writes it and all read it
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-            except FileExistsError:
-                pass
+            _make_key_file(path)
         primary = _decode(path.read_text(), f"encryption key file {path}")
     for old in previous:
         KEYRING.add(_decode(old, "encryption_keys_previous"))
     return KEYRING.add(primary, primary=True)
+
+
+def _make_key_file(path: Path) -> None:
+    """A new key file (mode 600) at `path`, unless one appears there first. It is written whole
+    under another name and then linked into place, so that of instances starting together on one
+    data directory exactly one makes it and none reads it half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if the file exists: never replaces a key
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
 
 
 def _columns():

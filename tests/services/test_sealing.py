@@ -9,11 +9,13 @@ import base64
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 from sqlalchemy import text
 
 from pixelgate.db.session import make_engine
+from pixelgate.services import sealing
 from pixelgate.services.sealing import PREFIX, Keyring, SealingError, key_id
 from tests.conftest import database, openai_channel
 
@@ -114,3 +116,27 @@ def test_without_a_key_one_is_made_in_the_data_dir_and_kept(tmp_path):
     assert key_file.exists() and oct(key_file.stat().st_mode & 0o777) == "0o600"
     listed = _pixelgate(env, tmp_path, "channels", "list")  # a second process opens what the first sealed
     assert listed.returncode == 0 and "sk-kept" not in listed.stdout, listed.stderr
+
+
+def test_instances_starting_together_on_one_data_dir_make_one_key_file(tmp_path, monkeypatch):
+    """Of instances (here threads) starting at once without a key, one makes the file and every
+    one reads the same key from it, never a half-written file."""
+    monkeypatch.setattr(sealing, "KEYRING", Keyring())  # not the one this process's gateways use
+    for attempt in range(30):
+        data_dir, barrier, ids = tmp_path / str(attempt), threading.Barrier(8), []
+
+        def start() -> None:
+            barrier.wait()
+            try:
+                ids.append(sealing.configure(None, None, data_dir))
+            except SealingError as exc:
+                ids.append(str(exc))
+
+        threads = [threading.Thread(target=start) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(ids)) == 1 and len(ids[0]) == 8, ids
+        assert [p.name for p in data_dir.iterdir()] == ["encryption.key"]  # no temporary file left
+        assert oct((data_dir / "encryption.key").stat().st_mode & 0o777) == "0o600"
