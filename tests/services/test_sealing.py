@@ -140,3 +140,41 @@ def test_instances_starting_together_on_one_data_dir_make_one_key_file(tmp_path,
         assert len(set(ids)) == 1 and len(ids[0]) == 8, ids
         assert [p.name for p in data_dir.iterdir()] == ["encryption.key"]  # no temporary file left
         assert oct((data_dir / "encryption.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_instances_sealing_plain_rows_at_once_agree(backend, tmp_path, monkeypatch):
+    """Start-up sealing on several instances at once: each value ends sealed once, and opens to
+    what it was."""
+    from pixelgate.db.models import ChannelRow
+    from pixelgate.db.session import migrate, sessionmaker
+
+    ring = Keyring()
+    ring.add(b"C" * 32, primary=True)
+    monkeypatch.setattr(sealing, "KEYRING", ring)
+    plain = {f"ch{i}": f"sk-plain-{i:04d}-0123456789" for i in range(40)}
+    with database(backend, tmp_path) as url:
+        async def run() -> list[tuple]:
+            db = make_engine(url)
+            try:
+                await migrate(db)
+                async with sessionmaker(db)() as session, session.begin():
+                    session.add_all([ChannelRow(name=name, provider="openai", models=[], source="admin")
+                                     for name in plain])
+                async with db.begin() as conn:  # keys as an older pixelgate left them: in plain text
+                    for name, key in plain.items():
+                        await conn.execute(text("update channels set api_key = :k where name = :n"),
+                                           {"n": name, "k": key})
+                engines = [make_engine(url) for _ in range(3)]
+                try:
+                    await asyncio.gather(*(sealing.reseal(sessionmaker(e)) for e in engines))
+                finally:
+                    for e in engines:
+                        await e.dispose()
+                async with db.connect() as conn:
+                    return [tuple(r) for r in (await conn.execute(text("select name, api_key from channels"))).all()]
+            finally:
+                await db.dispose()
+        rows = asyncio.run(run())
+    assert len(rows) == len(plain)
+    for name, stored in rows:
+        assert stored.startswith(f"{PREFIX}{key_id(b'C' * 32)}:") and ring.open(stored) == plain[name]
