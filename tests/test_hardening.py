@@ -753,7 +753,7 @@ def test_redaction_finds_keys_in_their_masked_and_usual_shapes():
 
 def test_a_channel_key_the_vendor_shortened_with_an_ellipsis_is_redacted(make_gateway, openai_upstream):
     state, base = openai_upstream
-    key = state.api_key = "sk-proj-AnotherChannelSecret9876"
+    key = state.api_key = "sk-proj-AnotherChannelSecretwXyZ"
     gateway = make_gateway(channels=[openai_channel(base, api_key=key)])
     state.fail_next(401, {"error": {"message": f"Incorrect API key provided: {key[:6]}...{key[-3:]}. Revoked; "
                                                f"the key ending in \u2026{key[-4:]} no longer works.",
