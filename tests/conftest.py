@@ -9,9 +9,6 @@ import base64
 import io
 import os
 import secrets
-import socket
-import threading
-import time
 from datetime import date
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -27,7 +24,7 @@ from pixelgate.app import create_app
 from pixelgate.config import Settings
 from pixelgate.simulators.openai_images import OpenAIEmulatorState
 from pixelgate.simulators.openai_images import create_app as create_openai_emulator
-from tests.emulators.server import serve
+from tests.emulators.server import run_in_thread, serve
 
 pytest_plugins = ["tests.s3server"]  # S3 servers on loopback: s3_store (moto), seaweed_store
 
@@ -152,23 +149,9 @@ class Gateway:
 @contextmanager
 def run_gateway(settings: Settings) -> Iterator[Gateway]:
     app = create_app(settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("gateway did not start")
-        time.sleep(0.01)
-    try:
-        yield Gateway(f"http://127.0.0.1:{sock.getsockname()[1]}", settings, app)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    with run_in_thread(config, startup_timeout=30) as base:
+        yield Gateway(base, settings, app)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import sys
 import httpx
 import pytest
 
+from tests.cli import Ran, pixelgate
 from tests.conftest import PG_DSN, _pg, database
 from tests.test_serve import _start, _stop, _wait_up
 
@@ -22,9 +23,8 @@ def cli(backend, tmp_path):
     with database(backend, tmp_path) as url:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
 
-        def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-            proc = subprocess.run([sys.executable, "-m", "pixelgate", *args], capture_output=True, text=True,
-                                  env=env, cwd=tmp_path, timeout=60)
+        def run(*args: str, ok: bool = True) -> Ran:
+            proc = pixelgate(*args, cwd=tmp_path, env=env)
             if ok:
                 assert proc.returncode == 0, proc.stderr
             return proc
@@ -76,10 +76,14 @@ def test_usage(cli):
     assert cli("usage", "--by", "nonsense", ok=False).returncode != 0
 
 
-def _pixelgate(*args: str, cwd, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
+def _pixelgate(*args: str, cwd, env: dict | None = None) -> Ran:
+    return pixelgate(*args, cwd=cwd, env=_clean_env(**(env or {})))
+
+
+def _process(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m pixelgate *args` as a process of its own: what a user's shell sees."""
     return subprocess.run([sys.executable, "-m", "pixelgate", *args], capture_output=True, text=True,
-                          env={**clean, **(env or {})}, cwd=cwd, timeout=timeout)
+                          env=_clean_env(**(env or {})), cwd=cwd, timeout=60)
 
 
 def test_management_commands_refuse_to_invent_a_database_elsewhere(tmp_path):
@@ -125,6 +129,14 @@ def test_database_mistakes_are_one_line(tmp_path, url, says):
         proc = _pixelgate(*args, cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url})
         assert proc.returncode != 0 and says in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # the database line at most, no traceback
+
+
+def test_the_installed_command_reports_a_mistake_in_one_line(tmp_path):
+    # the tests above run the command in this process; this one is what a shell sees
+    proc = _process("migrate", cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/x"})
+    assert proc.returncode == 1 and "cannot use the database" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert _process("--version", cwd=tmp_path).stdout.startswith("pixelgate, version ")
 
 
 def test_unknown_variables_are_reported_with_a_guess(tmp_path):

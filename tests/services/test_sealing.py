@@ -17,6 +17,7 @@ from sqlalchemy import text
 from pixelgate.db.session import make_engine
 from pixelgate.services import sealing
 from pixelgate.services.sealing import PREFIX, Keyring, SealingError, key_id
+from tests.cli import Ran, pixelgate
 from tests.conftest import database, openai_channel
 
 KEY_A = base64.b64encode(b"A" * 32).decode()
@@ -67,7 +68,13 @@ def test_the_database_holds_no_secret_in_plain_text(make_gateway, openai_upstrea
     assert not any("sk-emulator-key" in v or secret in v for v in stored)
 
 
-def _pixelgate(env: dict, cwd, *args: str) -> subprocess.CompletedProcess:
+def _pixelgate(env: dict, cwd, *args: str) -> Ran:
+    return pixelgate(*args, cwd=cwd, env=env)
+
+
+def _process(env: dict, cwd, *args: str) -> subprocess.CompletedProcess:
+    """A command in a process of its own, whose keyring holds only the keys it was given (the test
+    process's keyring keeps every key the tests configured)."""
     return subprocess.run([sys.executable, "-m", "pixelgate", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=60)
 
@@ -91,7 +98,7 @@ def test_plain_rows_are_sealed_rotation_reseals_and_a_wrong_key_is_named(backend
         [(sealed,)] = _raw(url, "select api_key from channels where name = 'up'")
         assert sealed.startswith(f"{PREFIX}{key_id(b'A' * 32)}:")
 
-        wrong = _pixelgate({**env, "PIXELGATE_ENCRYPTION_KEY": KEY_B}, tmp_path, "migrate")
+        wrong = _process({**env, "PIXELGATE_ENCRYPTION_KEY": KEY_B}, tmp_path, "migrate")
         assert wrong.returncode != 0 and key_id(b"A" * 32) in wrong.stderr and "Traceback" not in wrong.stderr
 
         rotating = {**env, "PIXELGATE_ENCRYPTION_KEY": KEY_B, "PIXELGATE_ENCRYPTION_KEYS_PREVIOUS": f'["{KEY_A}"]'}
@@ -102,7 +109,7 @@ def test_plain_rows_are_sealed_rotation_reseals_and_a_wrong_key_is_named(backend
         assert values and all(v.startswith(f"{PREFIX}{key_id(b'B' * 32)}:") for v in values), values
         after = _pixelgate({**env, "PIXELGATE_ENCRYPTION_KEY": KEY_B}, tmp_path, "channels", "list")
         assert after.returncode == 0, after.stderr
-        old = _pixelgate(env, tmp_path, "channels", "list")
+        old = _process(env, tmp_path, "channels", "list")
         assert old.returncode != 0 and key_id(b"B" * 32) in old.stderr
 
 
@@ -114,7 +121,7 @@ def test_without_a_key_one_is_made_in_the_data_dir_and_kept(tmp_path):
                       "--api-key", "sk-kept", "--models", "gpt-image-2").returncode == 0
     key_file = tmp_path / "data" / "encryption.key"
     assert key_file.exists() and oct(key_file.stat().st_mode & 0o777) == "0o600"
-    listed = _pixelgate(env, tmp_path, "channels", "list")  # a second process opens what the first sealed
+    listed = _process(env, tmp_path, "channels", "list")  # a second process opens what the first sealed
     assert listed.returncode == 0 and "sk-kept" not in listed.stdout, listed.stderr
 
 
