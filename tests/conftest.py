@@ -154,9 +154,10 @@ def run_gateway(settings: Settings) -> Iterator[Gateway]:
         yield Gateway(base, settings, app)
 
 
-@pytest.fixture
-def make_gateway(backend, tmp_path_factory):
-    """make_gateway(channels=[...], **settings) -> a running Gateway on a fresh database."""
+@contextmanager
+def gateway_factory(backend: str, tmp_path_factory):
+    """make(channels=[...], **settings) -> a running Gateway on a fresh database, each stopped when
+    the block ends."""
     with ExitStack() as stack:
         def make(**overrides) -> Gateway:
             tmp = tmp_path_factory.mktemp("gw")
@@ -173,9 +174,30 @@ def make_gateway(backend, tmp_path_factory):
 
 
 @pytest.fixture
+def make_gateway(backend, tmp_path_factory):
+    """make_gateway(channels=[...], **settings) -> a running Gateway on a fresh database."""
+    with gateway_factory(backend, tmp_path_factory) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def make_module_gateway(backend, tmp_path_factory):
+    """make_gateway for the tests of a module to share: for cases (many, parametrised) that are
+    refused before any call and leave nothing behind, where a gateway each cost more than the test."""
+    with gateway_factory(backend, tmp_path_factory) as make:
+        yield make
+
+
+@pytest.fixture
 def gateway(make_gateway) -> Gateway:
     """A gateway with nothing but the sandbox."""
     return make_gateway()
+
+
+@pytest.fixture(scope="module")
+def module_gateway(make_module_gateway) -> Gateway:
+    """A sandbox gateway shared by a module's cases that change nothing in it."""
+    return make_module_gateway()
 
 
 @pytest.fixture
@@ -199,6 +221,21 @@ def openai_channel(base_url: str, name: str = "openai", **fields) -> dict:
 def openai_gateway(make_gateway, openai_upstream) -> tuple[Gateway, OpenAIEmulatorState]:
     state, base = openai_upstream
     return make_gateway(channels=[openai_channel(base)]), state
+
+
+@pytest.fixture(scope="module")
+def module_openai_gateway(make_module_gateway) -> Iterator[tuple[Gateway, OpenAIEmulatorState]]:
+    state = OpenAIEmulatorState(today=LEGACY_DAY)
+    with serve(create_openai_emulator(state)) as base:
+        yield make_module_gateway(channels=[openai_channel(base + "/v1")]), state
+
+
+@pytest.fixture
+def refusing_openai_gateway(module_openai_gateway) -> tuple[Gateway, OpenAIEmulatorState]:
+    """openai_gateway shared by a module's refusal cases: the emulator's log starts empty for each."""
+    gateway, state = module_openai_gateway
+    state.requests.clear()
+    return gateway, state
 
 
 def openai_error(resp: httpx.Response, status: int, *, code: str | None = None, param: str | None = None) -> dict:

@@ -156,7 +156,8 @@ def test_a_non_ascii_signature_on_files_is_a_403(gateway):
 
 @pytest.mark.parametrize("path", ["/v1/usage", "/admin/usage"])
 @pytest.mark.parametrize("days", [70368744177663, -1, 0])
-def test_usage_days_out_of_range_is_a_400(gateway, path, days):
+def test_usage_days_out_of_range_is_a_400(module_gateway, path, days):
+    gateway = module_gateway
     with gateway.http() as client:
         openai_error(client.get(path, params={"days": days}), 400, param="days")
 
@@ -164,7 +165,8 @@ def test_usage_days_out_of_range_is_a_400(gateway, path, days):
 @pytest.mark.parametrize("path", ["/admin/keys/{}", "/admin/accounts/{}", "/admin/accounts/{}/topup",
                                   "/admin/prices/{}"])
 @pytest.mark.parametrize("value", [2 ** 63, 2 ** 31, 10 ** 30, -(2 ** 63) - 1])
-def test_ids_out_of_range_are_a_404(gateway, path, value):
+def test_ids_out_of_range_are_a_404(module_gateway, path, value):
+    gateway = module_gateway
     with gateway.http() as client:
         for method in ("GET", "PATCH", "DELETE", "POST"):
             resp = client.request(method, path.format(value), json={"amount": "1"} if method == "POST" else {})

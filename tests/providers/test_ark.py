@@ -48,6 +48,20 @@ def gw(make_gateway, ark):
     return make_gateway(channels=[ark_channel(base)]), state
 
 
+@pytest.fixture(scope="module")
+def shared_gw(make_module_gateway):
+    """One gateway and emulator for a module's many cases that each make one call or none."""
+    with emulated(create_app, ArkEmulatorState(), "/api/v3") as (state, base):
+        yield make_module_gateway(channels=[ark_channel(base)]), state
+
+
+@pytest.fixture
+def quiet_gw(shared_gw):
+    """shared_gw with the emulator's log emptied: what it holds, this test sent."""
+    shared_gw[1].requests.clear()
+    return shared_gw
+
+
 def _gen(client, model="doubao-seedream-4-0", **fields) -> httpx.Response:
     return client.post(GEN, json={"model": model, "prompt": "a red fox", "response_format": "b64_json", **fields})
 
@@ -198,8 +212,8 @@ def test_reference_plus_generated_images_at_most_15(gw):
      "sequential_image_generation"),
     ({"stream": True, "n": 2}, "n"),
 ])
-def test_options_are_validated_before_any_upstream_call(gw, fields, param):
-    gateway, upstream = gw
+def test_options_are_validated_before_any_upstream_call(quiet_gw, fields, param):
+    gateway, upstream = quiet_gw
     with gateway.http() as client:
         openai_error(_gen(client, **fields), 400, param=param)
     assert upstream.requests == []

@@ -51,6 +51,20 @@ def google(make_gateway, upstream):
     return make_gateway(channels=[google_channel(base)]), state
 
 
+@pytest.fixture(scope="module")
+def shared_gw(make_module_gateway):
+    """One gateway and emulator for a module's many cases that each make one call or none."""
+    with emulated(create_app, GoogleEmulatorState(today=LEGACY_DAY), "/v1beta") as (state, base):
+        yield make_module_gateway(channels=[google_channel(base)]), state
+
+
+@pytest.fixture
+def quiet_gw(shared_gw):
+    """shared_gw with the emulator's log emptied: what it holds, this test sent."""
+    shared_gw[1].requests.clear()
+    return shared_gw
+
+
 def _gen(client, **body):
     return client.post(GEN, json={"prompt": "a lighthouse at dawn", "response_format": "b64_json", **body})
 
@@ -127,8 +141,8 @@ def test_n_fans_out_above_what_one_call_makes(google):
     ("gemini-2.5-flash-image", "2K", {"aspectRatio": "1:1"}, (1024, 1024)),  # ~1 MP whatever is asked
     ("gemini-2.5-flash-image", "21:9", {"aspectRatio": "21:9"}, (1568, 672)),
 ])
-def test_sizes_translate_to_the_nearest_google_option(google, model, size, sent, pixels):
-    gateway, state = google
+def test_sizes_translate_to_the_nearest_google_option(quiet_gw, model, size, sent, pixels):
+    gateway, state = quiet_gw
     with gateway.http() as client:
         (image,) = b64_images(_gen(client, model=model, size=size))
     body = state.requests[-1].body

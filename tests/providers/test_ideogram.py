@@ -51,6 +51,20 @@ def gw(make_gateway, upstream):
     return make_gateway(channels=[channel(base)]), state
 
 
+@pytest.fixture(scope="module")
+def shared_gw(make_module_gateway):
+    """One gateway and emulator for a module's many cases that each make one call or none."""
+    with emulated(create_app, IdeogramEmulatorState(), "") as (state, base):
+        yield make_module_gateway(channels=[channel(base)]), state
+
+
+@pytest.fixture
+def quiet_gw(shared_gw):
+    """shared_gw with the emulator's log emptied: what it holds, this test sent."""
+    shared_gw[1].requests.clear()
+    return shared_gw
+
+
 def sent(state: IdeogramEmulatorState, index: int = -1) -> dict:
     """The fields of an upstream call as Ideogram reads them (image_request unwrapped)."""
     fields = state.api_requests()[index].fields
@@ -254,8 +268,8 @@ def test_vendor_options_pass_through(gw):
     ({"model": "V_2", "magic_prompt": "ON", "magic_prompt_option": "ON"}, None),
     ({"model": "V_2", "magic_prompt_version": "V_9"}, "magic_prompt_version"),
 ])
-def test_invalid_options_are_refused_before_any_call(gw, body, param):
-    gateway, state = gw
+def test_invalid_options_are_refused_before_any_call(quiet_gw, body, param):
+    gateway, state = quiet_gw
     with gateway.http() as client:
         resp = gen(client, **body)
     assert resp.status_code == 400, resp.text

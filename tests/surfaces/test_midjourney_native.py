@@ -63,6 +63,22 @@ def mj(make_gateway, upstream):
         yield gateway, state, client
 
 
+@pytest.fixture(scope="module")
+def shared_mj(make_module_gateway):
+    """One gateway and proxy for a module's many cases refused before any call."""
+    with emulated(create_app, MidjourneyEmulatorState(duration=0.6)) as (state, base):
+        gateway = make_module_gateway(channels=[channel(base)], fetch_allow_hosts=["127.0.0.1"])
+        with httpx.Client(base_url=gateway.base_url, headers={"mj-api-secret": ADMIN_KEY}, timeout=30) as client:
+            yield gateway, state, client
+
+
+@pytest.fixture
+def quiet_mj(shared_mj):
+    """shared_mj with the proxy's log emptied: what it holds, this test sent."""
+    shared_mj[1].requests.clear()
+    return shared_mj
+
+
 def submit(client: httpx.Client, path: str, body: dict, code: int = 1) -> dict:
     resp = client.post(path if path.startswith("/") else "/mj/submit/" + path, json=body)
     assert resp.status_code == 200, resp.text
@@ -150,8 +166,8 @@ def test_auth_headers(mj):
     "--ar 16x9", "--ar 0:1", "--v 9", "--version 5.3", "--niji 3", "--q 3", "--q .25 --v 7", "--s 2000",
     "--stylize -1", "--c 101", "--chaos 50.5", "--w 3001", "--seed 4294967296", "--seed -1", "--iw 4",
     "--iw 2.5 --v 5.2", "--tile yes", "--style fancy", "--no", "--stop 5", "\u2014s 1001"])
-def test_out_of_range_flags_are_refused_with_code_4_and_never_sent(mj, flags):
-    _, state, client = mj
+def test_out_of_range_flags_are_refused_with_code_4_and_never_sent(quiet_mj, flags):
+    _, state, client = quiet_mj
     answer = submit(client, "imagine", {"prompt": "a fox " + flags}, code=4)
     assert answer["result"] is None and "Invalid parameter" in answer["description"]
     assert state.requests == []

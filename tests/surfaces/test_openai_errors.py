@@ -57,8 +57,8 @@ BAD_GENERATIONS = [
 
 
 @pytest.mark.parametrize("body,param,code", BAD_GENERATIONS)
-def test_bad_generation_is_refused_before_upstream(openai_gateway, body, param, code):
-    gateway, upstream = openai_gateway
+def test_bad_generation_is_refused_before_upstream(refusing_openai_gateway, body, param, code):
+    gateway, upstream = refusing_openai_gateway
     with gateway.http() as client:
         resp = client.post(GEN, json=body)
     assert resp.status_code == 400, resp.text
@@ -71,8 +71,8 @@ def test_bad_generation_is_refused_before_upstream(openai_gateway, body, param, 
 
 @pytest.mark.parametrize("raw,content_type", [(b"{not json", "application/json"), (b"[1, 2]", "application/json"),
                                               (b"", "application/json")])
-def test_body_that_is_not_a_json_object(openai_gateway, raw, content_type):
-    gateway, upstream = openai_gateway
+def test_body_that_is_not_a_json_object(refusing_openai_gateway, raw, content_type):
+    gateway, upstream = refusing_openai_gateway
     with gateway.http() as client:
         resp = client.post(GEN, content=raw, headers={"content-type": content_type})
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_json"
@@ -108,8 +108,8 @@ BAD_EDITS = [
 
 
 @pytest.mark.parametrize("model,files,extra,param", BAD_EDITS)
-def test_bad_edit_is_refused_before_upstream(openai_gateway, model, files, extra, param):
-    gateway, upstream = openai_gateway
+def test_bad_edit_is_refused_before_upstream(refusing_openai_gateway, model, files, extra, param):
+    gateway, upstream = refusing_openai_gateway
     with gateway.http() as client:
         resp = _edit(client, files or None, {"model": model, "prompt": "edit it", **extra})
     assert resp.status_code == 400, resp.text
