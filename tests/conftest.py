@@ -48,6 +48,15 @@ def _pg(sql: str, database: str = "test") -> None:
     asyncio.run(run())
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Tests marked long go first, longest first: xdist hands tests out in this order, so the
+    processes start the minute-long ones together instead of one process ending the run alone."""
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("long")
+        return 0 if mark is None else (mark.args[0] if mark.args else 10)
+    items.sort(key=seconds, reverse=True)  # stable: each group keeps its order
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def backend(request) -> str:
     return request.param

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.cli import Ran, pixelgate
-from tests.conftest import PG_DSN, _pg, database
+from tests.conftest import _pg, database
 from tests.test_serve import _start, _stop, _wait_up
 
 
@@ -99,17 +98,14 @@ def test_management_commands_refuse_to_invent_a_database_elsewhere(tmp_path):
 def test_management_commands_refuse_a_database_without_the_gateways_tables(tmp_path):
     (tmp_path / "other.db").write_bytes(b"")  # a file is there, but it is not the gateway's
     sqlite = f"sqlite+aiosqlite:///{tmp_path}/other.db"
-    name = "pixelgate_empty_" + secrets.token_hex(4)  # a PostgreSQL database nobody migrated
-    _pg(f'CREATE DATABASE "{name}"')
-    try:
-        for url in (sqlite, f"postgresql+asyncpg://{PG_DSN.split('://', 1)[1]}/{name}"):
+    with database("postgresql", tmp_path) as postgresql:  # emptied of every table: nobody migrated it
+        _pg("DROP SCHEMA public CASCADE; CREATE SCHEMA public", database=postgresql.rsplit("/", 1)[1])
+        for url in (sqlite, postgresql):
             proc = _pixelgate("channels", "list", cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url})
             assert proc.returncode != 0 and "has no pixelgate tables" in proc.stderr and "migrate" in proc.stderr
             assert "created admin key" not in proc.stderr
             assert _pixelgate("migrate", cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url}).returncode == 0
             assert _pixelgate("channels", "list", cwd=tmp_path, env={"PIXELGATE_DATABASE_URL": url}).returncode == 0
-    finally:
-        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # Nothing listens on port 1, so none of these can touch a real database.

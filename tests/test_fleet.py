@@ -31,6 +31,8 @@ from tests.emulators.server import serve
 from tests.s3server import _free_port
 from tests.test_serve import _start, _stop, _wait_up
 
+pytestmark = pytest.mark.long(60)  # the whole module: its instances are shared by its tests
+
 ADMIN = "pg-fleet-admin-key-0000000000000000000"
 PRICES = [{"model": "flux-2-pro", "amount": "1"}, {"model": "sandbox-slow", "amount": "0.5"},
           {"model": "sandbox-image", "amount": "0.25"}]

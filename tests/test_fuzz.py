@@ -40,6 +40,7 @@ def fuzzed(tmp_path_factory):
             max_body_bytes=4 * 1024 * 1024)))
 
 
+@pytest.mark.long(40)
 def test_no_input_gets_a_server_error(fuzzed):
     schema = schemathesis.openapi.from_url(fuzzed.base_url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]

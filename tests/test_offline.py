@@ -47,6 +47,7 @@ def test_the_openai_sdk_examples(offline):
     assert events[-1] == "image_generation.completed"
 
 
+@pytest.mark.long
 def test_predictions_replicate_ideogram_and_midjourney(offline):
     key = offline.create_key()
     headers = {"Authorization": f"Bearer {key}"}
@@ -116,6 +117,7 @@ def test_every_ideogram_operation_offline(offline):
         assert described.status_code == 200 and described.json()["descriptions"][0]["text"], described.text
 
 
+@pytest.mark.long
 def test_midjourney_offline_progress_buttons_and_follow_ups(offline):
     """imagine -> progress with previews -> a 2x2 grid with U1..U4, V1..V4 and reroll ->
     image-seed and follow-ups, as a midjourney-proxy client sees it."""

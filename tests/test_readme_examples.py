@@ -52,6 +52,7 @@ def test_make_run_is_pixelgate_serve():
     assert re.search(r"^run: install\n\t\$\(BIN\)/pixelgate serve \$\(ARGS\)$", (ROOT / "Makefile").read_text(), re.M)
 
 
+@pytest.mark.long
 def test_every_readme_example_runs_offline(tmp_path):
     if shutil.which("curl") is None:
         pytest.skip("the README's shell examples use curl")

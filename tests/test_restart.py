@@ -9,6 +9,7 @@ import socket
 import time
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,6 +21,7 @@ from tests.test_serve import _start, _stop, _wait_up
 KEY = "pg-restart-test-admin-key"
 
 
+@pytest.mark.long
 def test_task_survives_kill_9(backend, tmp_path):
     calls: list[bytes] = []
 

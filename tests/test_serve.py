@@ -106,6 +106,7 @@ def metric(text: str, name: str, **labels: str) -> float:
                if s.name == name and labels.items() <= s.labels.items())
 
 
+@pytest.mark.long
 def test_workers_share_one_port_database_and_storage(backend, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

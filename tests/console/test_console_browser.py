@@ -39,6 +39,7 @@ def shot(page, name: str) -> None:
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+@pytest.mark.long
 def test_an_operators_first_session(browser, make_gateway, backend):
     if backend != "sqlite":
         pytest.skip("the browser walk runs once; the console's queries run on both in test_console.py")
