@@ -292,7 +292,7 @@ def test_readme_tables_are_the_catalog():
 NEW_MODELS = [("openai", "gpt-image-2"), ("openai", "gpt-image-2.5-sunburst"), ("openai", "gpt-image-2.6-flare"),
               ("google", "gemini-nano-banana-2.1"), ("google", "gemini-3-pro-image"),
               ("google", "gemini-3.1-flash-lite-image"), ("doubao", "doubao-seedream-5-0-pro-260628"),
-              ("dashscope", "qwen-image-2.0-pro")]
+              ("dashscope", "qwen-image-2.0-pro"), ("ideogram", "V4"), ("ideogram", "ideogram-v4")]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,12 @@
-"""Ideogram: 3.0 (`V3`, `ideogram-v3`, `V_3`) and the legacy models V_1 ... V_2A_TURBO. Synchronous.
+"""Ideogram: 4.0 (`V4`, `ideogram-v4`, `V_4_0`), 3.0 (`V3`, `ideogram-v3`, `V_3`) and the legacy
+models V_1 ... V_2A_TURBO. Synchronous.
 
 Upstream (authority: ../shared/upstreams/ideogram.md), header `Api-Key: <key>`:
+  POST /v1/ideogram-v4/generate            multipart {text_prompt | json_prompt (one of them),
+                                           resolution "2560x1440" (one of 21 2K sizes; none: the
+                                           model picks), rendering_speed TURBO|DEFAULT|QUALITY, seed}
+                                           (developer.ideogram.ai/api-reference/api-reference/generate-v4;
+                                           the resolution list and seed are third parties')
   POST /v1/ideogram-v3/generate            multipart or JSON {prompt, aspect_ratio "16x9" |
                                            resolution "1312x736", rendering_speed, magic_prompt,
                                            style_type, negative_prompt, num_images 1-8, seed, ...}
@@ -15,12 +21,14 @@ Upstream (authority: ../shared/upstreams/ideogram.md), header `Api-Key: <key>`:
   -> {"created": "<ISO time>", "data": [{url | null, prompt, resolution, is_image_safe, seed,
       style_type}]}; errors 400/401 (remix: 403)/429, 422 {"error": "...safety check..."}
 Operations: generate, edit, remix, upscale, describe on every model that has them upstream, and
-reframe and replace_background on 3.0 only (see MODEL_OPS). Upscale and describe are legacy
-endpoints whatever the model. Describe finishes with no images and meta["descriptions"].
+reframe and replace_background on 3.0 only (see MODEL_OPS); 4.0 only generates, one image a call.
+Upscale and describe are legacy endpoints whatever the model. Describe finishes with no images and
+meta["descriptions"].
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, Callable, Literal
 
 import orjson
@@ -51,6 +59,11 @@ V3_RESOLUTIONS = tuple(
     "1088x768 1088x832 1088x896 1088x960 1120x896 1152x704 1152x832 1152x864 1152x896 1216x704 "
     "1216x768 1216x832 1248x832 1280x704 1280x768 1280x800 1312x736 1344x640 1344x704 1344x768 "
     "1408x576 1408x640 1408x704 1472x576 1472x640 1472x704 1536x512 1536x576 1536x640".split())
+# 4.0's "2K resolutions": the vendor's page names the enum, Replicate's and ComfyUI's schemas list it.
+V4_RESOLUTIONS = tuple(
+    "2048x2048 1440x2880 2880x1440 1664x2496 2496x1664 1792x2240 2240x1792 1440x2560 2560x1440 "
+    "1600x2560 2560x1600 1728x2304 2304x1728 1296x3168 3168x1296 1152x2944 2944x1152 1248x3328 "
+    "3328x1248 1280x3072 3072x1280".split())
 LEGACY_RATIOS = tuple(f"ASPECT_{r}" for r in "10_16 16_10 9_16 16_9 3_2 2_3 4_3 3_4 1_1 1_3 3_1".split())
 # The legacy enum is 3.0's list without 800x1280, plus ten sizes 3.0 dropped.
 LEGACY_RESOLUTIONS = tuple(f"RESOLUTION_{w}_{h}" for w, h in sorted(
@@ -71,6 +84,8 @@ SPEED_BY_QUALITY = {"low": "TURBO", "medium": "DEFAULT", "high": "QUALITY"}
 # differ (style_type GENERAL on 3.0; magic prompt chosen by the server).
 DEFAULTS = {"rendering_speed": "DEFAULT", "magic_prompt": "AUTO", "style_type": "AUTO"}
 V3_IDS = frozenset({"V3", "ideogram-v3", "V_3"})
+V4_IDS = frozenset({"V4", "ideogram-v4", "V_4_0"})
+V4_PATH = "/v1/ideogram-v4/generate"
 
 # Endpoints by operation name, and the fields each one takes: a field the source documents let
 # a client send where the vendor has none (aspect_ratio or negative_prompt on an edit, style_type
@@ -163,6 +178,14 @@ class V3Options(OperationOptions):
     color_palette: ColorPalette | None = None
 
 
+class V4Options(VendorOptions):
+    """4.0's own fields. FLASH is left out: the vendor answers it 400 ("coming soon")."""
+
+    rendering_speed: Literal["TURBO", "DEFAULT", "QUALITY"] | None = None
+    json_prompt: dict[str, Any] | None = None
+    """The structured prompt, instead of a text prompt (the vendor takes exactly one)."""
+
+
 class LegacyOptions(OperationOptions):
     """What every legacy model takes; `magic_prompt` is accepted as on 3.0 and sent under the
     legacy name `magic_prompt_option`. The per-model rules (style_type from V_2 on,
@@ -216,6 +239,16 @@ def _fitter(ratios: tuple[str, ...], resolutions: tuple[str, ...]) -> Callable[[
     return fit
 
 
+def _fit_v4(size: Size) -> tuple[str, str] | None:
+    """Any size -> the nearest of 4.0's resolutions (a ratio too: 4.0 takes no aspect_ratio);
+    auto -> nothing sent, so the model picks."""
+    if size.is_auto:
+        return None
+    pool = {r: sizes.parse(r) for r in V4_RESOLUTIONS}
+    best = sizes.nearest(size, list(pool.values()), allowed_text=", ".join(V4_RESOLUTIONS))
+    return "resolution", next(word for word, s in pool.items() if s is best)
+
+
 def _caps(options: type[VendorOptions], fit: Callable, ops: frozenset[Operation],
           qualities: tuple[str, ...] | None = None) -> Capabilities:
     return Capabilities(
@@ -236,13 +269,17 @@ _V3 = _caps(V3Options, _fitter(V3_RATIOS, V3_RESOLUTIONS), MODEL_OPS["V3"],
 _V1 = _caps(V1Options, _fitter(LEGACY_RATIOS, ()), MODEL_OPS["V_1"])
 _FIT_LEGACY = _fitter(LEGACY_RATIOS, LEGACY_RESOLUTIONS)
 _V2, _V2A = _caps(V2Options, _FIT_LEGACY, MODEL_OPS["V_2"]), _caps(V2AOptions, _FIT_LEGACY, MODEL_OPS["V_2A"])
+# 4.0's generate documents no num_images: one image a call, the engine fans out. The prompt is
+# checked in _build_v4, since a json_prompt may stand in for it.
+_V4 = replace(_caps(V4Options, _fit_v4, frozenset({GENERATE}), qualities=("low", "medium", "high", "auto")),
+              prompt_required=frozenset(), n_per_call=1, image_needs_alpha_without_mask=False)
 
 
 class Ideogram(Provider):
     name = "ideogram"
     default_base_url = "https://api.ideogram.ai"
-    models = {"V3": _V3, "ideogram-v3": _V3, "V_3": _V3, "V_1": _V1, "V_1_TURBO": _V1,
-              "V_2": _V2, "V_2_TURBO": _V2, "V_2A": _V2A, "V_2A_TURBO": _V2A}
+    models = {"V4": _V4, "ideogram-v4": _V4, "V_4_0": _V4, "V3": _V3, "ideogram-v3": _V3, "V_3": _V3,
+              "V_1": _V1, "V_1_TURBO": _V1, "V_2": _V2, "V_2_TURBO": _V2, "V_2A": _V2A, "V_2A_TURBO": _V2A}
 
     def build(self, req: ImageRequest, model: str, channel: Channel) -> UpstreamCall:
         opts = dict(req.extras)
@@ -255,6 +292,8 @@ class Ideogram(Provider):
             if name in opts and req.operation is not only:
                 raise InvalidRequest(f"'{name}' is only taken by the {only.value} operation.", field=name,
                                      code="unsupported_parameter")
+        if model in V4_IDS:
+            return self._build_v4(req, opts, channel)
         # upscale and describe are legacy endpoints whatever the model
         v3, caps = model in V3_IDS and req.operation.value in V3_ENDPOINTS, self.models.get(model) or _V3
         if req.style_images and not v3:
@@ -287,6 +326,30 @@ class Ideogram(Provider):
             return UpstreamCall("POST", base + path, headers, json={"image_request": body})
         form = [("image_request", orjson.dumps(body).decode())] if how == "wrapped" else _form(body)
         return UpstreamCall("POST", base + path, headers, form=form + files)
+
+    def _build_v4(self, req: ImageRequest, opts: dict[str, Any], channel: Channel) -> UpstreamCall:
+        """4.0's generate: text_prompt or json_prompt (exactly one), resolution, rendering_speed,
+        seed, as a multipart form (the vendor's documented encoding)."""
+        if req.style_images:
+            raise InvalidRequest("'style_reference_images' is not taken by Ideogram 4.0.",
+                                 field="style_reference_images", code="unsupported_parameter")
+        has_text, json_prompt = bool(req.prompt and req.prompt.strip()), opts.pop("json_prompt", None)
+        if has_text and json_prompt is not None:
+            raise InvalidRequest("Ideogram 4.0 takes a text 'prompt' or a 'json_prompt', not both.",
+                                 field="json_prompt")
+        if not has_text and json_prompt is None:
+            raise InvalidRequest("Ideogram 4.0 needs a text 'prompt' or a 'json_prompt'.", field="prompt",
+                                 code="missing_required_parameter")
+        if req.quality in SPEED_BY_QUALITY:
+            opts.setdefault("rendering_speed", SPEED_BY_QUALITY[req.quality])
+        fields: dict[str, Any] = {"text_prompt": req.prompt if has_text else None, "json_prompt": json_prompt,
+                                  "seed": req.seed, "rendering_speed": opts.get("rendering_speed", "DEFAULT")}
+        fitted = _fit_v4(sizes.parse(req.size or "auto"))
+        if fitted:
+            fields[fitted[0]] = fitted[1]
+        body = {k: v for k, v in fields.items() if v is not None}
+        return UpstreamCall("POST", self.base_url(channel) + V4_PATH, {"Api-Key": channel.api_key or ""},
+                            form=_form(body))
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished:
         body = reply.json()

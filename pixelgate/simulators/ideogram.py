@@ -1,9 +1,11 @@
-"""Strict loopback emulator of the Ideogram API: the 3.0 endpoints and the legacy ones.
+"""Strict loopback emulator of the Ideogram API: 4.0's generate, the 3.0 endpoints and the legacy ones.
 
 Authority: ../shared/upstreams/ideogram.md and the OpenAPI definition it cites. Serve it with
 ``tests.emulators.server.serve(create_app(state))`` in the tests, or in-process (see pixelgate.simulators); the base URL stands in for
 https://api.ideogram.ai (header ``Api-Key``).
 
+  POST /v1/ideogram-v4/generate  multipart: text_prompt | json_prompt (| the legacy prompt), exactly
+       one; resolution (one of 21 2K sizes), rendering_speed (TURBO, DEFAULT, QUALITY), seed
   POST /v1/ideogram-v3/{generate,remix,edit,reframe,replace-background}  multipart (generate: or JSON)
   POST /generate  JSON {"image_request": {...}}
   POST /remix, /upscale  multipart: image_request (a JSON string) + image_file
@@ -28,6 +30,14 @@ Choices where the reference is silent or unconfirmed:
 * The same seed gives the same picture (the source document warns against a seed with
   num_images > 1 for that reason). More than ``state.max_in_flight`` requests at once: 429.
 * ``delay`` is waited before the key check; ``fail_next`` answers after it.
+* 4.0 (developer.ideogram.ai's generate-v4 page): multipart only, as its example; the fields
+  that page shows plus seed (an earlier OpenAPI revision and ComfyUI's client send it) and the
+  legacy `prompt` its describe-v4 page names. magic_prompt_option and custom_model_uri (that
+  earlier revision) and aspect_ratio / num_images (some third-party clients) are refused as
+  unknown. rendering_speed FLASH is 400, as the page says. The 21 resolutions are Replicate's and
+  ComfyUI's list (the page names the enum without its values); none given renders 2048x2048. A
+  text prompt is magic-prompted (the answer's prompt is expanded), a json_prompt is not. The
+  answer carries `response_type: "url"` and no style_type, as the page's example.
 """
 
 from __future__ import annotations
@@ -68,6 +78,10 @@ V3_RESOLUTIONS = tuple(
     "1024x832 1024x896 1024x960 1024x1024 1088x768 1088x832 1088x896 1088x960 1120x896 1152x704 1152x832 1152x864 "
     "1152x896 1216x704 1216x768 1216x832 1248x832 1280x704 1280x768 1280x800 1312x736 1344x640 1344x704 1344x768 "
     "1408x576 1408x640 1408x704 1472x576 1472x640 1472x704 1536x512 1536x576 1536x640".split())
+V4_RESOLUTIONS = tuple(
+    "2048x2048 1440x2880 2880x1440 1664x2496 2496x1664 1792x2240 2240x1792 1440x2560 2560x1440 1600x2560 "
+    "2560x1600 1728x2304 2304x1728 1296x3168 3168x1296 1152x2944 2944x1152 1248x3328 3328x1248 1280x3072 "
+    "3072x1280".split())
 LEGACY_RATIOS = ("ASPECT_10_16", "ASPECT_16_10", "ASPECT_9_16", "ASPECT_16_9", "ASPECT_3_2", "ASPECT_2_3",
                  "ASPECT_4_3", "ASPECT_3_4", "ASPECT_1_1", "ASPECT_1_3", "ASPECT_3_1")
 LEGACY_RESOLUTIONS = tuple("RESOLUTION_" + r.replace("x", "_") for r in (
@@ -89,6 +103,8 @@ V3_ENUMS = {"aspect_ratio": V3_RATIOS, "resolution": V3_RESOLUTIONS, "magic_prom
             "rendering_speed": ("FLASH", "TURBO", "BALANCED", "DEFAULT", "QUALITY"),
             "style_type": ("AUTO", "GENERAL", "REALISTIC", "DESIGN", "CUSTOM", "FICTION", "STYLIZED"),
             "style_preset": STYLE_PRESETS}
+V4_ENUMS = {"resolution": V4_RESOLUTIONS, "rendering_speed": ("TURBO", "DEFAULT", "QUALITY")}
+V4_PROMPTS = ("text_prompt", "json_prompt", "prompt")
 LEGACY_ENUMS = {"aspect_ratio": LEGACY_RATIOS, "resolution": LEGACY_RESOLUTIONS, "model": LEGACY_MODELS,
                 "magic_prompt_option": MAGIC, "magic_prompt_version": ("V_0", *(f"V_0_{i}" for i in range(1, 9))),
                 "style_type": ("AUTO", "GENERAL", "FICTION", "REALISTIC", "DESIGN", "RENDER_3D", "ANIME", "CUSTOM",
@@ -108,6 +124,8 @@ _LEGACY_REQ = {"prompt", "aspect_ratio", "resolution", "model", "magic_prompt_op
 # path -> dialect, fields taken, fields required, output size ("ratio" | "input" | "double" |
 # "describe"), status for a bad key. "wrapped": multipart image_request (JSON string) + image_file.
 ENDPOINTS: dict[str, tuple[str, set[str], set[str], str, int]] = {
+    "/v1/ideogram-v4/generate": ("v4", {*V4_PROMPTS, "resolution", "rendering_speed", "seed"}, set(), "ratio",
+                                 401),
     "/v1/ideogram-v3/generate": ("v3", _V3_GEN, {"prompt"}, "ratio", 401),
     "/v1/ideogram-v3/remix": ("v3", _V3_GEN | {"image", "image_weight"}, {"image", "prompt"}, "ratio", 403),
     "/v1/ideogram-v3/edit": ("v3", _V3 | _V3_CHAR | {"image", "mask", "prompt", "magic_prompt", "style_type"},
@@ -190,7 +208,7 @@ async def _read(request: Request, path: str, dialect: str) -> tuple[str, dict[st
     """The body as (content type, fields): JSON values typed, multipart text parts as strings,
     file parts as Uploads (list fields as lists)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json" and (dialect == "json" or path.endswith("/generate")):
+    if ctype == "application/json" and (dialect == "json" or dialect == "v3" and path.endswith("/generate")):
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
@@ -246,6 +264,15 @@ def _typed(name: str, value: Any, from_form: bool, enums: dict[str, tuple]) -> A
                 raise ApiError("'color_palette' must be a JSON object.") from None
         _palette(value)
         return value
+    if name == "json_prompt":
+        if from_form and isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ApiError("'json_prompt' must be a JSON object.") from None
+        if not isinstance(value, dict) or not value:
+            raise ApiError("'json_prompt' must be a non-empty JSON object.")
+        return value
     if name == "style_codes":
         if not isinstance(value, list) or not all(isinstance(c, str) and re.fullmatch(r"[0-9a-fA-F]{8}", c)
                                                   for c in value):
@@ -297,7 +324,9 @@ def _validate(path: str, ctype: str, raw: dict[str, Any]) -> dict[str, Any]:
             raise ApiError("'image_request' must be a JSON object.")
         raw, form = {**inner, "image_file": raw["image_file"]}, False
         allowed = allowed | {"image_file"}
-    enums = V3_ENUMS if dialect == "v3" else LEGACY_ENUMS
+    enums = {"v3": V3_ENUMS, "v4": V4_ENUMS}.get(dialect, LEGACY_ENUMS)
+    if dialect == "v4":
+        _v4_rules(raw)
     for name in raw:
         if name not in allowed:
             raise ApiError(f"Unknown field '{name}'.")
@@ -307,13 +336,26 @@ def _validate(path: str, ctype: str, raw: dict[str, Any]) -> dict[str, Any]:
     p = {k: _typed(k, v, form, enums) for k, v in raw.items()}
     if "aspect_ratio" in p and "resolution" in p:
         raise ApiError("'aspect_ratio' and 'resolution' cannot be used together.")
-    (_v3_rules if dialect == "v3" else _legacy_rules)(path, p)
+    if dialect == "v3":
+        _v3_rules(path, p)
+    elif dialect != "v4":
+        _legacy_rules(path, p)
     source = p.get("image") or p.get("image_file")
     if "mask" in p:
         _mask(p["mask"], source)
     if path.endswith("/reframe") and source.image.width != source.image.height:
         raise ApiError(f"The image to reframe must be square; got {source.image.width}x{source.image.height}.")
     return p
+
+
+def _v4_rules(raw: dict[str, Any]) -> None:
+    """Checked before the enums, so FLASH gets the vendor's own reason."""
+    given = [name for name in V4_PROMPTS if raw.get(name) not in (None, "")]
+    if len(given) != 1:
+        raise ApiError("Exactly one of 'text_prompt' and 'json_prompt' is required (the legacy 'prompt' counts as "
+                       f"'text_prompt'); got {', '.join(given) or 'none'}.")
+    if raw.get("rendering_speed") == "FLASH":
+        raise ApiError("rendering_speed FLASH is coming soon for Ideogram 4.0; use TURBO, DEFAULT or QUALITY.")
 
 
 def _v3_rules(path: str, p: dict[str, Any]) -> None:
@@ -363,13 +405,13 @@ def _ratio_size(word: str, resolutions: tuple[str, ...]) -> tuple[int, int]:
 
 def _output_size(path: str, p: dict[str, Any]) -> tuple[int, int]:
     rule, v3 = ENDPOINTS[path][3], path.startswith("/v1/")
+    resolutions = V4_RESOLUTIONS if ENDPOINTS[path][0] == "v4" else V3_RESOLUTIONS if v3 else LEGACY_RESOLUTIONS
     source = p.get("image") or p.get("image_file")
     if rule in ("input", "double"):
         return source.image.size
     if "resolution" in p:
         return tuple(map(int, re.findall(r"\d+", p["resolution"])))  # type: ignore[return-value]
-    return _ratio_size(p.get("aspect_ratio", "1x1" if v3 else "ASPECT_1_1"),
-                       V3_RESOLUTIONS if v3 else LEGACY_RESOLUTIONS)
+    return _ratio_size(p.get("aspect_ratio", "1x1" if v3 else "ASPECT_1_1"), resolutions)
 
 
 @functools.lru_cache(maxsize=64)
@@ -385,12 +427,15 @@ def render(width: int, height: int, key: str) -> bytes:
 def _answer(request: Request, state: IdeogramEmulatorState, path: str, p: dict[str, Any]) -> Response:
     if ENDPOINTS[path][3] == "describe":
         return _json({"descriptions": [{"text": "A flat coloured square with a lighter square in its centre."}]})
-    prompt = p.get("prompt", "")
+    v4 = ENDPOINTS[path][0] == "v4"
+    prompt = p.get("text_prompt") or p.get("prompt") or (orjson.dumps(p["json_prompt"]).decode()
+                                                          if "json_prompt" in p else "")
     if state.refuse_prompts_containing and state.refuse_prompts_containing.lower() in prompt.lower():
         raise ApiError(SAFETY_ERROR, 422)
     unsafe = bool(state.unsafe_prompts_containing) and state.unsafe_prompts_containing.lower() in prompt.lower()
     width, height = _output_size(path, p)
-    magic = p.get("magic_prompt", p.get("magic_prompt_option"))
+    # 4.0 magic-prompts every text prompt and never a json_prompt
+    magic = "ON" if v4 and "json_prompt" not in p else p.get("magic_prompt", p.get("magic_prompt_option"))
     final = f"{prompt}, rendered in rich detail with dramatic lighting" if magic == "ON" else prompt
     host = request.headers.get("host", f"{request.url.hostname}:{request.url.port}")
     data = []
@@ -398,7 +443,7 @@ def _answer(request: Request, state: IdeogramEmulatorState, path: str, p: dict[s
         seed = p.get("seed", random.randint(0, MAX_SEED))
         item: dict[str, Any] = {"url": None, "prompt": final, "resolution": f"{width}x{height}",
                                 "is_image_safe": not unsafe and i >= state.unsafe_images, "seed": seed}
-        if "style_type" in p or path.startswith("/v1/"):
+        if "style_type" in p or path.startswith("/v1/") and not v4:
             item["style_type"] = p.get("style_type", "GENERAL")
         out = (width * 2, height * 2) if ENDPOINTS[path][3] == "double" else (width, height)
         if ENDPOINTS[path][3] == "double":
@@ -409,7 +454,10 @@ def _answer(request: Request, state: IdeogramEmulatorState, path: str, p: dict[s
             item["url"] = (f"{request.url.scheme}://{host}/api/images/ephemeral/{image_id}.png"
                            f"?exp={exp}&sig={_sig(state, image_id, exp)}")
         data.append(item)
-    return _json({"created": datetime.now(timezone.utc).isoformat(), "data": data})
+    body: dict[str, Any] = {"created": datetime.now(timezone.utc).isoformat(), "data": data}
+    if v4:
+        body["response_type"] = "url"
+    return _json(body)
 
 
 def _sig(state: IdeogramEmulatorState, image_id: str, exp: int) -> str:

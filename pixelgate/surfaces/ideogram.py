@@ -1,6 +1,11 @@
 """Ideogram's own API, as the second source document (001) describes it, served by Ideogram
 channels. Key: `Api-Key: <key>` (or `Authorization: Bearer <key>`).
 
+  Ideogram 4.0 (multipart, also JSON or url-encoded), model V4 (or ideogram-v4, V_4_0):
+    POST /ideogram/v1/ideogram-v4/generate             text_prompt | json_prompt (| the legacy
+         prompt): exactly one; resolution (one of 21 2K sizes), rendering_speed (TURBO, DEFAULT,
+         QUALITY; FLASH is 400, as Ideogram answers it), seed. One image; the answer adds
+         response_type "url".
   Ideogram 3.0 (multipart; generate also JSON or url-encoded), model V3 (or ideogram-v3, V_3):
     POST /ideogram/v1/ideogram-v3/generate             prompt, rendering_speed, num_images,
          aspect_ratio | resolution, magic_prompt, style_type, negative_prompt, seed,
@@ -25,14 +30,15 @@ channels. Key: `Api-Key: <key>` (or `Authorization: Bearer <key>`).
 Every rule of the document is checked here, before anything is spent; the engine's own checks
 name the internal fields, which `_native_names` renames back. Field mapping:
 
-  prompt -> prompt                 num_images -> n             seed -> seed
+  prompt, text_prompt -> prompt    num_images -> n             seed -> seed
   aspect_ratio (16x9, ASPECT_16_9) -> size     resolution (1280x720, RESOLUTION_1280_720) -> size
   image, image_file -> images[0]   mask -> mask (convention "black", sent as PNG)
   style_reference_images -> style_images
   rendering_speed, magic_prompt, magic_prompt_option, magic_prompt_version, style_type,
   negative_prompt, image_weight, resemblance, detail, style_preset, color_palette,
-  describe_model_version -> extras (checked again against the ideogram provider's Options)
-  model (legacy) -> model; 3.0 routes -> V3; upscale and describe (no model field upstream) ->
+  describe_model_version, json_prompt -> extras (checked again against the ideogram provider's
+  Options)
+  model (legacy) -> model; 3.0 routes -> V3; the 4.0 route -> V4; upscale and describe (no model field upstream) ->
   the first Ideogram model a channel serves (SERVICE_MODELS).
 """
 
@@ -58,7 +64,7 @@ from pixelgate.domain.result import ImageResult
 from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NoChannelAvailable, NotFound,
                               PayloadTooLarge, UpstreamContentFiltered)
 from pixelgate.providers.ideogram import (LEGACY_RATIOS, LEGACY_RESOLUTIONS, MAX_SEED, STYLE_PRESETS,
-                                          V3_IDS, V3_RATIOS, V3_RESOLUTIONS)
+                                          V3_IDS, V3_RATIOS, V3_RESOLUTIONS, V4_IDS, V4_RESOLUTIONS)
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces.openai_images import _authenticate, check_depth
@@ -141,10 +147,15 @@ LEGACY_MODEL_RULES = {
     "resolution": ("V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO"),
     "color_palette": ("V_2", "V_2_TURBO"),
 }
+# 4.0's generate: FLASH is in the enum, but Ideogram answers it 400 (checked in _v4_rules).
+V4_PROMPTS = ("text_prompt", "json_prompt", "prompt")
+V4_GEN = {"text_prompt": TEXT, "json_prompt": OBJECT, "prompt": TEXT, "resolution": V4_RESOLUTIONS,
+          "rendering_speed": (*SPEEDS, "FLASH"), "seed": SEED}
 EXTRAS = ("rendering_speed", "magic_prompt", "magic_prompt_option", "magic_prompt_version", "style_type",
           "negative_prompt", "image_weight", "resemblance", "detail", "style_preset", "color_palette",
-          "describe_model_version")
+          "describe_model_version", "json_prompt")
 V3_MODELS = ("V3", *sorted(V3_IDS - {"V3"}))
+V4_MODELS = ("V4", *sorted(V4_IDS - {"V4"}))
 """The 3.0 routes' model: V3, or another name of it where a channel lists only that."""
 SERVICE_MODELS = ("V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO", "V_1", "V_1_TURBO", *V3_MODELS)
 """Upscale and describe name no model: the first of these an Ideogram channel serves does it."""
@@ -328,8 +339,9 @@ async def _style_images(uploads: list[UploadFile]) -> list[InputImage]:
 
 def _request(op: Operation, model: str, p: dict[str, Any]) -> ImageRequest:
     size = p.get("resolution") or p.get("aspect_ratio")
-    return ImageRequest(operation=op, model=model, prompt=p.get("prompt"), n=p.get("num_images", 1),
-                        seed=p.get("seed"), size=RATIO_ALIASES.get(size, size), mask_convention="black",
+    prompt = p.get("prompt", p.get("text_prompt"))  # 4.0's text_prompt; its legacy name is prompt
+    return ImageRequest(operation=op, model=model, prompt=prompt, n=p.get("num_images", 1), seed=p.get("seed"),
+                        size=RATIO_ALIASES.get(size, size), mask_convention="black",
                         delivery=Delivery.URL, provider=PROVIDER, extras={k: p[k] for k in EXTRAS if k in p})
 
 
@@ -372,14 +384,16 @@ def _native_names(names: dict[str, str]) -> Iterator[None]:
         raise
 
 
-async def _run(request: Request, ctx, req: ImageRequest, p: dict[str, Any], image_field: str) -> Response:
+async def _run(request: Request, ctx, req: ImageRequest, p: dict[str, Any], image_field: str,
+               **extra: Any) -> Response:
+    """`extra`: fields the answer adds to Ideogram's shape (4.0's response_type)."""
     names = {"n": "num_images", "size": "resolution" if "resolution" in p else "aspect_ratio",
-             "image": image_field}
+             "image": image_field, "prompt": "prompt" if "prompt" in p else "text_prompt"}
     with _native_names(names):
         result = await request.app.state.services.engine.generate(req, ctx)
     if req.operation is Operation.DESCRIBE:
         return JSONResponse({"descriptions": [{"text": t} for t in result.meta.get("descriptions", [])]})
-    return JSONResponse(render(result, req))
+    return JSONResponse({**render(result, req), **extra})
 
 
 def render(result: ImageResult, req: ImageRequest) -> dict:
@@ -400,6 +414,29 @@ def render(result: ImageResult, req: ImageRequest) -> dict:
                      **({"style_type": unsafe["style_type"]} if "style_type" in unsafe else {})})
     created = datetime.fromtimestamp(result.created, timezone.utc).isoformat()
     return {"created": created, "data": data}
+
+
+# -- Ideogram 4.0 --
+
+def _v4_rules(p: dict[str, Any]) -> None:
+    given = [name for name in V4_PROMPTS if name in p and p[name] != ""]
+    if len(given) != 1:
+        raise InvalidRequest("Give exactly one of 'text_prompt' and 'json_prompt' (or the legacy 'prompt'); got "
+                             f"{' and '.join(repr(g) for g in given) or 'none'}.",
+                             field=given[-1] if given else "text_prompt",
+                             code=None if given else "missing_required_parameter")
+    if p.get("rendering_speed") == "FLASH":  # in Ideogram's enum, refused by Ideogram for 4.0
+        raise InvalidRequest("rendering_speed FLASH is not yet available for Ideogram 4.0; use TURBO, DEFAULT or "
+                             "QUALITY.", field="rendering_speed")
+
+
+@router.post("/ideogram/v1/ideogram-v4/generate")
+async def v4_generate(request: Request) -> Response:
+    ctx = await _authenticate(request)
+    p = _check(await _read(request, json_ok=True), V4_GEN, set())
+    _v4_rules(p)
+    req = _request(Operation.GENERATE, await _served_model(request, ctx, V4_MODELS, Operation.GENERATE), p)
+    return await _run(request, ctx, req, p, "image", response_type="url")
 
 
 # -- Ideogram 3.0 --

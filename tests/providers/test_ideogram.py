@@ -25,6 +25,7 @@ KEY = "ideogram-emulator-key"
 V3_IDS = ["V3", "ideogram-v3", "V_3"]
 LEGACY_IDS = ["V_1", "V_1_TURBO", "V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO"]
 MODELS = V3_IDS + LEGACY_IDS
+V4_IDS = ["V4", "ideogram-v4", "V_4_0"]
 GEN, EDITS = "/v1/images/generations", "/v1/images/edits"
 # The source document's defaults, which the gateway always sends (Ideogram's own differ).
 V3_DEFAULTS = {"rendering_speed": "DEFAULT", "magic_prompt": "AUTO", "style_type": "AUTO"}
@@ -36,7 +37,8 @@ DEER = ("A deer drinking in the lake, Sakura petals falling, green and clean wat
 
 
 def channel(base: str, name: str = "ideogram", **fields) -> dict:
-    return {"name": name, "provider": "ideogram", "base_url": base, "api_key": KEY, "models": MODELS, **fields}
+    return {"name": name, "provider": "ideogram", "base_url": base, "api_key": KEY, "models": MODELS + V4_IDS,
+            **fields}
 
 
 @pytest.fixture
@@ -388,14 +390,111 @@ def test_parse_error_mapping():
 
 
 def test_endpoint_tables_cover_every_ideogram_operation():
-    from pixelgate.providers.ideogram import LEGACY_ENDPOINTS, V3_ENDPOINTS
-    from pixelgate.simulators.ideogram import ENDPOINTS
+    from pixelgate.providers.ideogram import LEGACY_ENDPOINTS, V3_ENDPOINTS, V4_PATH, V4_RESOLUTIONS
+    from pixelgate.simulators.ideogram import ENDPOINTS, V4_RESOLUTIONS as EMULATED_V4
 
-    assert {path for path, _ in V3_ENDPOINTS.values()} | {e[0] for e in LEGACY_ENDPOINTS.values()} == set(ENDPOINTS)
+    paths = {path for path, _ in V3_ENDPOINTS.values()} | {e[0] for e in LEGACY_ENDPOINTS.values()} | {V4_PATH}
+    assert paths == set(ENDPOINTS)
+    assert set(V4_RESOLUTIONS) == set(EMULATED_V4) and len(V4_RESOLUTIONS) == 21
     for path, fields in V3_ENDPOINTS.values():
         assert fields <= ENDPOINTS[path][1], path  # never a field the endpoint lacks
     for path, fields, _ in LEGACY_ENDPOINTS.values():
         assert fields <= ENDPOINTS[path][1], path
+
+
+# -- Ideogram 4.0 --
+
+def test_v4_generates_through_the_openai_api_with_its_own_fields(gw):
+    gateway, state = gw
+    with gateway.http() as client:
+        for model in V4_IDS:
+            assert sizes_of(gen(client, model=model)) == [(2048, 2048)], model
+            call = state.api_requests()[-1]
+            assert call.path == "/v1/ideogram-v4/generate" and call.content_type.startswith("multipart/form-data")
+            assert call.fields == {"text_prompt": "a lighthouse", "rendering_speed": "DEFAULT"}
+        resp = gen(client, model="V4", size="16:9", quality="low", seed=7)
+        assert sizes_of(resp) == [(2560, 1440)]
+        assert state.api_requests()[-1].fields == {"text_prompt": "a lighthouse", "rendering_speed": "TURBO",
+                                                   "seed": "7", "resolution": "2560x1440"}
+        assert resp.json()["data"][0]["revised_prompt"].startswith("a lighthouse, ")  # magic prompt is on
+        assert sizes_of(gen(client, model="V4", size="1024x1792", rendering_speed="QUALITY")) == [(1440, 2560)]
+        assert state.api_requests()[-1].fields["rendering_speed"] == "QUALITY"
+        # the structured prompt instead of a text one: sent as a JSON part, not magic-prompted
+        layout = {"high_level_description": "a lighthouse poster", "compositional_deconstruction": {}}
+        resp = client.post(GEN, json={"model": "V4", "json_prompt": layout, "response_format": "b64_json"})
+        assert sizes_of(resp) == [(2048, 2048)]
+        assert orjson.loads(state.api_requests()[-1].fields["json_prompt"]) == layout
+        assert "text_prompt" not in state.api_requests()[-1].fields
+
+
+def test_v4_one_image_a_call(gw):
+    gateway, state = gw
+    with gateway.http() as client:
+        calls = len(state.api_requests())
+        assert len(sizes_of(gen(client, model="V4", n=3))) == 3
+        assert len(state.api_requests()) == calls + 3
+        assert all("num_images" not in r.fields for r in state.api_requests()[calls:])
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"size": "10:1"}, "size"),
+    ({"size": "4096x256"}, "size"),
+    ({"rendering_speed": "FLASH"}, "rendering_speed"),
+    ({"rendering_speed": "BALANCED"}, "rendering_speed"),
+    ({"json_prompt": {"high_level_description": "x"}}, "json_prompt"),
+    ({"magic_prompt": "OFF"}, "magic_prompt"),
+    ({"seed": 2147483648}, "seed"),
+])
+def test_v4_refuses_what_it_cannot_do_before_any_call(gw, body, param):
+    gateway, state = gw
+    with gateway.http() as client:
+        resp = gen(client, model="V4", **body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == param, resp.text
+    assert state.requests == []
+
+
+def test_v4_without_any_prompt_is_refused(gw):
+    gateway, state = gw
+    with gateway.http() as client:
+        resp = client.post(GEN, json={"model": "V4", "prompt": ""})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "prompt", resp.text
+    assert state.requests == []
+
+
+def _v4(client, **data):
+    return client.post("/v1/ideogram-v4/generate", files=[(k, (None, str(v))) for k, v in data.items()])
+
+
+def test_emulator_v4_rules(upstream):
+    state, base = upstream
+    with httpx.Client(base_url=base, headers={"Api-Key": KEY}) as c:
+        ok = _v4(c, text_prompt="a poster", resolution="2560x1440", rendering_speed="QUALITY", seed=5)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["response_type"] == "url"
+        item = ok.json()["data"][0]
+        assert item["resolution"] == "2560x1440" and item["seed"] == 5 and "style_type" not in item
+        assert c.get(item["url"]).status_code == 200
+        assert _v4(c, prompt="a poster").status_code == 200  # the legacy name of text_prompt
+        assert _v4(c, json_prompt='{"high_level_description": "a poster"}').json()["data"][0]["resolution"] == \
+            "2048x2048"  # no resolution: the model picks
+        for bad in [dict(text_prompt="x", json_prompt='{"a": 1}'), dict(text_prompt="x", prompt="y"), dict(),
+                    dict(json_prompt="not json"), dict(json_prompt="[1]"),
+                    dict(text_prompt="x", resolution="1024x1024"),
+                    dict(text_prompt="x", resolution="2048x2049"), dict(text_prompt="x", rendering_speed="FLASH"),
+                    dict(text_prompt="x", rendering_speed="BALANCED"), dict(text_prompt="x", aspect_ratio="16x9"),
+                    dict(text_prompt="x", num_images=2), dict(text_prompt="x", magic_prompt_option="OFF"),
+                    dict(text_prompt="x", seed=-1)]:
+            resp = _v4(c, **bad)
+            assert resp.status_code == 400 and "error" in resp.json(), bad
+        assert "coming soon" in _v4(c, text_prompt="x", rendering_speed="FLASH").json()["error"]
+        both = _v4(c, text_prompt="x", json_prompt='{"a": 1}').json()["error"]
+        assert "text_prompt" in both and "json_prompt" in both
+        assert c.post("/v1/ideogram-v4/generate", json={"text_prompt": "x"}).status_code == 400  # multipart only
+        refused = _v4(c, text_prompt="a prohibited act")
+        assert refused.status_code == 422 and refused.json() == {"error": SAFETY_ERROR}
+        assert c.post("/v1/ideogram-v4/generate", files={"text_prompt": (None, "x")},
+                      headers={"Api-Key": "wrong"}).status_code == 401
 
 
 # -- the emulator's own rules (the native surface will rely on them) --

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
+from decimal import Decimal
 
 import httpx
 import orjson
@@ -18,8 +19,9 @@ from pixelgate.simulators.ideogram import SAFETY_ERROR, IdeogramEmulatorState, c
 from tests.emulators.server import emulated
 
 KEY = "ideogram-emulator-key"
-MODELS = ["V3", "V_1", "V_1_TURBO", "V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO"]
+MODELS = ["V4", "V3", "V_1", "V_1_TURBO", "V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO"]
 V3 = "/ideogram/v1/ideogram-v3"
+V4 = "/ideogram/v1/ideogram-v4"
 COVER = ("Delicate 3D cover design with various combat machines flying from an portal. The machines have "
          "different shapes, sizes, and colors. The portal is emitting swirling energy. The background contains "
          "a futuristic city with tall buildings. The text \"One Gateway, Infinite Models\" is placed in the center "
@@ -108,6 +110,77 @@ def check_items(gateway, resp: httpx.Response, count: int, resolution: str, **ex
         for key, value in expected.items():
             assert item[key] == value, (key, item)
     return body["data"]
+
+
+# -- Ideogram 4.0, as its reference page calls it --
+
+def test_v4_generate_curl_example(gw):
+    """developer.ideogram.ai's example: `curl -F text_prompt="A photo of a cat"`, nothing else."""
+    gateway, state = gw
+    with client(gateway) as c:
+        resp = c.post(f"{V4}/generate", files=curl_form(text_prompt="A photo of a cat"))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {"created", "data", "response_type"} and body["response_type"] == "url"
+    item = body["data"][0]
+    assert len(body["data"]) == 1 and item["resolution"] == "2048x2048" and item["is_image_safe"] is True
+    assert item["prompt"].startswith("A photo of a cat, ")  # magic prompt: always on for a text prompt
+    assert item["url"].startswith(gateway.base_url + "/files/") and "style_type" not in item
+    assert fetch_size(item["url"]) == (2048, 2048)
+    call = last(state)
+    assert call.path == "/v1/ideogram-v4/generate" and call.headers["api-key"] == KEY
+    assert call.fields == {"text_prompt": "A photo of a cat", "rendering_speed": "DEFAULT"}
+    assert Decimal(resp.headers["x-pixelgate-cost"]) == Decimal("0.06")
+
+
+def test_v4_generate_every_field_and_body_form(gw):
+    gateway, state = gw
+    layout = {"high_level_description": "a lighthouse poster", "style_description": {"art_style": "flat"}}
+    with gateway.http() as c:  # Authorization: Bearer works too
+        resp = c.post(f"{V4}/generate", files=curl_form(text_prompt="a poster", resolution="2560x1440",
+                                                        rendering_speed="QUALITY", seed="11"))
+        item = resp.json()["data"][0]
+        assert resp.status_code == 200 and item["resolution"] == "2560x1440" and item["seed"] == 11
+        assert last(state).fields == {"text_prompt": "a poster", "resolution": "2560x1440",
+                                      "rendering_speed": "QUALITY", "seed": "11"}
+        assert Decimal(resp.headers["x-pixelgate-cost"]) == Decimal("0.10")
+        # a JSON body with the structured prompt: sent on as a JSON part, not magic-prompted
+        resp = c.post(f"{V4}/generate", json={"json_prompt": layout, "rendering_speed": "TURBO"})
+        assert resp.status_code == 200, resp.text
+        assert orjson.loads(last(state).fields["json_prompt"]) == layout
+        assert "text_prompt" not in last(state).fields
+        assert Decimal(resp.headers["x-pixelgate-cost"]) == Decimal("0.03")
+        # the legacy `prompt` is 4.0's text_prompt
+        resp = c.post(f"{V4}/generate", data={"prompt": "a cat", "resolution": "1440x2560"})
+        assert resp.status_code == 200 and resp.json()["data"][0]["resolution"] == "1440x2560", resp.text
+        assert last(state).fields["text_prompt"] == "a cat"
+
+
+V4_CASES = [
+    ({"text_prompt": "x", "json_prompt": '{"a": 1}'}, "json_prompt"),
+    ({"text_prompt": "x", "prompt": "y"}, "prompt"),
+    ({"seed": "1"}, "text_prompt"),
+    ({"text_prompt": "x", "resolution": "1024x1024"}, "resolution"),
+    ({"text_prompt": "x", "resolution": "16x9"}, "resolution"),
+    ({"text_prompt": "x", "rendering_speed": "FLASH"}, "rendering_speed"),
+    ({"text_prompt": "x", "rendering_speed": "BALANCED"}, "rendering_speed"),
+    ({"text_prompt": "x", "aspect_ratio": "16x9"}, "aspect_ratio"),
+    ({"text_prompt": "x", "num_images": "2"}, "num_images"),
+    ({"text_prompt": "x", "magic_prompt_option": "OFF"}, "magic_prompt_option"),
+    ({"text_prompt": "x", "seed": "-1"}, "seed"),
+    ({"json_prompt": "not json"}, "json_prompt"),
+]
+
+
+def test_v4_rules(gw):
+    gateway, state = gw
+    with client(gateway) as c:
+        for data, field in V4_CASES:
+            resp = c.post(f"{V4}/generate", files=curl_form(**data))
+            assert resp.status_code == 400, (data, resp.text)
+            body = resp.json()
+            assert set(body) == {"error"} and f"'{field}'" in body["error"], (data, body)
+    assert state.requests == []
 
 
 # -- Ideogram 3.0, the document's examples --
