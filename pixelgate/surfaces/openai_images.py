@@ -28,7 +28,7 @@ from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
 from pixelgate.services.usage import usage
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._route import context, surface_route
+from pixelgate.surfaces._route import context, format_amount, surface_route
 
 
 def render_error(exc: GatewayError) -> Response:
@@ -278,6 +278,9 @@ async def _sse(request: Request, events: AsyncIterator, req: ImageRequest, ctx) 
     finally:
         await ctx.finish()
         request.app.state.services.log_request(ctx, status, error)
+    if ctx.cost is not None:  # the headers left before the images: an SSE comment, which clients skip
+        currency = request.app.state.services.engine.billing.currency
+        yield f": pixelgate-cost {format_amount(ctx.cost)} {currency}\n\n".encode()
 
 
 @models_router.get("/v1/usage")

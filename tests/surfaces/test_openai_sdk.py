@@ -129,6 +129,18 @@ def test_streaming_partial_images(openai_gateway):
     assert upstream.requests[-1].fields["stream"] is True
 
 
+def test_a_stream_tells_its_hold_first_and_its_cost_last(openai_gateway):
+    gateway, _ = openai_gateway
+    gateway.set_price("gpt-image-1.5", "0.25")
+    _, key = gateway.paying_key("10")
+    body = {"model": "gpt-image-1.5", "prompt": "a fox", "stream": True, "partial_images": 1, "size": "1024x1024"}
+    with gateway.http(key=key) as client, client.stream("POST", "/v1/images/generations", json=body) as resp:
+        assert resp.headers["x-pixelgate-cost-limit"] == "0.25" and resp.headers["x-pixelgate-currency"] == "USD"
+        lines = [line for line in resp.iter_lines() if line]
+    assert lines[-1] == ": pixelgate-cost 0.25 USD"  # after the completed image, as an SSE comment
+    assert any("image_generation.completed" in line for line in lines[:-1])
+
+
 def test_streaming_edit(openai_gateway):
     gateway, _ = openai_gateway
     stream = gateway.sdk().images.edit(model="gpt-image-1", image=("a.png", png(), "image/png"),
