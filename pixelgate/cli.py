@@ -432,10 +432,6 @@ def channels_remove(ctx: click.Context, name: str) -> None:
     click.echo(f"channel {name}: removed")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 @main.command()
 @click.option("--write-readme", "readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Rewrite the model and price tables of this README instead of printing them.")
@@ -477,3 +473,7 @@ def secrets_rotate(ctx: click.Context) -> None:
     changed = _run(settings, work)
     click.echo(f"pixelgate: resealed {changed} secret(s) under key {sealing.KEYRING.primary}; "
                "encryption_keys_previous can now be emptied")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
