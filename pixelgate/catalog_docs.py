@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pixelgate.domain.catalog import CatalogPrice, ModelEntry, catalog
+from pixelgate.domain.prices import describe
 
 _VENDORS = {"openai": "OpenAI", "google": "Google", "bfl": "Black Forest Labs", "ideogram": "Ideogram",
             "ark": "Volcengine Ark", "dashscope": "Alibaba DashScope", "qianfan": "Baidu Qianfan",
@@ -39,24 +40,10 @@ def models_table() -> str:
     return "\n".join(rows)
 
 
-def _money(amount, currency: str) -> str:
-    text = format(amount.normalize(), "f")
-    return f"US${text}" if currency == "USD" else f"{text} {currency}"
-
-
 def _price(p: CatalogPrice) -> str:
-    if p.tokens is not None:
-        t = p.tokens
-        parts = [f"text in {_money(t.text_input, p.currency)}"]
-        if t.image_input:
-            parts.append(f"image in {_money(t.image_input, p.currency)}")
-        parts.append(f"image out {_money(t.image_output, p.currency)}")
-        text = " / ".join(parts) + " per 1M tokens"
-    else:
-        text = _money(p.amount, p.currency)
     scope = [p.operation] if p.operation != "*" else []
     scope += [v for v in p.dimensions.values()]
-    return text + (f" ({', '.join(scope)})" if scope else "")
+    return describe(p.amount, p.tokens, p.currency) + (f" ({', '.join(scope)})" if scope else "")
 
 
 def prices_table() -> str:

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pixelgate.config import Settings
-from pixelgate.domain.catalog import catalog
+from pixelgate.domain.catalog import catalog, load
 from pixelgate.domain.prices import DEFAULT_PRICES, TokenUsage, token_cost
 from pixelgate.providers import REGISTRY
 from pixelgate.services import lifecycle
@@ -58,6 +58,17 @@ def test_every_model_a_provider_makes_is_in_the_catalog_with_a_price():
             assert entry is not None, f"{provider.name}'s {model} is not in catalog.toml"
             assert entry.prices, f"{model} has no price"
     assert all(p.source and p.date for p in DEFAULT_PRICES)
+
+
+def test_price_as_bills_a_model_at_anothers_prices_and_says_so(tmp_path):
+    flare, sunburst = catalog().get("gpt-image-2.5-flare"), catalog().get("gpt-image-2.6-sunburst")
+    assert [p.tokens for p in flare.prices] == [p.tokens for p in sunburst.prices]
+    assert flare.prices[0].source == "priced as gpt-image-2.6-sunburst (no vendor price page found for 2.5)"
+    assert flare.prices[0].date == sunburst.prices[0].date
+    (tmp_path / "bad.toml").write_text('[models.a]\nvendor = "x"\nname = "A"\nprice_as = "b"\n'
+                                       '[models.b]\nvendor = "x"\nname = "B"\nprice_as = "a"\n')
+    with pytest.raises(ValueError, match="price_as 'b' must name a model with prices of its own"):
+        load(tmp_path / "bad.toml")
 
 
 def test_status_follows_the_dates_and_successors_chain_to_a_live_model():

@@ -150,11 +150,21 @@ class Catalog:
 
 
 def load(path: Path = CATALOG_FILE) -> Catalog:
-    """Each model's `price_source` and `price_date` are the default of its prices' own."""
+    """Each model's `price_source` and `price_date` are the default of its prices' own. A model
+    with `price_as = "other"` is billed at the other model's prices (source and date included),
+    its `price_note` saying why."""
     with path.open("rb") as f:
-        raw = tomllib.load(f)
+        raw = tomllib.load(f)["models"]
     entries = []
-    for model_id, fields in raw["models"].items():
+    for model_id, fields in raw.items():
+        fields = dict(fields)
+        if (same := fields.pop("price_as", None)) is not None:
+            other = raw.get(same)
+            if other is None or "price_as" in other or "prices" in fields:
+                raise ValueError(f"catalog: {model_id}'s price_as {same!r} must name a model with prices of its own")
+            note = fields.pop("price_note", "")
+            fields.update(prices=other["prices"], price_date=other["price_date"],
+                          price_source=f"priced as {same}" + (f" ({note})" if note else ""))
         source, read = fields.pop("price_source", None), fields.pop("price_date", None)
         fields["prices"] = [{"source": source, "date": read, **p} for p in fields.get("prices", [])]
         entries.append(ModelEntry(id=model_id, **fields))

@@ -36,12 +36,23 @@ class Price:
         return len(self.dimensions) + (self.operation != "*")
 
     def describe(self) -> str:
-        """The amount as people read it: per image, or per million tokens."""
-        if self.tokens is None:
-            return f"{format(self.amount.normalize(), 'f')} {self.currency}"
-        t = self.tokens
-        return (f"text in {t.text_input} / image in {t.image_input} / image out {t.image_output} "
-                f"{self.currency} per 1M tokens")
+        return describe(self.amount, self.tokens, self.currency)
+
+
+def describe(amount: Decimal, tokens: TokenRates | None, currency: str) -> str:
+    """A price as people read it: per image, or per million tokens (README tables, console)."""
+    if tokens is None:
+        return _money(amount, currency)
+    parts = [f"text in {_money(tokens.text_input, currency)}"]
+    if tokens.image_input:
+        parts.append(f"image in {_money(tokens.image_input, currency)}")
+    parts.append(f"image out {_money(tokens.image_output, currency)}")
+    return " / ".join(parts) + " per 1M tokens"
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    text = format(amount.normalize(), "f")
+    return f"US${text}" if currency == "USD" else f"{text} {currency}"
 
 
 @dataclass(frozen=True)
