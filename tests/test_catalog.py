@@ -9,6 +9,7 @@ refused by them as by the real API, so whatever reaches them went through the su
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import time
 from contextlib import ExitStack
@@ -303,7 +304,9 @@ def test_readme_tables_are_the_catalog():
 NEW_MODELS = [("openai", "gpt-image-2"), ("openai", "gpt-image-2.5-sunburst"), ("openai", "gpt-image-2.6-flare"),
               ("google", "gemini-nano-banana-2.1"), ("google", "gemini-3-pro-image"),
               ("google", "gemini-3.1-flash-lite-image"), ("doubao", "doubao-seedream-5-0-pro-260628"),
-              ("dashscope", "qwen-image-2.0-pro"), ("ideogram", "V4"), ("ideogram", "ideogram-v4")]
+              ("dashscope", "qwen-image-2.0-pro"), ("ideogram", "V4"), ("ideogram", "ideogram-v4"),
+              ("doubao", "doubao-seedream-5-0-flash-260915"), ("dashscope", "wan2.7-image"),
+              ("dashscope", "wan2.7-image-pro"), ("dashscope", "qwen-image-3.0"), ("dashscope", "qwen-image-3.0-pro")]
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +334,19 @@ def test_new_model_through_openai_predictions_and_replicate(simulated, vendor, m
     assert predictions.status_code == 200 and predictions.json()["status"] == "succeeded", predictions.text
     assert replicate.status_code == 201 and replicate.json()["status"] == "succeeded", replicate.text
     assert Decimal(replicate.json()["metrics"]["cost"]) > 0
+
+
+@pytest.mark.parametrize("vendor", ["ark", "dashscope"])
+def test_emulators_shut_models_down_on_the_catalog_dates(vendor):
+    """Each emulator refuses what the catalog says its vendor retired, from the same day; a model
+    retired without a published date needs a date of the emulator's own."""
+    emulator = importlib.import_module(f"pixelgate.simulators.{vendor}")
+    retired = {e.id: e.shutdown for e in catalog().entries if e.vendor == vendor and (e.shutdown or e.retired)}
+    aliases = {a: e.shutdown for e in catalog().entries for a in e.aliases if e.id in retired and a in emulator.MODELS}
+    for model, day in {**retired, **aliases}.items():
+        assert model in emulator.SHUTDOWN, model
+        assert day is None or emulator.SHUTDOWN[model] == day, model
+    assert set(emulator.SHUTDOWN) <= set(retired) | set(aliases)
 
 
 def test_midjourney_v8_flags_reach_the_proxy_as_written(simulated):

@@ -1,4 +1,4 @@
-"""Volcengine Ark: Doubao Seedream 3.0 / 4.0 / 4.5 / 5.0-lite and SeedEdit 3.0.
+"""Volcengine Ark: Doubao Seedream 3.0 / 4.0 / 4.5 / 5.0-lite / 5.0 Pro / 5.0 Flash and SeedEdit 3.0.
 
 Upstream (authority: ../shared/upstreams/volcengine-ark.md), synchronous, Bearer auth, JSON only:
   POST /api/v3/images/generations
@@ -12,6 +12,9 @@ Upstream (authority: ../shared/upstreams/volcengine-ark.md), synchronous, Bearer
   errors: {"error": {"code", "message", "param", "type"}}; moderation codes *SensitiveContentDetected
 There is no `n` (one image per call unless sequential generation is "auto", when the model makes up
 to max_images, maybe fewer) and no mask (edits are described in the prompt).
+5.0 Flash (doubao-seedream-5-0-flash-260915) is served with 5.0 Pro's rules (one image a call, no
+stream, 1K/2K up to 2048x2048, 10 references): third-party integrations report the same limits,
+no vendor page for it was read.
 """
 
 from __future__ import annotations
@@ -199,7 +202,7 @@ FAMILY_OF = {"doubao-seedream-4-0": "4.0", "doubao-seedream-4-5": "4.5", "doubao
              "doubao-seedream-3-0-t2i-250415": "3.0", "doubao-seededit-3-0-i2i-250628": "edit",
              "doubao-seedream-4-0-250828": "4.0", "doubao-seedream-4-5-251128": "4.5",
              "doubao-seedream-5-0-260128": "5.0", "doubao-seedream-5-0-lite-260128": "5.0",
-             "doubao-seedream-5-0-pro-260628": "5.0-pro"}
+             "doubao-seedream-5-0-pro-260628": "5.0-pro", "doubao-seedream-5-0-flash-260915": "5.0-pro"}
 ALIASES = {"doubao-seedream-4-0": "doubao-seedream-4-0-250828",
            "doubao-seedream-4-5": "doubao-seedream-4-5-251128",
            "doubao-seedream-5.0-lite": "doubao-seedream-5-0-260128"}

@@ -29,12 +29,22 @@ Sizes (every vocabulary goes through domain.sizes; the nearest-match rule is doc
       into range at their aspect ratio; auto sends no size (the output follows the last input).
   qwen-image-edit  DashScope takes no size: accepted (the source document lists sizes for the whole
       Qwen series) but not sent; the output keeps the last input image's aspect at about 1 MP.
+  qwen-image-2.0*  any W*H of 512*512-2048*2048 pixels; qwen-image-3.0* the same up to 2560*2560 at
+      1:8-8:1 (third-party schemas: no vendor page for 3.0 was read).
+  wan2.7-image*  1K/2K (4K on -pro: the vendor's tiers) or W*H of 768*768-2048*2048 pixels at
+      1:8-8:1 (the range from third-party copies); -pro makes 4K and up to 4096*4096 for text to
+      image only, so an edit asking for 4K gets 2K and a larger W*H edit is refused.
+
+Wan 2.7 Image (wan2.7-image, -pro): the vendor's "Wan 2.7 image generation and editing" reference:
+one endpoint for generation and edits of 0-9 images, 1-4 images a call, prompt up to 5000
+characters, thinking_mode; no negative_prompt or prompt_extend.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -75,19 +85,38 @@ def _sides(size: Size) -> str | None:
 PIXELS_MIN, PIXELS_MAX = 512 * 512, 2048 * 2048
 
 
-def _pixel_range(size: Size) -> str | None:
-    """qwen-image-2.0*: any W*H with total pixels in [512*512, 2048*2048] (dashscope.md §2);
-    ratios and tiers get the most pixels their tier allows, at their ratio."""
+def _area_text(area: int) -> str:
+    side = round(area ** 0.5)
+    return f"{side}*{side}"
+
+
+def _pixel_range(size: Size, least: int = PIXELS_MIN, most: int = PIXELS_MAX, aspect: float | None = None,
+                 ratio_area: int | None = None) -> str | None:
+    """Any W*H with total pixels in [least, most] (and an aspect ratio within 1:aspect..aspect:1);
+    a tier gets its pixels up to the most allowed, a ratio `ratio_area` (default: the most)."""
     if size.is_auto:
         return None
-    w, h = (size.width, size.height) if size.width else sizes.pixels_for(size, PIXELS_MAX, max_side=4096)
+    target = most if size.tier else ratio_area or most
+    w, h = (size.width, size.height) if size.width else sizes.pixels_for(size, target, max_side=1 << 16)
     if not size.width:
-        scale = min(1.0, (PIXELS_MAX / (w * h)) ** 0.5)
+        scale = min(1.0, (target / (w * h)) ** 0.5)
         w, h = int(w * scale) // 16 * 16, int(h * scale) // 16 * 16
-    if not PIXELS_MIN <= w * h <= PIXELS_MAX:
+    if not least <= w * h <= most or aspect and not 1 / aspect <= w / h <= aspect:
+        shape = f" at an aspect ratio within 1:{aspect:g} and {aspect:g}:1" if aspect else ""
         raise InvalidRequest(f"Invalid value: '{sizes.describe(size)}'. For this model 'size' is WIDTH*HEIGHT "
-                             "with between 512*512 and 2048*2048 pixels in total.", field="size")
+                             f"with between {_area_text(least)} and {_area_text(most)} pixels in total{shape}.",
+                             field="size")
     return f"{w}*{h}"
+
+
+WAN_MIN, WAN_2K = 768 * 768, 2048 * 2048
+
+
+def _wan_size(size: Size, largest: int = WAN_2K) -> str | None:
+    """Wan 2.7: the vendor's 1K/2K/4K tiers, or W*H; a tier above the model's largest becomes it."""
+    if size.tier:
+        return size.tier if sizes.TIER_PIXELS[size.tier] <= largest else "2K"
+    return _pixel_range(size, WAN_MIN, largest, aspect=8, ratio_area=WAN_2K)
 
 
 def _no_size(size: Size) -> str | None:
@@ -117,6 +146,14 @@ class RewritingOptions(QwenOptions):
     prompt_extend: bool = False  # DashScope defaults to true (an LLM rewrites the prompt): opt-in here
 
 
+class WanOptions(VendorOptions):
+    """Wan 2.7's fields: no negative_prompt and no prompt rewriting."""
+
+    watermark: bool = True  # the source document's default, as for Qwen; DashScope's own is false
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    thinking_mode: bool | None = None  # the vendor's default is on; it applies to text-to-image only
+
+
 MB = 1024 * 1024
 # `quality` is a common field of the source document; DashScope has no such knob, so it is
 # accepted with the source document's values and not sent.
@@ -132,6 +169,12 @@ _GEN_TASK = replace(_GEN, asynchronous=True)
 _QWEN2 = replace(_GEN, operations=frozenset({GENERATE, EDIT}), n_per_call=6, fit_size=_pixel_range, max_images=3,
                  image_formats=_EDIT.image_formats, image_max_bytes=_EDIT.image_max_bytes,
                  prompt_required=frozenset({GENERATE, EDIT}))
+# Qwen-Image 3.0: as 2.0, up to 2560*2560 pixels at 1:8-8:1 (third-party schemas)
+_QWEN3 = replace(_QWEN2, fit_size=partial(_pixel_range, most=2560 * 2560, aspect=8, ratio_area=PIXELS_MAX))
+# Wan 2.7 Image: generation and edits of 0-9 images, 1-4 images a call
+_WAN = replace(_QWEN2, max_prompt=5000, n_per_call=4, fit_size=_wan_size, max_images=9,
+               image_formats=("png", "jpeg", "webp", "bmp"), image_max_bytes=20 * MB, options=WanOptions)
+_WAN_PRO = replace(_WAN, fit_size=partial(_wan_size, largest=4096 * 4096))
 
 # public id -> (DashScope model, asynchronous endpoint?, capabilities)
 MODELS: dict[str, tuple[str, bool, Capabilities]] = {
@@ -145,6 +188,10 @@ MODELS: dict[str, tuple[str, bool, Capabilities]] = {
     "qwen-image-edit-max": ("qwen-image-edit-max", False, _EDIT_PLUS),
     "qwen-image-2.0": ("qwen-image-2.0", False, _QWEN2),
     "qwen-image-2.0-pro": ("qwen-image-2.0-pro", False, _QWEN2),
+    "qwen-image-3.0": ("qwen-image-3.0", False, _QWEN3),
+    "qwen-image-3.0-pro": ("qwen-image-3.0-pro", False, _QWEN3),
+    "wan2.7-image": ("wan2.7-image", False, _WAN),
+    "wan2.7-image-pro": ("wan2.7-image-pro", False, _WAN_PRO),
 }
 
 # DashScope error code (or its part before the first dot) -> our class and the field it concerns
@@ -196,13 +243,15 @@ class DashScope(Provider):
         params: dict[str, Any] = {"n": req.n, "watermark": opts.watermark}
         size = caps.fit_size(sizes.parse(req.size) if req.size else Size())
         if size is not None:
-            params["size"] = size
+            params["size"] = _edit_size(size) if req.images and isinstance(opts, WanOptions) else size
         if isinstance(opts, RewritingOptions):
             params["prompt_extend"] = opts.prompt_extend  # sent always: DashScope's default is on
         if seed is not None:
             params["seed"] = seed
-        if opts.negative_prompt:
+        if getattr(opts, "negative_prompt", None):
             params["negative_prompt"] = opts.negative_prompt
+        if getattr(opts, "thinking_mode", None) is not None:
+            params["thinking_mode"] = opts.thinking_mode
         headers = {"Authorization": f"Bearer {channel.api_key or ''}"}
         base = self.base_url(channel)
         if is_async:
@@ -263,6 +312,17 @@ class DashScope(Provider):
     def parse_error(self, reply: UpstreamReply) -> UpstreamError:
         body = reply.json_or_none()
         return _error(reply.status, body if isinstance(body, dict) else {})
+
+
+def _edit_size(size: str) -> str:
+    """Wan 2.7 Pro edits stop at 2K: its 4K tier becomes 2K, a larger W*H is refused."""
+    if size == "4K":
+        return "2K"
+    w, _, h = size.partition("*")
+    if h and int(w) * int(h) > WAN_2K:
+        raise InvalidRequest(f"Invalid value: '{size}'. An edit with this model makes at most 2048*2048 "
+                             "pixels (4K is for text to image only).", field="size")
+    return size
 
 
 def _object(reply: UpstreamReply) -> dict:

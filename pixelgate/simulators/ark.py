@@ -14,6 +14,11 @@ Choices where the reference is silent or marked unconfirmed:
 * 5.0-pro (``doubao-seedream-5-0-pro-260628``) makes one image: ``sequential_image_generation``,
   its options and ``stream`` are refused whatever their value (400), as resellers report; it takes
   ``1K``/``2K`` or WxH up to 2048x2048 pixels, ``output_format``, and up to 10 reference images.
+* 5.0 Flash (``doubao-seedream-5-0-flash-260915``) has 5.0 Pro's rules and also takes ``1.5K``,
+  as third-party integrations report (no vendor page for it was read).
+* A model Ark has shut down answers like an unknown one (404 ``InvalidEndpointOrModel.NotFound``)
+  from its shutdown date on (``SHUTDOWN``, the catalog's dates; SeedEdit 3.0 has no published date,
+  so the day it was reported gone is used); ``state.today`` moves the emulator's calendar.
 * ``max_images`` defaults to 15 and "refs + max_images <= 15" is checked with ``auto`` only, so
   ``auto`` with reference images and no ``max_images`` is refused.
 * In ``auto`` mode the "model" makes ``state.group_size`` images (None: max_images), capped by
@@ -37,6 +42,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import orjson
@@ -74,7 +80,12 @@ MODELS: dict[str, dict[str, Any]] = {
     "doubao-seedream-5-0-260128": _S5,
     "doubao-seedream-5-0-lite-260128": _S5,
     "doubao-seedream-5-0-pro-260628": _S5_PRO,
+    "doubao-seedream-5-0-flash-260915": {**_S5_PRO, "keywords": {"1K": 1024, "1.5K": 1536, "2K": 2048}},
 }
+SHUTDOWN = {"doubao-seedream-3-0-t2i-250415": date(2026, 5, 13),
+            "doubao-seededit-3-0-i2i-250628": date(2026, 8, 5),  # reported unavailable by then
+            "doubao-seedream-5-0-260128": date(2026, 11, 24), "doubao-seedream-5-0-lite-260128": date(2026, 11, 24)}
+"""Model -> the day Ark stopped serving it (pixelgate/catalog.toml's shutdown dates)."""
 TYPES = {"model": str, "prompt": str, "size": str, "seed": int, "response_format": str, "watermark": bool,
          "guidance_scale": (int, float), "image": (str, list), "sequential_image_generation": str,
          "sequential_image_generation_options": dict, "stream": bool, "optimize_prompt_options": dict,
@@ -109,6 +120,7 @@ class RecordedRequest:
 class ArkEmulatorState:
     api_key: str = "ark-emulator-key"
     delay: float = 0.0
+    today: date | None = None  # the emulator's calendar for shutdowns; None: the real date
     refuse_prompts_containing: str = "forbidden"
     group_size: int | None = None
     withhold: set[int] = field(default_factory=set)
@@ -184,12 +196,14 @@ def _dimensions(spec: dict, size: str, refs: list) -> tuple[int, int]:
     return w, h
 
 
-def validate(body: Any) -> dict[str, Any]:
+def validate(body: Any, today: date | None = None) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError("The request body is not a valid JSON object.", "", "InvalidParameter")
     if not body.get("model"):
         raise ApiError("The request failed because it is missing `model` parameter.", "model", "MissingParameter")
     spec = MODELS.get(body["model"]) if isinstance(body["model"], str) else None
+    if spec is not None and SHUTDOWN.get(body["model"], date.max) <= (today or date.today()):
+        spec = None  # a retired id answers as if it had never been
     if spec is None:
         raise ApiError(f"The model or endpoint {body['model']} does not exist or you do not have access to it.",
                        "model", "InvalidEndpointOrModel.NotFound", 404, "NotFound")
@@ -308,7 +322,7 @@ async def _generate(request: Request) -> Response:
             return _json(fail_body, status, rid)
         if "json" not in request.headers.get("content-type", ""):
             raise ApiError("The request Content-Type must be application/json.", "", "InvalidParameter")
-        p = validate(body)
+        p = validate(body, state.today)
         needle = state.refuse_prompts_containing
         if needle and needle.lower() in p["prompt"].lower():
             raise ApiError("The request failed because the input text may contain sensitive information.",

@@ -24,6 +24,20 @@ marked unconfirmed:
   DataInspectionFailed; an async task is accepted and then ends FAILED with that code (HTTP 200).
 * A prompt over 800 characters is truncated, not refused. Unknown task ids answer UNKNOWN.
 * ``delay`` and ``fail_next`` apply to /api/v1 (the delay before the key check, failures after it).
+* A model DashScope has shut down answers 404 ModelNotFound from its shutdown date on (``SHUTDOWN``;
+  none of the emulated ids has one yet); ``state.today`` moves the emulator's calendar.
+
+Wan 2.7 Image (``wan2.7-image``, ``wan2.7-image-pro``; Alibaba's Wan 2.7 image generation and
+editing API reference): the sync endpoint only, one text part and 0-9 image parts in any order,
+prompt up to 5000 characters, ``n`` 1-4 (1-12 with ``enable_sequential``), ``size`` 1K/2K or
+W*H, 4K and above 2048*2048 pixels only for -pro without input images or image sets, parameters
+``thinking_mode``, ``enable_sequential``, ``bbox_list``, ``color_palette``. The W*H range (768*768
+to 2048*2048 pixels, 4096*4096 for -pro text-to-image, aspect 1:8 to 8:1) is from third-party
+copies of the reference, not read in the vendor's own text.
+
+Qwen-Image 3.0 (``qwen-image-3.0``, ``-pro``): no vendor document was read; from third-party API
+schemas (Comfy Router, ComfyUI): generation and edits of 0-3 images, ``n`` 1-6, W*H of 512*512 to
+2560*2560 pixels at 1:8 to 8:1, ``prompt_extend_mode`` direct | agent (agent without images).
 """
 
 from __future__ import annotations
@@ -40,7 +54,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -56,23 +70,45 @@ MB = 1024 * 1024
 MAX_SEED = 2147483647
 FIXED = ("1664*928", "1472*1104", "1328*1328", "1104*1472", "928*1664", "1472*1140", "1140*1472")
 _ALL_PARAMS = frozenset({"size", "n", "negative_prompt", "prompt_extend", "watermark", "seed"})
-_GEN = {"sizes": FIXED, "default": (1664, 928), "n_max": 1, "images": (0, 0), "params": _ALL_PARAMS}
-_EDIT_PLUS = {"sizes": (512, 2048), "default": None, "n_max": 6, "images": (1, 3), "params": _ALL_PARAMS}
-# model -> size rule (fixed list, (min side, max side), or None: not accepted), default size,
-# n limit, (min, max) image parts, accepted parameters, whether the async endpoint serves it
+_QWEN = {"text_last": True, "prompt_max": 800, "edit_area": MB, "image_mb": 10}
+_GEN = {**_QWEN, "sizes": FIXED, "default": (1664, 928), "n_max": 1, "images": (0, 0), "params": _ALL_PARAMS}
+_EDIT_PLUS = {**_QWEN, "sizes": (512, 2048), "default": None, "n_max": 6, "images": (1, 3), "params": _ALL_PARAMS}
+_WAN_PARAMS = frozenset({"size", "n", "watermark", "seed", "thinking_mode", "enable_sequential", "bbox_list",
+                         "color_palette"})
+_WAN = {"text_last": False, "prompt_max": 5000, "edit_area": 2048 * 2048, "image_mb": 20, "default": None,
+        "n_max": 4, "images": (0, 9), "async": False, "params": _WAN_PARAMS}
+# model -> size rule (fixed list, (min side, max side), ("pixels", min, max[, max aspect]),
+# ("wan", largest text-to-image area), or None: not accepted), default size, n limit, (min, max)
+# image parts, accepted parameters, whether the async endpoint serves it, whether the text part
+# must come last, the prompt length kept, the pixels of an output whose size follows the input,
+# the largest input image in MB
 MODELS: dict[str, dict[str, Any]] = {
     "qwen-image": {**_GEN, "async": True},
     "qwen-image-plus": {**_GEN, "async": True},
     "qwen-image-max": {**_GEN, "async": False},
-    "qwen-image-edit": {"sizes": None, "default": None, "n_max": 1, "images": (1, 3), "async": False,
+    "qwen-image-edit": {**_QWEN, "sizes": None, "default": None, "n_max": 1, "images": (1, 3), "async": False,
                         "params": _ALL_PARAMS - {"size", "prompt_extend"}},
     "qwen-image-edit-plus": {**_EDIT_PLUS, "async": False},
     "qwen-image-edit-max": {**_EDIT_PLUS, "async": False},
     # Qwen-Image 2.0: any W*H of 512*512..2048*2048 pixels, 1-6 images, 0-3 input images
-    **{m: {"sizes": ("pixels", 512 * 512, 2048 * 2048), "default": (2048, 2048), "n_max": 6, "images": (0, 3),
-           "params": _ALL_PARAMS, "async": False} for m in ("qwen-image-2.0", "qwen-image-2.0-pro")},
+    **{m: {**_QWEN, "sizes": ("pixels", 512 * 512, 2048 * 2048), "default": (2048, 2048), "n_max": 6,
+           "images": (0, 3), "params": _ALL_PARAMS, "async": False} for m in ("qwen-image-2.0", "qwen-image-2.0-pro")},
+    # Qwen-Image 3.0 (third-party schemas): 512*512..2560*2560 pixels at 1:8..8:1
+    **{m: {**_QWEN, "sizes": ("pixels", 512 * 512, 2560 * 2560, 8), "default": (2048, 2048), "n_max": 6,
+           "images": (0, 3), "params": _ALL_PARAMS | {"prompt_extend_mode"}, "async": False}
+       for m in ("qwen-image-3.0", "qwen-image-3.0-pro")},
+    # Wan 2.7: 1K/2K (or W*H) for all; 4K and up to 4096*4096 for -pro text-to-image only
+    "wan2.7-image": {**_WAN, "sizes": ("wan", 2048 * 2048)},
+    "wan2.7-image-pro": {**_WAN, "sizes": ("wan", 4096 * 4096)},
 }
-TYPES = {"size": str, "n": int, "negative_prompt": str, "prompt_extend": bool, "watermark": bool, "seed": int}
+SHUTDOWN: dict[str, date] = {}
+"""Model -> the day DashScope stopped serving it. None of the emulated ids has a published
+shutdown (the catalog files qwen-image under legacy models without a date)."""
+WAN_TIERS = {"1K": 1024, "2K": 2048, "4K": 4096}
+WAN_MIN, WAN_EDIT_MAX, WAN_ASPECT = 768 * 768, 2048 * 2048, 8
+TYPES = {"size": str, "n": int, "negative_prompt": str, "prompt_extend": bool, "watermark": bool, "seed": int,
+         "prompt_extend_mode": str, "thinking_mode": bool, "enable_sequential": bool, "bbox_list": list,
+         "color_palette": list}
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
 DEFAULT_ERRORS = {  # fail_next() without a body: status -> (code, message)
     400: ("InvalidParameter", "The request is invalid."),
@@ -97,6 +133,7 @@ class DashScopeEmulatorState:
     api_key: str = "sk-dashscope-emulator"
     delay: float = 0.0
     pending_seconds: float = 0.3  # a task is PENDING for the first half of this, then RUNNING
+    today: date | None = None  # the emulator's calendar for shutdowns; None: the real date
     refuse_prompts_containing: str = "forbidden"
     requests: list[RecordedRequest] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -132,7 +169,7 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, "InvalidParameter", message)
 
 
-def _decode_image(value: Any, where: str) -> Image.Image:
+def _decode_image(value: Any, where: str, max_mb: int = 10) -> Image.Image:
     if not isinstance(value, str):
         raise _invalid(f"{where} must be a string (URL or data URL).")
     m = re.fullmatch(r"data:(image/[\w.+-]+);base64,(.*)", value, re.S)
@@ -143,8 +180,8 @@ def _decode_image(value: Any, where: str) -> Image.Image:
         data = base64.b64decode(m.group(2), validate=True)
     except (binascii.Error, ValueError):
         raise _invalid(f"{where}: the base64 data is malformed.") from None
-    if len(data) > 10 * MB:
-        raise ApiError(400, "InvalidParameter", f"{where}: the image exceeds 10 MB.")
+    if len(data) > max_mb * MB:
+        raise ApiError(400, "InvalidParameter", f"{where}: the image exceeds {max_mb} MB.")
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -171,19 +208,21 @@ def _summarise(body: Any) -> Any:
     return body
 
 
-def _model(body: dict, asynchronous: bool) -> str:
+def _model(body: dict, asynchronous: bool, today: date | None = None) -> str:
     model = body.get("model")
     if not model:
         raise ApiError(400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.')
     if not isinstance(model, str) or model not in MODELS:
         raise ApiError(404, "ModelNotFound", f"Model not exist: {model}")
+    if model in SHUTDOWN and SHUTDOWN[model] <= (today or date.today()):
+        raise ApiError(404, "ModelNotFound", f"Model not exist: {model}")  # as if it had never been
     if asynchronous and not MODELS[model]["async"]:
         raise _invalid(f"Model {model} does not support asynchronous calls on this endpoint; "
                        "use /services/aigc/multimodal-generation/generation.")
     return model
 
 
-def _parameters(body: dict, model: str) -> dict[str, Any]:
+def _parameters(body: dict, model: str, images: int = 0) -> dict[str, Any]:
     spec, params = MODELS[model], body.get("parameters", {})
     if not isinstance(params, dict):
         raise _invalid("parameters must be an object.")
@@ -192,33 +231,57 @@ def _parameters(body: dict, model: str) -> dict[str, Any]:
             raise _invalid(f"Parameter '{k}' is not supported by model {model}.")
         if type(v) is not TYPES[k]:
             raise _invalid(f"Parameter '{k}' must be of type {TYPES[k].__name__}.")
-    if "n" in params and not 1 <= params["n"] <= spec["n_max"]:
-        raise _invalid(f"n must be in [1, {spec['n_max']}] for model {model}.")
+    n_max = 12 if params.get("enable_sequential") else spec["n_max"]
+    if "n" in params and not 1 <= params["n"] <= n_max:
+        raise _invalid(f"n must be in [1, {n_max}] for model {model}.")
     if "seed" in params and not 0 <= params["seed"] <= MAX_SEED:
         raise _invalid(f"seed must be in [0, {MAX_SEED}].")
     if len(params.get("negative_prompt", "")) > 500:
         raise _invalid("negative_prompt must be at most 500 characters.")
+    if params.get("prompt_extend_mode", "direct") not in ("direct", "agent"):
+        raise _invalid("prompt_extend_mode must be direct or agent.")
+    if params.get("prompt_extend_mode") == "agent" and images:
+        raise _invalid("prompt_extend_mode agent supports text-to-image only.")
     if "size" in params:
-        m = re.fullmatch(r"(\d+)\*(\d+)", params["size"])
-        if not m:
-            raise _invalid(f"Invalid size: {params['size']}. Expected format: '<width>*<height>'.")
-        w, h = int(m.group(1)), int(m.group(2))
         rule = spec["sizes"]
-        if rule and rule[0] == "pixels":
-            if not rule[1] <= w * h <= rule[2]:
-                raise _invalid(f"size: total pixels must be in [{rule[1]}, {rule[2]}].")
-        elif isinstance(rule, tuple) and isinstance(rule[0], str) and params["size"] not in rule:
-            raise _invalid(f"size must be one of {', '.join(rule[:5])}")
-        if isinstance(rule[0], int) and not all(rule[0] <= v <= rule[1] for v in (w, h)):
-            raise _invalid(f"size: width and height must each be in [{rule[0]}, {rule[1]}].")
-        params = {**params, "_wh": (w, h)}
+        sized = _wan_size(rule[1], params, images) if rule[0] == "wan" else _size(rule, params["size"])
+        params = {**params, **sized}
     return params
 
 
-def _check_sync(body: dict) -> dict[str, Any]:
+def _size(rule: tuple, size: str) -> dict[str, Any]:
+    m = re.fullmatch(r"(\d+)\*(\d+)", size)
+    if not m:
+        raise _invalid(f"Invalid size: {size}. Expected format: '<width>*<height>'.")
+    w, h = int(m.group(1)), int(m.group(2))
+    if rule[0] == "pixels":
+        if not rule[1] <= w * h <= rule[2]:
+            raise _invalid(f"size: total pixels must be in [{rule[1]}, {rule[2]}].")
+        if len(rule) > 3 and not 1 / rule[3] <= w / h <= rule[3]:
+            raise _invalid(f"size: the aspect ratio must be within 1:{rule[3]} and {rule[3]}:1.")
+    elif isinstance(rule[0], str) and size not in rule:
+        raise _invalid(f"size must be one of {', '.join(rule[:5])}")
+    if isinstance(rule[0], int) and not all(rule[0] <= v <= rule[1] for v in (w, h)):
+        raise _invalid(f"size: width and height must each be in [{rule[0]}, {rule[1]}].")
+    return {"_wh": (w, h)}
+
+
+def _wan_size(largest: int, params: dict, images: int) -> dict[str, Any]:
+    """Wan 2.7: a tier, or W*H; only -pro text-to-image (no images, no image set) goes past 2K."""
+    size = params["size"]
+    most = WAN_EDIT_MAX if images or params.get("enable_sequential") else largest
+    if size in WAN_TIERS:
+        if WAN_TIERS[size] ** 2 > most:
+            raise _invalid(f"size {size} is not supported for this model and input.")
+        return {"_tier": WAN_TIERS[size]}
+    return _size(("pixels", WAN_MIN, most, WAN_ASPECT), size)
+
+
+def _check_sync(body: dict, today: date | None = None) -> dict[str, Any]:
     if "messages" in body:
         raise _invalid("messages must be placed under input.")
-    model = _model(body, asynchronous=False)
+    model = _model(body, asynchronous=False, today=today)
+    spec = MODELS[model]
     inp = body.get("input")
     if not isinstance(inp, dict) or not inp:
         raise ApiError(400, "BadRequest.EmptyInput", 'Required parameter "input" missing from request.')
@@ -239,20 +302,21 @@ def _check_sync(body: dict) -> dict[str, Any]:
                 raise _invalid(f"content[{i}].text must be a string.")
             texts.append(part["text"])
         else:
-            if texts:
+            if texts and spec["text_last"]:
                 raise _invalid("Image parts must come before the text part.")
-            images.append(_decode_image(part["image"], f"content[{i}].image"))
+            images.append(_decode_image(part["image"], f"content[{i}].image", spec["image_mb"]))
     if len(texts) != 1 or not texts[0].strip():
         raise _invalid("The message must hold exactly one non-empty text part.")
-    lo, hi = MODELS[model]["images"]
+    lo, hi = spec["images"]
     if not lo <= len(images) <= hi:
         raise _invalid(f"Model {model} takes {lo}-{hi} input images; got {len(images)}." if hi
                        else f"Model {model} takes no input image.")
-    return {"model": model, "prompt": texts[0][:800], "images": images, "params": _parameters(body, model)}
+    return {"model": model, "prompt": texts[0][:spec["prompt_max"]], "images": images,
+            "params": _parameters(body, model, len(images))}
 
 
-def _check_async(body: dict) -> dict[str, Any]:
-    model = _model(body, asynchronous=True)
+def _check_async(body: dict, today: date | None = None) -> dict[str, Any]:
+    model = _model(body, asynchronous=True, today=today)
     inp = body.get("input")
     if not isinstance(inp, dict) or not inp:
         raise ApiError(400, "BadRequest.EmptyInput", 'Required parameter "input" missing from request.')
@@ -266,13 +330,15 @@ def _check_async(body: dict) -> dict[str, Any]:
 
 
 def _dimensions(p: dict[str, Any]) -> tuple[int, int]:
-    if "_wh" in p["params"]:
-        return p["params"]["_wh"]
-    if MODELS[p["model"]]["default"]:
+    params = p["params"]
+    if "_wh" in params:
+        return params["_wh"]
+    if "_tier" not in params and MODELS[p["model"]]["default"]:
         return MODELS[p["model"]]["default"]
-    last = p["images"][-1]  # edits keep the last input's aspect ratio at about 1024*1024
-    ratio = last.width / last.height
-    return round(math.sqrt(MB * ratio) / 16) * 16, round(math.sqrt(MB / ratio) / 16) * 16
+    # a tier, or an edit without a size: the last input's aspect ratio at that many pixels
+    area = params["_tier"] ** 2 if "_tier" in params else MODELS[p["model"]]["edit_area"]
+    ratio = p["images"][-1].width / p["images"][-1].height if p["images"] else 1.0
+    return round(math.sqrt(area * ratio) / 16) * 16, round(math.sqrt(area / ratio) / 16) * 16
 
 
 def _render(state: DashScopeEmulatorState, request: Request, p: dict[str, Any], index: int) -> str:
@@ -301,7 +367,7 @@ def _stamp(t: float) -> str:
 
 
 async def _sync(request: Request, state: DashScopeEmulatorState, body: dict, rid: str) -> Response:
-    p = _check_sync(body)
+    p = _check_sync(body, state.today)
     if _refused(state, p["prompt"]):
         raise ApiError(400, *MODERATION)
     n = p["params"].get("n", 1)
@@ -316,7 +382,7 @@ async def _sync(request: Request, state: DashScopeEmulatorState, body: dict, rid
 async def _submit(request: Request, state: DashScopeEmulatorState, body: dict, rid: str) -> Response:
     if request.headers.get("x-dashscope-async", "").lower() != "enable":
         raise ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
-    p = _check_async(body)
+    p = _check_async(body, state.today)
     task_id = str(uuid.uuid4())
     outcome = state.task_failures.popleft() if state.task_failures else None
     if outcome is None and _refused(state, p["prompt"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from datetime import date, timedelta
 
 import httpx
 import orjson
@@ -14,7 +15,7 @@ from pixelgate.domain.request import ImageRequest, Operation
 from pixelgate.errors import UpstreamBadResponse, UpstreamContentFiltered, UpstreamError
 from pixelgate.providers.ark import Ark
 from pixelgate.providers.base import UpstreamReply
-from tests.conftest import b64_images, mask_png, openai_error, png
+from tests.conftest import LEGACY_DAY, b64_images, mask_png, openai_error, png
 from pixelgate.simulators.ark import ArkEmulatorState, create_app
 from tests.emulators.server import emulated, serve
 
@@ -38,7 +39,7 @@ def ark_channel(base: str, name: str = "ark", **fields) -> dict:
 
 @pytest.fixture
 def ark():
-    with emulated(create_app, ArkEmulatorState(), "/api/v3") as up:
+    with emulated(create_app, ArkEmulatorState(today=LEGACY_DAY), "/api/v3") as up:
         yield up
 
 
@@ -313,7 +314,7 @@ def test_upstream_errors_map_to_gateway_classes(gw):
 
 def test_failover_to_the_next_channel_on_5xx(make_gateway, ark):
     first, base = ark
-    second = ArkEmulatorState()
+    second = ArkEmulatorState(today=LEGACY_DAY)
     with serve(create_app(second)) as other:
         gateway = make_gateway(channels=[ark_channel(base, "first", priority=10),
                                          ark_channel(other + "/api/v3", "second")])
@@ -420,3 +421,90 @@ def test_seedream_5_pro_makes_one_image_a_call_and_refuses_groups_before_the_ven
     assert openai_error(group, 400, param="sequential_image_generation")
     assert streamed.status_code == 400
     assert len([r for r in state.requests if r.path.endswith("/images/generations")]) == 2
+
+
+# -- Seedream 5.0 Flash --
+
+FLASH = "doubao-seedream-5-0-flash-260915"
+
+
+def _direct(state: ArkEmulatorState | None = None):
+    """The emulator in-process, for what the gateway would never send."""
+    from starlette.testclient import TestClient
+    return TestClient(create_app(state or ArkEmulatorState(today=LEGACY_DAY)), base_url="http://ark.test")
+
+
+def _post(client, body: dict):
+    return client.post("/api/v3/images/generations", json={"prompt": "a red fox", **body},
+                       headers={"Authorization": "Bearer ark-emulator-key"})
+
+
+def test_seedream_5_flash_has_pro_rules_before_the_vendor(make_gateway, ark):
+    state, base = ark
+    gateway = make_gateway(channels=[ark_channel(base, models=[FLASH])])
+    refs = [f"data:image/png;base64,{base64.b64encode(png(32, 32)).decode()}"] * 11
+    with gateway.http() as client:
+        made = _gen(client, model=FLASH, size="1K", n=2, output_format="png")
+        sent = [r.body for r in state.requests if r.path.endswith("/images/generations")]
+        group = _gen(client, model=FLASH, sequential_image_generation="auto")
+        too_many = _gen(client, model=FLASH, image=refs)
+        too_big = _gen(client, model=FLASH, size="2560x1920")
+    images = b64_images(made)
+    assert len(images) == 2 and images[0].size == (1024, 1024) and images[0].format == "PNG"
+    assert [b["model"] for b in sent] == [FLASH] * 2 and all(b["size"] == "1K" for b in sent)
+    assert openai_error(group, 400, param="sequential_image_generation")
+    assert openai_error(too_many, 400, param="image")
+    assert too_big.status_code == 200  # scaled into 2048x2048 pixels
+    assert state.requests[-1].body["size"] == "2364x1773"
+
+
+@pytest.mark.parametrize("body,ok", [
+    ({"size": "1.5K"}, True),
+    ({"size": "1K", "output_format": "png"}, True),
+    ({"size": "4K"}, False),
+    ({"size": "2560x1920"}, False),
+    ({"stream": True}, False),
+    ({"sequential_image_generation": "disabled"}, False),
+    ({"tools": [{"type": "web_search"}]}, False),
+    ({"optimize_prompt_options": {"mode": "fast"}}, False),
+])
+def test_emulator_takes_seedream_5_flash_as_reported(body, ok):
+    with _direct() as client:
+        resp = _post(client, {"model": FLASH, **body})
+    assert (resp.status_code == 200) is ok, resp.text
+    if not ok:
+        assert resp.json()["error"]["code"] == "InvalidParameter"
+
+
+# -- shut-down models --
+
+@pytest.mark.parametrize("model,last_day", [
+    ("doubao-seedream-3-0-t2i-250415", date(2026, 5, 12)),
+    ("doubao-seededit-3-0-i2i-250628", date(2026, 8, 4)),
+    ("doubao-seedream-5-0-260128", date(2026, 11, 23)),
+    ("doubao-seedream-5-0-lite-260128", date(2026, 11, 23)),
+])
+def test_emulator_refuses_a_shut_down_model_from_its_date(model, last_day):
+    body = {"model": model, "size": "adaptive" if "seededit" in model else "2048x2048"}
+    if "seededit" in model:
+        body["image"] = f"data:image/png;base64,{base64.b64encode(png(32, 32)).decode()}"
+    with _direct(ArkEmulatorState(today=last_day)) as client:
+        served = _post(client, body)
+    with _direct(ArkEmulatorState(today=last_day + timedelta(days=1))) as client:
+        gone = _post(client, body)
+    assert served.status_code == 200, served.text
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "InvalidEndpointOrModel.NotFound"
+
+
+def test_a_retired_id_sent_as_it_is_fails_upstream_and_its_successor_serves(make_gateway):
+    with serve(create_app(ArkEmulatorState())) as root:  # today's calendar
+        base = root + "/api/v3"
+        upstream = make_gateway(channels=[ark_channel(base)])  # retired_models "*": "upstream"
+        successor = make_gateway(channels=[ark_channel(base, models=["doubao-seedream-5-0-pro-260628", *VENDOR])],
+                                 retired_models={"*": "successor"})
+        with upstream.http() as client:
+            refused = _gen(client, "doubao-seedream-5-0-260128")
+        with successor.http() as client:
+            served = _gen(client, "doubao-seedream-5-0-260128")
+    assert refused.status_code >= 500 and "does not exist" in refused.text, refused.text
+    assert served.status_code == 200, served.text

@@ -3,6 +3,7 @@ few pure build/parse checks."""
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 
@@ -538,3 +539,143 @@ def test_qwen_image_2_generates_any_size_in_range_and_edits(make_gateway, upstre
     assert edited.status_code == 200, edited.text
     [content] = [r.body["input"]["messages"][0]["content"] for r in state.api_requests]
     assert [list(part) for part in content] == [["image"], ["image"], ["text"]]
+
+
+# -- Wan 2.7 Image and Qwen-Image 3.0 --
+
+WAN = ["wan2.7-image", "wan2.7-image-pro"]
+
+
+def _direct(state: DashScopeEmulatorState | None = None):
+    """The emulator in-process, for what the gateway would never send."""
+    from starlette.testclient import TestClient
+    return TestClient(create_app(state or DashScopeEmulatorState()), base_url="http://dashscope.test")
+
+
+def _sync_body(model: str, parameters: dict, images: int = 0, text_first: bool = False) -> dict:
+    pictures = [{"image": f"data:image/png;base64,{base64.b64encode(png(64, 48)).decode()}"}] * images
+    text = [{"text": "a lighthouse"}]
+    content = text + pictures if text_first else pictures + text
+    return {"model": model, "input": {"messages": [{"role": "user", "content": content}]}, "parameters": parameters}
+
+
+def _post_sync(client, body: dict):
+    return client.post(SYNC_PATH, json=body, headers={"Authorization": "Bearer sk-dashscope-emulator"})
+
+
+def test_wan_2_7_generates_and_edits_with_its_tiers(make_gateway, upstream):
+    state, base = upstream
+    gateway = make_gateway(channels=[channel(base, models=WAN)])
+    with gateway.http() as client:
+        tier = b64_images(_gen(client, model="wan2.7-image", size="2K", n=6, thinking_mode=False))
+        sent = [r.body["parameters"] for r in state.api_requests]
+        state.requests.clear()
+        four_k = _gen(client, model="wan2.7-image", size="4K")  # its largest is 2K
+        files = [("image[]", (f"i{i}.png", png(96, 64), "image/png")) for i in range(5)]
+        edited = client.post(EDIT, files=files, data={"model": "wan2.7-image-pro", "prompt": "make it blue",
+                                                      "size": "4K", "response_format": "b64_json"})
+        sent_after = [r.body for r in state.api_requests]
+        too_big_edit = client.post(EDIT, files=files[:1], data={"model": "wan2.7-image-pro", "prompt": "x",
+                                                                "size": "3000x3000"})
+        negative = _gen(client, model="wan2.7-image", negative_prompt="blur")
+        long_prompt = _gen(client, model="wan2.7-image", prompt="x" * 5001)
+    assert len(tier) == 6 and {i.size for i in tier} == {(2048, 2048)}
+    assert sorted(p["n"] for p in sent) == [2, 4]  # four a call
+    assert all(p["size"] == "2K" and p["thinking_mode"] is False and "prompt_extend" not in p for p in sent)
+    assert four_k.status_code == 200 and sent_after[0]["parameters"]["size"] == "2K"
+    [edit_images] = b64_images(edited)
+    assert edit_images.size == (2512, 1680)  # 2K pixels at the last input's 3:2
+    content = sent_after[1]["input"]["messages"][0]["content"]
+    assert [list(part) for part in content] == [["image"]] * 5 + [["text"]]
+    assert sent_after[1]["parameters"]["size"] == "2K"  # 4K is for text to image only
+    assert openai_error(too_big_edit, 400, param="size")
+    assert negative.status_code == 400 and "negative_prompt" in negative.text
+    assert openai_error(long_prompt, 400, param="prompt")
+    assert len(state.api_requests) == 2  # nothing refused reached DashScope
+
+
+def test_wan_2_7_pro_makes_4k_from_text(make_gateway, upstream):
+    state, base = upstream
+    gateway = make_gateway(channels=[channel(base, models=WAN)])
+    with gateway.http() as client:
+        [image] = b64_images(_gen(client, model="wan2.7-image-pro", size="4K"))
+        [wide] = b64_images(_gen(client, model="wan2.7-image-pro", size="16:9"))
+    assert image.size == (4096, 4096)
+    assert wide.size == (2720, 1520)  # a ratio gets about 2K pixels
+    assert [r.body["parameters"]["size"] for r in state.api_requests] == ["4K", "2720*1520"]
+
+
+def test_qwen_image_3_takes_up_to_2560_squared_at_1_8(make_gateway, upstream):
+    state, base = upstream
+    gateway = make_gateway(channels=[channel(base, models=["qwen-image-3.0", "qwen-image-3.0-pro"])])
+    with gateway.http() as client:
+        big = b64_images(_gen(client, model="qwen-image-3.0-pro", size="2560x2560", n=6))
+        tall = _gen(client, model="qwen-image-3.0", size="320x2560")
+        over = _gen(client, model="qwen-image-3.0", size="2576x2576")
+        thin = _gen(client, model="qwen-image-3.0", size="256x2560")
+        files = [("image[]", (f"i{i}.png", png(64, 64), "image/png")) for i in range(4)]
+        four = client.post(EDIT, files=files, data={"model": "qwen-image-3.0", "prompt": "make it blue"})
+    assert len(big) == 6 and big[0].size == (2560, 2560)
+    assert [r.body["parameters"]["n"] for r in state.api_requests] == [6, 1]  # six a call
+    assert tall.status_code == 200, tall.text
+    assert openai_error(over, 400, param="size") and openai_error(thin, 400, param="size")
+    assert four.status_code == 400  # at most 3 input images
+    assert len(state.api_requests) == 2
+
+
+@pytest.mark.parametrize("model,parameters,images,ok", [
+    ("wan2.7-image", {"size": "2K", "n": 4}, 0, True),
+    ("wan2.7-image", {"size": "4K"}, 0, False),  # 4K: -pro only
+    ("wan2.7-image-pro", {"size": "4K"}, 0, True),
+    ("wan2.7-image-pro", {"size": "4K"}, 1, False),  # ... and text to image only
+    ("wan2.7-image-pro", {"size": "4096*4096"}, 0, True),
+    ("wan2.7-image-pro", {"size": "2048*2064"}, 1, False),
+    ("wan2.7-image-pro", {"size": "4K", "enable_sequential": True}, 0, False),
+    ("wan2.7-image", {"size": "700*700"}, 0, False),  # under 768*768
+    ("wan2.7-image", {"size": "2400*300"}, 0, True),  # 8:1
+    ("wan2.7-image", {"size": "2400*290"}, 0, False),
+    ("wan2.7-image", {"size": "2048x2048"}, 0, False),  # DashScope writes W*H
+    ("wan2.7-image", {"n": 5}, 0, False),
+    ("wan2.7-image", {"n": 12, "enable_sequential": True}, 0, True),
+    ("wan2.7-image", {"negative_prompt": "blur"}, 0, False),
+    ("wan2.7-image", {"thinking_mode": "yes"}, 0, False),
+    ("wan2.7-image", {}, 9, True),
+    ("wan2.7-image", {}, 10, False),
+    ("qwen-image-3.0", {"size": "2560*2560", "n": 6}, 3, True),
+    ("qwen-image-3.0", {"size": "2576*2560"}, 0, False),
+    ("qwen-image-3.0", {"size": "2560*300"}, 0, False),
+    ("qwen-image-3.0", {"prompt_extend_mode": "agent"}, 0, True),
+    ("qwen-image-3.0", {"prompt_extend_mode": "agent"}, 1, False),
+    ("qwen-image-3.0-pro", {"n": 7}, 0, False),
+])
+def test_emulator_takes_the_new_models_as_documented(model, parameters, images, ok):
+    with _direct() as client:
+        resp = _post_sync(client, _sync_body(model, parameters, images))
+    assert (resp.status_code == 200) is ok, resp.text
+    if not ok:
+        assert resp.json()["code"] == "InvalidParameter"
+
+
+def test_emulator_takes_wan_text_anywhere_and_qwen_text_last():
+    with _direct() as client:
+        wan = _post_sync(client, _sync_body("wan2.7-image", {}, 2, text_first=True))
+        qwen = _post_sync(client, _sync_body("qwen-image-3.0", {}, 2, text_first=True))
+    assert wan.status_code == 200, wan.text
+    assert qwen.status_code == 400 and "before the text" in qwen.json()["message"]
+
+
+def test_emulator_refuses_a_shut_down_model_from_its_date(monkeypatch):
+    from datetime import date
+
+    from pixelgate.simulators import dashscope as emulator
+    monkeypatch.setitem(emulator.SHUTDOWN, "qwen-image", date(2026, 3, 1))
+    before, after = DashScopeEmulatorState(today=date(2026, 2, 28)), DashScopeEmulatorState(today=date(2026, 3, 1))
+    with _direct(before) as client:
+        served = _post_sync(client, _sync_body("qwen-image", {}))
+    with _direct(after) as client:
+        gone = _post_sync(client, _sync_body("qwen-image", {}))
+        task = client.post(ASYNC_PATH, json={"model": "qwen-image", "input": {"prompt": "x"}},
+                           headers={"Authorization": "Bearer sk-dashscope-emulator", "X-DashScope-Async": "enable"})
+    assert served.status_code == 200, served.text
+    assert gone.status_code == 404 and gone.json()["code"] == "ModelNotFound"
+    assert task.status_code == 404 and task.json()["code"] == "ModelNotFound"
