@@ -306,7 +306,8 @@ NEW_MODELS = [("openai", "gpt-image-2"), ("openai", "gpt-image-2.5-sunburst"), (
               ("google", "gemini-3.1-flash-lite-image"), ("doubao", "doubao-seedream-5-0-pro-260628"),
               ("dashscope", "qwen-image-2.0-pro"), ("ideogram", "V4"), ("ideogram", "ideogram-v4"),
               ("doubao", "doubao-seedream-5-0-flash-260915"), ("dashscope", "wan2.7-image"),
-              ("dashscope", "wan2.7-image-pro"), ("dashscope", "qwen-image-3.0"), ("dashscope", "qwen-image-3.0-pro")]
+              ("dashscope", "wan2.7-image-pro"), ("dashscope", "qwen-image-3.0"), ("dashscope", "qwen-image-3.0-pro"),
+              ("bfl", "flux-3-image")]
 
 
 @pytest.fixture(scope="module")
@@ -329,6 +330,11 @@ def test_new_model_through_openai_predictions_and_replicate(simulated, vendor, m
         replicate = client.post(f"/v1/models/{vendor}/{model}/predictions",
                                 json={"input": {"prompt": "a lighthouse", "size": "1024x1024"}},
                                 headers={"Prefer": "wait=20"})
+        if predictions.status_code == 201:  # an asynchronous model answers with a task to poll
+            url, deadline = predictions.json()["output"][0]["polling_url"], time.monotonic() + 20
+            while (predictions := client.get(url)).json()["status"] in ("starting", "pending", "running") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
     assert openai_api.status_code == 200, openai_api.text
     assert Decimal(openai_api.headers["x-pixelgate-cost"]) > 0  # priced from the catalog, never refused
     assert predictions.status_code == 200 and predictions.json()["status"] == "succeeded", predictions.text

@@ -112,6 +112,12 @@ def nearest(wanted: Size, options: list[Size], field: str = "size", allowed_text
     return best
 
 
+def tier_of(width: int, height: int) -> str:
+    """The resolution tier exact pixels bill as (prices by tier, and vendors that take a tier)."""
+    area = width * height
+    return "1K" if area <= 1_600_000 else "2K" if area <= 6_000_000 else "4K"
+
+
 def describe(size: Size) -> str:
     if size.is_auto:
         return "auto"

@@ -9,10 +9,18 @@ Upstream (authority: ../shared/upstreams/bfl.md), header `x-key` on submit and o
   POST /v1/flux-pro-1.1, /v1/flux-dev      {"prompt", "width", "height" (256-1440, x32), ...}
   POST /v1/flux-pro-1.1-ultra              {"prompt", "aspect_ratio", "raw", ...}
   POST /v1/flux-pro-1.0-fill               {"prompt", "image", "mask" (white = inpaint), ...}
+  POST /v1/flux-3-image  {"prompt" (the only required field; bounding boxes are a JSON array in
+                          it), "images": [<= 10 URLs or bare base64], "aspect_ratio": "auto" (the
+                          default: the first image's shape) | one of 15 ratios, "resolution":
+                          "768sq" | "1k" (default) | "1.5k" | "2k" | "4k", "grounding" (default
+                          true), "safety_tolerance" 0-4}; no seed, width/height or output_format
+                          (docs.bfl.ai/flux_3/flux3_image_overview; the ratio and resolution lists
+                          and the 0-4 range are third parties': Replicate, fal, Comfy, Vercel)
     -> {"id", "polling_url"}
   GET  <polling_url>  -> {"id", "status": "Pending" | "Ready" | "Request Moderated" |
                           "Content Moderated" | "Error" | "Task not found",
-                          "result": {"sample": <URL, valid 10 min>, "prompt", "seed"} | null,
+                          "result": {"sample": <URL, valid 10 min; FLUX 3: 1 hour>, "prompt"
+                                     (FLUX 3: the expanded prompt), "seed"} | null,
                           "progress", "details"}
   errors: 422 {"detail": [{"loc": ["body", field], "msg", "type"}]}, else {"detail": "..."}
 """
@@ -23,7 +31,7 @@ import base64
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, create_model, field_validator
@@ -39,6 +47,15 @@ from pixelgate.providers.base import (EDIT, GENERATE, Capabilities, Channel, Pro
 
 MB = 1024 * 1024
 FILL = "flux-pro-1.0-fill"
+FLUX3 = "flux-3-image"
+# Third parties' lists (fal's and Comfy's schemas agree; BFL's pages read here name none): 15
+# ratios plus auto, and five resolutions, 768sq about 0.6 MP up to 4k about 16.8 MP.
+FLUX3_RATIOS = ("21:9", "2:1", "16:9", "3:2", "7:5", "4:3", "5:4", "1:1", "4:5", "3:4", "5:7", "2:3",
+                "9:16", "1:2", "9:21")
+FLUX3_RESOLUTIONS = {"768sq": 768 * 768, "1k": MB, "1.5k": 1536 * 1536, "2k": 4 * MB, "4k": 16 * MB}
+# A size tier or exact pixels reach the resolution billed alike (sizes.tier_of); 768sq and 1.5k
+# only when asked by name.
+FLUX3_BY_TIER = {"1K": "1k", "2K": "2k", "4K": "4k"}
 DEFAULT_RATIO = (16, 9)  # the source document's default aspect_ratio for every Flux model
 ALIASES = {"FLUX.1-Kontext-pro": "flux-kontext-pro", "FLUX.1-Kontext-max": "flux-kontext-max"}
 
@@ -62,6 +79,17 @@ class FluxOptions(VendorOptions):
 
 class Flux1Options(FluxOptions):
     prompt_upsampling: bool | None = None
+
+
+class Flux3Options(VendorOptions):
+    """FLUX 3 Image's own fields. safety_tolerance takes the other models' 0-6, as the source
+    document's examples send 6, and is lowered to FLUX 3's 4."""
+
+    safety_tolerance: int = Field(default=2, ge=0, le=6)
+    aspect_ratio: Literal["auto", *FLUX3_RATIOS] | None = None  # type: ignore[valid-type]
+    resolution: Literal[*FLUX3_RESOLUTIONS] | None = None  # type: ignore[valid-type]
+    grounding: bool | None = None
+    """Web and image search before generating (the vendor's default: on)."""
 
 
 def _tuned(name: str, steps: tuple[int, int], guidance: tuple[float, float]) -> type[VendorOptions]:
@@ -104,6 +132,21 @@ def _ratio(size: Size, field: str = "size") -> dict:
     return {"aspect_ratio": sizes.nearest(size, ends, field, "ratios from 21:9 to 9:21").colon()}
 
 
+def _flux3(size: Size, field: str = "size") -> dict:
+    """Any size -> the nearest of FLUX 3's ratios and the resolution its tier bills as; a tier
+    alone sends a resolution only (auto: the model keeps an input image's shape)."""
+    if size.is_auto:
+        return {}
+    out: dict[str, str] = {}
+    if size.width or size.ratio:
+        ratios = [Size(ratio=(int(w), int(h))) for w, h in (r.split(":") for r in FLUX3_RATIOS)]
+        out["aspect_ratio"] = sizes.nearest(size, ratios, field, ", ".join(FLUX3_RATIOS) + " or auto").colon()
+    tier = sizes.tier_of(size.width, size.height) if size.width and size.height else size.tier
+    if tier:
+        out["resolution"] = FLUX3_BY_TIER[tier]
+    return out
+
+
 _any_size: Callable[..., dict] = lambda size, field="size": {}  # noqa: E731 (Fill keeps its input's size)
 
 
@@ -126,10 +169,12 @@ WIRE: dict[str, Wire] = {
     "flux-kontext-pro": Wire(_ratio, 6, 2, 4), "flux-kontext-max": Wire(_ratio, 6, 2, 4),
     "flux-pro-1.1": Wire(_FLUX1), "flux-dev": Wire(_FLUX1),
     "flux-pro-1.1-ultra": Wire(_ratio, raw=True), FILL: Wire(_any_size, refs=1),
+    FLUX3: Wire(_flux3, 4, 4, 10),
 }
 OPTIONS = {**{m: FluxOptions for m in WIRE if m.startswith("flux-2-")},
            "flux-2-flex": _tuned("FlexOptions", (1, 50), (1.5, 10)),
-           "flux-dev": _tuned("DevOptions", (1, 50), (1.5, 5)), FILL: _tuned("FillOptions", (15, 50), (1.5, 100))}
+           "flux-dev": _tuned("DevOptions", (1, 50), (1.5, 5)), FILL: _tuned("FillOptions", (15, 50), (1.5, 100)),
+           FLUX3: Flux3Options}
 
 
 def _caps(model: str) -> Capabilities:
@@ -151,7 +196,7 @@ def _caps(model: str) -> Capabilities:
 
 
 # Our names for the fields a 422 names, so the client sees its own parameter.
-CLIENT_FIELD = {"width": "size", "height": "size"}
+CLIENT_FIELD = {"width": "size", "height": "size", "images": "image"}
 PENDING = {"Pending", "Reasoning", "Generating"}  # the last two: newer revisions (unconfirmed)
 MODERATED = {"Request Moderated": "the prompt or input image", "Content Moderated": "the generated image"}
 FAILED = (*MODERATED, "Error", "Task not found")
@@ -167,6 +212,8 @@ class BlackForestLabs(Provider):
         name = ALIASES.get(model, model)
         wire = WIRE.get(name) or WIRE.get(ALIASES.get(req.model, req.model)) or WIRE["flux-2-pro"]
         x = req.extras
+        if name == FLUX3 and req.mask is None:
+            return self._build_flux3(req, channel)
         body: dict[str, Any] = {"prompt": req.prompt or ""}
         seed = req.seed if req.seed is not None else x.get("seed")
         if seed is not None:
@@ -196,6 +243,22 @@ class BlackForestLabs(Provider):
         body.update({k: x[k] for k in passthrough if x.get(k) is not None})
         return UpstreamCall("POST", f"{self.base_url(channel)}/{name}",
                             {"x-key": channel.api_key or ""}, json=body)
+
+    def _build_flux3(self, req: ImageRequest, channel: Channel) -> UpstreamCall:
+        """FLUX 3 Image: the reference images as one `images` list, the size as aspect_ratio and
+        resolution (the client's own fields win), nothing for what the model has no field for."""
+        if req.seed is not None:
+            raise InvalidRequest("'seed' is not supported by FLUX 3 Image (the API has no seed).",
+                                 field="seed", code="unsupported_parameter")
+        x, wire = req.extras, WIRE[FLUX3]
+        body: dict[str, Any] = {"prompt": req.prompt or ""}
+        if req.images:
+            body["images"] = [_b64(image.data) for image in req.images]
+        body.update(wire.fit(sizes.parse(req.size) if req.size else Size()))
+        body.update({k: x[k] for k in ("aspect_ratio", "resolution", "grounding") if x.get(k) is not None})
+        body["safety_tolerance"] = min(x.get("safety_tolerance", 2), wire.max_safety)
+        # output_format: FLUX 3 has none; the engine converts what it delivers
+        return UpstreamCall("POST", f"{self.base_url(channel)}/{FLUX3}", {"x-key": channel.api_key or ""}, json=body)
 
     @staticmethod
     def _shape(req: ImageRequest) -> tuple[Size, str]:

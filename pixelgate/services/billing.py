@@ -85,10 +85,12 @@ def request_dimensions(req: ImageRequest) -> dict[str, str]:
             return dims
         if size.width:
             dims["size"] = size.wxh()
-            area = size.width * size.height
-            dims["tier"] = "1K" if area <= 1_600_000 else "2K" if area <= 6_000_000 else "4K"
+            dims["tier"] = sizes.tier_of(size.width, size.height)
         elif size.tier:
             dims["tier"] = size.tier
+    resolution = req.extras.get("resolution")  # FLUX 3's own tier (768sq, 1k, 1.5k, 2k, 4k) wins;
+    if isinstance(resolution, str) and resolution.endswith(("k", "sq")):  # Ideogram's "1312x736" is a size
+        dims["tier"] = resolution.upper() if resolution.endswith("k") else resolution
     return dims
 
 

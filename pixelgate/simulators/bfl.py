@@ -16,6 +16,13 @@ Choices where the reference is silent or marked unconfirmed:
   that are not an image -> 400 ``{"detail": ...}``.  Kontext refuses ``safety_tolerance`` > 2
   with an input image, FLUX.2 more than 4 MP, Fill a mask of another size or, without a mask,
   an image with no transparency (all 422 ``value_error``).
+* FLUX 3 Image (``/v1/flux-3-image``) takes exactly ``prompt`` (required), ``images`` (a list
+  of at most 10), ``aspect_ratio`` (``auto`` or one of 15 ratios), ``resolution`` (``768sq``,
+  ``1k``, ``1.5k``, ``2k``, ``4k``), ``grounding`` and ``safety_tolerance`` 0-4: no seed,
+  width/height, output_format or webhooks.  It delivers JPEG at the resolution's area (768x768,
+  1, 1536x1536, 4 or 16 MP) in multiples of 16, at the ratio asked, else the first image's, else
+  16:9; its sample lives an hour (``state.flux3_url_ttl``), and ``result.prompt`` is the
+  expanded prompt (the prompt plus ``EXPANSION``), with no seed.
 * Output sizes: FLUX.2 width/height, else the first input image's, else 1024x1024; Kontext
   about 1 MP and Ultra about 4 MP at ``aspect_ratio`` (default: the input image's, else 1:1 /
   16:9), multiples of 32; FLUX1.1 [pro] and [dev] width/height (default 1024x768); Fill the
@@ -80,6 +87,13 @@ PRO11 = {**COMMON, "image_prompt": _f("image"), "width": _f("int", 256, 1440, 32
 DEV = {**PRO11, "steps": _f("int", 1, 50), "guidance": _f("num", 1.5, 5)}
 ULTRA = {**COMMON, "image_prompt": _f("image"), "image_prompt_strength": _f("num", 0, 1),
          "aspect_ratio": _f("ratio"), "raw": _f("bool")}
+FLUX3_RATIOS = ("auto", "21:9", "2:1", "16:9", "3:2", "7:5", "4:3", "5:4", "1:1", "4:5", "3:4", "5:7",
+                "2:3", "9:16", "1:2", "9:21")
+FLUX3_AREAS = {"768sq": 768 * 768, "1k": MP, "1.5k": 1536 * 1536, "2k": 4 * MP, "4k": 16 * MP}
+FLUX3 = {"prompt": _f("str"), "images": _f("images", hi=10), "aspect_ratio": _f("str", enum=FLUX3_RATIOS),
+         "resolution": _f("str", enum=tuple(FLUX3_AREAS)), "grounding": _f("bool"),
+         "safety_tolerance": _f("int", 0, 4)}
+EXPANSION = ", rendered in crisp detail with balanced composition"
 FILL = {**COMMON, "image": _f("image"), "mask": _f("image"), "steps": _f("int", 15, 50),
         "guidance": _f("num", 1.5, 100)}
 # endpoint -> schema, required fields, default output format, how the output size is chosen
@@ -93,16 +107,19 @@ MODELS: dict[str, dict[str, Any]] = {
     "flux-dev": {"schema": DEV, "required": (), "format": "jpeg", "size": "wh"},
     "flux-pro-1.1-ultra": {"schema": ULTRA, "required": (), "format": "jpeg", "size": "ultra"},
     "flux-pro-1.0-fill": {"schema": FILL, "required": ("image",), "format": "jpeg", "size": "fill"},
+    "flux-3-image": {"schema": FLUX3, "required": ("prompt",), "format": "jpeg", "size": "flux3"},
 }
 ACTIVE_LIMITS = {"flux-kontext-max": 6}  # every other endpoint: DEFAULT_ACTIVE_LIMIT
 DEFAULT_ACTIVE_LIMIT = 24
-TYPES = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "image": (str,), "ratio": (str,)}
+TYPES = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "image": (str,), "ratio": (str,),
+         "images": (list,)}
 TYPE_ERRORS = {"str": ("string_type", "Input should be a valid string"),
                "int": ("int_type", "Input should be a valid integer"),
                "num": ("float_type", "Input should be a valid number"),
                "bool": ("bool_type", "Input should be a valid boolean"),
                "image": ("string_type", "Input should be a valid string"),
-               "ratio": ("string_type", "Input should be a valid string")}
+               "ratio": ("string_type", "Input should be a valid string"),
+               "images": ("list_type", "Input should be a valid list")}
 DEFAULT_BODIES = {402: "Insufficient credits. Add credits at https://dashboard.bfl.ai.",
                   429: "You have exceeded the number of active tasks. Wait for some to finish.",
                   500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
@@ -142,6 +159,7 @@ class BFLEmulatorState:
     pending_seconds: float = 0.2
     refuse_prompts_containing: str = "forbidden"
     url_ttl: float = 600.0  # result.sample lifetime (real API: 10 minutes)
+    flux3_url_ttl: float = 3600.0  # FLUX 3 Image's: an hour
     polling_path: str = "/v1/get_result"
     polling_base: str | None = None  # e.g. another emulator's base URL; None: this host
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -219,6 +237,15 @@ def validate(model: str, body: Any) -> tuple[dict[str, Any], dict[str, Image.Ima
         elif rule["enum"] and value not in rule["enum"]:
             choices = " or ".join(f"'{c}'" for c in rule["enum"])
             errors.append(_err("literal_error", name, f"Input should be {choices}", value))
+        elif kind == "images" and len(value) > rule["hi"]:
+            errors.append(_err("too_long", name, f"List should have at most {rule['hi']} items after validation, "
+                                                  f"not {len(value)}", len(value)))
+        elif kind == "images" and (bad := next((i for i, v in enumerate(value) if not isinstance(v, str)), None)) \
+                is not None:
+            errors.append({**_err("string_type", name, "Input should be a valid string", value[bad]),
+                           "loc": ["body", name, bad]})
+        elif kind == "images":
+            continue
         elif rule["lo"] is not None and value < rule["lo"]:
             errors.append(_err("greater_than_equal", name, f"Input should be greater than or equal to {rule['lo']}", value))
         elif rule["hi"] is not None and value > rule["hi"]:
@@ -234,6 +261,10 @@ def validate(model: str, body: Any) -> tuple[dict[str, Any], dict[str, Image.Ima
         raise ApiError(422, [_err("value_error", "width", "Value error, width x height must be at most 4 megapixels",
                                   p["width"])])
     images = {k: img for k, v in p.items() if schema[k]["kind"] == "image" and (img := _decode(k, v)) is not None}
+    for k, v in p.items():  # a list of images: image_1, image_2, ... by position (URLs skipped)
+        if schema[k]["kind"] == "images":
+            images.update({f"{k}[{i}]": img for i, item in enumerate(v)
+                           if (img := _decode(f"{k}[{i}]", item)) is not None})
     if spec["size"] == "kontext" and "input_image" in p and p.get("safety_tolerance", 2) > 2:
         raise ApiError(422, [_err("value_error", "safety_tolerance", "Value error, safety_tolerance must be at "
                                   "most 2 when an input image is given", p["safety_tolerance"])])
@@ -254,7 +285,12 @@ def _at_ratio(area: int, w: int, h: int) -> tuple[int, int]:
 
 
 def output_size(model: str, p: dict[str, Any], images: dict[str, Image.Image]) -> tuple[int, int]:
-    kind, first = MODELS[model]["size"], images.get("input_image") or images.get("image")
+    kind, first = MODELS[model]["size"], images.get("input_image") or images.get("image") or images.get("images[0]")
+    if kind == "flux3":
+        ratio = p.get("aspect_ratio", "auto")
+        w, h = first.size if ratio == "auto" and first else (16, 9) if ratio == "auto" else map(int, ratio.split(":"))
+        width = math.sqrt(FLUX3_AREAS[p.get("resolution", "1k")] * w / h)
+        return round(width / 16) * 16, round(width * h / w / 16) * 16
     if kind == "flux2":
         if "width" in p or "height" in p:
             return p.get("width", 1024), p.get("height", 1024)
@@ -286,7 +322,14 @@ def _summarise(body: Any, images: dict[str, Image.Image]) -> Any:
         return body
     out = dict(body)
     for k, img in images.items():
-        out[k] = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(body[k])}
+        name, _, index = k.partition("[")  # images[3]: the fourth of a list
+        value = body[name][int(index[:-1])] if index else body[name]
+        summary = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(value)}
+        if index:
+            out[name] = list(out[name]) if out[name] is body[name] else out[name]
+            out[name][int(index[:-1])] = summary
+        else:
+            out[k] = summary
     return out
 
 
@@ -348,6 +391,8 @@ async def submit(request: Request) -> Response:
         final, details = state.outcomes.popleft() if state.outcomes else ("Ready", None)
         if needle and needle.lower() in prompt.lower():
             final, details = "Request Moderated", {"Moderation Reasons": ["Prompt"]}
+        if model == "flux-3-image":
+            prompt = prompt + EXPANSION  # the model expands every prompt; result.prompt shows it
         task = Task(str(uuid.uuid4()), model, key, prompt, p.get("seed", secrets.randbelow(2**31)),
                     output_size(model, p, images), p.get("output_format", MODELS[model]["format"]), now,
                     now + state.pending_seconds, final, details)
@@ -378,13 +423,16 @@ async def get_result(request: Request) -> Response:
         progress = round((now - task.created) / max(task.finish_at - task.created, 1e-6), 2)
         return _json({**reply, "status": "Pending", "progress": progress})
     if task.final == "Ready" and task.sample is None:
-        name, expiry = f"{secrets.token_hex(12)}.{'jpeg' if task.fmt == 'jpeg' else 'png'}", now + state.url_ttl
+        ttl = state.flux3_url_ttl if task.model == "flux-3-image" else state.url_ttl
+        name, expiry = f"{secrets.token_hex(12)}.{'jpeg' if task.fmt == 'jpeg' else 'png'}", now + ttl
         data = await asyncio.to_thread(render, task.prompt, task.seed, task.size, task.fmt)
         state.files[name] = (data, f"image/{task.fmt}", expiry)
         task.sample = f"{_host(request)}/results/{name}?se={int(expiry)}&sig={secrets.token_hex(8)}"
     if task.final == "Ready":
         result = {"sample": task.sample, "prompt": task.prompt, "seed": task.seed, "start_time": task.created,
                   "end_time": task.finish_at, "duration": round(task.finish_at - task.created, 3)}
+        if task.model == "flux-3-image":
+            result = {"sample": task.sample, "prompt": task.prompt}  # no seed: the model takes none
         return _json({**reply, "status": "Ready", "result": result})
     return _json({**reply, "status": task.final, "details": task.details})
 

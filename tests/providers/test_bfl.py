@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -72,6 +73,7 @@ GENERATE = {
     "flux-kontext-max": ("flux-kontext-max", (1376, 768)), "FLUX.1-Kontext-max": ("flux-kontext-max", (1376, 768)),
     "flux-pro-1.1": ("flux-pro-1.1", (1376, 768)),
     "flux-dev": ("flux-dev", (1376, 768)), "flux-pro-1.1-ultra": ("flux-pro-1.1-ultra", (2720, 1536)),
+    "flux-3-image": ("flux-3-image", (1360, 768)),  # auto: the emulator's 16:9 at 1k
 }
 
 
@@ -530,3 +532,158 @@ def test_build_converts_an_alpha_mask_for_fill():
     assert call.url == "https://api.bfl.ai/v1/flux-pro-1.0-fill" and call.headers == {"x-key": "k"}
     white = _image(base64.b64decode(call.json["mask"])).convert("L")
     assert white.getpixel((0, 0)) == 255 and white.getpixel((7, 0)) == 0
+
+
+# -- FLUX 3 Image --
+
+F3 = "flux-3-image"
+
+
+def test_flux3_generates_with_the_expanded_prompt_and_an_hour_long_sample(gw):
+    gateway, state = gw
+    resp = _post(gateway, {"model": F3, "prompt": "a lighthouse", "response_format": "b64_json"})
+    assert resp.status_code == 200, resp.text
+    item = resp.json()["data"][0]
+    assert item["revised_prompt"].startswith("a lighthouse, ") and item["revised_prompt"] != "a lighthouse"
+    assert _image(base64.b64decode(item["b64_json"])).size == (1360, 768)
+    sent = state.submits()[-1]
+    assert sent.path == "/v1/flux-3-image" and sent.fields == {"prompt": "a lighthouse", "safety_tolerance": 2}
+    (task,) = state.tasks.values()
+    assert "seed" not in _poll_result(state, task.id)
+    (expiry,) = [e for _, _, e in state.files.values()]
+    assert expiry - task.finish_at > 3000  # an hour, where FLUX.2's lives 10 minutes
+
+
+def _poll_result(state, task_id: str) -> dict:
+    with httpx.Client() as client:
+        host = state.requests[0].headers["host"]
+        return client.get(f"http://{host}/v1/get_result", params={"id": task_id},
+                          headers={"x-key": state.api_key}).json()["result"]
+
+
+def test_flux3_bounding_boxes_travel_in_the_prompt(gw):
+    gateway, state = gw
+    prompt = 'A fox <fox> under a tree <tree> [{"label": "fox", "box": [0.1, 0.5, 0.4, 0.9]}]'
+    _ok(gateway, {"model": F3, "prompt": prompt})
+    assert state.submits()[-1].fields["prompt"] == prompt
+
+
+F3_SIZES = [
+    ("1024x1024", {"aspect_ratio": "1:1", "resolution": "1k"}, (1024, 1024)),
+    ("1792x1024", {"aspect_ratio": "16:9", "resolution": "2k"}, (2736, 1536)),  # 1.8 MP bills as 2K
+    ("16:9", {"aspect_ratio": "16:9"}, (1360, 768)),
+    ("1400x1000", {"aspect_ratio": "7:5", "resolution": "1k"}, (1216, 864)),
+    ("3:1", {"aspect_ratio": "21:9"}, (1568, 672)),  # the nearest of the 15
+    ("2K", {"resolution": "2k"}, (2736, 1536)),
+    ("auto", {}, (1360, 768)),
+]
+
+
+@pytest.mark.parametrize("size,expected,made", F3_SIZES)
+def test_flux3_size_becomes_aspect_ratio_and_resolution(gw, size, expected, made):
+    gateway, state = gw
+    (img,) = _ok(gateway, {"model": F3, "prompt": "a fox", "size": size})
+    sent = state.submits()[-1].fields
+    assert {k: sent[k] for k in ("aspect_ratio", "resolution") if k in sent} == expected
+    assert img.size == made
+
+
+def test_flux3_native_fields_win_and_safety_is_lowered_to_4(gw):
+    gateway, state = gw
+    resp = _post(gateway, {"model": F3, "prompt": "a fox", "size": "1024x1024", "aspect_ratio": "9:16",
+                           "resolution": "768sq", "grounding": False, "safety_tolerance": 6,
+                           "output_format": "webp", "response_format": "b64_json"})
+    assert resp.status_code == 200, resp.text
+    assert Decimal(resp.headers["x-pixelgate-cost"]) == Decimal("0.041")  # 768sq
+    sent = state.submits()[-1].fields
+    assert sent == {"prompt": "a fox", "aspect_ratio": "9:16", "resolution": "768sq", "grounding": False,
+                    "safety_tolerance": 4}
+    img = _image(base64.b64decode(resp.json()["data"][0]["b64_json"]))
+    assert img.format == "WEBP" and img.size == (576, 1024)  # delivered JPEG, converted by the gateway
+
+
+def test_flux3_price_follows_the_resolution(gw):
+    gateway, _ = gw
+    for body, cost in (({}, "0.048"), ({"size": "2K"}, "0.10"), ({"size": "4096x4096"}, "0.607"),
+                       ({"size": "1024x1024", "resolution": "1.5k"}, "0.07")):
+        resp = _post(gateway, {"model": F3, "prompt": "a fox", **body})
+        assert resp.status_code == 200, resp.text
+        assert Decimal(resp.headers["x-pixelgate-cost"]) == Decimal(cost), body
+
+
+def test_flux3_edit_sends_every_reference_in_images(gw):
+    gateway, state = gw
+    files = [("image[]", (f"{i}.png", png(96, 64), "image/png")) for i in range(9)]
+    files.append(("image[]", ("9.jpg", _jpeg(64, 64), "image/jpeg")))
+    (img,) = _ok(gateway, {"model": F3, "prompt": "image 1 wearing the hat of image 10"}, EDIT, files=files)
+    sent = state.submits()[-1].fields
+    assert len(sent["images"]) == 10 and sent["images"][0]["width"] == 96 and sent["images"][9]["format"] == "JPEG"
+    assert not {"input_image", "aspect_ratio", "resolution"} & set(sent)  # auto: the first image's shape
+    assert img.size == (1248, 832)
+
+
+def test_flux3_n_fans_out_one_job_per_image(gw):
+    gateway, state = gw
+    assert len(_ok(gateway, {"model": F3, "prompt": "a fox", "n": 3, "size": "1:1"})) == 3
+    assert len(state.submits()) == 3 and all("seed" not in r.fields for r in state.submits())
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"seed": 7}, "seed"),
+    ({"aspect_ratio": "7:3"}, "aspect_ratio"),
+    ({"resolution": "8k"}, "resolution"),
+    ({"resolution": "1K"}, "resolution"),
+    ({"grounding": "very"}, "grounding"),
+    ({"safety_tolerance": 7}, "safety_tolerance"),
+    ({"raw": True}, "raw"),
+    ({"steps": 20}, "steps"),
+    ({"prompt_upsampling": True}, "prompt_upsampling"),
+    ({"size": "4:1"}, "size"),
+    ({"prompt": ""}, "prompt"),
+])
+def test_flux3_refusals_before_any_upstream_call(gw, extra, param):
+    gateway, state = gw
+    openai_error(_post(gateway, {"model": F3, "prompt": "a fox", **extra}), 400, param=param)
+    assert state.requests == []
+
+
+def test_flux3_an_eleventh_reference_is_refused_before_any_upstream_call(gw):
+    gateway, state = gw
+    files = [("image[]", (f"{i}.png", png(32, 32), "image/png")) for i in range(11)]
+    err = openai_error(_post(gateway, {"model": F3, "prompt": "merge"}, EDIT, files=files), 400, param="image")
+    assert "10" in err["message"]
+    assert state.requests == []
+
+
+# the emulator itself is as strict as the gateway: what it refuses, and how
+
+@pytest.mark.parametrize("body,loc,kind", [
+    ({"prompt": "x", "seed": 1}, ["body", "seed"], "extra_forbidden"),
+    ({"prompt": "x", "width": 1024}, ["body", "width"], "extra_forbidden"),
+    ({"prompt": "x", "output_format": "png"}, ["body", "output_format"], "extra_forbidden"),
+    ({"prompt": "x", "input_image": "https://example.com/a.png"}, ["body", "input_image"], "extra_forbidden"),
+    ({"prompt": "x", "images": ["https://example.com/a.png"] * 11}, ["body", "images"], "too_long"),
+    ({"prompt": "x", "images": [1]}, ["body", "images", 0], "string_type"),
+    ({"prompt": "x", "resolution": "1K"}, ["body", "resolution"], "literal_error"),
+    ({"prompt": "x", "aspect_ratio": "1:3"}, ["body", "aspect_ratio"], "literal_error"),
+    ({"prompt": "x", "safety_tolerance": 5}, ["body", "safety_tolerance"], "less_than_equal"),
+    ({"images": ["https://example.com/a.png"]}, ["body", "prompt"], "missing"),
+])
+def test_flux3_emulator_refuses_what_the_api_does_not_take(upstream, body, loc, kind):
+    state, base = upstream
+    resp = httpx.post(f"{base}/flux-3-image", json=body, headers={"x-key": state.api_key})
+    assert resp.status_code == 422, resp.text
+    assert [(e["loc"], e["type"]) for e in resp.json()["detail"]] == [(loc, kind)]
+    assert not state.tasks
+
+
+def test_flux3_emulator_takes_ten_urls_and_base64(upstream):
+    state, base = upstream
+    images = [base64.b64encode(png(64, 32)).decode()] + ["https://example.com/a.png"] * 9
+    resp = httpx.post(f"{base}/flux-3-image", headers={"x-key": state.api_key},
+                      json={"prompt": "x", "images": images, "aspect_ratio": "auto", "resolution": "4k",
+                            "grounding": True, "safety_tolerance": 4})
+    assert resp.status_code == 200, resp.text
+    assert state.tasks[resp.json()["id"]].size == (5792, 2896)  # the first image's 2:1 at 16.8 MP
+    assert state.submits()[-1].fields["images"][0] == {"width": 64, "height": 32, "format": "PNG",
+                                                       "bytes": len(images[0])}

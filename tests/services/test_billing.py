@@ -17,7 +17,7 @@ from pixelgate.db.session import make_engine, migrate, sessionmaker
 from pixelgate.domain.prices import DEFAULT_PRICES, Price
 from pixelgate.domain.request import ImageRequest, Operation
 from pixelgate.errors import NotPriced
-from pixelgate.services.billing import Billing
+from pixelgate.services.billing import Billing, request_dimensions
 from tests.conftest import ADMIN_KEY, database, openai_channel
 
 GEN = "/v1/images/generations"
@@ -254,3 +254,12 @@ def test_failed_task_after_restart_is_refunded_once(backend, tmp_path):
         finally:
             _stop(proc)
     assert Decimal(after["balance"]) == 2 and Decimal(after["reserved"]) == 0 and Decimal(after["spent"]) == 0
+
+
+def test_a_vendors_own_resolution_tier_prices_the_request_and_a_size_does_not():
+    def dims(size, resolution):
+        return request_dimensions(ImageRequest(Operation.GENERATE, "m", "x", size=size,
+                                               extras={"resolution": resolution}))
+    assert dims("1024x1024", "4k")["tier"] == "4K"  # FLUX 3's resolution names the tier it is billed at
+    assert dims("1024x1024", "768sq")["tier"] == "768sq"
+    assert dims("2560x1440", "1312x736")["tier"] == "2K"  # Ideogram's resolution is a size: the size's tier
