@@ -141,7 +141,10 @@ class HttpTransport:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily: it must be born inside the running loop
-            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0,
+            # An idle connection is dropped after 4 s, before the server drops it: servers close
+            # idle keep-alive connections after as little as 5 s (uvicorn's and Node's default),
+            # and a request sent on one just as it closes is reset, with the vendor never told.
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, keepalive_timeout=4,
                                              ttl_dns_cache=300, enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                                   skip_auto_headers=("User-Agent",))

@@ -78,6 +78,7 @@ def _error(resp, status: int, code: str, param: str | None = "__any__") -> dict:
 @pytest.mark.parametrize("model", ["midjourney", "mj"])
 def test_each_model_delivers_the_grid_as_one_image(mj, model):
     gateway, state = mj
+    state.duration = 0.6  # long enough to be polled more than once however loaded the machine is
     with gateway.http() as client:
         resp = _gen(client, model=model)
     assert resp.status_code == 200, resp.text
