@@ -9,12 +9,14 @@ import os
 import sys
 from pathlib import Path
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
 import click
 
 from pixelgate import __version__
 from pixelgate.config import ChannelConfig, ConfigError, Settings, load_settings, unknown_variables
+from pixelgate.providers import REGISTRY
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -52,8 +54,9 @@ def _display(url: str) -> str:
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]], create: bool = False) -> Any:
     """Run `work(services-like namespace)` against the database, after migrating it. Unless
-    `create`, the database must already be the gateway's (have its tables)."""
-    from pixelgate.bootstrap import bootstrap
+    `create`, the database must already be the gateway's (have its tables). Nothing else is
+    written: a command changes only what it names."""
+    from pixelgate.bootstrap import prepare_database
     from pixelgate.db.session import make_engine, sessionmaker
     from pixelgate.services.auth import KeyStore
     from pixelgate.services.invalidation import Invalidation
@@ -68,13 +71,12 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]], create: bool
                 raise click.ClickException(
                     f"the database {_display(settings.resolved_database_url)} has no pixelgate tables: point "
                     "PIXELGATE_DATABASE_URL or --config at the gateway's; `pixelgate migrate` creates them")
-            generated = await bootstrap(settings, db)
-            if generated:
-                click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}", err=True)
+            await prepare_database(settings, db)
             sessions = sessionmaker(db)
             keys, directory = KeyStore(sessions), ChannelDirectory(sessions)
             keys.announce = directory.announce = invalidation.changed
-            ns = type("CLIContext", (), {"keys": keys, "directory": directory, "sessions": sessions})()
+            ns = type("CLIContext", (), {"keys": keys, "directory": directory, "sessions": sessions,
+                                         "billing": _billing(settings, sessions)})()
             return await work(ns)
         finally:
             await invalidation.close()
@@ -102,14 +104,18 @@ async def _has_tables(db) -> bool:
         return await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version"))
 
 
-async def channel_warnings(cfg: ChannelConfig, settings: Settings, sessions) -> list[str]:
+def _billing(settings: Settings, sessions):
     from pixelgate.domain.prices import Price
     from pixelgate.services.billing import Billing
-    from pixelgate.services.routing import channel_warnings as warnings
 
     configured = [Price(p.model, p.amount, p.currency or settings.currency) for p in settings.prices]
-    billing = Billing(sessions, settings.currency, settings.exchange_rates, settings.unpriced, configured, 0)
-    return warnings(cfg, settings.unpriced == "refuse", await billing.table())
+    return Billing(sessions, settings.currency, settings.exchange_rates, settings.unpriced, configured, 0)
+
+
+async def channel_warnings(cfg: ChannelConfig, settings: Settings, sessions) -> list[str]:
+    from pixelgate.services.routing import channel_warnings as warnings
+
+    return warnings(cfg, settings.unpriced == "refuse", await _billing(settings, sessions).table())
 
 
 def database_problem(exc: BaseException, url: str) -> str | None:
@@ -136,7 +142,14 @@ def database_problem(exc: BaseException, url: str) -> str | None:
 
 
 def _echo(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    click.echo(json.dumps(data, indent=2, default=_plain))
+
+
+def _plain(value: Any) -> str:
+    """Money exact and as the admin API writes it ("15.5"), times in ISO 8601."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _config_option(command):
@@ -173,9 +186,11 @@ def main(ctx: click.Context, config: str | None) -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes sharing the port.")
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
-    """Start the gateway."""
-    from pixelgate.workers import serve as run_workers
-    from pixelgate.bootstrap import bootstrap
+    """Start the gateway. Everything that can be checked is checked before anything is written:
+    the configuration, the port, the image storage, the database. Then the configuration's
+    channels are brought into the database (as `pixelgate config apply` does, without --prune)."""
+    from pixelgate.workers import check_port, serve as run_workers
+    from pixelgate.bootstrap import channel_report, start
     from pixelgate.db.session import make_engine
     from pixelgate.services.metrics import prepare_shared_directory
 
@@ -186,10 +201,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     if ctx.obj.get("config"):
         os.environ["PIXELGATE_CONFIG"] = os.path.abspath(ctx.obj["config"])
     settings = _settings(ctx)
+    try:
+        check_port(settings.host, settings.port)
+    except OSError as exc:
+        raise _cannot_listen(settings, exc) from None
 
-    async def prepare() -> tuple[str | None, bool, list[str]]:
-        """The new admin key, if one was made, whether any vendor channel is enabled, and what
-        will stop the config file's channels from serving (said at start, not at a first request)."""
+    async def prepare() -> tuple[Any, bool, list[str]]:
+        """What start() did, whether any vendor channel is enabled, and what will stop the config
+        file's channels from serving (said at start, not at a first request)."""
         from pixelgate.db.session import sessionmaker
         from pixelgate.services.routing import ChannelDirectory
         from pixelgate.services.storage import open_storage
@@ -198,11 +217,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         await store.aclose()  # a wrong bucket or endpoint stops here, in one line
         db = make_engine(settings.resolved_database_url)
         try:
-            generated = await bootstrap(settings, db)
+            started = await start(settings, db)
             channels = await ChannelDirectory(sessionmaker(db)).list()
             warnings = [w if w.startswith("channel ") else f"channel {cfg.name!r}: {w}" for cfg in settings.channels
                         for w in await channel_warnings(cfg, settings, sessionmaker(db))]
-            return generated, any(c.enabled and c.provider != "sandbox" for c in channels), warnings
+            return started, any(c.enabled and c.provider != "sandbox" for c in channels), warnings
         finally:
             await db.dispose()
 
@@ -210,7 +229,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     from pixelgate.services.sealing import SealingError
 
     try:
-        generated, vendors, warnings = asyncio.run(prepare())
+        started, vendors, warnings = asyncio.run(prepare())
     except (StorageUnavailable, SealingError) as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:
@@ -218,8 +237,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         if problem is None:
             raise
         raise click.ClickException(problem) from None
-    if generated:
-        click.echo(f"pixelgate: created admin key (shown once, keep it): {generated}")
+    if started.admin_key:
+        click.echo(f"pixelgate: created admin key (shown once, keep it): {started.admin_key}")
+    for line in channel_report(started.channels, settings):
+        click.echo(f"pixelgate: {line}", err=True)
     for warning in warnings:
         click.echo(f"pixelgate: warning: {warning}", err=True)
     os.environ["PIXELGATE_MIGRATE_ON_START"] = "false"  # done once here, not per worker
@@ -244,8 +265,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         run_workers(settings.host, settings.port, settings.workers, on_bound=bound, loop="uvloop",
                     http="httptools", log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
                     header_timeout=settings.header_timeout_seconds)
-    except OSError as exc:  # the port is taken, or the address is not this machine's
-        raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    except OSError as exc:  # taken since check_port
+        raise _cannot_listen(settings, exc) from None
+
+
+def _cannot_listen(settings: Settings, exc: OSError) -> click.ClickException:
+    """The port is taken, or the address is not this machine's."""
+    return click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
 
 
 @main.command()
@@ -273,12 +299,14 @@ def usage(ctx: click.Context, group_by: str, key_id: int | None, days: int) -> N
     settings = _settings(ctx)
 
     async def work(ns):
-        return await report(ns.sessions, group_by, key_id, days)
+        names = {str(k.id): f"{k.name} (id {k.id})" for k in await ns.keys.list()} if group_by == "key" else {}
+        return await report(ns.sessions, group_by, key_id, days), names
 
-    data = _run(_existing_database(settings), work)
+    data, names = _run(_existing_database(settings), work)
     click.echo(f"{group_by:<32} {'requests':>9} {'images':>7} {'cost (' + settings.currency + ')':>16}")
     for row in data["data"]:
-        click.echo(f"{str(row[group_by]):<32} {row['requests']:>9} {row['images']:>7} {format(row['cost'].normalize(), 'f'):>16}")
+        label = names.get(row[group_by], f"deleted key (id {row[group_by]})") if names else row[group_by]
+        click.echo(f"{label:<32} {row['requests']:>9} {row['images']:>7} {format(row['cost'].normalize(), 'f'):>16}")
     click.echo(f"{'total':<32} {'':>9} {data['total_images']:>7} {format(data['total_cost'].normalize(), 'f'):>16}")
 
 
@@ -295,9 +323,16 @@ def keys() -> None:
 @click.option("--expires", help="ISO date or datetime (UTC) after which the key stops working.")
 @click.option("--models", help="Comma-separated allowlist of models (default: all).")
 @click.option("--admin", is_flag=True, help="An admin key (may use /admin/).")
+@click.option("--account", "account_id", type=int, help="The account (pixelgate accounts create) it spends from.")
+@click.option("--rpm", "rate_limit_rpm", type=int, help="Most requests a minute.")
+@click.option("--max-concurrent", type=int, help="Most requests at once.")
+@click.option("--group", help="Its group (group_markups prices it).")
 @click.pass_context
-def keys_create(ctx: click.Context, name: str, expires: str | None, models: str | None, admin: bool) -> None:
+def keys_create(ctx: click.Context, name: str, expires: str | None, models: str | None, admin: bool,
+                **limits: Any) -> None:
     """Create a key and print it (the only time it is shown)."""
+    from pixelgate.surfaces.admin import KeyCreate
+
     expires_at = None
     if expires:
         try:
@@ -307,20 +342,41 @@ def keys_create(ctx: click.Context, name: str, expires: str | None, models: str 
         if expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=timezone.utc)
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    body = _validated(KeyCreate, {"name": name, "expires_at": expires_at, "allowed_models": allowed,
+                                  "is_admin": admin, **limits})
 
     async def work(ns):
-        row, token = await ns.keys.create(name, is_admin=admin, expires_at=expires_at, allowed_models=allowed)
-        return row, token
+        if body.account_id is not None:
+            await ns.billing.account(body.account_id)  # as the admin API: the account must exist
+        return await ns.keys.create(**body.model_dump())
 
     row, token = _run(_existing_database(_settings(ctx)), work)
     click.echo(f"id {row.id}, name {row.name!r}: {token}")
     click.echo("Keep it now: only its hash is stored.", err=True)
 
 
+OPTIONS = {"account_id": "--account", "rate_limit_rpm": "--rpm", "max_concurrent": "--max-concurrent",
+           "spend_limit": "--spend-limit", "allowed_models": "--models", "expires_at": "--expires"}
+"""The option that sets a field of the admin API's bodies, where their names differ."""
+
+
+def _validated(model: Any, data: dict) -> Any:
+    """`data` checked by the admin API's own body model; a refusal names the option."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        raise click.BadParameter(err["msg"], param_hint=OPTIONS.get(field, f"--{field.replace('_', '-')}")) from None
+
+
 @keys.command("list")
 @_config_option
 @click.pass_context
 def keys_list(ctx: click.Context) -> None:
+    """Every key (never its secret), as JSON."""
     from pixelgate.services.auth import key_view
 
     _echo([key_view(k) for k in _run(_existing_database(_settings(ctx)), lambda ns: ns.keys.list())])
@@ -364,6 +420,8 @@ def channels() -> None:
 @_config_option
 @click.pass_context
 def channels_list(ctx: click.Context) -> None:
+    """Every channel (never its upstream key), as JSON; `source` says whether the configuration
+    declares it (config) or it was made at run time (admin)."""
     from pixelgate.services.routing import channel_view
 
     _echo([channel_view(c) for c in _run(_existing_database(_settings(ctx)), lambda ns: ns.directory.list())])
@@ -372,7 +430,7 @@ def channels_list(ctx: click.Context) -> None:
 @channels.command("add")
 @_config_option
 @click.option("--name", required=True)
-@click.option("--provider", required=True)
+@click.option("--provider", required=True, type=click.Choice(sorted(REGISTRY)))
 @click.option("--base-url")
 @click.option("--api-key", help="The upstream key (stored; never shown again).")
 @click.option("--api-key-env", help="Read the upstream key from this environment variable.")
@@ -430,6 +488,102 @@ def channels_remove(ctx: click.Context, name: str) -> None:
     """Remove a channel."""
     _run(_existing_database(_settings(ctx)), lambda ns: ns.directory.delete(name))
     click.echo(f"channel {name}: removed")
+
+
+# ---- config ----
+
+@main.group("config")
+def config_group() -> None:
+    """The configuration's channels (config file, sandbox, simulate_vendors) in the database."""
+
+
+@config_group.command("apply")
+@_config_option
+@click.option("--prune", is_flag=True, help="Also remove the channels the configuration no longer declares.")
+@click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
+@click.pass_context
+def config_apply(ctx: click.Context, prune: bool, dry_run: bool) -> None:
+    """Add and update the channels the configuration declares, and say what changed. What it no
+    longer declares is reported, and removed only with --prune; channels made with the admin
+    API, the console or the CLI are never touched. `serve` does the same, without --prune."""
+    from pixelgate.bootstrap import apply_config, channel_report
+
+    settings = _existing_database(_settings(ctx))
+    done = _run(settings, lambda ns: apply_config(settings, ns.directory, prune, dry_run))
+    for line in channel_report(done, settings, dry_run) or ["the database's channels match the configuration"]:
+        click.echo(f"pixelgate: {line}")
+
+
+# ---- accounts ----
+
+@main.group()
+def accounts() -> None:
+    """Manage accounts: balances that keys spend from (as /admin/accounts)."""
+
+
+ACCOUNT_ID = click.IntRange(1, 2**31 - 1)  # the id columns are 32-bit
+
+
+@accounts.command("create")
+@_config_option
+@click.option("--name", required=True)
+@click.option("--balance", help="Starting balance (default: none: only --spend-limit, if given, bounds spending).")
+@click.option("--spend-limit", help="Most it may spend in all.")
+@click.option("--markup", default="1", show_default=True, help="Multiplies every price it pays (1.2: +20%).")
+@click.pass_context
+def accounts_create(ctx: click.Context, **fields: Any) -> None:
+    """Create an account and print it, with its id (for keys create --account)."""
+    from pixelgate.surfaces.admin import AccountCreate
+
+    body = _validated(AccountCreate, {k: v for k, v in fields.items() if v is not None})
+    _account_command(ctx, lambda ns: ns.billing.create_account(body.name, body.balance, body.spend_limit,
+                                                               body.markup))
+
+
+@accounts.command("show")
+@_config_option
+@click.argument("account_id", type=ACCOUNT_ID)
+@click.pass_context
+def accounts_show(ctx: click.Context, account_id: int) -> None:
+    """An account: balance, reserved, spent, available, spend limit and markup."""
+    _account_command(ctx, lambda ns: ns.billing.account(account_id))
+
+
+@accounts.command("topup")
+@_config_option
+@click.argument("account_id", type=ACCOUNT_ID)
+@click.argument("amount")
+@click.option("--reference", help="Applied once per reference (default: a new one).")
+@click.pass_context
+def accounts_topup(ctx: click.Context, account_id: int, amount: str, reference: str | None) -> None:
+    """Add AMOUNT to the balance (a negative amount takes it away)."""
+    from pixelgate.surfaces.admin import TopUp
+
+    body = _validated(TopUp, {"amount": amount} | ({"reference": reference} if reference else {}))
+    _account_command(ctx, lambda ns: ns.billing.top_up(account_id, body.amount, body.reference))
+
+
+def _account_command(ctx: click.Context, work: Callable[[Any], Awaitable[Any]]) -> None:
+    from pixelgate.surfaces.admin import account_view
+
+    _echo(account_view(_run(_existing_database(_settings(ctx)), work)))
+
+
+@accounts.command("ledger")
+@_config_option
+@click.argument("account_id", type=ACCOUNT_ID)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.pass_context
+def accounts_ledger(ctx: click.Context, account_id: int, limit: int) -> None:
+    """The account's money movements, newest first: topups, holds and settlements."""
+    from pixelgate.console.data import ledger
+
+    async def work(ns):
+        await ns.billing.account(account_id)  # an unknown id is said, not an empty list
+        return await ledger(ns.sessions, account_id, limit)
+
+    _echo([{"id": e.id, "kind": e.kind, "amount": e.amount, "request_id": e.request_id, "unit_price": e.unit_price,
+            "created_at": e.created_at} for e in _run(_existing_database(_settings(ctx)), work)])
 
 
 @main.command()

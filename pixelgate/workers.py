@@ -29,6 +29,12 @@ def _socket(host: str, port: int, share: bool = True) -> socket.socket:
     return sock
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise the OSError serving would meet (the port taken, the address not this machine's),
+    before anything is prepared for serving."""
+    _socket(host, port, share=False).close()
+
+
 def keep_freed_memory() -> None:
     """Let glibc's malloc keep the memory of freed images for the next ones. By default each
     buffer over 128 KB is a fresh mmap, and freed heap is soon given back to the kernel, so every

@@ -1,6 +1,7 @@
 """Channels: which upstreams serve a model, in which order they are tried, and their CRUD.
 
-The database is the one source of truth (config-file channels are synced into it at start-up),
+The database is the one source of truth (`serve` and `pixelgate config apply` bring the
+configuration's channels into it: `reconcile`),
 so every worker and instance routes alike. Each process trusts what it read for
 `cache_seconds`; a change made through this process is seen at once.
 """
@@ -11,7 +12,7 @@ import asyncio
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from sqlalchemy import delete, select
@@ -26,6 +27,7 @@ from pixelgate.providers.base import Capabilities, Channel
 from pixelgate.providers.sandbox import Sandbox
 
 SANDBOX_CHANNEL = "sandbox"
+SIMULATED_PREFIX = "simulated-"
 EDITABLE = ("provider", "base_url", "api_key", "api_key_env", "models", "model_map", "priority",
             "weight", "enabled", "timeout_seconds")
 
@@ -65,6 +67,31 @@ def key_hint(key: str | None) -> str | None:
     if not key:
         return None
     return f"{key[:3]}...{key[-4:]}" if len(key) >= 16 else "..."
+
+
+def built_in(name: str) -> bool:
+    """A channel the gateway makes itself when a switch is on (sandbox, simulate_vendors)."""
+    return name == SANDBOX_CHANNEL or name.startswith(SIMULATED_PREFIX)
+
+
+@dataclass
+class Reconciled:
+    """What bringing the configuration's channels into the database did (or, dry, would do)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[tuple[str, list[str]]] = field(default_factory=list)
+    """Each with the fields that changed."""
+    removed: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    """Built-in channels whose switch is off."""
+    stale: list[str] = field(default_factory=list)
+    """Configured channels the configuration no longer declares: left serving, reported."""
+    kept: list[str] = field(default_factory=list)
+    """Configured names a channel made or changed at run time holds: it wins over the file."""
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.added or self.changed or self.removed or self.disabled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,28 +205,52 @@ class ChannelDirectory:
 
     # -- management (admin API, CLI, start-up sync) --
 
-    async def sync_config(self, configured: list[ChannelConfig], sandbox: bool) -> None:
-        """Make the database's config-sourced channels match the config file."""
+    async def reconcile(self, configured: list[ChannelConfig], sandbox: bool, prune: bool = False,
+                        dry_run: bool = False) -> "Reconciled":
+        """Bring the configuration's channels into the database, and say what that did. Adds and
+        updates what the configuration declares; never touches a channel made at run time (admin
+        API, console, CLI). A configured channel the configuration no longer declares is only
+        reported, and removed with `prune`; a built-in one (sandbox, simulated-*) whose switch is
+        off is disabled, as it cannot serve (a simulated channel reaches nothing without
+        simulate_vendors), and removed with `prune`. `dry_run`: say it, write nothing."""
         wanted = {c.name: c for c in configured}
         if sandbox and SANDBOX_CHANNEL not in wanted:
             wanted[SANDBOX_CHANNEL] = ChannelConfig(name=SANDBOX_CHANNEL, provider="sandbox",
                                                     models=list(Sandbox.models), priority=-100)
-        async with self._sessions() as session, session.begin():
+        done = Reconciled()
+        async with self._sessions() as session:
+            transaction = await session.begin()
             rows = {r.name: r for r in (await session.execute(select(ChannelRow))).scalars()}
-            for name, row in rows.items():
-                if row.source == "config" and name not in wanted:
-                    await session.delete(row)
             for name, cfg in wanted.items():
                 row = rows.get(name)
+                if row is not None and row.source != "config":
+                    done.kept.append(name)  # made or changed at run time: it wins over the file
+                    continue
+                differs = [f for f in EDITABLE if row is None or getattr(row, f) != getattr(cfg, f)]
                 if row is None:
-                    row = ChannelRow(name=name)
+                    row = ChannelRow(name=name, source="config")
                     session.add(row)
-                elif row.source != "config":
-                    continue  # a channel made at run time keeps precedence over the file
-                for field in EDITABLE:
-                    setattr(row, field, getattr(cfg, field))
-                row.source = "config"
-        await self._changed()
+                    done.added.append(name)
+                elif differs:
+                    done.changed.append((name, differs))
+                for attr in differs:
+                    setattr(row, attr, getattr(cfg, attr))
+            for name, row in sorted(rows.items()):
+                if row.source != "config" or name in wanted:
+                    continue
+                if prune:
+                    await session.delete(row)
+                    done.removed.append(name)
+                elif built_in(name):
+                    if row.enabled:
+                        row.enabled = False
+                        done.disabled.append(name)
+                else:
+                    done.stale.append(name)
+            await (transaction.rollback() if dry_run else transaction.commit())
+        if done.writes and not dry_run:
+            await self._changed()
+        return done
 
     async def list(self) -> list[ChannelRow]:
         async with self._sessions() as session:
