@@ -356,7 +356,8 @@ def keys_create(ctx: click.Context, name: str, expires: str | None, models: str 
 
 
 OPTIONS = {"account_id": "--account", "rate_limit_rpm": "--rpm", "max_concurrent": "--max-concurrent",
-           "spend_limit": "--spend-limit", "allowed_models": "--models", "expires_at": "--expires"}
+           "spend_limit": "--spend-limit", "allowed_models": "--models", "expires_at": "--expires",
+           "amount": "AMOUNT"}
 """The option that sets a field of the admin API's bodies, where their names differ."""
 
 
@@ -383,7 +384,7 @@ def keys_list(ctx: click.Context) -> None:
 
 
 def _key_setter(command: str, **fields: Any):
-    @keys.command(command)
+    @keys.command(command, help=f"{command.capitalize()} a key.")
     @_config_option
     @click.argument("key_id", type=int)
     @click.pass_context
@@ -391,7 +392,6 @@ def _key_setter(command: str, **fields: Any):
         _run(_existing_database(_settings(ctx)), lambda ns: ns.keys.update(key_id, **fields))
         click.echo(f"key {key_id}: {command}d")
 
-    run.__doc__ = f"{command.capitalize()} a key."
     return run
 
 
@@ -464,7 +464,7 @@ def channels_add(ctx: click.Context, name: str, provider: str, base_url: str | N
 
 
 def _channel_setter(command: str, enabled: bool):
-    @channels.command(command)
+    @channels.command(command, help=f"{command.capitalize()} a channel.")
     @_config_option
     @click.argument("name")
     @click.pass_context
@@ -472,7 +472,6 @@ def _channel_setter(command: str, enabled: bool):
         _run(_existing_database(_settings(ctx)), lambda ns: ns.directory.update(name, {"enabled": enabled}))
         click.echo(f"channel {name}: {command}d")
 
-    run.__doc__ = f"{command.capitalize()} a channel."
     return run
 
 

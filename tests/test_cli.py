@@ -28,6 +28,7 @@ def cli(backend, tmp_path):
                 assert proc.returncode == 0, proc.stderr
             return proc
 
+        run.env = env
         run.migrated = run("migrate")  # the gateway's database exists, as `pixelgate serve` leaves it
         yield run
 
@@ -47,10 +48,112 @@ def test_keys(cli):
     assert cli("keys", "delete", str(mine["id"]), ok=False).returncode != 0
 
 
-def test_first_run_prints_an_admin_key_once(cli):
-    assert "created admin key" in cli.migrated.stderr
-    second = cli("keys", "list")
-    assert "created admin key" not in second.stderr
+def _channels(cli, *args: str) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(cli("channels", "list", *args).stdout)}
+
+
+HOUSE = ('[[channels]]\nname = "house"\nprovider = "openai-compatible"\nbase_url = "https://gw.example/v1"\n'
+         'api_key = "k"\nmodels = ["house-model"]\n')
+
+
+def test_management_commands_change_only_what_they_name(cli, tmp_path):
+    # migrate makes the schema and nothing else: no admin key, no channel (serve makes those)
+    assert "created admin key" not in cli.migrated.stderr
+    assert json.loads(cli("keys", "list").stdout) == [] and _channels(cli) == {}
+    (tmp_path / "gw.toml").write_text(HOUSE)
+    applied = cli("config", "apply", "--config", "gw.toml").stdout
+    assert "channel 'house': added" in applied and "channel 'sandbox': added" in applied
+    before = _channels(cli)
+    # a second terminal without the gateway's configuration: the channels it declares stay
+    created = cli("keys", "create", "--name", "me")
+    assert created.stdout.startswith("id ") and "channel" not in created.stderr
+    listed = cli("keys", "list")
+    assert [k["name"] for k in json.loads(listed.stdout)] == ["me"] and "channel" not in listed.stderr
+    cli("usage", "--by", "model")
+    assert _channels(cli) == before and before["house"]["enabled"] and before["house"]["source"] == "config"
+
+
+def test_config_apply_reports_what_it_changes_and_removes_only_with_prune(cli, tmp_path):
+    config = tmp_path / "gw.toml"
+    config.write_text(HOUSE + HOUSE.replace('"house"', '"old"') + HOUSE.replace('"house"', '"mine"'))
+    cli("channels", "add", "--name", "mine", "--provider", "sandbox", "--models", "sandbox-image")  # made at run time
+    first = cli("config", "apply", "--config", "gw.toml").stdout
+    assert "'house': added" in first and "'old': added" in first and "'mine': added" not in first
+    assert "channel 'mine': the configuration's is not applied" in first  # the run-time channel wins
+    assert _channels(cli)["mine"]["provider"] == "sandbox"
+    # house changes, old is dropped, new is declared
+    config.write_text(HOUSE.replace('"k"', '"k2"') + "priority = 5\n" + HOUSE.replace('"house"', '"new"'))
+    dry = cli("config", "apply", "--config", "gw.toml", "--dry-run").stdout
+    assert "channel 'house': would change (api_key, priority)" in dry and "channel 'new': would add" in dry
+    assert "k2" not in dry  # a changed key is named, never shown
+    assert "channel 'old' is no longer in the configuration but still serves" in dry
+    assert _channels(cli)["house"]["priority"] == 0 and "new" not in _channels(cli)
+    applied = cli("config", "apply", "--config", "gw.toml").stdout
+    assert "channel 'house': changed (api_key, priority)" in applied and "channel 'new': added" in applied
+    assert "`pixelgate config apply --prune` (or `pixelgate channels remove old`) removes it" in applied
+    assert _channels(cli)["house"]["priority"] == 5 and _channels(cli)["old"]["enabled"]
+    pruned = cli("config", "apply", "--config", "gw.toml", "--prune").stdout
+    assert pruned.strip() == "pixelgate: channel 'old': removed (not in the configuration)"
+    assert set(_channels(cli)) == {"house", "new", "mine", "sandbox"}  # the run-time channel stays
+    assert "match the configuration" in cli("config", "apply", "--config", "gw.toml").stdout
+    # a switch turned off disables its built-in channel: it is not removed until --prune
+    off = pixelgate("config", "apply", "--config", "gw.toml", cwd=tmp_path, env={**cli.env, "PIXELGATE_SANDBOX": "false"})
+    assert "channel 'sandbox': disabled (sandbox is off" in off.stdout and not _channels(cli)["sandbox"]["enabled"]
+
+
+def test_accounts(cli):
+    created = json.loads(cli("accounts", "create", "--name", "acme", "--balance", "10", "--markup", "1.2").stdout)
+    assert created["name"] == "acme" and created["balance"] == "10" and created["markup"] == "1.2"
+    account = str(created["id"])
+    topped = json.loads(cli("accounts", "topup", account, "2.5", "--reference", "inv-1").stdout)
+    assert topped["balance"] == "12.5" and topped["available"] == "12.5"
+    again = cli("accounts", "topup", account, "2.5", "--reference", "inv-1", ok=False)
+    assert again.returncode != 0 and "Top-up 'inv-1' was already applied" in again.stderr
+    assert json.loads(cli("accounts", "show", account).stdout)["balance"] == "12.5"
+    [entry] = json.loads(cli("accounts", "ledger", account).stdout)
+    assert entry["kind"] == "topup" and entry["amount"] == "2.5" and entry["request_id"] == "inv-1"
+    key = cli("keys", "create", "--name", "payer", "--account", account, "--rpm", "30", "--max-concurrent", "2",
+              "--group", "resellers")
+    [mine] = [k for k in json.loads(cli("keys", "list").stdout) if k["name"] == "payer"]
+    assert key.returncode == 0 and (mine["account_id"], mine["rate_limit_rpm"], mine["max_concurrent"],
+                                     mine["group"]) == (created["id"], 30, 2, "resellers")
+    # refused as the admin API refuses them, naming the option
+    for args, says in ((("accounts", "show", "999"), "No account with id 999"),
+                       (("accounts", "ledger", "999"), "No account with id 999"),
+                       (("keys", "create", "--name", "x", "--account", "999"), "No account with id 999"),
+                       (("keys", "create", "--name", "x", "--max-concurrent", "0"), "--max-concurrent"),
+                       (("accounts", "create", "--name", "x", "--balance", "lots"), "--balance"),
+                       (("accounts", "create", "--name", "x", "--markup", "0"), "--markup"),
+                       (("accounts", "topup", account, "ten"), "AMOUNT")):
+        refused = cli(*args, ok=False)
+        assert refused.returncode != 0 and says in refused.stderr, (args, refused.stderr)
+    assert [k["name"] for k in json.loads(cli("keys", "list").stdout)] == ["payer"]
+
+
+def test_usage_by_key_names_the_keys(make_gateway):
+    gateway = make_gateway()
+    key = gateway.create_key(name="alice")
+    with gateway.http(key) as client:
+        assert client.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "p",
+                                                            "size": "32x32"}).status_code == 200
+    [row] = [r for r in gateway.requests_log() if r["status"] == 200]  # written to the database now
+    env = _clean_env(PIXELGATE_DATABASE_URL=gateway.settings.database_url,
+                     PIXELGATE_DATA_DIR=str(gateway.settings.data_dir))
+    out = pixelgate("usage", "--by", "key", cwd=gateway.settings.data_dir, env=env).stdout
+    assert f"alice (id {row['key_id']})" in out.splitlines()[1]
+
+
+def test_every_command_says_what_it_does():
+    from pixelgate.cli import main
+
+    def walk(group, path=()):
+        for name, command in group.commands.items():
+            yield (*path, name), command
+            if hasattr(command, "commands"):
+                yield from walk(command, (*path, name))
+
+    undocumented = [" ".join(p) for p, c in walk(main) if not (c.help or "").strip()]
+    assert undocumented == []
 
 
 def test_channels(cli):
@@ -63,7 +166,7 @@ def test_channels(cli):
     cli("channels", "disable", "up")
     assert [c for c in json.loads(cli("channels", "list").stdout) if c["name"] == "up"][0]["enabled"] is False
     bad = cli("channels", "add", "--name", "x", "--provider", "nope", "--models", "m", ok=False)
-    assert bad.returncode != 0 and "provider" in bad.stderr
+    assert bad.returncode != 0 and "'--provider': 'nope' is not one of 'ark', 'bfl'" in bad.stderr
     cli("channels", "remove", "up")
     assert "up" not in [c["name"] for c in json.loads(cli("channels", "list").stdout)]
 
@@ -259,3 +362,39 @@ def test_a_taken_port_is_one_line_and_nothing_claims_to_listen(tmp_path):
         proc = _pixelgate("serve", "--port", str(taken.getsockname()[1]), cwd=tmp_path)
     assert proc.returncode != 0 and "cannot listen on 127.0.0.1" in proc.stderr
     assert "listening on" not in proc.stdout
+
+
+def test_serve_on_a_taken_port_writes_nothing(tmp_path):
+    (tmp_path / "gw.toml").write_text(HOUSE)
+    assert _pixelgate("migrate", cwd=tmp_path).returncode == 0  # the gateway's database, empty
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = _pixelgate("serve", "--port", str(taken.getsockname()[1]), "--config", "gw.toml", cwd=tmp_path,
+                          env={"PIXELGATE_SIMULATE_VENDORS": "true"})
+    assert proc.returncode != 0 and "cannot listen on 127.0.0.1" in proc.stderr
+    assert "created admin key" not in proc.stdout + proc.stderr and "channel" not in proc.stderr
+    assert json.loads(_pixelgate("keys", "list", cwd=tmp_path).stdout) == []
+    assert json.loads(_pixelgate("channels", "list", cwd=tmp_path).stdout) == []
+
+
+@pytest.mark.long(15)
+def test_a_restart_without_a_channel_or_switch_reports_them_and_deletes_nothing(tmp_path):
+    (tmp_path / "gw.toml").write_text(HOUSE)
+    proc = _start(["serve", "--port", "0", "--config", "gw.toml"], tmp_path, _clean_env(PIXELGATE_SIMULATE_VENDORS="true"))
+    try:
+        said = _until_started(proc)
+    finally:
+        _stop(proc)
+    assert "channel 'house': added" in said and "channel 'simulated-openai': added" in said
+    proc = _start(["serve", "--port", "0"], tmp_path, _clean_env())  # neither the file nor the switch
+    try:
+        said = _until_started(proc)
+    finally:
+        _stop(proc)
+    assert ("warning: channel 'house' is no longer in the configuration but still serves: "
+            "`pixelgate config apply --prune` (or `pixelgate channels remove house`) removes it") in said
+    assert "channel 'simulated-openai': disabled (simulate_vendors is off" in said
+    channels = {c["name"]: c for c in json.loads(_pixelgate("channels", "list", cwd=tmp_path).stdout)}
+    simulated = [c for name, c in channels.items() if name.startswith("simulated-")]
+    assert channels["house"]["enabled"] and len(simulated) == 8 and not any(c["enabled"] for c in simulated)
