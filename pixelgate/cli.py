@@ -1,5 +1,6 @@
-"""The command line: `pixelgate serve`, `pixelgate migrate`, `pixelgate keys ...`,
-`pixelgate channels ...`. Management commands work on the same database as the server."""
+"""The command line: `pixelgate serve`, `pixelgate migrate`, `pixelgate config apply`, `pixelgate
+keys|channels|accounts ...`. Management commands work on the same database as the server, and
+change only what they name (the configuration's channels: `serve` and `config apply`)."""
 
 from __future__ import annotations
 
