@@ -217,7 +217,7 @@ def unknown_variables(environ) -> list[str]:
     import difflib
 
     known = {f"PIXELGATE_{name.upper()}" for name in Settings.model_fields} | {"PIXELGATE_CONFIG",
-                                                                              "PIXELGATE_TEST_PG"}
+                                                                              "PIXELGATE_TEST_PG", "PIXELGATE_TEST_REDIS"}
     found = []
     for name in sorted(environ):
         if name.startswith("PIXELGATE_") and name.split("__", 1)[0] not in known:
