@@ -100,6 +100,7 @@ def fleet(tmp_path, seaweed_store):
                      "models": ["flux-2-pro"]}]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
         env.update({"PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": ADMIN,
+                    "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
                     "PIXELGATE_REDIS_URL": REDIS_URL, "PIXELGATE_REDIS_NAMESPACE": namespace,
                     "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1", "PIXELGATE_TASK_LEASE_SECONDS": "3",
                     "PIXELGATE_CHANNELS": json.dumps(channels), "PIXELGATE_PRICES": json.dumps(PRICES),
