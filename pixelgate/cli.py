@@ -257,7 +257,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
                    f"({settings.workers} worker{'s' if settings.workers > 1 else ''}), "
                    f"database {_display(settings.resolved_database_url)}, "
                    f"images in {settings.storage_url or settings.resolved_storage_dir}")
-        if not vendors:  # a new install: say how to reach more than the sandbox-* models
+        if not vendors and not settings.sandbox:
+            click.echo("pixelgate: warning: no channel is enabled, so no model answers: add one (pixelgate "
+                       "channels add, or the config file); sandbox = true (PIXELGATE_SANDBOX=true) serves the "
+                       "offline sandbox-* models", err=True)
+        elif not vendors:  # a new install: say how to reach more than the sandbox-* models
             click.echo("pixelgate: no vendor channel yet, so only the sandbox-* models answer: add one "
                        "(pixelgate channels add, or the config file), or set PIXELGATE_SIMULATE_VENDORS=true "
                        "to try every vendor's models and APIs offline")

@@ -130,7 +130,9 @@ class Settings(BaseSettings):
     """Older keys, kept to open what they sealed while `pixelgate secrets rotate` reseals it."""
 
     sandbox: bool = True
-    """Serve the built-in offline `sandbox` models through a channel named `sandbox`."""
+    """Serve the built-in offline `sandbox` models through a channel named `sandbox`. Unset, on
+    only for a gateway without a config file, a database server or S3 storage (a first try, `make
+    run`): a production gateway serves them only when told `sandbox = true`."""
     simulate_vendors: bool = False
     """Add a channel per vendor (simulated-openai, simulated-bfl, ... simulated-midjourney) that
     reaches a simulator of that vendor's API inside the gateway, offline: every model and every
@@ -217,7 +219,7 @@ def unknown_variables(environ) -> list[str]:
     import difflib
 
     known = {f"PIXELGATE_{name.upper()}" for name in Settings.model_fields} | {"PIXELGATE_CONFIG",
-                                                                              "PIXELGATE_TEST_PG"}
+                                                                              "PIXELGATE_TEST_PG", "PIXELGATE_TEST_REDIS"}
     found = []
     for name in sorted(environ):
         if name.startswith("PIXELGATE_") and name.split("__", 1)[0] not in known:
@@ -249,11 +251,15 @@ def load_settings(config_path: str | os.PathLike | None = None, **overrides: Any
             return tuple(sources)
 
     try:
-        return _FileSettings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = _FileSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
     except ValueError as exc:  # a malformed TOML/YAML file
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if "sandbox" not in settings.model_fields_set and (
+            path is not None or settings.storage_url or not settings.resolved_database_url.startswith("sqlite")):
+        settings.sandbox = False  # free fake models have no place in production unless asked for
+    return settings
 
 
 def _describe(exc: ValidationError, path: Any) -> str:

@@ -34,6 +34,8 @@ from tests.emulators.server import run_in_thread, serve
 pytest_plugins = ["tests.s3server"]  # S3 servers on loopback: s3_store (moto), seaweed_store
 
 PG_DSN = os.environ.get("PIXELGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("PIXELGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+"""The servers the tests use for real; another machine names its own in these variables."""
 ADMIN_KEY = "pg-test-admin-key-000000000000000000000000"
 
 for _name in [n for n in os.environ if n.startswith("PIXELGATE_")]:

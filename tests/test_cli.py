@@ -259,6 +259,7 @@ def test_version_and_config_after_the_subcommand(tmp_path):
     finally:
         out = _stop(proc)
     assert f"listening on http://127.0.0.1:{port} " in out and str(tmp_path / "gw-data" / "pixelgate.db") in out
+    assert "no channel is enabled, so no model answers" in out  # a config file: no sandbox unless asked
     for args in (("keys", "list", "--config", "gw.toml"), ("--config", "gw.toml", "keys", "list"),
                  ("channels", "list", "--config", "gw.toml"), ("usage", "--config", "gw.toml"),
                  ("migrate", "--config", "gw.toml")):

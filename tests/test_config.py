@@ -55,6 +55,24 @@ def test_yaml_file_and_environment_override(tmp_path, monkeypatch):
     assert settings.port == 9100 and settings.sandbox is False
 
 
+@pytest.mark.parametrize("file,overrides,sandbox", [
+    (None, {}, True),  # a first try, make run
+    ("port = 9000\n", {}, False),  # a config file: production
+    ("sandbox = true\n", {}, True),
+    (None, {"database_url": "postgresql+asyncpg://gw@db.internal/gw"}, False),
+    (None, {"database_url": "sqlite+aiosqlite:////srv/gw.db"}, True),
+    (None, {"storage_url": "s3://images/gw"}, False),
+    (None, {"storage_url": "s3://images/gw", "sandbox": True}, True),
+])
+def test_the_sandbox_is_off_in_production_unless_asked_for(tmp_path, monkeypatch, file, overrides, sandbox):
+    monkeypatch.chdir(tmp_path)
+    if file is not None:
+        (tmp_path / "gw.toml").write_text(file)
+    assert load_settings(file and tmp_path / "gw.toml", **overrides).sandbox is sandbox
+    monkeypatch.setenv("PIXELGATE_SANDBOX", "true")  # asked for through the environment
+    assert load_settings(file and tmp_path / "gw.toml", **overrides).sandbox is True
+
+
 @pytest.mark.parametrize("content,field", [
     ("port = 'eighty'", "port"),
     ("nonsense = 1", "nonsense"),

@@ -25,7 +25,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.conftest import PG_DSN, database
+from tests.conftest import PG_DSN, REDIS_URL, database
 from pixelgate.simulators.bfl import BFLEmulatorState, create_app as create_bfl
 from tests.emulators.server import serve
 from tests.s3server import _free_port
@@ -100,7 +100,8 @@ def fleet(tmp_path, seaweed_store):
                      "models": ["flux-2-pro"]}]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
         env.update({"PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": ADMIN,
-                    "PIXELGATE_REDIS_URL": "redis://127.0.0.1:6379/0", "PIXELGATE_REDIS_NAMESPACE": namespace,
+                    "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
+                    "PIXELGATE_REDIS_URL": REDIS_URL, "PIXELGATE_REDIS_NAMESPACE": namespace,
                     "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1", "PIXELGATE_TASK_LEASE_SECONDS": "3",
                     "PIXELGATE_CHANNELS": json.dumps(channels), "PIXELGATE_PRICES": json.dumps(PRICES),
                     "PIXELGATE_CACHE_SECONDS": "30", **seaweed_store.env(),

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from pixelgate.services.auth import hash_key
 from pixelgate.services.transport import _sse_lines
-from tests.conftest import ADMIN_KEY, openai_channel, openai_error, png
+from tests.conftest import ADMIN_KEY, REDIS_URL, openai_channel, openai_error, png
 from tests.emulators.server import serve
 
 GEN = "/v1/images/generations"
@@ -466,7 +466,7 @@ def test_slow_and_idle_connections_are_closed_after_the_header_timeout(tmp_path)
 def test_unknown_keys_are_throttled_per_address(make_gateway, store):
     import secrets
 
-    extra = {"redis_url": "redis://127.0.0.1:6379/0", "redis_namespace": "t" + secrets.token_hex(6)} \
+    extra = {"redis_url": REDIS_URL, "redis_namespace": "t" + secrets.token_hex(6)} \
         if store == "redis" else {}
     gateway = make_gateway(auth_failures_per_minute=5, **extra)
     fresh = gateway.create_key(name="never used from here yet")

@@ -36,6 +36,7 @@ def test_task_survives_kill_9(backend, tmp_path):
     headers = {"Authorization": f"Bearer {KEY}"}
     with database(backend, tmp_path) as url, serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as rx:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": KEY,
+               "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
                "PIXELGATE_DATA_DIR": str(tmp_path / "data"), "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1",
                "PIXELGATE_TASK_LEASE_SECONDS": "1", "PIXELGATE_FETCH_ALLOW_HOSTS": '["127.0.0.1"]'}
         proc = _start(["serve", "--port", str(port)], tmp_path, env)

@@ -113,6 +113,7 @@ def test_workers_share_one_port_database_and_storage(backend, tmp_path):
         port = s.getsockname()[1]
     with database(backend, tmp_path) as url:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": "pg-workers-test-key",
+               "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
                "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
         proc = _start(["serve", "--workers", "2", "--port", str(port)], tmp_path, env)
         base = f"http://127.0.0.1:{port}"

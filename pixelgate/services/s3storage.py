@@ -83,6 +83,10 @@ class S3Storage:
             async for _ in obstore.list(self._store, chunk_size=1):
                 break
         except Exception as exc:  # obstore raises assorted types; all mean "not usable"
+            if "<Code>NoSuchBucket</Code>" in str(exc):  # the store's answer, quoted past the first line
+                raise StorageUnavailable(f"image storage: the bucket {self.bucket!r} does not exist"
+                                         + (f" at {self.endpoint}" if self.endpoint else "")
+                                         + ": create it, or correct storage_url") from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise StorageUnavailable(f"image storage {self.where} is not usable: {first}") from None
 

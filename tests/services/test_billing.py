@@ -221,6 +221,7 @@ def test_failed_task_after_restart_is_refunded_once(backend, tmp_path):
     base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {ADMIN_KEY}"}
     with database(backend, tmp_path) as url:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": ADMIN_KEY,
+               "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
                "PIXELGATE_DATA_DIR": str(tmp_path / "data"), "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1",
                "PIXELGATE_TASK_LEASE_SECONDS": "1",
                "PIXELGATE_PRICES": '[{"model": "sandbox-async", "amount": "0.5"}]'}

@@ -1,5 +1,6 @@
-"""A change made through one instance reaches every other within a second (Redis pub/sub), even
-when each trusts what it read for much longer (cache_seconds); without Redis, cache_seconds."""
+"""A change made through one instance reaches every other at once (Redis pub/sub: tens of
+milliseconds), though each trusts what it read for much longer (cache_seconds); without Redis,
+only when that cache expires."""
 
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ import httpx
 import pytest
 
 from pixelgate.config import Settings
-from tests.conftest import ADMIN_KEY, database, run_gateway
+from tests.conftest import ADMIN_KEY, REDIS_URL, database, run_gateway
 
-REDIS = "redis://127.0.0.1:6379/0"
+CACHE_SECONDS = 300
+PUSHED = 30.0
+"""Seen this soon, a change was pushed: the cache alone would hold it CACHE_SECONDS. Generous, as
+a loaded 2-core machine took 1.35 s (the requests that look, not the push, are slow there)."""
 
 
 @pytest.fixture
 def pair(backend, tmp_path):
-    """Two gateways (two instances) on one database, caching for 300 s, sharing Redis."""
+    """Two gateways (two instances) on one database, caching for CACHE_SECONDS, sharing Redis."""
     namespace = "inv" + secrets.token_hex(4)
     with database(backend, tmp_path) as url:
         def settings(name: str, redis: bool = True) -> Settings:
-            return Settings(data_dir=tmp_path / name, database_url=url, admin_key=ADMIN_KEY, cache_seconds=300,
-                            unpriced="refuse", redis_url=REDIS if redis else None, redis_namespace=namespace)
+            return Settings(data_dir=tmp_path / name, database_url=url, admin_key=ADMIN_KEY,
+                            cache_seconds=CACHE_SECONDS, unpriced="refuse", redis_url=REDIS_URL if redis else None,
+                            redis_namespace=namespace)
 
         with run_gateway(settings("a")) as a, run_gateway(settings("b")) as b:
             yield a, b
@@ -41,15 +46,15 @@ def _generate(gateway, key: str, model: str = "sandbox-image") -> httpx.Response
         return client.post("/v1/images/generations", json={"model": model, "prompt": "x", "size": "16x16"})
 
 
-def test_a_key_disabled_on_one_instance_is_refused_by_the_other_within_a_second(pair):
+def test_a_key_disabled_on_one_instance_is_refused_by_the_other_long_before_its_cache_expires(pair):
     a, b = pair
     a.set_price("sandbox-image", "0")
     with a.http() as admin:
         created = admin.post("/admin/keys", json={"name": "k"}).json()
-    assert _generate(b, created["key"]).status_code == 200  # B now trusts it for 300 s
+    assert _generate(b, created["key"]).status_code == 200  # B now trusts it for CACHE_SECONDS
     with a.http() as admin:
         assert admin.patch(f"/admin/keys/{created['id']}", json={"enabled": False}).status_code == 200
-    took = _within(1.0, lambda: _generate(b, created["key"]).status_code == 401)
+    took = _within(PUSHED, lambda: _generate(b, created["key"]).status_code == 401)
     print(f"key change seen by the other instance after {took * 1000:.0f} ms")
 
 
@@ -59,24 +64,24 @@ def test_a_key_created_on_one_instance_works_at_once_on_the_other(pair):
     token = "pg-" + secrets.token_urlsafe(32)
     assert _generate(b, token).status_code == 401  # B has cached it as unknown
     a.run(a.services.keys.create("k", token=token))  # as the CLI or an import would
-    _within(1.0, lambda: _generate(b, token).status_code == 200)
+    _within(PUSHED, lambda: _generate(b, token).status_code == 200)
 
 
-def test_channels_and_prices_changed_on_one_instance_reach_the_other_within_a_second(pair):
+def test_channels_and_prices_changed_on_one_instance_reach_the_other_long_before_its_cache_expires(pair):
     a, b = pair
     a.set_price("sandbox-image", "0.5")
     key = a.create_key()
     assert _generate(b, key).status_code == 200
     with a.http() as admin:
         assert admin.patch("/admin/channels/sandbox", json={"enabled": False}).status_code == 200
-    _within(1.0, lambda: _generate(b, key).status_code == 503)
+    _within(PUSHED, lambda: _generate(b, key).status_code == 503)
     with a.http() as admin:
         assert admin.patch("/admin/channels/sandbox", json={"enabled": True}).status_code == 200
-        _within(1.0, lambda: _generate(b, key).status_code == 200)
+        _within(PUSHED, lambda: _generate(b, key).status_code == 200)
     _, payer = a.paying_key("1")
-    assert _generate(b, payer).status_code == 200  # 0.5 of 1: B has the price cached for 300 s
+    assert _generate(b, payer).status_code == 200  # 0.5 of 1: B has the price cached for CACHE_SECONDS
     a.set_price("sandbox-image", "5")  # now more than the balance
-    _within(1.0, lambda: _generate(b, payer).status_code == 402)
+    _within(PUSHED, lambda: _generate(b, payer).status_code == 402)
 
 
 def test_without_redis_the_other_instance_waits_for_its_cache(backend, tmp_path):

@@ -1,4 +1,4 @@
-"""Rate limits, in one process and shared through the real Redis on 127.0.0.1:6379."""
+"""Rate limits, in one process and shared through the real Redis (PIXELGATE_TEST_REDIS, else 127.0.0.1:6379)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pixelgate.errors import RateLimited
 from pixelgate.services import ratelimit
 from pixelgate.services.auth import Principal
 from pixelgate.services.ratelimit import RateLimiter
-
-REDIS = "redis://127.0.0.1:6379/0"
+from tests.conftest import REDIS_URL
 
 
 def principal(**limits) -> Principal:
@@ -23,7 +22,7 @@ def principal(**limits) -> Principal:
 @pytest.fixture(params=["process", "redis"])
 def limiters(request):
     """Two limiters, as two workers would have: shared only through Redis."""
-    url = REDIS if request.param == "redis" else None
+    url = REDIS_URL if request.param == "redis" else None
     return request.param, url
 
 
@@ -74,7 +73,7 @@ def test_no_burst_of_twice_the_limit_around_a_minute_turn(limiters):
 
 def test_workers_sharing_redis_share_the_allowance_and_the_slots():
     async def scenario():
-        one, two = RateLimiter(REDIS), RateLimiter(REDIS)
+        one, two = RateLimiter(REDIS_URL), RateLimiter(REDIS_URL)
         paced = principal(rate_limit_rpm=4)
         results = await asyncio.gather(*(_attempts(limiter, paced, 1) for limiter in (one, two) * 3))
         assert sum(r == [0] for r in results) == 4
@@ -123,7 +122,7 @@ def test_the_slots_of_a_dead_holder_free_themselves_and_a_live_one_keeps_its_own
 
 def test_namespaces_keep_fleets_sharing_one_redis_apart():
     async def scenario():
-        blue, green = RateLimiter(REDIS, "blue" + secrets.token_hex(3)), RateLimiter(REDIS, "green" + secrets.token_hex(3))
+        blue, green = RateLimiter(REDIS_URL, "blue" + secrets.token_hex(3)), RateLimiter(REDIS_URL, "green" + secrets.token_hex(3))
         who = principal(rate_limit_rpm=1, max_concurrent=1)
         first, second = await _attempts(blue, who, 2)
         assert first == 0 and second > 0 and (await _attempts(green, who, 1)) == [0]

@@ -14,7 +14,9 @@ import pytest
 from pixelgate.config import Settings
 from pixelgate.services.s3storage import EPOCH, S3Storage, StorageUnavailable
 from pixelgate.services.storage import LocalStorage
+from tests.cli import pixelgate
 from tests.conftest import ADMIN_KEY, png, run_gateway
+from tests.s3server import S3Bucket
 
 
 @pytest.fixture(params=["local", "moto", "seaweedfs"])
@@ -50,6 +52,16 @@ def test_unusable_bucket_fails_fast_with_one_line(s3_store):
         assert "no-such-bucket" in str(info.value) and "\n" not in str(info.value)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("server", ["moto_server", "seaweed_server"])
+def test_serve_names_a_missing_bucket_in_one_line(request, server, tmp_path):
+    missing = S3Bucket(request.getfixturevalue(server), f"no-such-bucket-{os.getpid()}")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}, **missing.env()}
+    proc = pixelgate("serve", "--port", "0", cwd=tmp_path, env=env)
+    assert proc.returncode != 0 and "listening on" not in proc.stdout
+    assert proc.stderr.strip() == (f"Error: image storage: the bucket '{missing.bucket}' does not exist at "
+                                   f"{missing.endpoint}: create it, or correct storage_url"), proc.stderr
 
 
 def test_retention_deletes_whole_old_days_on_seaweedfs(seaweed_store):
