@@ -136,7 +136,8 @@ def install(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API",
                                    swagger_js_url="/docs/static/swagger-ui-bundle.js",
                                    swagger_css_url="/docs/static/swagger-ui.css",
-                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # its badge asks swagger.io
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
@@ -162,11 +163,11 @@ def build(app: FastAPI) -> dict:
         operation = paths.get(path, {}).get(method)
         if operation is not None:
             operation["requestBody"] = {"required": True, "content": body}
-    _copy(paths, "/v1/images/generations", "/images/generations")
-    _copy(paths, "/ideogram/edit", "/ideogram/eidt")
+    _copy(paths, "/v1/images/generations", "/images/generations", "without /v1")
+    _copy(paths, "/ideogram/edit", "/ideogram/eidt", "the document's own spelling")
     for path in [p for p in paths if p.startswith("/mj/")]:
         for mode in ("mj-fast", "mj-turbo", "mj-relax"):
-            _copy(paths, path, f"/{mode}{path}")
+            _copy(paths, path, f"/{mode}{path}", mode)
     paths["/healthz"] = {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
                                  "tags": ["Health"],
                                  "responses": {"200": ok(Health, description="The gateway is up")[200]}}}
@@ -188,7 +189,7 @@ def _drop_placeholders(responses: dict) -> None:
             del content["application/json"]
 
 
-def _copy(paths: dict, source: str, target: str) -> None:
+def _copy(paths: dict, source: str, target: str, note: str) -> None:
     if source not in paths:
         return
     item = copy.deepcopy(paths[source])
@@ -196,6 +197,7 @@ def _copy(paths: dict, source: str, target: str) -> None:
     for operation in item.values():
         if isinstance(operation, dict) and "operationId" in operation:
             operation["operationId"] += suffix
+            operation["summary"] = f"{operation['summary']} ({note})"
     paths[target] = item
 
 
