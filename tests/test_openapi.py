@@ -117,7 +117,7 @@ class Conformance:
                 self.problems.append(f"{where}: {error.message} at {list(error.absolute_path)}")
 
 
-@pytest.mark.long(10)
+@pytest.mark.long(5)
 def test_real_answers_of_every_surface_conform_to_the_document(simulated):
     check = Conformance(httpx.get(simulated.base_url + "/openapi.json").json())
     hooks = {"response": [check]}

@@ -12,9 +12,10 @@ from tests.console.test_console_browser import browser  # noqa: F401  (the fixtu
 
 
 @pytest.fixture
-def offline_page(browser, module_gateway, backend):  # noqa: F811
+def offline_page(request, backend, browser):  # noqa: F811
     if backend != "sqlite":
         pytest.skip("the pages do not depend on the database")
+    base = request.getfixturevalue("module_gateway").base_url
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     refused: list[str] = []
 
@@ -29,11 +30,11 @@ def offline_page(browser, module_gateway, backend):  # noqa: F811
     page.route("**/*", local_only)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page, module_gateway.base_url, refused, errors
+    yield page, base, refused, errors
     page.close()
 
 
-@pytest.mark.long(8)
+@pytest.mark.long(20)
 def test_swagger_ui_renders_every_api_offline(offline_page):
     page, base, refused, errors = offline_page
     page.goto(base + "/docs")
@@ -47,7 +48,7 @@ def test_swagger_ui_renders_every_api_offline(offline_page):
     assert not refused and not errors, (refused, errors)
 
 
-@pytest.mark.long(8)
+@pytest.mark.long(15)
 def test_redoc_renders_every_api_offline(offline_page):
     page, base, refused, errors = offline_page
     page.goto(base + "/redoc")
