@@ -20,11 +20,17 @@ from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view, channel_warnings
 from pixelgate.services import metrics
 from pixelgate.services.usage import MAX_ID, usage
+from pixelgate.surfaces._answers import (AccountView, AdminTask, ChannelList, ChannelView, KeyList, KeyView,
+                                         NewChannel, NewKey, NewPrice, OpenAIError, PriceList, RequestList,
+                                         UsageReport)
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces._openapi import Errors, ok
 from pixelgate.surfaces.openai_images import _json_body, render_error
 
-router = APIRouter(prefix="/admin", route_class=surface_route("admin", render_error, logged=False))
+router = APIRouter(prefix="/admin", route_class=surface_route("admin", render_error, logged=False), tags=["Admin"])
+ERRORS = Errors(OpenAIError, always=(401, 403, 429, 500), notes={403: "The key is not an admin key"})
+GONE = {"description": "Deleted"}
 
 
 async def _admin(request: Request) -> None:
@@ -106,20 +112,22 @@ def account_view(account) -> dict:
             "available": None if account.balance is None else Decimal(account.balance) - Decimal(account.reserved)}
 
 
-@router.get("/metrics")
+@router.get("/metrics", summary="Prometheus metrics",
+            responses={**ok(None, also={"text/plain": {"type": "string", "description": metrics.CONTENT_TYPE}}),
+                       **ERRORS()})
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format; scrape it with the admin key as bearer token."""
     await _admin(request)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
-@router.get("/keys")
+@router.get("/keys", summary="List keys", responses={**ok(KeyList), **ERRORS()})
 async def list_keys(request: Request) -> Response:
     await _admin(request)
     return JSONResponse({"data": [key_view(k) for k in await request.app.state.services.keys.list()]})
 
 
-@router.post("/keys")
+@router.post("/keys", summary="Create a key", status_code=201, responses={**ok(NewKey, 201), **ERRORS(400, 404, 413)})
 async def create_key(request: Request) -> Response:
     await _admin(request)
     body = _parse(KeyCreate, await _json_body(request))
@@ -132,13 +140,13 @@ async def create_key(request: Request) -> Response:
     return JSONResponse({**key_view(row), "key": token}, status_code=201)
 
 
-@router.get("/keys/{key_id}")
+@router.get("/keys/{key_id}", summary="Get a key", responses={**ok(KeyView), **ERRORS(400, 404)})
 async def get_key(key_id: int, request: Request) -> Response:
     await _admin(request)
     return JSONResponse(key_view(await request.app.state.services.keys.get(_id(key_id, "API key"))))
 
 
-@router.patch("/keys/{key_id}")
+@router.patch("/keys/{key_id}", summary="Update a key", responses={**ok(KeyView), **ERRORS(400, 404, 413)})
 async def update_key(key_id: int, request: Request) -> Response:
     await _admin(request)
     _id(key_id, "API key")
@@ -147,20 +155,21 @@ async def update_key(key_id: int, request: Request) -> Response:
     return JSONResponse(key_view(row))
 
 
-@router.delete("/keys/{key_id}")
+@router.delete("/keys/{key_id}", summary="Delete a key", status_code=204, responses={204: GONE, **ERRORS(400, 404)})
 async def delete_key(key_id: int, request: Request) -> Response:
     await _admin(request)
     await request.app.state.services.keys.delete(_id(key_id, "API key"))
     return Response(status_code=204)
 
 
-@router.get("/channels")
+@router.get("/channels", summary="List channels", responses={**ok(ChannelList), **ERRORS()})
 async def list_channels(request: Request) -> Response:
     await _admin(request)
     return JSONResponse({"data": [channel_view(c) for c in await request.app.state.services.directory.list()]})
 
 
-@router.post("/channels")
+@router.post("/channels", summary="Create a channel", status_code=201,
+             responses={**ok(NewChannel, 201), **ERRORS(400, 413)})
 async def create_channel(request: Request) -> Response:
     await _admin(request)
     cfg = _parse(ChannelConfig, await _json_body(request))
@@ -170,13 +179,13 @@ async def create_channel(request: Request) -> Response:
     return JSONResponse({**channel_view(row), "warnings": warnings}, status_code=201)
 
 
-@router.get("/channels/{name}")
+@router.get("/channels/{name}", summary="Get a channel", responses={**ok(ChannelView), **ERRORS(404)})
 async def get_channel(name: str, request: Request) -> Response:
     await _admin(request)
     return JSONResponse(channel_view(await request.app.state.services.directory.get(name)))
 
 
-@router.patch("/channels/{name}")
+@router.patch("/channels/{name}", summary="Update a channel", responses={**ok(ChannelView), **ERRORS(400, 404, 413)})
 async def update_channel(name: str, request: Request) -> Response:
     await _admin(request)
     changes = await _json_body(request)
@@ -193,14 +202,14 @@ async def update_channel(name: str, request: Request) -> Response:
     return JSONResponse(channel_view(row))
 
 
-@router.delete("/channels/{name}")
+@router.delete("/channels/{name}", summary="Delete a channel", status_code=204, responses={204: GONE, **ERRORS(404)})
 async def delete_channel(name: str, request: Request) -> Response:
     await _admin(request)
     await request.app.state.services.directory.delete(name)
     return Response(status_code=204)
 
 
-@router.get("/requests")
+@router.get("/requests", summary="The request log", responses={**ok(RequestList), **ERRORS(400)})
 async def list_requests(request: Request, limit: int = 50) -> Response:
     await _admin(request)
     services = request.app.state.services
@@ -217,7 +226,8 @@ async def list_requests(request: Request, limit: int = 50) -> Response:
 
 # ---- accounts, prices, usage ----
 
-@router.post("/accounts")
+@router.post("/accounts", summary="Create an account", status_code=201,
+             responses={**ok(AccountView, 201), **ERRORS(400, 413)})
 async def create_account(request: Request) -> Response:
     await _admin(request)
     body = _parse(AccountCreate, await _json_body(request))
@@ -226,7 +236,8 @@ async def create_account(request: Request) -> Response:
     return JSONResponse(account_view(account), status_code=201)
 
 
-@router.patch("/accounts/{account_id}")
+@router.patch("/accounts/{account_id}", summary="Update an account",
+              responses={**ok(AccountView), **ERRORS(400, 404, 413)})
 async def update_account(account_id: int, request: Request) -> Response:
     await _admin(request)
     _id(account_id, "account", "account_id")
@@ -237,14 +248,15 @@ async def update_account(account_id: int, request: Request) -> Response:
     return JSONResponse(account_view(account))
 
 
-@router.get("/accounts/{account_id}")
+@router.get("/accounts/{account_id}", summary="Get an account", responses={**ok(AccountView), **ERRORS(400, 404)})
 async def get_account(account_id: int, request: Request) -> Response:
     await _admin(request)
     return JSONResponse(account_view(await request.app.state.services.engine.billing.account(
         _id(account_id, "account", "account_id"))))
 
 
-@router.post("/accounts/{account_id}/topup")
+@router.post("/accounts/{account_id}/topup", summary="Top up an account",
+             responses={**ok(AccountView), **ERRORS(400, 404, 413)})
 async def top_up(account_id: int, request: Request) -> Response:
     await _admin(request)
     _id(account_id, "account", "account_id")
@@ -264,7 +276,7 @@ class PriceCreate(BaseModel):
     dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
 
 
-@router.get("/prices")
+@router.get("/prices", summary="The price table", responses={**ok(PriceList), **ERRORS()})
 async def list_prices(request: Request) -> Response:
     """The effective price table: built-in defaults, config-file prices and admin prices."""
     await _admin(request)
@@ -277,7 +289,7 @@ async def list_prices(request: Request) -> Response:
     return JSONResponse({"currency": billing.currency, "data": data})
 
 
-@router.post("/prices")
+@router.post("/prices", summary="Set a price", status_code=201, responses={**ok(NewPrice, 201), **ERRORS(400, 413)})
 async def create_price(request: Request) -> Response:
     await _admin(request)
     body = _parse(PriceCreate, await _json_body(request))
@@ -292,7 +304,8 @@ async def create_price(request: Request) -> Response:
     return JSONResponse({"id": row.id, **body.model_dump(mode="json"), "currency": row.currency}, status_code=201)
 
 
-@router.delete("/prices/{price_id}")
+@router.delete("/prices/{price_id}", summary="Delete a price", status_code=204,
+               responses={204: GONE, **ERRORS(400, 404)})
 async def delete_price(price_id: int, request: Request) -> Response:
     await _admin(request)
     services = request.app.state.services
@@ -305,7 +318,7 @@ async def delete_price(price_id: int, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/usage")
+@router.get("/usage", summary="Usage of every key", responses={**ok(UsageReport), **ERRORS(400)})
 async def all_usage(request: Request, group_by: str = "model", key_id: int | None = None, days: int = 30) -> Response:
     await _admin(request)
     services = request.app.state.services
@@ -314,7 +327,7 @@ async def all_usage(request: Request, group_by: str = "model", key_id: int | Non
     return JSONResponse({"currency": services.engine.billing.currency, **report})
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", summary="Any key's task", responses={**ok(AdminTask), **ERRORS(404)})
 async def get_task(task_id: str, request: Request) -> Response:
     """Any key's task, with every webhook delivery and attempt."""
     await _admin(request)

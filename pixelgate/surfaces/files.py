@@ -10,17 +10,22 @@ from fastapi.responses import RedirectResponse
 
 from pixelgate.domain.images import MIME_BY_FORMAT
 from pixelgate.errors import Forbidden, NotFound
+from pixelgate.surfaces._answers import OpenAIError
+from pixelgate.surfaces._openapi import BINARY, Errors, ok
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces.openai_images import render_error
 
-router = APIRouter(route_class=surface_route("files", render_error, logged=False))
+router = APIRouter(route_class=surface_route("files", render_error, logged=False), tags=["Files"])
 
 _NAME = re.compile(r"^([0-9a-f]{32})\.(png|jpg|webp|gif)$")
 _MIME = {"png": MIME_BY_FORMAT["png"], "jpg": MIME_BY_FORMAT["jpeg"], "webp": MIME_BY_FORMAT["webp"],
          "gif": MIME_BY_FORMAT["gif"]}
 
 
-@router.get("/files/{name}")
+@router.get("/files/{name}", summary="An image, by signed link", openapi_extra={"security": []},
+            responses={**ok(None, description="The image", also=dict.fromkeys(_MIME.values(), BINARY)),
+                       307: {"description": "Redirected to the storage's own presigned URL (presigned_urls)"},
+                       **Errors(OpenAIError)(400, 403, 404)})
 async def get_file(name: str, request: Request, exp: int = 0, sig: str = "") -> Response:
     services = request.app.state.services
     match = _NAME.match(name)

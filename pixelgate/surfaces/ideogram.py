@@ -65,8 +65,10 @@ from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NoCha
                               PayloadTooLarge, UpstreamContentFiltered)
 from pixelgate.providers.ideogram import (LEGACY_RATIOS, LEGACY_RESOLUTIONS, MAX_SEED, STYLE_PRESETS,
                                           V3_IDS, V3_RATIOS, V3_RESOLUTIONS, V4_IDS, V4_RESOLUTIONS)
+from pixelgate.surfaces._answers import IdeogramDescribed, IdeogramError, IdeogramImages
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces._openapi import GENERATING, Errors, ok
 from pixelgate.surfaces.openai_images import _authenticate, check_depth
 
 PROVIDER = "ideogram"
@@ -84,7 +86,9 @@ def render_error(exc: GatewayError) -> Response:
     return JSONResponse({"error": message}, status_code=status)
 
 
-router = APIRouter(route_class=surface_route("ideogram", render_error))
+router = APIRouter(route_class=surface_route("ideogram", render_error), tags=["Ideogram"])
+ERRORS = Errors(IdeogramError, notes={422: "The vendor's safety system refused the prompt or image"})
+IMAGES = {**ok(IdeogramImages, description="The images, with the gateway's own URLs"), **ERRORS(422, *GENERATING)}
 
 
 # -- the document's vocabulary --
@@ -430,7 +434,7 @@ def _v4_rules(p: dict[str, Any]) -> None:
                              "QUALITY.", field="rendering_speed")
 
 
-@router.post("/ideogram/v1/ideogram-v4/generate")
+@router.post("/ideogram/v1/ideogram-v4/generate", summary="Ideogram 4.0: generate", responses=IMAGES)
 async def v4_generate(request: Request) -> Response:
     ctx = await _authenticate(request)
     p = _check(await _read(request, json_ok=True), V4_GEN, set())
@@ -453,27 +457,28 @@ async def _v3(request: Request, op: Operation) -> Response:
     return await _run(request, ctx, req, p, "image")
 
 
-@router.post("/ideogram/v1/ideogram-v3/generate")
+@router.post("/ideogram/v1/ideogram-v3/generate", summary="Ideogram 3.0: generate", responses=IMAGES)
 async def v3_generate(request: Request) -> Response:
     return await _v3(request, Operation.GENERATE)
 
 
-@router.post("/ideogram/v1/ideogram-v3/remix")
+@router.post("/ideogram/v1/ideogram-v3/remix", summary="Ideogram 3.0: remix an image", responses=IMAGES)
 async def v3_remix(request: Request) -> Response:
     return await _v3(request, Operation.REMIX)
 
 
-@router.post("/ideogram/v1/ideogram-v3/edit")
+@router.post("/ideogram/v1/ideogram-v3/edit", summary="Ideogram 3.0: edit inside a mask", responses=IMAGES)
 async def v3_edit(request: Request) -> Response:
     return await _v3(request, Operation.EDIT)
 
 
-@router.post("/ideogram/v1/ideogram-v3/reframe")
+@router.post("/ideogram/v1/ideogram-v3/reframe", summary="Ideogram 3.0: reframe a square image", responses=IMAGES)
 async def v3_reframe(request: Request) -> Response:
     return await _v3(request, Operation.REFRAME)
 
 
-@router.post("/ideogram/v1/ideogram-v3/replace-background")
+@router.post("/ideogram/v1/ideogram-v3/replace-background", summary="Ideogram 3.0: replace the background",
+             responses=IMAGES)
 async def v3_replace_background(request: Request) -> Response:
     return await _v3(request, Operation.REPLACE_BACKGROUND)
 
@@ -509,27 +514,28 @@ def _legacy_rules(op: Operation, model: str, p: dict[str, Any]) -> None:
                                  field=name, code="unsupported_parameter")
 
 
-@router.post("/ideogram/generate")
+@router.post("/ideogram/generate", summary="Legacy: generate", responses=IMAGES)
 async def legacy_generate(request: Request) -> Response:
     return await _legacy(request, Operation.GENERATE)
 
 
-@router.post("/ideogram/remix")
+@router.post("/ideogram/remix", summary="Legacy: remix an image", responses=IMAGES)
 async def legacy_remix(request: Request) -> Response:
     return await _legacy(request, Operation.REMIX)
 
 
-@router.post("/ideogram/edit")
+@router.post("/ideogram/edit", summary="Legacy: edit inside a mask", responses=IMAGES)
 @router.post("/ideogram/eidt", include_in_schema=False)  # the URL of the document's own example
 async def legacy_edit(request: Request) -> Response:
     return await _legacy(request, Operation.EDIT)
 
 
-@router.post("/ideogram/upscale")
+@router.post("/ideogram/upscale", summary="Legacy: upscale an image", responses=IMAGES)
 async def legacy_upscale(request: Request) -> Response:
     return await _legacy(request, Operation.UPSCALE)
 
 
-@router.post("/ideogram/describe")
+@router.post("/ideogram/describe", summary="Legacy: describe an image",
+             responses={**ok(IdeogramDescribed), **ERRORS(422, *GENERATING)})
 async def legacy_describe(request: Request) -> Response:
     return await _legacy(request, Operation.DESCRIBE)

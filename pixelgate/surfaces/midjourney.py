@@ -51,8 +51,10 @@ from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NotFo
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
+from pixelgate.surfaces._answers import MidjourneyResult, MidjourneyTask
 from pixelgate.surfaces._route import context, surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces._openapi import Errors, ok
 
 PROVIDER = "midjourney"
 MAX_LISTED = 500
@@ -86,7 +88,10 @@ def render_error(exc: GatewayError) -> Response:
     return JSONResponse(body, status_code=401 if isinstance(exc, Unauthorized) else 200)
 
 
-router = APIRouter(route_class=surface_route("midjourney", render_error))
+router = APIRouter(route_class=surface_route("midjourney", render_error), tags=["Midjourney"])
+ERRORS = Errors(MidjourneyResult, always=(401,), notes={404: "No such task (code 3)"})
+SUBMITTED = {**ok(MidjourneyResult, description="The outcome, by code: 1 submitted, else refused"), **ERRORS()}
+LISTED = {**ok(([MidjourneyTask], MidjourneyResult), description="The tasks; or a refusal, by code"), **ERRORS()}
 
 
 def route(method: str, path: str, **options: Any) -> Callable:
@@ -314,7 +319,7 @@ async def _submit(request: Request, body: SubmitBody, req: ImageRequest, client_
     return JSONResponse({"code": code, "description": description, "result": task.id, "properties": properties})
 
 
-@route("POST", "/submit/imagine")
+@route("POST", "/submit/imagine", summary="Imagine: images from a prompt", responses=SUBMITTED)
 async def imagine(request: Request) -> Response:
     await _authenticate(request)
     body: ImagineBody = await _body(request, ImagineBody)
@@ -330,7 +335,7 @@ async def imagine(request: Request) -> Response:
                          {"action": "IMAGINE", "description": "/imagine " + body.prompt})
 
 
-@route("POST", "/submit/blend")
+@route("POST", "/submit/blend", summary="Blend 2-5 images", responses=SUBMITTED)
 async def blend(request: Request) -> Response:
     await _authenticate(request)
     body: BlendBody = await _body(request, BlendBody)
@@ -345,7 +350,7 @@ async def blend(request: Request) -> Response:
                          {"action": "BLEND"})
 
 
-@route("POST", "/submit/describe")
+@route("POST", "/submit/describe", summary="Describe an image", responses=SUBMITTED)
 async def describe(request: Request) -> Response:
     await _authenticate(request)
     body: DescribeBody = await _body(request, DescribeBody)
@@ -382,7 +387,7 @@ async def _follow_up(request: Request, body: SubmitBody, parent: Task, upstream_
     return await _submit(request, body, req, {"taskId": parent.id, **client_input}, meta)
 
 
-@route("POST", "/submit/change")
+@route("POST", "/submit/change", summary="Upscale, vary or reroll a task", responses=SUBMITTED)
 async def change(request: Request) -> Response:
     await _authenticate(request)
     return await _change(request, await _body(request, ChangeBody))
@@ -398,7 +403,8 @@ async def _change(request: Request, body: ChangeBody) -> Response:
                             {"action": body.action, "index": index}, body.action)
 
 
-@route("POST", "/submit/simple-change")
+@route("POST", "/submit/simple-change", summary="Change by a short command (\"<id> U1\")",
+       responses=SUBMITTED)
 async def simple_change(request: Request) -> Response:
     await _authenticate(request)
     body: SimpleChangeBody = await _body(request, SimpleChangeBody)
@@ -412,7 +418,7 @@ async def simple_change(request: Request) -> Response:
                                               **body.model_dump(include={"notifyHook", "state", "botType"})))
 
 
-@route("POST", "/submit/action")
+@route("POST", "/submit/action", summary="Press a button of a task", responses=SUBMITTED)
 async def action(request: Request) -> Response:
     await _authenticate(request)
     body: ActionBody = await _body(request, ActionBody)
@@ -427,7 +433,7 @@ async def action(request: Request) -> Response:
                             {"customId": body.customId}, name)
 
 
-@route("POST", "/submit/modal")
+@route("POST", "/submit/modal", summary="Answer a task waiting in MODAL", responses=SUBMITTED)
 async def modal(request: Request) -> Response:
     await _authenticate(request)
     body: ModalBody = await _body(request, ModalBody)
@@ -460,14 +466,17 @@ async def _own(request: Request, task_id: str) -> Task | None:
         return None
 
 
-@route("GET", "/task/{task_id}/fetch")
+@route("GET", "/task/{task_id}/fetch", summary="Get a task",
+       responses={**ok((MidjourneyTask, MidjourneyResult), description="The task; or a refusal, by code"),
+                  **ERRORS(404)})
 async def fetch(task_id: str, request: Request) -> Response:
     if (task := await _own(request, task_id)) is None:
         return _missing(task_id)
     return JSONResponse(render_task(task, str(request.base_url), request.app.state.services))
 
 
-@route("GET", "/task/{task_id}/image-seed")
+@route("GET", "/task/{task_id}/image-seed", summary="The seed of a task's image",
+       responses={**ok(MidjourneyResult, description="The seed in result (code 1); or a refusal"), **ERRORS(404)})
 async def image_seed(task_id: str, request: Request) -> Response:
     await _authenticate(request)
     try:
@@ -479,7 +488,9 @@ async def image_seed(task_id: str, request: Request) -> Response:
     return JSONResponse({"code": 1, "description": "成功", "result": seed})
 
 
-@route("POST", "/task/{task_id}/cancel")
+@route("POST", "/task/{task_id}/cancel", summary="Cancel a task",
+       responses={**ok(MidjourneyResult, description="Canceled and refunded (code 1); code 4 if it had finished"),
+                  **ERRORS(404)})
 async def cancel(task_id: str, request: Request) -> Response:
     if (task := await _own(request, task_id)) is None:
         return _missing(task_id)
@@ -491,8 +502,8 @@ async def cancel(task_id: str, request: Request) -> Response:
     return JSONResponse({"code": 1, "description": "成功", "result": task.id, "properties": {}})
 
 
-@route("GET", "/task/list")
-@route("GET", "/task/queue")
+@route("GET", "/task/list", summary="The newest 100 tasks", responses=LISTED)
+@route("GET", "/task/queue", summary="The unfinished tasks among the newest 100", responses=LISTED)
 async def recent(request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
@@ -501,7 +512,7 @@ async def recent(request: Request) -> Response:
     return JSONResponse([render_task(t, str(request.base_url), services) for t in tasks])
 
 
-@route("POST", "/task/list-by-condition")
+@route("POST", "/task/list-by-condition", summary="Tasks by id", responses=LISTED)
 @route("POST", "/task/list-by-ids", include_in_schema=False)  # trueai's name for it
 async def list_by_condition(request: Request) -> Response:
     ctx = await _authenticate(request)

@@ -27,7 +27,9 @@ from pixelgate.services import lifecycle
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
 from pixelgate.services.usage import usage
+from pixelgate.surfaces._answers import ImagesResponse, ModelInfo, ModelList, OpenAIError, UsageReport
 from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces._openapi import GENERATING, Errors, ok
 from pixelgate.surfaces._route import context, format_amount, surface_route
 
 
@@ -39,8 +41,11 @@ def render_error(exc: GatewayError) -> Response:
 NATIVE_ONLY_META = {"withheld", "descriptions", "usage_metadata", "token_usage"}
 """Vendor facts that only the vendor's own surface shows, in its own shape."""
 
-router = APIRouter(route_class=surface_route("openai", render_error))
-models_router = APIRouter(route_class=surface_route("openai", render_error, logged=False))
+ERRORS = Errors(OpenAIError)
+IMAGES = {**ok(ImagesResponse, also={"text/event-stream": {"type": "string", "description": "with stream: true"}}),
+          **ERRORS(*GENERATING)}
+router = APIRouter(route_class=surface_route("openai", render_error), tags=["OpenAI Images"])
+models_router = APIRouter(route_class=surface_route("openai", render_error, logged=False), tags=["OpenAI Images"])
 
 DEFAULT_MODEL = {Operation.GENERATE: "dall-e-2", Operation.EDIT: "gpt-image-1.5",
                  Operation.VARIATION: "dall-e-2"}
@@ -174,7 +179,7 @@ async def _authenticate(request: Request):
     return ctx
 
 
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", summary="Create images", responses=IMAGES)
 @router.post("/images/generations", include_in_schema=False)
 async def generations(request: Request) -> Response:
     ctx = await _authenticate(request)
@@ -182,7 +187,7 @@ async def generations(request: Request) -> Response:
     return await _answer(request, req, ctx)
 
 
-@router.post("/v1/images/edits")
+@router.post("/v1/images/edits", summary="Edit images (multipart, or JSON with image URLs)", responses=IMAGES)
 async def edits(request: Request) -> Response:
     if request.headers.get("content-type", "").startswith("application/json"):
         return await _json_edit(request)
@@ -214,7 +219,7 @@ def _image_url(ref: Any, field: str) -> str:
     return ref["image_url"]
 
 
-@router.post("/v1/images/variations")
+@router.post("/v1/images/variations", summary="Create variations of an image", responses=IMAGES)
 async def variations(request: Request) -> Response:
     return await _multipart(request, Operation.VARIATION)
 
@@ -283,7 +288,7 @@ async def _sse(request: Request, events: AsyncIterator, req: ImageRequest, ctx) 
         yield f": pixelgate-cost {format_amount(ctx.cost)} {currency}\n\n".encode()
 
 
-@models_router.get("/v1/usage")
+@models_router.get("/v1/usage", summary="The key's own usage", responses={**ok(UsageReport), **ERRORS(400, 401)})
 async def own_usage(request: Request, group_by: str = "model", days: int = 30) -> Response:
     """The calling key's spend and images."""
     ctx = await _authenticate(request)
@@ -293,7 +298,7 @@ async def own_usage(request: Request, group_by: str = "model", days: int = 30) -
     return JSONResponse({"currency": services.engine.billing.currency, **report})
 
 
-@models_router.get("/v1/models")
+@models_router.get("/v1/models", summary="List models", responses={**ok(ModelList), **ERRORS(401)})
 async def list_models(request: Request) -> Response:
     ctx = await _authenticate(request)
     data = [m for m in await _models(request) if ctx.principal.may_use(m["id"])]
@@ -305,7 +310,8 @@ async def _models(request: Request) -> list[dict]:
     return lifecycle.model_list(await services.directory.models(), services.settings.retired_models)
 
 
-@models_router.get("/v1/models/{model_id:path}")
+@models_router.get("/v1/models/{model_id:path}", summary="Get a model",
+                   responses={**ok(ModelInfo), **ERRORS(401, 404)})
 async def get_model(model_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     for model in await _models(request):

@@ -31,8 +31,10 @@ from pixelgate.errors import GatewayError, InvalidRequest, NotFound
 from pixelgate.providers.base import EDIT, GENERATE
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
+from pixelgate.surfaces._answers import OpenAIError, Prediction, Submitted
 from pixelgate.surfaces._route import surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, ok
 from pixelgate.surfaces.openai_images import _authenticate, _json_body
 
 TOP_LEVEL = {"model", "input", "webhook", "webhook_events_filter", "id"}
@@ -63,7 +65,8 @@ def input_fields() -> Iterator[None]:
         raise
 
 
-router = APIRouter(route_class=surface_route("predictions", render_error))
+router = APIRouter(route_class=surface_route("predictions", render_error), tags=["Predictions"])
+ERRORS = Errors(OpenAIError)
 
 
 class CommonInput(BaseModel):
@@ -136,7 +139,10 @@ def prefer(request: Request) -> tuple[bool, float | None]:
     return "respond-async" in header, wait
 
 
-@router.post("/models/{vendor}/{model:path}/predictions")
+@router.post("/models/{vendor}/{model:path}/predictions", summary="Create a prediction",
+             responses={**ok(Prediction, description="Finished: a synchronous model, or one waited for"),
+                        **ok(Submitted, 201, "Accepted as a task: poll it, or wait for the webhook"),
+                        **ERRORS(*GENERATING)})
 async def create_prediction(vendor: str, model: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     body = await _json_body(request)
@@ -172,7 +178,7 @@ async def check_webhook(request: Request, webhook: Any) -> str | None:
     return webhook
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", summary="Get a task", responses={**ok(Prediction), **ERRORS(401, 404)})
 async def get_task(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
@@ -180,7 +186,7 @@ async def get_task(task_id: str, request: Request) -> Response:
     return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
-@router.post("/tasks/{task_id}/cancel")
+@router.post("/tasks/{task_id}/cancel", summary="Cancel a task", responses={**ok(Prediction), **ERRORS(*CANCELING)})
 async def cancel_task(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services

@@ -14,8 +14,10 @@ from fastapi import APIRouter, Request, Response
 
 from pixelgate.db.models import Task
 from pixelgate.errors import GatewayError, InvalidRequest
+from pixelgate.surfaces._answers import ReplicatePrediction, ReplicateProblem, WebhookSecret
 from pixelgate.surfaces._route import surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
+from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, ok
 from pixelgate.surfaces.openai_images import _authenticate, _json_body
 from pixelgate.surfaces.predictions import (VENDOR_PROVIDERS, _iso, _seconds, check_webhook, input_fields,
                                             output_items, prefer, to_request)
@@ -34,7 +36,9 @@ def render_error(exc: GatewayError) -> Response:
     return JSONResponse(body, status_code=status, headers={"content-type": "application/problem+json"})
 
 
-router = APIRouter(route_class=surface_route("replicate", render_error))
+router = APIRouter(route_class=surface_route("replicate", render_error), tags=["Replicate"])
+ERRORS = Errors(ReplicateProblem, "application/problem+json",
+                notes={400: "The request is invalid", 422: "Input validation failed: invalid_fields names the field"})
 
 
 async def render(task: Task, base_url: str, services) -> dict:
@@ -50,7 +54,9 @@ async def render(task: Task, base_url: str, services) -> dict:
             "metrics": {"predict_time": _seconds(task), **task_cost(task)} if task.completed_at else {}}
 
 
-@router.post("/v1/models/{owner}/{name}/predictions")
+@router.post("/v1/models/{owner}/{name}/predictions", summary="Create a prediction", status_code=201,
+             responses={**ok(ReplicatePrediction, 201, "The prediction (finished, if Prefer: wait saw it finish)"),
+                        **ERRORS(422, *GENERATING)})
 async def create(owner: str, name: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     body = await _json_body(request)
@@ -73,14 +79,16 @@ async def create(owner: str, name: str, request: Request) -> Response:
     return JSONResponse(await render(task, str(request.base_url), services), status_code=201)
 
 
-@router.get("/v1/predictions/{task_id}")
+@router.get("/v1/predictions/{task_id}", summary="Get a prediction",
+            responses={**ok(ReplicatePrediction), **ERRORS(401, 404)})
 async def get(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
     return JSONResponse(await render(await services.tasks.get(task_id, ctx.principal.key_id), str(request.base_url), services))
 
 
-@router.post("/v1/predictions/{task_id}/cancel")
+@router.post("/v1/predictions/{task_id}/cancel", summary="Cancel a prediction",
+             responses={**ok(ReplicatePrediction), **ERRORS(*CANCELING)})
 async def cancel(task_id: str, request: Request) -> Response:
     ctx = await _authenticate(request)
     services = request.app.state.services
@@ -88,7 +96,8 @@ async def cancel(task_id: str, request: Request) -> Response:
     return JSONResponse(await render(task, str(request.base_url), services))
 
 
-@router.get("/v1/webhooks/default/secret")
+@router.get("/v1/webhooks/default/secret", summary="The webhook signing secret",
+            responses={**ok(WebhookSecret), **ERRORS(401)})
 async def webhook_secret(request: Request) -> Response:
     ctx = await _authenticate(request)
     return JSONResponse({"key": await request.app.state.services.tasks.webhook_secret(ctx.principal.key_id)})
