@@ -3,6 +3,7 @@ Upstream keys are accepted here but never returned."""
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from datetime import datetime
 from decimal import Decimal
@@ -20,15 +21,18 @@ from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view, channel_warnings
 from pixelgate.services import metrics
 from pixelgate.services.usage import MAX_ID, usage
-from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces._route import context, surface_route
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces.openai_images import _json_body, render_error
 
 router = APIRouter(prefix="/admin", route_class=surface_route("admin", render_error, logged=False))
+metrics_router = APIRouter(route_class=surface_route("admin", render_error, logged=False))
+"""GET /metrics, where Prometheus looks by default."""
 
 
 async def _admin(request: Request) -> None:
-    principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    principal = context(request).principal = await request.app.state.services.keys.authenticate(
+        token_from_headers(request.headers))
     if not principal.is_admin:
         raise Forbidden("This endpoint needs an admin key.", code="admin_required")
 
@@ -107,9 +111,13 @@ def account_view(account) -> dict:
 
 
 @router.get("/metrics")
+@metrics_router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus text format; scrape it with the admin key as bearer token."""
-    await _admin(request)
+    """Prometheus text format; scrape it with the `metrics_token` (or the admin key) as bearer token."""
+    expected = request.app.state.services.settings.metrics_token
+    token = token_from_headers(request.headers)
+    if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
+        await _admin(request)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
