@@ -72,7 +72,11 @@ class AccessLog:
             "currency": self.currency if ctx is not None and ctx.cost is not None else None,
             "ms": round((time.perf_counter() - started) * 1000, 1),
         }
-        access.info("%s %s %d", scope["method"], quoted(scope["path"]), status, extra={"access": fields})
+        # makeRecord + handle is access.info() without the walk up the stack for the caller's
+        # file and line, a fifth of the line's cost, and the same for every line
+        access.handle(access.makeRecord(access.name, logging.INFO, __file__, 0, "%s %s %d",
+                                        (scope["method"], quoted(scope["path"]), status), None,
+                                        extra={"access": fields}))
 
 
 def _surface(path: str) -> str | None:

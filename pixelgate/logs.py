@@ -35,6 +35,8 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 _IN_MESSAGE = ("method", "path", "status")
+_FREE_TEXT = ("key_name", "model", "channel")
+"""Access fields anyone may have written; the others are ours (ids, numbers, names we chose)."""
 _BARE = re.compile(r"[\w.:/@+\-]{1,200}")
 
 
@@ -50,7 +52,8 @@ class TextFormatter(logging.Formatter):
         line = f"{_timestamp(record)} {record.levelname} {record.name} {record.getMessage()}"
         fields: dict[str, Any] | None = getattr(record, "access", None)
         if fields is not None:  # the message is "METHOD PATH STATUS"
-            line += "".join(f" {k}={quoted(v)}" for k, v in fields.items() if v is not None and k not in _IN_MESSAGE)
+            line += "".join(f" {k}={quoted(v) if k in _FREE_TEXT else v}" for k, v in fields.items()
+                            if v is not None and k not in _IN_MESSAGE)
         elif (request_id := getattr(record, "request_id", None)) is not None:
             line += f" request_id={request_id}"
         if record.exc_info:
