@@ -46,6 +46,7 @@ class AccessLog:
         except Exception as exc:  # escaped every route (a console page, a bug in rendering)
             ctx = state.get("ctx")
             request_id = ctx.request_id if ctx is not None else REQUEST_ID.get() or new_request_id()
+            state["request_id"] = request_id  # for the access line of a request with no ctx
             log.exception("unhandled error in %s %s", scope["method"], quoted(scope["path"]),
                           extra={"request_id": request_id})
             if status:
@@ -55,13 +56,14 @@ class AccessLog:
                                                  f"request id {request_id}."))
         finally:
             if access.isEnabledFor(logging.INFO):
-                self.write(scope, state.get("ctx"), status, started)
+                self.write(scope, state, status, started)
 
-    def write(self, scope: Scope, ctx, status: int, started: float) -> None:
+    def write(self, scope: Scope, state: dict, status: int, started: float) -> None:
+        ctx = state.get("ctx")
         principal = ctx.principal if ctx is not None else None
         fields = {
             "method": scope["method"], "path": scope["path"], "status": status,
-            "request_id": ctx.request_id if ctx is not None else None,
+            "request_id": ctx.request_id if ctx is not None else state.get("request_id"),
             "surface": ctx.surface if ctx is not None else _surface(scope["path"]),
             "key_id": principal.key_id if principal is not None else None,
             "key_name": principal.name if principal is not None else None,

@@ -56,6 +56,11 @@ def _serve_and_fail(tmp_path, log_format: str, workers: int) -> tuple[str, dict]
         assert broken.status_code == 500, broken.text
         seen["error_id"] = broken.headers["x-request-id"]
         assert seen["error_id"] in broken.json()["error"]["message"]
+        with httpx.Client(base_url=base, timeout=30) as browser:  # a console page lets it through
+            nonce = browser.get("/console/login").cookies["pg_console_login"]
+            page = browser.post("/console/login", data={"csrf": nonce, "key": "pg-never-seen-either-000000"})
+        assert page.status_code == 500, page.text
+        seen["console_id"] = re.search(r"request id (req_\w+)", page.json()["error"]["message"]).group(1)
     finally:
         out = _stop(proc)
     assert seen["key"] not in out and ADMIN not in out
@@ -78,6 +83,9 @@ def test_text_access_lines_and_an_error_with_its_traceback(tmp_path):
     assert any("OperationalError" in line and "api_keys" in line for line in lines[at:])
     assert any(f"POST /v1/images/generations 500 request_id={seen['error_id']} surface=openai" in line
                for line in lines)
+    at = next(i for i, line in enumerate(lines) if " ERROR " in line and f"request_id={seen['console_id']}" in line)
+    assert "unhandled error in POST /console/login" in lines[at] and lines[at + 1].startswith("Traceback")
+    assert any(f"POST /console/login 500 request_id={seen['console_id']} surface=console" in line for line in lines)
 
 
 @pytest.mark.long(20)
@@ -94,6 +102,8 @@ def test_json_access_lines_from_several_workers(tmp_path):
     assert error["traceback"].startswith("Traceback (most recent call last):") and "OperationalError" in error["traceback"]
     failed = next(r for r in records if r.get("request_id") == seen["error_id"] and r["logger"] == "pixelgate.access")
     assert failed["status"] == 500 and failed["key_id"] is None
+    console = [r for r in records if r.get("request_id") == seen["console_id"]]
+    assert {r["level"] for r in console} == {"error", "info"} and "OperationalError" in console[0]["traceback"]
 
 
 def test_a_vendor_failure_is_logged_with_the_request_id(make_gateway, caplog):
