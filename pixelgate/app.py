@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from pixelgate import __version__
-from pixelgate import simulators
+from pixelgate import logs, simulators
+from pixelgate.access import AccessLog
 from pixelgate.bootstrap import bootstrap, configure_sealing, signing_secret
 from pixelgate.config import Settings, load_settings
 from pixelgate.db.session import make_engine, sessionmaker
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None)  # /docs: _openapi.install, offline
     _openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog, currency=settings.currency)  # outermost: it sees the 413s too
     app.include_router(openai_images.router)
     app.include_router(openai_images.models_router)
     app.include_router(predictions.router)
@@ -150,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ideogram.router)
     app.include_router(files.router)
     app.include_router(admin.router)
+    app.include_router(admin.metrics_router)
     app.include_router(console.router)
     app.mount("/console/static", console.pages.static, name="console-static")
 
@@ -162,4 +165,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Factory for `uvicorn --factory` and for each worker process of `pixelgate serve`."""
-    return create_app(load_settings())
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    """The least severe lines logged: debug, info (a line per request), warning, error."""
+    log_format: Literal["text", "json"] = "text"
+    """`json`: every line one JSON object (access lines carry their fields as keys)."""
+    metrics_token: str | None = Field(default=None, repr=False, min_length=16)
+    """A bearer token that reads GET /metrics (and nothing else), for a Prometheus scraper that
+    should not hold the admin key."""
 
     data_dir: Path = Path("./data")
     database_url: str | None = None

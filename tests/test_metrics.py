@@ -48,3 +48,27 @@ def test_requests_images_and_attempts_are_counted(make_gateway):
     assert "no-such-model" not in after
     assert delta("pixelgate_upstream_attempts_total", channel="sandbox", result="ok") == 2
     assert delta("pixelgate_upstream_attempts_total", channel="broken") == 2  # tried first, failed over
+
+
+def test_a_scraper_reads_metrics_with_the_metrics_token_and_nothing_else(make_gateway):
+    token = "scrape-token-" + "7" * 20
+    gateway = make_gateway(metrics_token=token)
+    user = gateway.create_key()
+    with gateway.http(key=token) as scraper:
+        for path in ("/metrics", "/admin/metrics"):
+            resp = scraper.get(path)
+            assert resp.status_code == 200 and "pixelgate_requests_total" in resp.text
+        refused = scraper.get("/admin/keys")  # the token is not a key
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    with gateway.http(key=None) as anonymous, gateway.http(key=token[:-1]) as wrong, \
+            gateway.http(key=user) as client, gateway.http() as admin:
+        assert anonymous.get("/metrics").json()["error"]["code"] == "missing_api_key"
+        assert wrong.get("/metrics").status_code == 401
+        assert client.get("/metrics").status_code == 403
+        assert admin.get("/metrics").status_code == 200
+
+
+def test_without_a_metrics_token_only_the_admin_key_reads_metrics(gateway):
+    with gateway.http(key=None) as anonymous, gateway.http() as admin:
+        assert anonymous.get("/metrics").status_code == 401
+        assert admin.get("/metrics").status_code == 200

@@ -89,6 +89,9 @@ class RequestContext:
         entry: dict[str, Any] = {"channel": channel.name, "ms": round((time.perf_counter() - since) * 1000, 1)}
         if error is not None:
             entry.update(error=error.code, status=error.status, message=error.message[:300])
+            if error.status >= 500:  # the vendor failed us (the message names the cause, secrets redacted)
+                log.warning("channel %s failed: %s: %s", channel.name, error.code, error.message[:300],
+                            extra={"request_id": self.request_id})
         self.attempts.append(entry)
 
     def rows(self, status: int, error: GatewayError | None = None) -> list[tuple[type, dict]]:

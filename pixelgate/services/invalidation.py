@@ -12,6 +12,8 @@ import asyncio
 import logging
 from typing import Callable
 
+from pixelgate.services.supervisor import supervise
+
 log = logging.getLogger("pixelgate.invalidation")
 
 TOPICS = ("keys", "channels", "prices")
@@ -47,27 +49,18 @@ class Invalidation:
 
     def start(self) -> None:
         if self._redis is not None:
-            self._listener = asyncio.create_task(self._listen(), name="pixelgate-invalidation")
+            # a lost subscription fails the round; caches expire by cache_seconds meanwhile
+            self._listener = supervise("invalidation", self._listen)
 
     async def _listen(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    delay = 0.5
-                    # What changed while we were not listening is unknown: forget everything.
-                    for topic in TOPICS:
-                        self._run(topic)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._run(message["data"].decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("Redis subscription lost; retrying in %.1f s (caches expire meanwhile)", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+        async with self._redis.pubsub() as pubsub:
+            await pubsub.subscribe(self._channel)
+            # What changed while we were not listening is unknown: forget everything.
+            for topic in TOPICS:
+                self._run(topic)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    self._run(message["data"].decode())
 
     async def close(self) -> None:
         if self._listener is not None:

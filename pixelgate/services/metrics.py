@@ -1,6 +1,7 @@
-"""Prometheus metrics, served at GET /metrics to the admin key.
+"""Prometheus metrics, served at GET /metrics (and /admin/metrics) to the admin key or the
+`metrics_token`.
 
-Every figure comes from the request's log row, so the metrics and the request log can never
+Every request figure comes from the request's log row, so the metrics and the request log never
 disagree. With several worker processes, prometheus_client's multiprocess mode keeps each
 worker's counters in files of one shared directory, and whichever worker is scraped answers
 for all of them: `pixelgate serve` sets that directory up (PROMETHEUS_MULTIPROC_DIR) before
@@ -26,6 +27,8 @@ SECONDS = Histogram("pixelgate_request_seconds", "Time from a request's arrival 
                     ["surface", "model"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
 IMAGES = Counter("pixelgate_images_delivered", "Images handed to clients.", ["model", "channel"])
+BACKGROUND_ERRORS = Counter("pixelgate_background_errors", "Rounds of a background loop (retention, tasks, "
+                            "webhooks, ...) that failed; the loop goes on (services/supervisor.py).", ["loop"])
 ATTEMPTS = Counter("pixelgate_upstream_attempts", "Calls to upstream channels, by their error code "
                    "('ok' when the call succeeded).", ["channel", "result"])
 

@@ -21,6 +21,8 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Float, Integer, Numeric, String, insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from pixelgate.services.supervisor import supervise
+
 log = logging.getLogger("pixelgate.records")
 
 
@@ -42,7 +44,7 @@ class RecordWriter:
             self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pixelgate-records")
+        self._task = supervise("records", self._round, until=lambda: self._closing)
 
     async def close(self) -> None:
         self._closing = True
@@ -80,14 +82,13 @@ class RecordWriter:
                     log.exception("dropped a %s row that cannot be written: id=%s", table.__tablename__,
                                   row.get("id"))
 
-    async def _run(self) -> None:
-        while not self._closing:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            await self.flush()
+    async def _round(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), self._interval)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+        await self.flush()
 
 
 INT32, INT64 = 2**31 - 1, 2**63 - 1

@@ -28,6 +28,7 @@ import obstore
 from obstore.store import S3Store
 
 from pixelgate.services.storage import PENDING_BYTES, sniff_mime
+from pixelgate.services.supervisor import supervise
 
 log = logging.getLogger("pixelgate.storage")
 
@@ -166,14 +167,10 @@ class S3Storage:
 
     def keep_for(self, days: float, every_seconds: float = 3600) -> None:
         async def sweep() -> None:
-            while True:
-                try:
-                    await self.forget_older_than(days)
-                except Exception:
-                    log.warning("image retention sweep failed", exc_info=True)
-                await asyncio.sleep(every_seconds)
+            await self.forget_older_than(days)
+            await asyncio.sleep(every_seconds)
 
-        self._sweeper = asyncio.create_task(sweep(), name="pixelgate-retention")
+        self._sweeper = supervise("retention", sweep)
 
     async def aclose(self) -> None:
         if self._sweeper is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pixelgate.domain.images import EXTENSION, MIME_BY_FORMAT, sniff_format
+from pixelgate.services.supervisor import supervise
 
 INLINE_WRITE_BYTES = 256 * 1024
 """Smaller images are written on the event loop: appending them takes microseconds."""
@@ -200,11 +201,10 @@ class LocalStorage:
     def keep_for(self, days: float, every_seconds: float = 3600) -> None:
         """Apply retention now and then every `every_seconds`, until close()."""
         async def sweep() -> None:
-            while True:
-                await asyncio.to_thread(self.forget_older_than, days)
-                await asyncio.sleep(every_seconds)
+            await asyncio.to_thread(self.forget_older_than, days)
+            await asyncio.sleep(every_seconds)
 
-        self._sweeper = asyncio.create_task(sweep(), name="pixelgate-retention")
+        self._sweeper = supervise("retention", sweep)
 
     async def presigned_url(self, image_id: str, ttl_seconds: int) -> str | None:
         return None  # the gateway serves local images itself

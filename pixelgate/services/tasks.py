@@ -49,6 +49,7 @@ from pixelgate.domain.prices import token_usage
 from pixelgate.errors import GatewayError, LeaseLost, NotFound, UpstreamError
 from pixelgate.services.billing import Quote
 from pixelgate.services.engine import Engine, RequestContext, merge
+from pixelgate.services.supervisor import supervise
 from pixelgate.services.webhooks import WebhookSender, new_delivery
 
 log = logging.getLogger("pixelgate.tasks")
@@ -338,7 +339,7 @@ class TaskService:
     # -- the loop --
 
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name="pixelgate-tasks")
+        self._loop_task = supervise("tasks", self._round, until=lambda: self._stopping)
         self.webhooks.start()
 
     async def close(self) -> None:
@@ -355,14 +356,9 @@ class TaskService:
         self._working.add(job)
         job.add_done_callback(self._working.discard)
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                busy = await self.tick()
-            except Exception:  # keep polling whatever one round did
-                log.exception("task loop round failed")
-                busy = False
-            await asyncio.sleep(0.02 if busy else self._poll_interval)
+    async def _round(self) -> None:
+        busy = await self.tick()
+        await asyncio.sleep(0.02 if busy else self._poll_interval)
 
     async def tick(self) -> bool:
         """One round: start work on every due task this process could claim (each runs on its

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from pixelgate.db.models import ApiKey, Task, WebhookDelivery
 from pixelgate.errors import GatewayError
 from pixelgate.services.fetch import Fetcher
+from pixelgate.services.supervisor import supervise
 
 log = logging.getLogger("pixelgate.webhooks")
 
@@ -75,7 +76,7 @@ class WebhookSender:
         self._wake = asyncio.Event()
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._run(), name="pixelgate-webhooks")
+        self._loop = supervise("webhooks", self._round)
 
     def wake(self) -> None:
         """A delivery was just written: look now rather than at the next interval."""
@@ -87,19 +88,13 @@ class WebhookSender:
                 job.cancel()
         await asyncio.gather(*[j for j in [self._loop, *self._sending] if j is not None], return_exceptions=True)
 
-    async def _run(self) -> None:
-        while True:
+    async def _round(self) -> None:
+        if not await self.tick():
+            self._wake.clear()
             try:
-                claimed = await self.tick()
-            except Exception:  # keep sending whatever one round did
-                log.exception("webhook round failed")
-                claimed = 0
-            if not claimed:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-                except TimeoutError:
-                    pass
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            except TimeoutError:
+                pass
 
     async def tick(self) -> int:
         """Claim as many due deliveries as there are free senders, and start sending them."""

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from pixelgate.errors import GatewayError, InvalidRequest
+from pixelgate.logs import REQUEST_ID
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import RequestContext
 
@@ -37,6 +38,7 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
 
             async def handle(request: Request) -> Response:
                 request_id = new_request_id()
+                REQUEST_ID.set(request_id)  # on every line logged while it is served
                 ctx = RequestContext(request_id=request_id, surface=surface, base_url=str(request.base_url))
                 request.state.ctx = ctx
                 error: GatewayError | None = None

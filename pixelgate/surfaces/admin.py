@@ -3,6 +3,7 @@ Upstream keys are accepted here but never returned."""
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from datetime import datetime
 from decimal import Decimal
@@ -23,18 +24,21 @@ from pixelgate.services.usage import MAX_ID, usage
 from pixelgate.surfaces._answers import (AccountView, AdminTask, ChannelList, ChannelView, KeyList, KeyView,
                                          NewChannel, NewKey, NewPrice, OpenAIError, PriceList, RequestList,
                                          UsageReport)
-from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces._route import context, surface_route
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import Errors, ok
 from pixelgate.surfaces.openai_images import _json_body, render_error
 
 router = APIRouter(prefix="/admin", route_class=surface_route("admin", render_error, logged=False), tags=["Admin"])
+metrics_router = APIRouter(route_class=surface_route("admin", render_error, logged=False), tags=["Admin"])
+"""GET /metrics, where Prometheus looks by default."""
 ERRORS = Errors(OpenAIError, always=(401, 403, 429, 500), notes={403: "The key is not an admin key"})
 GONE = {"description": "Deleted"}
 
 
 async def _admin(request: Request) -> None:
-    principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    principal = context(request).principal = await request.app.state.services.keys.authenticate(
+        token_from_headers(request.headers))
     if not principal.is_admin:
         raise Forbidden("This endpoint needs an admin key.", code="admin_required")
 
@@ -115,9 +119,15 @@ def account_view(account) -> dict:
 @router.get("/metrics", summary="Prometheus metrics",
             responses={**ok(None, also={"text/plain": {"type": "string", "description": metrics.CONTENT_TYPE}}),
                        **ERRORS()})
+@metrics_router.get("/metrics", summary="Prometheus metrics (also with the metrics_token)",
+                    responses={**ok(None, also={"text/plain": {"type": "string", "description": metrics.CONTENT_TYPE}}),
+                               **ERRORS()})
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus text format; scrape it with the admin key as bearer token."""
-    await _admin(request)
+    """Prometheus text format; scrape it with the `metrics_token` (or the admin key) as bearer token."""
+    expected = request.app.state.services.settings.metrics_token
+    token = token_from_headers(request.headers)
+    if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
+        await _admin(request)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
