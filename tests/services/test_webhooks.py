@@ -1,0 +1,100 @@
+"""Webhook receivers kept apart: a dead or slow receiver holds only its own origin's share of the
+senders and backs off on its own, so everyone else's webhooks go out on time; its own are sent,
+with their ids, once it is back."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.emulators.server import serve
+from tests.services.test_task_engine import Receiver, _submit
+
+
+class Silent:
+    """A receiver on raw TCP that accepts connections and never answers them, until revived: from
+    then on it reads each request, answers 204 and notes its webhook-id."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/hook"
+        self.connections = 0
+        self.answered: list[str] = []
+        self.alive = threading.Event()
+        self._stop = threading.Event()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> "Silent":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self._held:
+            conn.close()
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:  # the accept timed out: look at _stop again
+                continue
+            self.connections += 1
+            if self.alive.is_set():
+                self._answer(conn)
+            else:
+                self._held.append(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in head.decode().split("\r\n")[1:])}
+            while len(body) < int(headers.get("content-length", 0)):
+                body += conn.recv(65536)
+            self.answered.append(headers["webhook-id"])
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+
+def _wait_for(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.long(15)
+def test_a_dead_receiver_delays_only_its_own_webhooks_and_gets_them_when_back(make_gateway):
+    healthy = Receiver()
+    gateway = make_gateway(fetch_allow_hosts=["127.0.0.1"], fetch_timeout_seconds=10, webhook_retry_seconds=0.5,
+                           webhook_per_destination=4)
+    with Silent() as dead, serve(healthy.app()) as rx, gateway.http() as client:
+        stuck = [_submit(client, dead.url, 0.1) for _ in range(20)]
+        time.sleep(0.5)  # their webhooks are due, and being sent
+        submitted = {_submit(client, rx + "/fast", 0.1): time.monotonic() for _ in range(5)}
+        _wait_for(lambda: len(healthy.arrived) == len(submitted), 10)
+        assert set(healthy.arrived) == set(submitted)
+        # each arrived about when its task finished, not after the dead receiver's 10 s timeouts
+        assert max(healthy.arrived[t] - submitted[t] for t in submitted) < 3
+        assert dead.connections == 4  # the dead origin's share of the senders, not all 16
+        dead.alive.set()
+        # its first four time out (at 10 s), then one probe finds it back and the rest follow
+        _wait_for(lambda: len(dead.answered) == len(stuck), 14)
+        deliveries = [client.get(f"/admin/tasks/{t}").json()["webhooks"][0] for t in stuck]
+    assert sorted(dead.answered) == sorted(d["id"] for d in deliveries)  # each sent once, and not lost
+    assert all(d["delivered"] for d in deliveries)
+    retried = [d for d in deliveries if d["attempts"] == 2]
+    assert len(retried) == 4  # the first four, resent with their own webhook-id
+    assert all(d["log"][0]["status"] is None and d["log"][1]["status"] == 204 for d in retried)
