@@ -9,6 +9,10 @@ import threading
 import time
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.emulators.server import serve
 from tests.services.test_task_engine import Receiver, _submit
@@ -98,3 +102,28 @@ def test_a_dead_receiver_delays_only_its_own_webhooks_and_gets_them_when_back(ma
     retried = [d for d in deliveries if d["attempts"] == 2]
     assert len(retried) == 4  # the first four, resent with their own webhook-id
     assert all(d["log"][0]["status"] is None and d["log"][1]["status"] == 204 for d in retried)
+
+
+@pytest.mark.long(10)
+def test_an_origin_that_fails_is_tried_one_webhook_at_a_time_after_doubling_waits(make_gateway):
+    calls: list[str] = []
+    back = threading.Event()
+
+    async def hook(request: Request) -> Response:
+        calls.append(request.headers["webhook-id"])
+        return Response(status_code=204 if back.is_set() else 503)
+
+    gateway = make_gateway(fetch_allow_hosts=["127.0.0.1"], webhook_retry_seconds=0.4)
+    with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as rx, gateway.http() as client:
+        tasks = [_submit(client, rx + "/hook", 0.1) for _ in range(6)]
+        time.sleep(2)
+        # each webhook retried on its own would be 6 x 3 tries by now (at 0, 0.4 and 1.2 s); the
+        # origin's circuit lets through the first (or the few sent before it opened) and 2 probes
+        failing = len(calls)
+        assert failing <= 6, calls
+        back.set()
+        _wait_for(lambda: len(set(calls[failing:])) == len(tasks), 8)
+        deliveries = [client.get(f"/admin/tasks/{t}").json()["webhooks"][0] for t in tasks]
+    assert all(d["delivered"] for d in deliveries)
+    assert set(calls) == {d["id"] for d in deliveries}  # the ones that failed were resent with their own id
+    assert len(calls[failing:]) == len(tasks)  # once each once it was back
