@@ -68,7 +68,7 @@ def new_delivery(task: Task, event: str) -> WebhookDelivery:
 class WebhookSender:
     def __init__(self, sessions: async_sessionmaker, fetcher: Fetcher, renderers: dict[str, Renderer],
                  retry_seconds: float, send_timeout: float, poll_interval: float,
-                 per_destination: int = 4) -> None:
+                 per_destination: int) -> None:
         self._sessions = sessions
         self._fetcher = fetcher
         self._renderers = renderers
