@@ -26,7 +26,8 @@ class Silent:
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.1)
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/hook"
-        self.connections = 0
+        self.accepted: list[float] = []
+        """When each connection came (time.monotonic())."""
         self.answered: list[str] = []
         self.alive = threading.Event()
         self._stop = threading.Event()
@@ -50,7 +51,7 @@ class Silent:
                 conn, _ = self._server.accept()
             except OSError:  # the accept timed out: look at _stop again
                 continue
-            self.connections += 1
+            self.accepted.append(time.monotonic())
             if self.alive.is_set():
                 self._answer(conn)
             else:
@@ -79,7 +80,7 @@ def _wait_for(condition, seconds: float) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.long(15)
+@pytest.mark.long(20)
 def test_a_dead_receiver_delays_only_its_own_webhooks_and_gets_them_when_back(make_gateway):
     healthy = Receiver()
     gateway = make_gateway(fetch_allow_hosts=["127.0.0.1"], fetch_timeout_seconds=10, webhook_retry_seconds=0.5,
@@ -92,16 +93,18 @@ def test_a_dead_receiver_delays_only_its_own_webhooks_and_gets_them_when_back(ma
         assert set(healthy.arrived) == set(submitted)
         # each arrived about when its task finished, not after the dead receiver's 10 s timeouts
         assert max(healthy.arrived[t] - submitted[t] for t in submitted) < 3
-        assert dead.connections == 4  # the dead origin's share of the senders, not all 16
+        # the dead origin's share of the senders, not all 16 (a retry comes only after a timeout)
+        assert len([t for t in dead.accepted if t < dead.accepted[0] + 9]) == 4
         dead.alive.set()
-        # its first four time out (at 10 s), then one probe finds it back and the rest follow
-        _wait_for(lambda: len(dead.answered) == len(stuck), 14)
+        # its first four time out (at 10 s), then one probe finds it back and the rest follow (on a
+        # loaded machine a probe may come before it was back, and wait out a timeout too)
+        _wait_for(lambda: len(dead.answered) == len(stuck), 25)
         deliveries = [client.get(f"/admin/tasks/{t}").json()["webhooks"][0] for t in stuck]
-    assert sorted(dead.answered) == sorted(d["id"] for d in deliveries)  # each sent once, and not lost
-    assert all(d["delivered"] for d in deliveries)
-    retried = [d for d in deliveries if d["attempts"] == 2]
-    assert len(retried) == 4  # the first four, resent with their own webhook-id
-    assert all(d["log"][0]["status"] is None and d["log"][1]["status"] == 204 for d in retried)
+    assert sorted(dead.answered) == sorted(d["id"] for d in deliveries)  # each sent once when back, none lost
+    assert all(d["delivered"] and d["log"][-1]["status"] == 204 for d in deliveries)
+    retried = [d for d in deliveries if d["attempts"] > 1]
+    assert len(retried) >= 4  # the first four (and any early probe), resent with their own webhook-id
+    assert all(entry["status"] is None for d in retried for entry in d["log"][:-1])
 
 
 @pytest.mark.long(10)
