@@ -107,7 +107,8 @@ async def start_services(settings: Settings) -> Services:
                  "replicate": lambda task, base: replicate.render(task, base, services),
                  "midjourney": midjourney_task}
     webhooks = WebhookSender(sessions, fetcher, renderers, settings.webhook_retry_seconds,
-                             settings.fetch_timeout_seconds, settings.poll_interval_seconds)
+                             settings.fetch_timeout_seconds, settings.poll_interval_seconds,
+                             settings.webhook_per_destination)
     services.tasks = TaskService(sessions, engine, webhooks, settings.poll_interval_seconds,
                                  settings.task_deadline_seconds, settings.task_lease_seconds)
     services.tasks.start()

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     """An asynchronous task still unfinished after this long fails (and is refunded)."""
     webhook_retry_seconds: float = Field(default=1.0, gt=0)
     """First wait before a failed webhook is sent again; it doubles with each try (9 tries)."""
+    webhook_per_destination: int = Field(default=4, ge=1)
+    """Webhooks in flight at once to one receiver (scheme, host and port), across the fleet: a
+    receiver that stalls holds this many senders, not all of them. After a failure (no answer,
+    5xx or 429) its origin is tried again one webhook at a time, after doubling waits."""
     task_lease_seconds: float = Field(default=30, gt=0)
     """A worker polling a task holds it this long; if the worker dies, another takes over after it."""
     cache_seconds: float = Field(default=2.0, ge=0)

@@ -158,6 +158,8 @@ class WebhookDelivery(Base):
     task_id: Mapped[str] = mapped_column(String(40), index=True)
     event: Mapped[str] = mapped_column(String(16))
     url: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
+    """The url's scheme://host:port: deliveries share their destination's senders and backoff."""
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -169,6 +171,19 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("task_id", "event", name="uq_webhook_task_event"),)
+
+
+class WebhookDestination(Base):
+    """A webhook origin that failed (no answer, 5xx or 429): the whole fleet sends to it again
+    only after retry_at, one delivery at a time, until one succeeds and deletes the row."""
+
+    __tablename__ = "webhook_destinations"
+
+    origin: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=1)
+    """Failures in a row; failures of sends that overlapped in time count once."""
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retry_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Account(Base):

@@ -6,6 +6,12 @@ sender claims due rows by lease (a token fences its result write), sends each wi
 timeout, and retries with doubling waits. A receiver that never answers holds one sender for
 at most that timeout; the other deliveries, and every task, go on meanwhile.
 
+Receivers are kept apart by origin (scheme://host:port), across the fleet: one origin has at
+most `per_destination` deliveries in flight, and an origin that failed (no answer, 5xx, 429) is
+tried again only after its own doubling wait, one delivery at a time (a probe), until one gets
+through. So a dead receiver delays its own webhooks, not everyone's; its deliveries keep their
+ids and their tries, and are sent when it is back.
+
 Bodies are signed per the Standard Webhooks scheme with the key's own secret, and rendered when
 sent, from the task as it is then, with links built from public_base_url or the task's stored
 origin (never from whichever Host header a process saw last).
@@ -24,12 +30,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 
 import orjson
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, case, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from pixelgate.db.models import ApiKey, Task, WebhookDelivery
+from pixelgate.db.models import ApiKey, Task, WebhookDelivery, WebhookDestination
 from pixelgate.errors import GatewayError
-from pixelgate.services.fetch import Fetcher
+from pixelgate.services.fetch import Fetcher, origin
 from pixelgate.services.supervisor import supervise
 
 log = logging.getLogger("pixelgate.webhooks")
@@ -56,12 +63,13 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
 def new_delivery(task: Task, event: str) -> WebhookDelivery:
     """The outbox row for one event of a task; add it in the transaction that makes the event."""
     return WebhookDelivery(id="wh_" + secrets.token_hex(12), task_id=task.id, event=event, url=task.webhook_url,
-                           delivered=False, attempts=0, log=[], next_attempt_at=now())
+                           origin=origin(task.webhook_url), delivered=False, attempts=0, log=[], next_attempt_at=now())
 
 
 class WebhookSender:
     def __init__(self, sessions: async_sessionmaker, fetcher: Fetcher, renderers: dict[str, Renderer],
-                 retry_seconds: float, send_timeout: float, poll_interval: float) -> None:
+                 retry_seconds: float, send_timeout: float, poll_interval: float,
+                 per_destination: int) -> None:
         self._sessions = sessions
         self._fetcher = fetcher
         self._renderers = renderers
@@ -70,6 +78,7 @@ class WebhookSender:
         self._lease = timedelta(seconds=send_timeout + 10)
         """Longer than one send can take, so no other worker sends the same row meanwhile."""
         self._poll_interval = poll_interval
+        self._share = per_destination
         self._slots = asyncio.Semaphore(SENDERS)
         self._sending: set[asyncio.Task] = set()
         self._loop: asyncio.Task | None = None
@@ -104,12 +113,7 @@ class WebhookSender:
             return 1
         moment, token = now(), secrets.token_hex(8)
         async with self._sessions() as session:
-            due = list((await session.execute(
-                select(WebhookDelivery.id).where(
-                    WebhookDelivery.delivered.is_(False), WebhookDelivery.attempts < WEBHOOK_TRIES,
-                    WebhookDelivery.next_attempt_at <= moment,
-                    or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < moment))
-                .order_by(WebhookDelivery.next_attempt_at).limit(free))).scalars())
+            due = list((await session.execute(self._due(moment, free))).scalars())
         if not due:
             return 0
         async with self._sessions() as session, session.begin():
@@ -126,12 +130,34 @@ class WebhookSender:
             job.add_done_callback(self._sending.discard)
         return len(mine)
 
+    def _due(self, moment: datetime, limit: int) -> Select:
+        """Ids of due deliveries, oldest first, each origin within its share: `per_destination`
+        in flight (leased, by any worker) at once, and for a failed origin none before its
+        retry_at, then one. Workers claiming in the same instant may overshoot a share a little;
+        the lease still gives each delivery to one sender."""
+        sent, failed = WebhookDelivery, WebhookDestination
+        leased = (select(sent.origin, func.count().label("n"))
+                  .where(sent.delivered.is_(False), sent.lease_until >= moment).group_by(sent.origin).subquery())
+        place = (func.row_number().over(partition_by=sent.origin, order_by=sent.next_attempt_at)
+                 + func.coalesce(leased.c.n, 0))
+        ranked = (select(sent.id, sent.next_attempt_at, place.label("place"),
+                         case((failed.origin.is_(None), self._share), else_=1).label("share"))
+                  .outerjoin(leased, leased.c.origin == sent.origin)
+                  .outerjoin(failed, failed.origin == sent.origin)
+                  .where(sent.delivered.is_(False), sent.attempts < WEBHOOK_TRIES, sent.next_attempt_at <= moment,
+                         or_(sent.lease_until.is_(None), sent.lease_until < moment),
+                         or_(failed.retry_at.is_(None), failed.retry_at <= moment))
+                  .subquery())
+        return (select(ranked.c.id).where(ranked.c.place <= ranked.c.share)
+                .order_by(ranked.c.next_attempt_at).limit(limit))
+
     async def _send(self, delivery: WebhookDelivery, token: str) -> None:
         async with self._slots:
             try:
                 await self._deliver(delivery, token)
             except Exception:
                 log.exception("webhook %s failed", delivery.id)
+        self.wake()  # its origin's share has room again
 
     async def _deliver(self, delivery: WebhookDelivery, token: str) -> None:
         async with self._sessions() as session:
@@ -149,24 +175,52 @@ class WebhookSender:
         headers = {"content-type": "application/json", "webhook-id": delivery.id,
                    "webhook-timestamp": str(timestamp),
                    "webhook-signature": sign(key.webhook_secret, delivery.id, timestamp, body)}
-        status, error = None, None
+        status, error, started = None, None, now()
         try:
             status = await self._fetcher.post(delivery.url, body, headers, "webhook")
         except GatewayError as exc:
             error = exc.message
         ok = status is not None and 200 <= status < 300
+        if delivery.origin is not None:  # before the lease ends, so no send to a failed origin slips in between
+            await self._judge(delivery.origin, started, status)
         await self._record(delivery, token, ok=ok, status=status, attempts=attempts, error=error)
 
     async def _record(self, delivery: WebhookDelivery, token: str, *, ok: bool, status: int | None,
                       attempts: int, error: str | None) -> None:
         entry = {"at": now().isoformat(), "status": status, "error": error}
-        retry_in = self._retry * 2 ** (attempts - 1)
         async with self._sessions() as session, session.begin():
             await session.execute(update(WebhookDelivery).where(
                 WebhookDelivery.id == delivery.id, WebhookDelivery.lease_token == token).values(
                 delivered=ok, attempts=attempts, last_status=status, last_error=error,
                 log=[*(delivery.log or []), entry], lease_until=None, lease_token=None,
-                next_attempt_at=now() + timedelta(seconds=retry_in)))
+                next_attempt_at=now() + self._wait(attempts)))
+
+    def _wait(self, failures: int) -> timedelta:
+        """After the n-th failure: 1, 2, 4, ... 128 times webhook_retry_seconds."""
+        return timedelta(seconds=self._retry * 2 ** (min(failures, WEBHOOK_TRIES - 1) - 1))
+
+    async def _judge(self, destination: str, started: datetime, status: int | None) -> None:
+        """Close or open an origin's circuit by its answer to a send begun at `started`: no answer,
+        5xx and 429 count against it, any other answer shows it is there."""
+        known = WebhookDestination
+        if status is not None and status < 500 and status != 429:
+            async with self._sessions() as session, session.begin():
+                await session.execute(delete(known).where(known.origin == destination))
+            return
+        moment = now()
+        try:
+            async with self._sessions() as session, session.begin():
+                failures = (await session.execute(
+                    select(known.failures).where(known.origin == destination))).scalar()
+                if failures is None:
+                    session.add(known(origin=destination, failures=1, failed_at=moment,
+                                      retry_at=moment + self._wait(1)))
+                else:  # a send begun before the last failure overlapped it: counted already
+                    await session.execute(update(known).where(
+                        known.origin == destination, known.failures == failures, known.failed_at < started)
+                        .values(failures=failures + 1, failed_at=moment, retry_at=moment + self._wait(failures + 1)))
+        except IntegrityError:
+            pass  # another sender recorded this origin's failure in the same instant
 
     async def deliveries(self, task_id: str) -> list[WebhookDelivery]:
         async with self._sessions() as session:
