@@ -14,24 +14,28 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy import select
+from starlette.datastructures import UploadFile
 
 from pixelgate.config import ChannelConfig
 from pixelgate.console import data
-from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, csrf_token, csrf_valid, new_session,
+from pixelgate.console.render import HERE, SECURITY_HEADERS, render
+from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, csrf_valid, new_session,
                                        principal_of, read_session)
 from pixelgate.db.models import Account, RequestLog, Task
+from pixelgate.domain.catalog import catalog
+from pixelgate.domain.images import load_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
-from pixelgate.errors import GatewayError, NotFound
+from pixelgate.errors import GatewayError, InvalidRequest, NotFound
+from pixelgate.providers.base import GENERATE
 from pixelgate.services.auth import Principal, key_view
 from pixelgate.services.engine import RequestContext, StreamCompleted
-from pixelgate.services.routing import channel_view
-from pixelgate.services.storage import file_name
+from pixelgate.services.routing import KNOWN_MODELS, _with_successors, channel_view
+from pixelgate.providers import REGISTRY
+from pixelgate.surfaces import midjourney
+from pixelgate.surfaces.openai_images import FormFields, _fields, check_depth, to_request
 
-HERE = Path(__file__).parent
-templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 static = StaticFiles(directory=HERE / "static")
 
 ADMIN_PAGES = ("channels", "keys", "accounts", "prices", "requests")
@@ -45,17 +49,9 @@ class NotSignedIn(Exception):
 
 
 def _render(request: Request, template: str, /, *, http_status: int = 200, **context: Any) -> HTMLResponse:
-    session = read_session(request)
     principal = context.get("principal")
     nav = [(slug, label) for slug, label in NAV if principal is None or principal.is_admin or slug not in ADMIN_PAGES]
-    html = templates.get_template(template).render(
-        request=request, nav=nav, csrf=csrf_token(request, session["n"]) if session else "",
-        image_url=lambda image: _image_url(request, image), **context)
-    return HTMLResponse(html, status_code=http_status, headers={"cache-control": "no-store"})
-
-
-def _image_url(request: Request, image: dict) -> str:
-    return request.app.state.services.signer.url(str(request.base_url), file_name(image["id"], image["format"]))
+    return render(request, template, http_status=http_status, nav=nav, **context)
 
 
 async def _who(request: Request, page: str) -> Principal:
@@ -68,12 +64,24 @@ async def _who(request: Request, page: str) -> Principal:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The POSTed form, once its CSRF token matches the session's."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    """The POSTed form, once its CSRF token matches the session's. Files (a playground upload)
+    wait in request.state.uploads as (filename, bytes)."""
+    try:
+        posted = await request.form(max_files=2, max_fields=60)
+    except GatewayError:  # the body limit (surfaces/_limits.py)
+        raise
+    except Exception as exc:  # python-multipart reports malformed bodies with assorted types
+        raise InvalidRequest(f"The form could not be read: {exc}.", code="invalid_form") from None
+    form = {k: v for k, v in posted.items() if isinstance(v, str)}
     session = read_session(request)
     if session is None or not csrf_valid(request, session["n"], form.get("csrf") or request.headers.get("x-csrf-token")):
         raise GatewayError("The form's security token is missing or stale: reload the page.", status=403,
                            code="csrf_failed")
+    check_depth(form)  # a NUL in any field: PostgreSQL stores no text with one
+    request.state.uploads = {}
+    for name, value in posted.multi_items():
+        if isinstance(value, UploadFile) and value.filename:
+            request.state.uploads[name] = (value.filename, await value.read())
     return form
 
 
@@ -90,12 +98,15 @@ class ConsoleRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
-                return await handler(request)
+                response = await handler(request)
             except NotSignedIn:
-                return RedirectResponse("/console/login", status_code=303)
+                response = RedirectResponse("/console/login", status_code=303)
             except GatewayError as exc:
-                return _render(request, "error.html", http_status=exc.status, message=exc.message,
-                               principal=await principal_of(request))
+                template = "_error.html" if request.headers.get("hx-request") else "error.html"
+                response = _render(request, template, http_status=exc.status, message=exc.message, field=exc.field,
+                                   principal=await principal_of(request))
+            response.headers.update(SECURITY_HEADERS)
+            return response
 
         return handle
 
@@ -149,13 +160,16 @@ async def logout(request: Request) -> Response:
 # -- pages --
 
 @router.get("/console/overview")
-async def overview(request: Request, hours: int = 24) -> Response:
+async def overview(request: Request, days: int = 1) -> Response:
     principal = await _who(request, "overview")
     services = request.app.state.services
     await services.records.flush()
-    report = await data.overview(services.sessions, _scope(principal), max(1, min(hours, 24 * 31)))
-    return _render(request, "overview.html", principal=principal, report=report, hours=hours,
-                   series=json.dumps(report["series"]), currency=services.engine.billing.currency)
+    days = max(1, min(days, 31))
+    report = await data.overview(services.sessions, _scope(principal), days)
+    account = (await services.engine.billing.account(principal.account_id)
+               if principal.account_id is not None and not principal.is_admin else None)
+    return _render(request, "overview.html", principal=principal, report=report, days=days,
+                   series=json.dumps(report["series"]), account=account)
 
 
 @router.get("/console/channels")
@@ -163,12 +177,31 @@ async def channels(request: Request, message: str | None = None) -> Response:
     principal = await _who(request, "channels")
     services = request.app.state.services
     await services.records.flush()
-    rows = [channel_view(r) for r in await services.directory.list()]
+    rows = [channel_view(r) | {"testable": testable_models(r.models, r.provider)} for r in await services.directory.list()]
     health = await data.channel_health(services.sessions)
-    from pixelgate.providers import REGISTRY
-
     return _render(request, "channels.html", principal=principal, channels=rows, health=health,
                    providers=sorted(REGISTRY), message=message)
+
+
+STATUS_RANK = {"current": 0, None: 1, "deprecated": 2, "retired": 3}
+
+
+def testable_models(models: list[str], provider: str) -> list[str]:
+    """The models a channel's Test can make an image with, best first: those its vendor still
+    serves (current before deprecated; retired ones last, with their successors), and that generate."""
+    vendor = REGISTRY.get(provider)
+    served = _with_successors(list(models), vendor) if vendor else list(models)
+
+    def caps(model: str):
+        own = vendor.models.get(model) if vendor else None
+        return own or (KNOWN_MODELS.get(model) or (None, vendor.generic if vendor else None))[1]
+
+    def rank(model: str) -> int:
+        entry = catalog().get(model)
+        return STATUS_RANK[entry.status() if entry else None]
+
+    makers = [m for m in served if (c := caps(m)) is None or GENERATE in c.operations]
+    return sorted(makers, key=rank)
 
 
 @router.post("/console/channels")
@@ -221,10 +254,13 @@ async def edit_channel(name: str, request: Request) -> Response:
 async def test_channel(name: str, request: Request) -> Response:
     """A real, small call through this channel alone: the image, or the exact upstream error."""
     principal = await _who(request, "channels")
-    await _form(request)
+    form = await _form(request)
     services = request.app.state.services
     row = await services.directory.get(name)
-    model = row.models[0]
+    choices = testable_models(row.models, row.provider)
+    model = form.get("model") or (choices[0] if choices else row.models[0])
+    if model not in choices and model not in row.models:
+        raise InvalidRequest(f"Channel {name} does not serve model '{model}'.", field="model")
     req = ImageRequest(operation=Operation.GENERATE, model=model, prompt="a small test image: a red circle",
                        channel=name, delivery=Delivery.URL)
     ctx = RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
@@ -281,7 +317,14 @@ async def toggle_key(key_id: int, request: Request) -> Response:
     keys_ = request.app.state.services.keys
     row = await keys_.get(key_id)
     await keys_.update(key_id, enabled=not row.enabled)
-    return RedirectResponse("/console/keys", status_code=303)
+    return _redirect(request, "/console/keys")
+
+
+def _redirect(request: Request, url: str) -> Response:
+    """Where to go after an action: htmx follows HX-Redirect with a full page load."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"hx-redirect": url})
+    return RedirectResponse(url, status_code=303)
 
 
 @router.get("/console/accounts")
@@ -325,11 +368,11 @@ async def prices(request: Request, message: str | None = None) -> Response:
     principal = await _who(request, "prices")
     billing = request.app.state.services.engine.billing
     origin = {1: "built-in", 2: "config file", 3: "console / admin API"}
-    rows = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.describe(),
-             "origin": origin[rank], "source": f"{p.source} ({p.date})" if p.date else p.source}
+    rows = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.amount,
+             "tokens": p.tokens, "price_currency": p.currency, "origin": origin[rank],
+             "source": f"{p.source} ({p.date})" if p.date else p.source}
             for model, entries in sorted((await billing.table()).items()) for rank, p in entries]
-    return _render(request, "prices.html", principal=principal, prices=rows, currency=billing.currency,
-                   message=message)
+    return _render(request, "prices.html", principal=principal, prices=rows, message=message)
 
 
 @router.post("/console/prices")
@@ -379,29 +422,30 @@ async def tasks(request: Request) -> Response:
     return _render(request, "tasks.html", principal=principal, rows=rows)
 
 
+async def _task_of(request: Request, principal: Principal, task_id: str) -> Task:
+    """A task the signed-in key may see: its own, or any for an admin."""
+    async with request.app.state.services.sessions() as session:
+        task = await session.get(Task, task_id)
+    if task is None or (not principal.is_admin and task.key_id != principal.key_id):
+        raise NotFound(f"No task {task_id}.", field="task")
+    return task
+
+
 @router.get("/console/tasks/{task_id}")
 async def task_detail(task_id: str, request: Request) -> Response:
     principal = await _who(request, "tasks")
-    services = request.app.state.services
-    async with services.sessions() as session:
-        task = await session.get(Task, task_id)
-    if task is None or (not principal.is_admin and task.key_id != principal.key_id):
-        raise NotFound(f"No task {task_id}.")
+    task = await _task_of(request, principal, task_id)
     template = "_task.html" if request.headers.get("hx-request") else "task.html"
     return _render(request, template, principal=principal, task=task,
-                   deliveries=await services.tasks.deliveries(task_id))
+                   deliveries=await request.app.state.services.tasks.deliveries(task_id))
 
 
 @router.post("/console/tasks/{task_id}/cancel")
 async def cancel_task(task_id: str, request: Request) -> Response:
     principal = await _who(request, "tasks")
     await _form(request)
-    services = request.app.state.services
-    async with services.sessions() as session:
-        task = await session.get(Task, task_id)
-    if task is None or (not principal.is_admin and task.key_id != principal.key_id):
-        raise NotFound(f"No task {task_id}.")
-    await services.tasks.cancel(task_id, task.key_id)
+    task = await _task_of(request, principal, task_id)
+    await request.app.state.services.tasks.cancel(task_id, task.key_id)
     return RedirectResponse(f"/console/tasks/{task_id}", status_code=303)
 
 
@@ -413,46 +457,109 @@ async def playground(request: Request, model: str | None = None) -> Response:
     chosen = model if model in models else (models[0] if models else None)
     caps = (await services.directory.route(chosen)).capabilities if chosen else None
     template = "_playground_form.html" if request.headers.get("hx-request") else "playground.html"
-    return _render(request, template, principal=principal, models=models, model=chosen, caps=caps)
+    return _render(request, template, principal=principal, models=models, model=chosen, caps=caps,
+                   edits=caps is not None and Operation.EDIT in caps.operations)
+
+
+PLAYGROUND_FIELDS = ("model", "prompt", "n", "size", "quality", "style", "background", "output_format", "seed")
+
+
+async def _playground_request(request: Request, streamed: bool = False) -> tuple[ImageRequest, dict]:
+    """The playground's form as the OpenAI API would take it (the same fields and checks), with
+    an uploaded image making it an edit; and the call's JSON body for the curl and SDK code."""
+    form = await _form(request)
+    body = {k: form[k] for k in PLAYGROUND_FIELDS if form.get(k)}
+    fields = _fields(FormFields, body)
+    upload = request.state.uploads.get("image")
+    req = to_request(fields, Operation.EDIT if upload else Operation.GENERATE)
+    req.delivery = Delivery.URL
+    if upload:
+        req.images.append(await load_image(upload[1], "image", upload[0]))
+    if streamed:
+        caps = (await request.app.state.services.directory.route(req.model)).capabilities
+        if not caps.stream:  # never ask partial images of a model that cannot send them
+            raise InvalidRequest(f"Model '{req.model}' does not stream partial images.", field="stream")
+        req.stream, req.partial_images = True, 2
+    return req, {k: v for k, v in fields.model_dump(exclude_unset=True).items() if k in PLAYGROUND_FIELDS}
+
+
+def _context(request: Request, principal: Principal) -> RequestContext:
+    return RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
+                          base_url=str(request.base_url), principal=principal)
 
 
 @router.post("/console/playground")
 async def run_playground(request: Request) -> Response:
     """Generate as the signed-in key would through the OpenAI API, and show the same call as
-    curl and as OpenAI SDK code."""
+    curl and as OpenAI SDK code. An asynchronous model becomes a task whose progress the page
+    follows."""
     principal = await _who(request, "playground")
-    form = await _form(request)
     services = request.app.state.services
-    body: dict[str, Any] = {"model": form.get("model", ""), "prompt": form.get("prompt", "")}
-    for field in ("size", "quality", "style", "background", "output_format"):
-        if form.get(field):
-            body[field] = form[field]
-    if form.get("n") and form["n"] != "1":
-        body["n"] = int(form["n"])
-    req = ImageRequest(operation=Operation.GENERATE, model=body["model"], prompt=body["prompt"] or None,
-                       n=body.get("n", 1), size=body.get("size"), quality=body.get("quality"),
-                       style=body.get("style"), background=body.get("background"),
-                       output_format=body.get("output_format"), delivery=Delivery.URL)
-    ctx = RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
-                         base_url=str(request.base_url), principal=principal)
+    req, body = await _playground_request(request)
+    ctx = _context(request, principal)
+    status, error, task = 200, None, None
     try:
-        result = await services.engine.generate(req, ctx)
-        outcome: dict[str, Any] = {"ok": True, "images": [i.url for i in result.images], "cost": ctx.cost}
-        status, error = 200, None
+        if (await services.directory.route(req.model)).capabilities.asynchronous:
+            task = await services.tasks.submit(req, ctx, f"console/{req.model}", body)
+            outcome: dict[str, Any] = {"ok": True, "images": []}
+        else:
+            result = await services.engine.generate(req, ctx)
+            outcome = {"ok": True, "images": [i.url for i in result.images], "cost": ctx.cost}
     except GatewayError as exc:
         outcome = {"ok": False, "error": exc.message, "field": exc.field}
         status, error = exc.status, exc
     finally:
         await ctx.finish()
-    services.log_request(ctx, status, error)
+    services.log_request(ctx, 201 if task is not None else status, error)
     base = str(request.base_url).rstrip("/")
-    curl = (f"curl {base}/v1/images/generations \\\n  -H \"Authorization: Bearer $PG_KEY\" "
+    endpoint = "edits" if req.operation is Operation.EDIT else "generations"
+    curl = (f"curl {base}/v1/images/{endpoint} \\\n  -H \"Authorization: Bearer $PG_KEY\" "
             f"-H \"Content-Type: application/json\" \\\n  -d '{json.dumps(body)}'")
     args = ", ".join(f"{k}={v!r}" for k, v in body.items())
     sdk = (f"from openai import OpenAI\n\nclient = OpenAI(base_url=\"{base}/v1\", api_key=\"pg-...\")\n"
            f"result = client.images.generate({args}, response_format=\"url\")\nprint(result.data[0].url)")
-    return _render(request, "_playground_result.html", principal=principal, outcome=outcome, curl=curl, sdk=sdk,
-                   request_id=ctx.request_id)
+    return _render(request, "_playground_result.html", http_status=status, principal=principal, outcome=outcome,
+                   curl=curl, sdk=sdk, request_id=ctx.request_id, **(_task_view(task) if task else {}))
+
+
+def _task_view(task: Task) -> dict:
+    meta = task.meta or {}
+    buttons = [b for b in meta.get("buttons") or [] if isinstance(b, dict) and b.get("customId")]
+    return {"task": task, "preview": meta.get("preview"), "buttons": buttons if task.status == "succeeded" else [],
+            "running": task.status in ("starting", "pending", "running")}
+
+
+@router.get("/console/playground/tasks/{task_id}")
+async def playground_task(task_id: str, request: Request) -> Response:
+    """The playground's view of a task, polled by the page every second while it runs."""
+    principal = await _who(request, "playground")
+    task = await _task_of(request, principal, task_id)
+    return _render(request, "_playground_task.html", principal=principal, **_task_view(task))
+
+
+@router.post("/console/playground/tasks/{task_id}/action")
+async def playground_action(task_id: str, request: Request) -> Response:
+    """A Midjourney button (U1-U4, V1-V4, reroll...) of a finished grid: a follow-up task, made
+    as POST /mj/submit/action makes it."""
+    principal = await _who(request, "playground")
+    form = await _form(request)
+    services = request.app.state.services
+    parent, upstream_id = await midjourney.parent_task(services, principal.key_id, task_id)
+    custom_id = form.get("custom_id", "")
+    req, meta = midjourney.button_request(parent, upstream_id, custom_id)
+    req.provider, req.delivery = midjourney.PROVIDER, Delivery.URL
+    req.extras["mode"] = (parent.request.get("extras") or {}).get("mode") or "FAST"
+    ctx = _context(request, principal)
+    try:
+        task = await services.tasks.submit(req, ctx, f"midjourney/{req.model}", {"taskId": parent.id,
+                                                                                   "customId": custom_id}, meta=meta)
+    except GatewayError as exc:
+        services.log_request(ctx, exc.status, exc)
+        raise
+    finally:
+        await ctx.finish()
+    services.log_request(ctx, 201)
+    return _render(request, "_playground_task.html", principal=principal, **_task_view(task))
 
 
 @router.post("/console/playground/stream")
@@ -460,12 +567,9 @@ async def stream_playground(request: Request) -> Response:
     """The same, for a model that streams: partial images as server-sent events while the image
     is made, then the finished image's link (the page draws each as it arrives)."""
     principal = await _who(request, "playground")
-    form = await _form(request)
     services = request.app.state.services
-    req = ImageRequest(operation=Operation.GENERATE, model=form.get("model", ""), prompt=form.get("prompt") or None,
-                       size=form.get("size") or None, stream=True, partial_images=2, delivery=Delivery.URL)
-    ctx = RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
-                         base_url=str(request.base_url), principal=principal)
+    req, _ = await _playground_request(request, streamed=True)
+    ctx = _context(request, principal)
 
     def event(name: str, data: dict) -> bytes:
         return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
@@ -489,12 +593,13 @@ async def stream_playground(request: Request) -> Response:
 
 
 @router.get("/console/gallery")
-async def gallery(request: Request) -> Response:
+async def gallery(request: Request, page: int = 0) -> Response:
     principal = await _who(request, "gallery")
     services = request.app.state.services
     await services.records.flush()
-    return _render(request, "gallery.html", principal=principal,
-                   images=await data.gallery(services.sessions, _scope(principal)))
+    page = max(0, min(page, 10_000))
+    images, more = await data.gallery(services.sessions, _scope(principal), page)
+    return _render(request, "gallery.html", principal=principal, images=images, page=page, more=more)
 
 
 def _decimal(value: str | None) -> Decimal | None:
