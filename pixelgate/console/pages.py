@@ -6,24 +6,24 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from datetime import timezone
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from pixelgate.config import ChannelConfig
 from pixelgate.console import data
 from pixelgate.console.render import HERE, SECURITY_HEADERS, render
-from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, csrf_valid, new_session,
-                                       principal_of, read_session)
-from pixelgate.db.models import Account, RequestLog, Task
+from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, close, csrf_valid, current, open_session,
+                                       principal_of, same)
+from pixelgate.db.models import Account, PriceRow, RequestLog, Task
 from pixelgate.domain.catalog import catalog
 from pixelgate.domain.images import load_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
@@ -33,7 +33,8 @@ from pixelgate.services.auth import Principal, key_view
 from pixelgate.services.engine import RequestContext, StreamCompleted
 from pixelgate.services.routing import KNOWN_MODELS, _with_successors, channel_view
 from pixelgate.providers import REGISTRY
-from pixelgate.surfaces import midjourney
+from pixelgate.surfaces import admin, midjourney
+from pixelgate.surfaces._route import _validation_error
 from pixelgate.surfaces.openai_images import FormFields, _fields, check_depth, to_request
 
 static = StaticFiles(directory=HERE / "static")
@@ -73,8 +74,8 @@ async def _form(request: Request) -> dict[str, str]:
     except Exception as exc:  # python-multipart reports malformed bodies with assorted types
         raise InvalidRequest(f"The form could not be read: {exc}.", code="invalid_form") from None
     form = {k: v for k, v in posted.items() if isinstance(v, str)}
-    session = read_session(request)
-    if session is None or not csrf_valid(request, session["n"], form.get("csrf") or request.headers.get("x-csrf-token")):
+    session = await current(request)
+    if session is None or not csrf_valid(request, session.id, form.get("csrf") or request.headers.get("x-csrf-token")):
         raise GatewayError("The form's security token is missing or stale: reload the page.", status=403,
                            code="csrf_failed")
     check_depth(form)  # a NUL in any field: PostgreSQL stores no text with one
@@ -98,17 +99,33 @@ class ConsoleRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
+                _check_params(request)
                 response = await handler(request)
             except NotSignedIn:
                 response = RedirectResponse("/console/login", status_code=303)
-            except GatewayError as exc:
+            except (GatewayError, RequestValidationError) as exc:
+                if isinstance(exc, RequestValidationError):  # a query or path value of the wrong type
+                    exc = _validation_error(exc)
                 template = "_error.html" if request.headers.get("hx-request") else "error.html"
-                response = _render(request, template, http_status=exc.status, message=exc.message, field=exc.field,
+                response = _render(request, template, http_status=exc.status, status=exc.status, message=exc.message,
+                                   field=exc.field,
                                    principal=await principal_of(request))
             response.headers.update(SECURITY_HEADERS)
             return response
 
         return handle
+
+
+def _check_params(request: Request) -> None:
+    """Path and query values reach SQL: a NUL (which PostgreSQL refuses in text) is a 400."""
+    for name, value in [*request.path_params.items(), *request.query_params.items()]:
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest(f"'{name}' may not contain NUL characters.", field=name)
+
+
+def _parse(model: type[BaseModel], data: dict) -> Any:
+    """A form's fields through the admin API's own model: the same rules, the field named."""
+    return admin._parse(model, {k: v for k, v in data.items() if v not in (None, "")})
 
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
@@ -132,19 +149,31 @@ async def login_page(request: Request) -> Response:
 
 @router.post("/console/login")
 async def login(request: Request) -> Response:
+    """A key, checked as every API checks one: an address that keeps failing is throttled by the
+    same count of failed authentications (services.auth_failures) as the APIs, keys it proved
+    good excepted."""
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     expected = request.cookies.get(LOGIN_COOKIE)
-    if not expected or not secrets.compare_digest(expected, form.get("csrf", "")):
+    if not expected or not same(expected, form.get("csrf", "")):
         return _render(request, "login.html", http_status=403, principal=None, login_csrf=expected or "",
                        error="The sign-in form expired: try again.")
+    services = request.app.state.services
     token = form.get("key", "").strip()
+    address = request.client.host if request.client else ""
     try:
-        await request.app.state.services.keys.authenticate(token)
+        if not services.keys.proven(token):
+            await services.auth_failures.check(address)
+        principal = await services.keys.authenticate(token)
     except GatewayError as exc:
-        return _render(request, "login.html", http_status=401, principal=None, login_csrf=expected, error=exc.message)
+        if exc.status == 401:
+            await services.auth_failures.failed(address)
+        response = _render(request, "login.html", http_status=exc.status, principal=None, login_csrf=expected,
+                           error=exc.message)
+        response.headers.update(exc.headers)
+        return response
     response = RedirectResponse("/console/overview", status_code=303)
-    response.set_cookie(COOKIE, new_session(request, token), max_age=MAX_AGE, httponly=True, samesite="strict",
-                        path="/console", secure=request.url.scheme == "https")
+    response.set_cookie(COOKIE, await open_session(request, principal), max_age=MAX_AGE, httponly=True,
+                        samesite="strict", path="/console", secure=request.url.scheme == "https")
     response.delete_cookie(LOGIN_COOKIE, path="/console")
     return response
 
@@ -152,6 +181,7 @@ async def login(request: Request) -> Response:
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
     await _form(request)
+    await close(request)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
@@ -173,14 +203,14 @@ async def overview(request: Request, days: int = 1) -> Response:
 
 
 @router.get("/console/channels")
-async def channels(request: Request, message: str | None = None) -> Response:
+async def channels(request: Request) -> Response:
     principal = await _who(request, "channels")
     services = request.app.state.services
     await services.records.flush()
     rows = [channel_view(r) | {"testable": testable_models(r.models, r.provider)} for r in await services.directory.list()]
     health = await data.channel_health(services.sessions)
     return _render(request, "channels.html", principal=principal, channels=rows, health=health,
-                   providers=sorted(REGISTRY), message=message)
+                   providers=sorted(REGISTRY))
 
 
 STATUS_RANK = {"current": 0, None: 1, "deprecated": 2, "retired": 3}
@@ -209,13 +239,8 @@ async def add_channel(request: Request) -> Response:
     await _who(request, "channels")
     form = await _form(request)
     services = request.app.state.services
-    try:
-        cfg = ChannelConfig(name=form.get("name", ""), provider=form.get("provider", ""),
-                            base_url=form.get("base_url") or None, api_key=form.get("api_key") or None,
-                            models=[m.strip() for m in form.get("models", "").split(",") if m.strip()],
-                            priority=int(form.get("priority") or 0), weight=int(form.get("weight") or 1))
-    except (ValidationError, ValueError) as exc:
-        return await channels(request, message=f"Not added: {_first_error(exc)}")
+    cfg = _parse(ChannelConfig, {**{k: form.get(k) for k in ("name", "provider", "base_url", "api_key", "priority",
+                                                             "weight")}, "models": _names(form.get("models"))})
     await services.directory.create(cfg)
     return RedirectResponse("/console/channels", status_code=303)
 
@@ -234,19 +259,13 @@ async def toggle_channel(name: str, request: Request) -> Response:
 async def edit_channel(name: str, request: Request) -> Response:
     await _who(request, "channels")
     form = await _form(request)
-    changes: dict[str, Any] = {}
-    for field in ("base_url", "api_key"):
-        if form.get(field):
-            changes[field] = form[field]
+    changes: dict[str, Any] = {k: form[k] for k in ("base_url", "api_key", "priority", "weight") if form.get(k)}
     if form.get("models"):
-        changes["models"] = [m.strip() for m in form["models"].split(",") if m.strip()]
-    for field in ("priority", "weight"):
-        if form.get(field):
-            changes[field] = int(form[field])
+        changes["models"] = _names(form["models"])
     try:
         await request.app.state.services.directory.update(name, changes)
-    except (ValidationError, ValueError) as exc:
-        return await channels(request, message=f"Not saved: {_first_error(exc)}")
+    except ValidationError as exc:  # the same rules as the admin API's PATCH
+        raise _invalid(exc) from None
     return RedirectResponse("/console/channels", status_code=303)
 
 
@@ -294,16 +313,18 @@ async def create_key(request: Request) -> Response:
     principal = await _who(request, "keys")
     form = await _form(request)
     services = request.app.state.services
-    models = [m.strip() for m in form.get("allowed_models", "").split(",") if m.strip()] or None
-    from datetime import datetime, timezone
-
-    expires = (datetime.fromisoformat(form["expires_at"]).replace(tzinfo=timezone.utc)
-               if form.get("expires_at") else None)
+    body = _parse(admin.KeyCreate, {**{k: form.get(k) for k in ("name", "account_id", "rate_limit_rpm",
+                                                                   "max_concurrent", "expires_at")},
+                                    "allowed_models": _names(form.get("allowed_models")) or None,
+                                    "is_admin": form.get("is_admin") == "on"})
+    if body.account_id is not None:
+        await services.engine.billing.account(body.account_id)
+    expires = body.expires_at
+    if expires is not None and expires.tzinfo is None:  # a datetime-local field: taken as UTC
+        expires = expires.replace(tzinfo=timezone.utc)
     row, token = await services.keys.create(
-        form.get("name") or "console", is_admin=form.get("is_admin") == "on", expires_at=expires,
-        allowed_models=models, account_id=int(form["account_id"]) if form.get("account_id") else None,
-        rate_limit_rpm=int(form["rate_limit_rpm"]) if form.get("rate_limit_rpm") else None,
-        max_concurrent=int(form["max_concurrent"]) if form.get("max_concurrent") else None)
+        body.name, is_admin=body.is_admin, expires_at=expires, allowed_models=body.allowed_models,
+        account_id=body.account_id, rate_limit_rpm=body.rate_limit_rpm, max_concurrent=body.max_concurrent)
     async with services.sessions() as session:
         accounts = list((await session.execute(select(Account).order_by(Account.id))).scalars())
     return _render(request, "keys.html", principal=principal, keys=[key_view(k) for k in await services.keys.list()],
@@ -315,7 +336,7 @@ async def toggle_key(key_id: int, request: Request) -> Response:
     await _who(request, "keys")
     await _form(request)
     keys_ = request.app.state.services.keys
-    row = await keys_.get(key_id)
+    row = await keys_.get(admin._id(key_id, "API key"))
     await keys_.update(key_id, enabled=not row.enabled)
     return _redirect(request, "/console/keys")
 
@@ -328,23 +349,25 @@ def _redirect(request: Request, url: str) -> Response:
 
 
 @router.get("/console/accounts")
-async def accounts(request: Request, account: int | None = None, message: str | None = None) -> Response:
+async def accounts(request: Request, account: int | None = None) -> Response:
     principal = await _who(request, "accounts")
+    if account is not None:
+        admin._id(account, "account", "account")
     services = request.app.state.services
     async with services.sessions() as session:
         rows = list((await session.execute(select(Account).order_by(Account.id))).scalars())
     entries = await data.ledger(services.sessions, account) if account else []
     return _render(request, "accounts.html", principal=principal, accounts=rows, selected=account, ledger=entries,
-                   currency=services.engine.billing.currency, message=message)
+                   currency=services.engine.billing.currency)
 
 
 @router.post("/console/accounts")
 async def create_account(request: Request) -> Response:
     await _who(request, "accounts")
     form = await _form(request)
-    balance = _decimal(form.get("balance"))
-    account = await request.app.state.services.engine.billing.create_account(form.get("name") or "account",
-                                                                              balance, _decimal(form.get("spend_limit")))
+    body = _parse(admin.AccountCreate, {k: form.get(k) for k in ("name", "balance", "spend_limit")})
+    account = await request.app.state.services.engine.billing.create_account(body.name, body.balance,
+                                                                              body.spend_limit, body.markup)
     return RedirectResponse(f"/console/accounts?account={account.id}", status_code=303)
 
 
@@ -352,19 +375,14 @@ async def create_account(request: Request) -> Response:
 async def top_up(account_id: int, request: Request) -> Response:
     await _who(request, "accounts")
     form = await _form(request)
-    amount = _decimal(form.get("amount"))
-    if amount is None:
-        return await accounts(request, account_id, message="Top-up not applied: the amount is not a number.")
-    reference = form.get("reference") or "topup_" + secrets.token_hex(8)
-    try:
-        await request.app.state.services.engine.billing.top_up(account_id, amount, reference)
-    except GatewayError as exc:
-        return await accounts(request, account_id, message=f"Top-up not applied: {exc.message}")
+    admin._id(account_id, "account", "account_id")
+    body = _parse(admin.TopUp, {k: form.get(k) for k in ("amount", "reference")})
+    await request.app.state.services.engine.billing.top_up(account_id, body.amount, body.reference)
     return RedirectResponse(f"/console/accounts?account={account_id}", status_code=303)
 
 
 @router.get("/console/prices")
-async def prices(request: Request, message: str | None = None) -> Response:
+async def prices(request: Request) -> Response:
     principal = await _who(request, "prices")
     billing = request.app.state.services.engine.billing
     origin = {1: "built-in", 2: "config file", 3: "console / admin API"}
@@ -372,7 +390,7 @@ async def prices(request: Request, message: str | None = None) -> Response:
              "tokens": p.tokens, "price_currency": p.currency, "origin": origin[rank],
              "source": f"{p.source} ({p.date})" if p.date else p.source}
             for model, entries in sorted((await billing.table()).items()) for rank, p in entries]
-    return _render(request, "prices.html", principal=principal, prices=rows, message=message)
+    return _render(request, "prices.html", principal=principal, prices=rows)
 
 
 @router.post("/console/prices")
@@ -380,15 +398,12 @@ async def set_price(request: Request) -> Response:
     await _who(request, "prices")
     form = await _form(request)
     services = request.app.state.services
-    amount = _decimal(form.get("amount"))
-    if not form.get("model") or amount is None or amount < 0:
-        return await prices(request, message="Not saved: give a model and an amount of 0 or more.")
-    from pixelgate.db.models import PriceRow
-
-    dimensions = {k: form[k] for k in ("quality", "size", "tier", "speed") if form.get(k)}
+    body = _parse(admin.PriceCreate, {**{k: form.get(k) for k in ("model", "amount", "currency", "operation")},
+                                      "dimensions": {k: form[k] for k in ("quality", "size", "tier", "speed")
+                                                     if form.get(k)}})
     async with services.sessions() as session, session.begin():
-        session.add(PriceRow(model=form["model"], operation=form.get("operation") or "*", dimensions=dimensions,
-                             amount=amount, currency=form.get("currency") or services.engine.billing.currency,
+        session.add(PriceRow(model=body.model, operation=body.operation, dimensions=dict(body.dimensions),
+                             amount=body.amount, currency=body.currency or services.engine.billing.currency,
                              source="admin"))
     await services.invalidation.changed("prices")
     return RedirectResponse("/console/prices", status_code=303)
@@ -400,6 +415,8 @@ async def request_log(request: Request, model: str | None = None, status: str | 
     principal = await _who(request, "requests")
     services = request.app.state.services
     await services.records.flush()
+    if key is not None:
+        admin._id(key, "API key", "key")
     rows = await data.requests(services.sessions, key, model or None, status or None)
     return _render(request, "requests.html", principal=principal, rows=rows, model=model or "",
                    status_filter=status or "", key=key or "")
@@ -602,15 +619,12 @@ async def gallery(request: Request, page: int = 0) -> Response:
     return _render(request, "gallery.html", principal=principal, images=images, page=page, more=more)
 
 
-def _decimal(value: str | None) -> Decimal | None:
-    try:
-        return Decimal(value) if value not in (None, "") else None
-    except InvalidOperation:
-        return None
+def _names(value: str | None) -> list[str]:
+    """A comma-separated list of names (models), as the forms take it."""
+    return [m.strip() for m in (value or "").split(",") if m.strip()]
 
 
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in err['loc']) or 'channel'}: {err['msg']}"
-    return str(exc)
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    return InvalidRequest(f"Invalid value for '{field}': {err['msg']}." if field else err["msg"], field=field)

@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 
-from pixelgate.console.session import csrf_token, read_session
+from pixelgate.console.session import csrf_token
 from pixelgate.services.storage import file_name
 
 HERE = Path(__file__).parent
@@ -76,10 +76,10 @@ templates.filters["money"] = _money_filter
 
 def render(request: Request, template: str, /, *, http_status: int = 200, nav: list | None = None,
            **context: Any) -> HTMLResponse:
-    session = read_session(request)
+    session = getattr(request.state, "console_session", None)  # read by the route, if signed in
     services = request.app.state.services
     html = templates.get_template(template).render(
-        request=request, nav=nav or [], csrf=csrf_token(request, session["n"]) if session else "",
+        request=request, nav=nav or [], csrf=csrf_token(request, session.id) if session else "",
         image_url=lambda image: image_url(request, image), price_terms=price_terms,
         **{"currency": services.engine.billing.currency, **context})
     return HTMLResponse(html, status_code=http_status)  # ConsoleRoute adds SECURITY_HEADERS
