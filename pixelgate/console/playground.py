@@ -79,15 +79,23 @@ async def run_playground(request: Request) -> Response:
     finally:
         await ctx.finish()
     services.log_request(ctx, 201 if task is not None else status, error)
-    base = str(request.base_url).rstrip("/")
-    endpoint = "edits" if req.operation is Operation.EDIT else "generations"
-    curl = (f"curl {base}/v1/images/{endpoint} \\\n  -H \"Authorization: Bearer $PG_KEY\" "
-            f"-H \"Content-Type: application/json\" \\\n  -d '{json.dumps(body)}'")
-    args = ", ".join(f"{k}={v!r}" for k, v in body.items())
-    sdk = (f"from openai import OpenAI\n\nclient = OpenAI(base_url=\"{base}/v1\", api_key=\"pg-...\")\n"
-           f"result = client.images.generate({args}, response_format=\"url\")\nprint(result.data[0].url)")
+    curl, sdk = _same_call(str(request.base_url).rstrip("/"), body, req.operation is Operation.EDIT)
     return _render(request, "_playground_result.html", http_status=status, principal=principal, outcome=outcome,
                    curl=curl, sdk=sdk, request_id=ctx.request_id, **(_task_view(task) if task else {}))
+
+
+def _same_call(base: str, body: dict, edit: bool) -> tuple[str, str]:
+    """The call as curl and as OpenAI SDK code: JSON to generations, multipart to edits."""
+    auth = f"curl {base}/v1/images/{'edits' if edit else 'generations'} \\\n  -H \"Authorization: Bearer $PG_KEY\" "
+    if edit:
+        curl = auth + "".join(f"\\\n  -F {k}={json.dumps(str(v))} " for k, v in body.items()) + "-F image=@image.png"
+    else:
+        curl = auth + f"-H \"Content-Type: application/json\" \\\n  -d '{json.dumps(body)}'"
+    args = ", ".join(f"{k}={v!r}" for k, v in body.items()) + (", image=open(\"image.png\", \"rb\")" if edit else "")
+    sdk = (f"from openai import OpenAI\n\nclient = OpenAI(base_url=\"{base}/v1\", api_key=\"pg-...\")\n"
+           f"result = client.images.{'edit' if edit else 'generate'}({args}, response_format=\"url\")\n"
+           "print(result.data[0].url)")
+    return curl, sdk
 
 
 def _task_view(task: Task) -> dict:

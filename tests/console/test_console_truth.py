@@ -158,7 +158,7 @@ def test_the_playground_follows_a_task_and_takes_a_seed_and_an_image_to_edit(gat
     edit = _playground(client, model="sandbox-image", prompt="make it blue", size="32x32",
                        files={"image": ("red.png", png.getvalue(), "image/png")})
     assert edit.status_code == 200 and 'class="result"' in edit.text, edit.text
-    assert "/v1/images/edits" in edit.text
+    assert "/v1/images/edits" in edit.text and "-F image=@image.png" in edit.text and "client.images.edit(" in edit.text
     request_id = re.search(r'<code>(req_\w+)</code>', edit.text).group(1)
     assert gateway.log_row(request_id)["operation"] == "edit"
 
