@@ -37,7 +37,7 @@ class ChannelConfig(BaseModel):
     api_key_env: str | None = None
     models: list[str] = Field(min_length=1)
     model_map: dict[str, str] = Field(default_factory=dict)
-    priority: int = 0
+    priority: int = Field(default=0, ge=-(2**31 - 1), le=2**31 - 1)  # an INTEGER column
     weight: int = Field(default=1, ge=1, le=1000)
     enabled: bool = True
     timeout_seconds: float | None = Field(default=None, gt=0, le=3600)

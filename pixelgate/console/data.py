@@ -4,13 +4,13 @@ never whole tables into Python)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from statistics import median
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate.db.models import LedgerEntry, RequestLog, Task
+from pixelgate.services.usage import usage
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -21,37 +21,32 @@ def _since(hours: int) -> datetime:
     return datetime.now(timezone.utc) - timedelta(hours=hours)
 
 
-async def overview(sessions: async_sessionmaker, key_id: int | None, hours: int = 24) -> dict:
-    """Requests, images, spend and errors per hour, and totals by model and by channel."""
-    since = _since(hours)
-    where = [RequestLog.created_at >= since] + ([RequestLog.key_id == key_id] if key_id is not None else [])
-    failed = func.sum(case((RequestLog.status >= 400, 1), else_=0))
-    columns = (func.count(), func.coalesce(func.sum(RequestLog.images_delivered), 0),
-               func.coalesce(func.sum(RequestLog.cost), 0), failed)
-    async with sessions() as session:
-        rows = (await session.execute(select(RequestLog.created_at, RequestLog.status, RequestLog.images_delivered,
-                                             RequestLog.cost).where(*where))).all()
-        by_model = (await session.execute(select(RequestLog.model, *columns).where(*where)
-                                          .group_by(RequestLog.model).order_by(func.count().desc()))).all()
-        by_channel = (await session.execute(select(RequestLog.channel, *columns).where(*where)
-                                            .group_by(RequestLog.channel).order_by(func.count().desc()))).all()
-    start = since.replace(minute=0, second=0, microsecond=0)
-    buckets = [start + timedelta(hours=i) for i in range(hours + 1)]
-    series = {"t": [int(b.timestamp()) for b in buckets], "requests": [0] * len(buckets),
-              "images": [0] * len(buckets), "spend": [0.0] * len(buckets), "errors": [0] * len(buckets)}
-    for created, status, images, cost in rows:
-        created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
-        i = min(len(buckets) - 1, max(0, int((created - start).total_seconds() // 3600)))
-        series["requests"][i] += 1
-        series["images"][i] += images or 0
-        series["spend"][i] += float(cost or 0)
-        series["errors"][i] += status >= 400
-    table = lambda rows: [{"name": r[0] or "—", "requests": r[1], "images": r[2], "spend": Decimal(r[3] or 0),  # noqa: E731
-                           "errors": r[4] or 0} for r in rows]
-    totals = {k: sum(series[k]) for k in ("requests", "images", "errors")}
-    totals["spend"] = sum(Decimal(str(v)) for v in series["spend"])
-    totals["error_rate"] = (totals["errors"] / totals["requests"]) if totals["requests"] else 0.0
-    return {"series": series, "by_model": table(by_model), "by_channel": table(by_channel), "totals": totals}
+async def overview(sessions: async_sessionmaker, key_id: int | None, days: int = 1) -> dict:
+    """Requests, images, spend and errors per hour, and totals by model and by channel: the
+    figures of GET /admin/usage (services.usage, synchronous requests and tasks alike)."""
+    hourly, by_model, by_channel = [await usage(sessions, group, key_id, days) for group in ("hour", "model", "channel")]
+    start = datetime.fromisoformat(hourly["since"]).replace(minute=0, second=0, microsecond=0)
+    buckets = [start + timedelta(hours=i) for i in range(days * 24 + 1)]
+    index = {b.strftime("%Y-%m-%dT%H:00"): i for i, b in enumerate(buckets)}
+    series: dict[str, list] = {"t": [int(b.timestamp()) for b in buckets], "requests": [0] * len(buckets),
+                               "images": [0] * len(buckets), "spend": [0.0] * len(buckets), "errors": [0] * len(buckets)}
+    for row in hourly["data"]:
+        i = index.get(row["hour"])
+        if i is not None:
+            series["requests"][i], series["images"][i] = row["requests"], row["images"]
+            series["errors"][i], series["spend"][i] = row["failed"], float(row["cost"])  # chart points only
+    requests = sum(r["requests"] for r in by_model["data"])
+    errors = sum(r["failed"] for r in by_model["data"])
+    totals = {"requests": requests, "images": by_model["total_images"], "spend": by_model["total_cost"],
+              "errors": errors, "error_rate": errors / requests if requests else 0.0}
+
+    def table(report: dict, group: str) -> list[dict]:
+        rows = sorted(report["data"], key=lambda r: -r["requests"])
+        return [{"name": "—" if r[group] == "None" else r[group], "requests": r["requests"], "images": r["images"],
+                 "spend": r["cost"], "errors": r["failed"]} for r in rows]
+
+    return {"series": series, "by_model": table(by_model, "model"), "by_channel": table(by_channel, "channel"),
+            "totals": totals}
 
 
 async def channel_health(sessions: async_sessionmaker, hours: int = 24) -> dict[str, dict]:
@@ -96,24 +91,46 @@ async def requests(sessions: async_sessionmaker, key_id: int | None, model: str 
         return list((await session.execute(query)).scalars())
 
 
-async def gallery(sessions: async_sessionmaker, key_id: int | None, limit: int = 60) -> list[dict]:
-    """Recent images the gateway kept, each with the request that made it."""
-    query = (select(RequestLog).where(RequestLog.images.is_not(None)).order_by(RequestLog.created_at.desc())
-             .limit(limit))
+async def gallery(sessions: async_sessionmaker, key_id: int | None, page: int = 0,
+                  per_page: int = 60) -> tuple[list[dict], bool]:
+    """One page of the images the gateway kept (newest first), each with its model, prompt and
+    request, from the request log (synchronous answers) and from finished tasks; and whether an
+    older page exists. Rows without a kept image (a poll, a refusal, base64 not kept) are passed
+    over, not counted against the page."""
+    want = (page + 1) * per_page + 1
+    logs = select(RequestLog).where(RequestLog.images_delivered > 0).order_by(RequestLog.created_at.desc())
+    done = select(Task).where(Task.status == "succeeded").order_by(Task.completed_at.desc())
     if key_id is not None:
-        query = query.where(RequestLog.key_id == key_id)
+        logs, done = logs.where(RequestLog.key_id == key_id), done.where(Task.key_id == key_id)
+
+    def logged(r: RequestLog) -> list[dict]:
+        return [{"id": i["id"], "format": i["format"], "model": r.model, "when": _aware(r.created_at),
+                 "request": r.id, "prompt": i.get("prompt") or ""} for i in r.images or [] if i.get("kept", True)]
+
+    def made(t: Task) -> list[dict]:
+        prompt = (t.request or {}).get("prompt") or (t.input or {}).get("prompt") or ""
+        return [{"id": i["id"], "format": i["format"], "model": t.model, "when": _aware(t.completed_at),
+                 "request": t.request_id, "task": t.id, "prompt": prompt} for i in t.output or []]
+
     async with sessions() as session:
-        rows = list((await session.execute(query)).scalars())
-        tasks = select(Task).where(Task.output.is_not(None)).order_by(Task.completed_at.desc()).limit(limit)
-        if key_id is not None:
-            tasks = tasks.where(Task.key_id == key_id)
-        done = list((await session.execute(tasks)).scalars())
-    found = [{"id": i["id"], "format": i["format"], "model": r.model, "when": _aware(r.created_at), "request": r.id,
-              "params": r.operation} for r in rows for i in (r.images or []) if i.get("kept", True)]
-    found += [{"id": i["id"], "format": i["format"], "model": t.model, "when": _aware(t.completed_at), "request": t.request_id,
-               "params": (t.request or {}).get("prompt") or ""} for t in done for i in (t.output or [])]
+        found = [*await _collect(session, logs, logged, want), *await _collect(session, done, made, want)]
     found.sort(key=lambda g: g["when"] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
-    return found[:limit]
+    seen: set[str] = set()
+    unique = [g for g in found if not (g["id"] in seen or seen.add(g["id"]))]  # a task's images are on its request too
+    return unique[page * per_page:(page + 1) * per_page], len(unique) > (page + 1) * per_page
+
+
+async def _collect(session, query, images_of, want: int, batch: int = 200) -> list[dict]:
+    """The images of the query's rows, newest first, until `want` of them (or the rows) run out."""
+    found: list[dict] = []
+    offset = 0
+    while len(found) < want:
+        rows = list((await session.execute(query.limit(batch).offset(offset))).scalars())
+        found += [image for row in rows for image in images_of(row)]
+        if len(rows) < batch:
+            break
+        offset += batch
+    return found
 
 
 async def ledger(sessions: async_sessionmaker, account_id: int, limit: int = 100) -> list[LedgerEntry]:

@@ -6,32 +6,36 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from datetime import timezone
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import ValidationError
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
+from starlette.datastructures import UploadFile
 
 from pixelgate.config import ChannelConfig
 from pixelgate.console import data
-from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, csrf_token, csrf_valid, new_session,
-                                       principal_of, read_session)
-from pixelgate.db.models import Account, RequestLog, Task
+from pixelgate.console.render import HERE, SECURITY_HEADERS, render
+from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, close, csrf_valid, current, open_session,
+                                       principal_of, same)
+from pixelgate.db.models import Account, PriceRow, RequestLog, Task
+from pixelgate.domain.catalog import catalog
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
-from pixelgate.errors import GatewayError, NotFound
+from pixelgate.errors import GatewayError, InvalidRequest, NotFound
+from pixelgate.providers.base import GENERATE
 from pixelgate.services.auth import Principal, key_view
-from pixelgate.services.engine import RequestContext, StreamCompleted
-from pixelgate.services.routing import channel_view
-from pixelgate.services.storage import file_name
+from pixelgate.services.engine import RequestContext
+from pixelgate.services.routing import KNOWN_MODELS, _with_successors, channel_view
+from pixelgate.providers import REGISTRY
+from pixelgate.surfaces import admin
+from pixelgate.surfaces._route import _validation_error
+from pixelgate.surfaces.openai_images import check_depth
 
-HERE = Path(__file__).parent
-templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 static = StaticFiles(directory=HERE / "static")
 
 ADMIN_PAGES = ("channels", "keys", "accounts", "prices", "requests")
@@ -45,17 +49,9 @@ class NotSignedIn(Exception):
 
 
 def _render(request: Request, template: str, /, *, http_status: int = 200, **context: Any) -> HTMLResponse:
-    session = read_session(request)
     principal = context.get("principal")
     nav = [(slug, label) for slug, label in NAV if principal is None or principal.is_admin or slug not in ADMIN_PAGES]
-    html = templates.get_template(template).render(
-        request=request, nav=nav, csrf=csrf_token(request, session["n"]) if session else "",
-        image_url=lambda image: _image_url(request, image), **context)
-    return HTMLResponse(html, status_code=http_status, headers={"cache-control": "no-store"})
-
-
-def _image_url(request: Request, image: dict) -> str:
-    return request.app.state.services.signer.url(str(request.base_url), file_name(image["id"], image["format"]))
+    return render(request, template, http_status=http_status, nav=nav, **context)
 
 
 async def _who(request: Request, page: str) -> Principal:
@@ -68,12 +64,24 @@ async def _who(request: Request, page: str) -> Principal:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The POSTed form, once its CSRF token matches the session's."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    session = read_session(request)
-    if session is None or not csrf_valid(request, session["n"], form.get("csrf") or request.headers.get("x-csrf-token")):
+    """The POSTed form, once its CSRF token matches the session's. Files (a playground upload)
+    wait in request.state.uploads as (filename, bytes)."""
+    try:
+        posted = await request.form(max_files=2, max_fields=60)
+    except GatewayError:  # the body limit (surfaces/_limits.py)
+        raise
+    except Exception as exc:  # python-multipart reports malformed bodies with assorted types
+        raise InvalidRequest(f"The form could not be read: {exc}.", code="invalid_form") from None
+    form = {k: v for k, v in posted.items() if isinstance(v, str)}
+    session = await current(request)
+    if session is None or not csrf_valid(request, session.id, form.get("csrf") or request.headers.get("x-csrf-token")):
         raise GatewayError("The form's security token is missing or stale: reload the page.", status=403,
                            code="csrf_failed")
+    check_depth(form)  # a NUL in any field: PostgreSQL stores no text with one
+    request.state.uploads = {}
+    for name, value in posted.multi_items():
+        if isinstance(value, UploadFile) and value.filename:
+            request.state.uploads[name] = (value.filename, await value.read())
     return form
 
 
@@ -90,14 +98,33 @@ class ConsoleRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
-                return await handler(request)
+                _check_params(request)
+                response = await handler(request)
             except NotSignedIn:
-                return RedirectResponse("/console/login", status_code=303)
-            except GatewayError as exc:
-                return _render(request, "error.html", http_status=exc.status, message=exc.message,
-                               principal=await principal_of(request))
+                response = RedirectResponse("/console/login", status_code=303)
+            except (GatewayError, RequestValidationError) as exc:
+                if isinstance(exc, RequestValidationError):  # a query or path value of the wrong type
+                    exc = _validation_error(exc)
+                template = "_error.html" if request.headers.get("hx-request") else "error.html"
+                response = _render(request, template, http_status=exc.status, status=exc.status, message=exc.message,
+                                   field=exc.field,
+                                   principal=await principal_of(request))
+            response.headers.update(SECURITY_HEADERS)
+            return response
 
         return handle
+
+
+def _check_params(request: Request) -> None:
+    """Path and query values reach SQL: a NUL (which PostgreSQL refuses in text) is a 400."""
+    for name, value in [*request.path_params.items(), *request.query_params.items()]:
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest(f"'{name}' may not contain NUL characters.", field=name)
+
+
+def _parse(model: type[BaseModel], data: dict) -> Any:
+    """A form's fields through the admin API's own model: the same rules, the field named."""
+    return admin._parse(model, {k: v for k, v in data.items() if v not in (None, "")})
 
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
@@ -121,19 +148,31 @@ async def login_page(request: Request) -> Response:
 
 @router.post("/console/login")
 async def login(request: Request) -> Response:
+    """A key, checked as every API checks one: an address that keeps failing is throttled by the
+    same count of failed authentications (services.auth_failures) as the APIs, keys it proved
+    good excepted."""
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     expected = request.cookies.get(LOGIN_COOKIE)
-    if not expected or not secrets.compare_digest(expected, form.get("csrf", "")):
+    if not expected or not same(expected, form.get("csrf", "")):
         return _render(request, "login.html", http_status=403, principal=None, login_csrf=expected or "",
                        error="The sign-in form expired: try again.")
+    services = request.app.state.services
     token = form.get("key", "").strip()
+    address = request.client.host if request.client else ""
     try:
-        await request.app.state.services.keys.authenticate(token)
+        if not services.keys.proven(token):
+            await services.auth_failures.check(address)
+        principal = await services.keys.authenticate(token)
     except GatewayError as exc:
-        return _render(request, "login.html", http_status=401, principal=None, login_csrf=expected, error=exc.message)
+        if exc.status == 401:
+            await services.auth_failures.failed(address)
+        response = _render(request, "login.html", http_status=exc.status, principal=None, login_csrf=expected,
+                           error=exc.message)
+        response.headers.update(exc.headers)
+        return response
     response = RedirectResponse("/console/overview", status_code=303)
-    response.set_cookie(COOKIE, new_session(request, token), max_age=MAX_AGE, httponly=True, samesite="strict",
-                        path="/console", secure=request.url.scheme == "https")
+    response.set_cookie(COOKIE, await open_session(request, principal), max_age=MAX_AGE, httponly=True,
+                        samesite="strict", path="/console", secure=request.url.scheme == "https")
     response.delete_cookie(LOGIN_COOKIE, path="/console")
     return response
 
@@ -141,6 +180,7 @@ async def login(request: Request) -> Response:
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
     await _form(request)
+    await close(request)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
@@ -149,26 +189,48 @@ async def logout(request: Request) -> Response:
 # -- pages --
 
 @router.get("/console/overview")
-async def overview(request: Request, hours: int = 24) -> Response:
+async def overview(request: Request, days: int = 1) -> Response:
     principal = await _who(request, "overview")
     services = request.app.state.services
     await services.records.flush()
-    report = await data.overview(services.sessions, _scope(principal), max(1, min(hours, 24 * 31)))
-    return _render(request, "overview.html", principal=principal, report=report, hours=hours,
-                   series=json.dumps(report["series"]), currency=services.engine.billing.currency)
+    days = max(1, min(days, 31))
+    report = await data.overview(services.sessions, _scope(principal), days)
+    account = (await services.engine.billing.account(principal.account_id)
+               if principal.account_id is not None and not principal.is_admin else None)
+    return _render(request, "overview.html", principal=principal, report=report, days=days,
+                   series=json.dumps(report["series"]), account=account)
 
 
 @router.get("/console/channels")
-async def channels(request: Request, message: str | None = None) -> Response:
+async def channels(request: Request) -> Response:
     principal = await _who(request, "channels")
     services = request.app.state.services
     await services.records.flush()
-    rows = [channel_view(r) for r in await services.directory.list()]
+    rows = [channel_view(r) | {"testable": testable_models(r.models, r.provider)} for r in await services.directory.list()]
     health = await data.channel_health(services.sessions)
-    from pixelgate.providers import REGISTRY
-
     return _render(request, "channels.html", principal=principal, channels=rows, health=health,
-                   providers=sorted(REGISTRY), message=message)
+                   providers=sorted(REGISTRY))
+
+
+STATUS_RANK = {"current": 0, None: 1, "deprecated": 2, "retired": 3}
+
+
+def testable_models(models: list[str], provider: str) -> list[str]:
+    """The models a channel's Test can make an image with, best first: those its vendor still
+    serves (current before deprecated; retired ones last, with their successors), and that generate."""
+    vendor = REGISTRY.get(provider)
+    served = _with_successors(list(models), vendor) if vendor else list(models)
+
+    def caps(model: str):
+        own = vendor.models.get(model) if vendor else None
+        return own or (KNOWN_MODELS.get(model) or (None, vendor.generic if vendor else None))[1]
+
+    def rank(model: str) -> int:
+        entry = catalog().get(model)
+        return STATUS_RANK[entry.status() if entry else None]
+
+    makers = [m for m in served if (c := caps(m)) is None or GENERATE in c.operations]
+    return sorted(makers, key=rank)
 
 
 @router.post("/console/channels")
@@ -176,13 +238,8 @@ async def add_channel(request: Request) -> Response:
     await _who(request, "channels")
     form = await _form(request)
     services = request.app.state.services
-    try:
-        cfg = ChannelConfig(name=form.get("name", ""), provider=form.get("provider", ""),
-                            base_url=form.get("base_url") or None, api_key=form.get("api_key") or None,
-                            models=[m.strip() for m in form.get("models", "").split(",") if m.strip()],
-                            priority=int(form.get("priority") or 0), weight=int(form.get("weight") or 1))
-    except (ValidationError, ValueError) as exc:
-        return await channels(request, message=f"Not added: {_first_error(exc)}")
+    cfg = _parse(ChannelConfig, {**{k: form.get(k) for k in ("name", "provider", "base_url", "api_key", "priority",
+                                                             "weight")}, "models": _names(form.get("models"))})
     await services.directory.create(cfg)
     return RedirectResponse("/console/channels", status_code=303)
 
@@ -201,19 +258,13 @@ async def toggle_channel(name: str, request: Request) -> Response:
 async def edit_channel(name: str, request: Request) -> Response:
     await _who(request, "channels")
     form = await _form(request)
-    changes: dict[str, Any] = {}
-    for field in ("base_url", "api_key"):
-        if form.get(field):
-            changes[field] = form[field]
+    changes: dict[str, Any] = {k: form[k] for k in ("base_url", "api_key", "priority", "weight") if form.get(k)}
     if form.get("models"):
-        changes["models"] = [m.strip() for m in form["models"].split(",") if m.strip()]
-    for field in ("priority", "weight"):
-        if form.get(field):
-            changes[field] = int(form[field])
+        changes["models"] = _names(form["models"])
     try:
         await request.app.state.services.directory.update(name, changes)
-    except (ValidationError, ValueError) as exc:
-        return await channels(request, message=f"Not saved: {_first_error(exc)}")
+    except ValidationError as exc:  # the same rules as the admin API's PATCH
+        raise _invalid(exc) from None
     return RedirectResponse("/console/channels", status_code=303)
 
 
@@ -221,14 +272,16 @@ async def edit_channel(name: str, request: Request) -> Response:
 async def test_channel(name: str, request: Request) -> Response:
     """A real, small call through this channel alone: the image, or the exact upstream error."""
     principal = await _who(request, "channels")
-    await _form(request)
+    form = await _form(request)
     services = request.app.state.services
     row = await services.directory.get(name)
-    model = row.models[0]
+    choices = testable_models(row.models, row.provider)
+    model = form.get("model") or (choices[0] if choices else row.models[0])
+    if model not in choices and model not in row.models:
+        raise InvalidRequest(f"Channel {name} does not serve model '{model}'.", field="model")
     req = ImageRequest(operation=Operation.GENERATE, model=model, prompt="a small test image: a red circle",
                        channel=name, delivery=Delivery.URL)
-    ctx = RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
-                         base_url=str(request.base_url), principal=principal)
+    ctx = _context(request, principal)
     started = time.perf_counter()
     try:
         result = await services.engine.generate(req, ctx)
@@ -258,16 +311,18 @@ async def create_key(request: Request) -> Response:
     principal = await _who(request, "keys")
     form = await _form(request)
     services = request.app.state.services
-    models = [m.strip() for m in form.get("allowed_models", "").split(",") if m.strip()] or None
-    from datetime import datetime, timezone
-
-    expires = (datetime.fromisoformat(form["expires_at"]).replace(tzinfo=timezone.utc)
-               if form.get("expires_at") else None)
+    body = _parse(admin.KeyCreate, {**{k: form.get(k) for k in ("name", "account_id", "rate_limit_rpm",
+                                                                   "max_concurrent", "expires_at")},
+                                    "allowed_models": _names(form.get("allowed_models")) or None,
+                                    "is_admin": form.get("is_admin") == "on"})
+    if body.account_id is not None:
+        await services.engine.billing.account(body.account_id)
+    expires = body.expires_at
+    if expires is not None and expires.tzinfo is None:  # a datetime-local field: taken as UTC
+        expires = expires.replace(tzinfo=timezone.utc)
     row, token = await services.keys.create(
-        form.get("name") or "console", is_admin=form.get("is_admin") == "on", expires_at=expires,
-        allowed_models=models, account_id=int(form["account_id"]) if form.get("account_id") else None,
-        rate_limit_rpm=int(form["rate_limit_rpm"]) if form.get("rate_limit_rpm") else None,
-        max_concurrent=int(form["max_concurrent"]) if form.get("max_concurrent") else None)
+        body.name, is_admin=body.is_admin, expires_at=expires, allowed_models=body.allowed_models,
+        account_id=body.account_id, rate_limit_rpm=body.rate_limit_rpm, max_concurrent=body.max_concurrent)
     async with services.sessions() as session:
         accounts = list((await session.execute(select(Account).order_by(Account.id))).scalars())
     return _render(request, "keys.html", principal=principal, keys=[key_view(k) for k in await services.keys.list()],
@@ -279,29 +334,38 @@ async def toggle_key(key_id: int, request: Request) -> Response:
     await _who(request, "keys")
     await _form(request)
     keys_ = request.app.state.services.keys
-    row = await keys_.get(key_id)
+    row = await keys_.get(admin._id(key_id, "API key"))
     await keys_.update(key_id, enabled=not row.enabled)
-    return RedirectResponse("/console/keys", status_code=303)
+    return _redirect(request, "/console/keys")
+
+
+def _redirect(request: Request, url: str) -> Response:
+    """Where to go after an action: htmx follows HX-Redirect with a full page load."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"hx-redirect": url})
+    return RedirectResponse(url, status_code=303)
 
 
 @router.get("/console/accounts")
-async def accounts(request: Request, account: int | None = None, message: str | None = None) -> Response:
+async def accounts(request: Request, account: int | None = None) -> Response:
     principal = await _who(request, "accounts")
+    if account is not None:
+        admin._id(account, "account", "account")
     services = request.app.state.services
     async with services.sessions() as session:
         rows = list((await session.execute(select(Account).order_by(Account.id))).scalars())
     entries = await data.ledger(services.sessions, account) if account else []
     return _render(request, "accounts.html", principal=principal, accounts=rows, selected=account, ledger=entries,
-                   currency=services.engine.billing.currency, message=message)
+                   currency=services.engine.billing.currency)
 
 
 @router.post("/console/accounts")
 async def create_account(request: Request) -> Response:
     await _who(request, "accounts")
     form = await _form(request)
-    balance = _decimal(form.get("balance"))
-    account = await request.app.state.services.engine.billing.create_account(form.get("name") or "account",
-                                                                              balance, _decimal(form.get("spend_limit")))
+    body = _parse(admin.AccountCreate, {k: form.get(k) for k in ("name", "balance", "spend_limit")})
+    account = await request.app.state.services.engine.billing.create_account(body.name, body.balance,
+                                                                              body.spend_limit, body.markup)
     return RedirectResponse(f"/console/accounts?account={account.id}", status_code=303)
 
 
@@ -309,27 +373,22 @@ async def create_account(request: Request) -> Response:
 async def top_up(account_id: int, request: Request) -> Response:
     await _who(request, "accounts")
     form = await _form(request)
-    amount = _decimal(form.get("amount"))
-    if amount is None:
-        return await accounts(request, account_id, message="Top-up not applied: the amount is not a number.")
-    reference = form.get("reference") or "topup_" + secrets.token_hex(8)
-    try:
-        await request.app.state.services.engine.billing.top_up(account_id, amount, reference)
-    except GatewayError as exc:
-        return await accounts(request, account_id, message=f"Top-up not applied: {exc.message}")
+    admin._id(account_id, "account", "account_id")
+    body = _parse(admin.TopUp, {k: form.get(k) for k in ("amount", "reference")})
+    await request.app.state.services.engine.billing.top_up(account_id, body.amount, body.reference)
     return RedirectResponse(f"/console/accounts?account={account_id}", status_code=303)
 
 
 @router.get("/console/prices")
-async def prices(request: Request, message: str | None = None) -> Response:
+async def prices(request: Request) -> Response:
     principal = await _who(request, "prices")
     billing = request.app.state.services.engine.billing
     origin = {1: "built-in", 2: "config file", 3: "console / admin API"}
-    rows = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.describe(),
-             "origin": origin[rank], "source": f"{p.source} ({p.date})" if p.date else p.source}
+    rows = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.amount,
+             "tokens": p.tokens, "price_currency": p.currency, "origin": origin[rank],
+             "source": f"{p.source} ({p.date})" if p.date else p.source}
             for model, entries in sorted((await billing.table()).items()) for rank, p in entries]
-    return _render(request, "prices.html", principal=principal, prices=rows, currency=billing.currency,
-                   message=message)
+    return _render(request, "prices.html", principal=principal, prices=rows)
 
 
 @router.post("/console/prices")
@@ -337,15 +396,12 @@ async def set_price(request: Request) -> Response:
     await _who(request, "prices")
     form = await _form(request)
     services = request.app.state.services
-    amount = _decimal(form.get("amount"))
-    if not form.get("model") or amount is None or amount < 0:
-        return await prices(request, message="Not saved: give a model and an amount of 0 or more.")
-    from pixelgate.db.models import PriceRow
-
-    dimensions = {k: form[k] for k in ("quality", "size", "tier", "speed") if form.get(k)}
+    body = _parse(admin.PriceCreate, {**{k: form.get(k) for k in ("model", "amount", "currency", "operation")},
+                                      "dimensions": {k: form[k] for k in ("quality", "size", "tier", "speed")
+                                                     if form.get(k)}})
     async with services.sessions() as session, session.begin():
-        session.add(PriceRow(model=form["model"], operation=form.get("operation") or "*", dimensions=dimensions,
-                             amount=amount, currency=form.get("currency") or services.engine.billing.currency,
+        session.add(PriceRow(model=body.model, operation=body.operation, dimensions=dict(body.dimensions),
+                             amount=body.amount, currency=body.currency or services.engine.billing.currency,
                              source="admin"))
     await services.invalidation.changed("prices")
     return RedirectResponse("/console/prices", status_code=303)
@@ -357,6 +413,8 @@ async def request_log(request: Request, model: str | None = None, status: str | 
     principal = await _who(request, "requests")
     services = request.app.state.services
     await services.records.flush()
+    if key is not None:
+        admin._id(key, "API key", "key")
     rows = await data.requests(services.sessions, key, model or None, status or None)
     return _render(request, "requests.html", principal=principal, rows=rows, model=model or "",
                    status_filter=status or "", key=key or "")
@@ -379,133 +437,54 @@ async def tasks(request: Request) -> Response:
     return _render(request, "tasks.html", principal=principal, rows=rows)
 
 
+def _context(request: Request, principal: Principal) -> RequestContext:
+    return RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
+                          base_url=str(request.base_url), principal=principal)
+
+
+async def _task_of(request: Request, principal: Principal, task_id: str) -> Task:
+    """A task the signed-in key may see: its own, or any for an admin."""
+    async with request.app.state.services.sessions() as session:
+        task = await session.get(Task, task_id)
+    if task is None or (not principal.is_admin and task.key_id != principal.key_id):
+        raise NotFound(f"No task {task_id}.", field="task")
+    return task
+
+
 @router.get("/console/tasks/{task_id}")
 async def task_detail(task_id: str, request: Request) -> Response:
     principal = await _who(request, "tasks")
-    services = request.app.state.services
-    async with services.sessions() as session:
-        task = await session.get(Task, task_id)
-    if task is None or (not principal.is_admin and task.key_id != principal.key_id):
-        raise NotFound(f"No task {task_id}.")
+    task = await _task_of(request, principal, task_id)
     template = "_task.html" if request.headers.get("hx-request") else "task.html"
     return _render(request, template, principal=principal, task=task,
-                   deliveries=await services.tasks.deliveries(task_id))
+                   deliveries=await request.app.state.services.tasks.deliveries(task_id))
 
 
 @router.post("/console/tasks/{task_id}/cancel")
 async def cancel_task(task_id: str, request: Request) -> Response:
     principal = await _who(request, "tasks")
     await _form(request)
-    services = request.app.state.services
-    async with services.sessions() as session:
-        task = await session.get(Task, task_id)
-    if task is None or (not principal.is_admin and task.key_id != principal.key_id):
-        raise NotFound(f"No task {task_id}.")
-    await services.tasks.cancel(task_id, task.key_id)
+    task = await _task_of(request, principal, task_id)
+    await request.app.state.services.tasks.cancel(task_id, task.key_id)
     return RedirectResponse(f"/console/tasks/{task_id}", status_code=303)
 
 
-@router.get("/console/playground")
-async def playground(request: Request, model: str | None = None) -> Response:
-    principal = await _who(request, "playground")
-    services = request.app.state.services
-    models = [m for m, _ in await services.directory.models() if principal.may_use(m)]
-    chosen = model if model in models else (models[0] if models else None)
-    caps = (await services.directory.route(chosen)).capabilities if chosen else None
-    template = "_playground_form.html" if request.headers.get("hx-request") else "playground.html"
-    return _render(request, template, principal=principal, models=models, model=chosen, caps=caps)
-
-
-@router.post("/console/playground")
-async def run_playground(request: Request) -> Response:
-    """Generate as the signed-in key would through the OpenAI API, and show the same call as
-    curl and as OpenAI SDK code."""
-    principal = await _who(request, "playground")
-    form = await _form(request)
-    services = request.app.state.services
-    body: dict[str, Any] = {"model": form.get("model", ""), "prompt": form.get("prompt", "")}
-    for field in ("size", "quality", "style", "background", "output_format"):
-        if form.get(field):
-            body[field] = form[field]
-    if form.get("n") and form["n"] != "1":
-        body["n"] = int(form["n"])
-    req = ImageRequest(operation=Operation.GENERATE, model=body["model"], prompt=body["prompt"] or None,
-                       n=body.get("n", 1), size=body.get("size"), quality=body.get("quality"),
-                       style=body.get("style"), background=body.get("background"),
-                       output_format=body.get("output_format"), delivery=Delivery.URL)
-    ctx = RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
-                         base_url=str(request.base_url), principal=principal)
-    try:
-        result = await services.engine.generate(req, ctx)
-        outcome: dict[str, Any] = {"ok": True, "images": [i.url for i in result.images], "cost": ctx.cost}
-        status, error = 200, None
-    except GatewayError as exc:
-        outcome = {"ok": False, "error": exc.message, "field": exc.field}
-        status, error = exc.status, exc
-    finally:
-        await ctx.finish()
-    services.log_request(ctx, status, error)
-    base = str(request.base_url).rstrip("/")
-    curl = (f"curl {base}/v1/images/generations \\\n  -H \"Authorization: Bearer $PG_KEY\" "
-            f"-H \"Content-Type: application/json\" \\\n  -d '{json.dumps(body)}'")
-    args = ", ".join(f"{k}={v!r}" for k, v in body.items())
-    sdk = (f"from openai import OpenAI\n\nclient = OpenAI(base_url=\"{base}/v1\", api_key=\"pg-...\")\n"
-           f"result = client.images.generate({args}, response_format=\"url\")\nprint(result.data[0].url)")
-    return _render(request, "_playground_result.html", principal=principal, outcome=outcome, curl=curl, sdk=sdk,
-                   request_id=ctx.request_id)
-
-
-@router.post("/console/playground/stream")
-async def stream_playground(request: Request) -> Response:
-    """The same, for a model that streams: partial images as server-sent events while the image
-    is made, then the finished image's link (the page draws each as it arrives)."""
-    principal = await _who(request, "playground")
-    form = await _form(request)
-    services = request.app.state.services
-    req = ImageRequest(operation=Operation.GENERATE, model=form.get("model", ""), prompt=form.get("prompt") or None,
-                       size=form.get("size") or None, stream=True, partial_images=2, delivery=Delivery.URL)
-    ctx = RequestContext(request_id="req_" + secrets.token_hex(12), surface="console",
-                         base_url=str(request.base_url), principal=principal)
-
-    def event(name: str, data: dict) -> bytes:
-        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-    async def events():
-        status, error = 200, None
-        try:
-            async for item in await services.engine.stream(req, ctx):
-                if isinstance(item, StreamCompleted):
-                    yield event("image", {"url": item.image.url, "request": ctx.request_id})
-                else:
-                    yield event("partial", {"b64": str(item.b64), "index": item.index})
-        except GatewayError as exc:
-            status, error = exc.status, exc
-            yield event("error", {"message": exc.message})
-        finally:
-            await ctx.finish()
-            services.log_request(ctx, status, error)
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
-
-
 @router.get("/console/gallery")
-async def gallery(request: Request) -> Response:
+async def gallery(request: Request, page: int = 0) -> Response:
     principal = await _who(request, "gallery")
     services = request.app.state.services
     await services.records.flush()
-    return _render(request, "gallery.html", principal=principal,
-                   images=await data.gallery(services.sessions, _scope(principal)))
+    page = max(0, min(page, 10_000))
+    images, more = await data.gallery(services.sessions, _scope(principal), page)
+    return _render(request, "gallery.html", principal=principal, images=images, page=page, more=more)
 
 
-def _decimal(value: str | None) -> Decimal | None:
-    try:
-        return Decimal(value) if value not in (None, "") else None
-    except InvalidOperation:
-        return None
+def _names(value: str | None) -> list[str]:
+    """A comma-separated list of names (models), as the forms take it."""
+    return [m.strip() for m in (value or "").split(",") if m.strip()]
 
 
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in err['loc']) or 'channel'}: {err['msg']}"
-    return str(exc)
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    return InvalidRequest(f"Invalid value for '{field}': {err['msg']}." if field else err["msg"], field=field)

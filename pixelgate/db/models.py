@@ -44,6 +44,18 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ConsoleSession(Base):
+    """A signed-in console session: its cookie holds a random id whose SHA-256 is the row's id.
+    Signing out or disabling the key revokes it for every instance at once."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class ChannelRow(Base):
     """An upstream. Declared in the config file (source="config", re-synced at start-up) or
     managed at run time through the admin API and CLI (source="admin")."""

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, Mapping
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from pixelgate.db.models import Account, ApiKey
+from pixelgate.db.models import Account, ApiKey, ConsoleSession
 from pixelgate.errors import Forbidden, NotFound, Unauthorized
 
 KEY_PREFIX = "pg-"
@@ -201,12 +201,17 @@ class KeyStore:
             result = await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**fields))
             if result.rowcount == 0:
                 raise NotFound(f"No API key with id {key_id}.", field="id")
+            if fields.get("enabled") is False:  # re-enabling the key must not revive its console sessions
+                await session.execute(update(ConsoleSession).where(
+                    ConsoleSession.key_id == key_id, ConsoleSession.revoked_at.is_(None)).values(
+                    revoked_at=datetime.now(timezone.utc)))
         await self.changed()
         return await self.get(key_id)
 
     async def delete(self, key_id: int) -> None:
         async with self._sessions() as session, session.begin():
             result = await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+            await session.execute(delete(ConsoleSession).where(ConsoleSession.key_id == key_id))
         if result.rowcount == 0:
             raise NotFound(f"No API key with id {key_id}.", field="id")
         await self.changed()

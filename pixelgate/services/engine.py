@@ -47,6 +47,8 @@ from pixelgate.services.transport import upstream_errors
 
 T = TypeVar("T")
 log = logging.getLogger("pixelgate.engine")
+PROMPT_LOGGED = 500
+"""The first characters of a prompt kept with each stored image in the request log."""
 
 
 class Transport(Protocol):
@@ -470,7 +472,8 @@ class Engine:
             image_id = await self.storage.put_soon(data)  # the client gets the bytes in this very answer
         else:
             image_id, kept = secrets.token_hex(16), False
-        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False})})
+        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False}),
+                           **({"prompt": req.prompt[:PROMPT_LOGGED]} if req.prompt else {})})  # the console's gallery
         name = file_name(image_id, fmt)
         width, height = _pixel_size(data)
         delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,

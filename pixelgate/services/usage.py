@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from pixelgate.db.models import RequestLog, Task
 from pixelgate.errors import InvalidRequest
 
-GROUPS = ("key", "model", "channel", "day")
+GROUPS = ("key", "model", "channel", "day", "hour")
 MAX_DAYS = 36_600
 MAX_ID = 2**31 - 1
 """Ids are 32-bit INTEGER columns: PostgreSQL refuses larger values in a query, SQLite past 2**63."""
@@ -61,10 +61,12 @@ async def usage(sessions: async_sessionmaker, group_by: str = "model", key_id: i
 
 
 def _group(table, group_by: str, dialect: str):
-    if group_by == "day":  # the UTC date, as text (what created_at.date().isoformat() gave)
+    if group_by in ("day", "hour"):  # the UTC date (and hour), as text: 2026-11-21, 2026-11-21T07:00
         if dialect == "postgresql":
-            return func.to_char(func.timezone("UTC", table.created_at), "YYYY-MM-DD")
-        return func.strftime("%Y-%m-%d", table.created_at)  # SQLite keeps the UTC time as text
+            shape = "YYYY-MM-DD" if group_by == "day" else 'YYYY-MM-DD"T"HH24:00'
+            return func.to_char(func.timezone("UTC", table.created_at), shape)
+        # SQLite keeps the UTC time as text
+        return func.strftime("%Y-%m-%d" if group_by == "day" else "%Y-%m-%dT%H:00", table.created_at)
     return {"key": table.key_id, "model": table.model, "channel": table.channel}[group_by]
 
 

@@ -363,10 +363,13 @@ async def describe(request: Request) -> Response:
 
 
 async def _parent(request: Request, task_id: str, live: bool = False) -> tuple[Task, str]:
-    """The client's task a follow-up acts on, and the upstream's id for it."""
-    services = request.app.state.services
+    return await parent_task(request.app.state.services, context(request).principal.key_id, task_id, live)
+
+
+async def parent_task(services, key_id: int, task_id: str, live: bool = False) -> tuple[Task, str]:
+    """The key's task a follow-up acts on, and the upstream's id for it (also the console's U/V)."""
     try:
-        task = await services.tasks.get(task_id, context(request).principal.key_id)
+        task = await services.tasks.get(task_id, key_id)
     except NotFound:
         raise NotFound(f"关联任务不存在或已失效: no task '{task_id}'.", field="taskId") from None
     channel = await services.directory.channel(task.channel) if task.channel else None
@@ -379,11 +382,29 @@ async def _parent(request: Request, task_id: str, live: bool = False) -> tuple[T
     return task, task.jobs[0]["id"]
 
 
-async def _follow_up(request: Request, body: SubmitBody, parent: Task, upstream_id: str, op: Operation,
-                     extras: dict, client_input: dict, action: str) -> Response:
+def follow_up_request(parent: Task, upstream_id: str, op: Operation, extras: dict,
+                      action: str) -> tuple[ImageRequest, dict]:
+    """The request and task meta of a follow-up on `parent` (its channel holds the job)."""
     req = ImageRequest(op, parent.model, channel=parent.channel,
                        extras={"taskId": upstream_id, **{k: v for k, v in extras.items() if v is not None}})
-    meta = {"action": action, "parent": {"id": parent.id, "job": upstream_id}}
+    return req, {"action": action, "parent": {"id": parent.id, "job": upstream_id}}
+
+
+def button_request(parent: Task, upstream_id: str, custom_id: str, enable_remix: bool | None = None,
+                   strong: bool | None = None) -> tuple[ImageRequest, dict]:
+    """The follow-up a button of a finished task asks for (U1, V2, reroll...)."""
+    buttons = {b.get("customId") for b in (parent.meta or {}).get("buttons") or [] if isinstance(b, dict)}
+    if custom_id not in buttons:
+        raise InvalidRequest(f"customId参数错误: '{custom_id}' is not a button of task '{parent.id}'.",
+                             field="customId")
+    name = next((a for pattern, a in BUTTONS if re.match(pattern, custom_id)), "ACTION")
+    return follow_up_request(parent, upstream_id, Operation.ACTION,
+                             {"customId": custom_id, "enableRemix": enable_remix, "strong": strong}, name)
+
+
+async def _follow_up(request: Request, body: SubmitBody, parent: Task, upstream_id: str, op: Operation,
+                     extras: dict, client_input: dict, action: str) -> Response:
+    req, meta = follow_up_request(parent, upstream_id, op, extras, action)
     return await _submit(request, body, req, {"taskId": parent.id, **client_input}, meta)
 
 
@@ -423,14 +444,8 @@ async def action(request: Request) -> Response:
     await _authenticate(request)
     body: ActionBody = await _body(request, ActionBody)
     parent, upstream_id = await _parent(request, body.taskId)
-    buttons = {b.get("customId") for b in (parent.meta or {}).get("buttons") or [] if isinstance(b, dict)}
-    if body.customId not in buttons:
-        raise InvalidRequest(f"customId参数错误: '{body.customId}' is not a button of task '{body.taskId}'.",
-                             field="customId")
-    name = next((a for pattern, a in BUTTONS if re.match(pattern, body.customId)), "ACTION")
-    return await _follow_up(request, body, parent, upstream_id, Operation.ACTION,
-                            {"customId": body.customId, "enableRemix": body.enableRemix, "strong": body.strong},
-                            {"customId": body.customId}, name)
+    req, meta = button_request(parent, upstream_id, body.customId, body.enableRemix, body.strong)
+    return await _submit(request, body, req, {"taskId": parent.id, "customId": body.customId}, meta)
 
 
 @route("POST", "/submit/modal", summary="Answer a task waiting in MODAL", responses=SUBMITTED)

@@ -88,7 +88,7 @@ def test_an_operators_first_session(browser, make_gateway, backend):
     page.fill("tr.selected input[name=reference]", "invoice-42")
     page.click("tr.selected button:has-text('Top up')")
     page.wait_for_selector("td:has-text('invoice-42')")
-    assert page.locator("tr.selected td.balance").inner_text().startswith("15")
+    assert page.locator("tr.selected td.balance").inner_text() == "$15.00"
     shot(page, "accounts")
 
     # a key, shown once
@@ -137,4 +137,55 @@ def test_an_operators_first_session(browser, make_gateway, backend):
     shot(page, "overview")
     page.goto(base + "/console/tasks")
     shot(page, "tasks")
+    page.close()
+
+
+@pytest.mark.long(15)
+def test_the_playground_shows_a_tasks_progress_and_the_prices_filter(browser, make_gateway, backend):
+    if backend != "sqlite":
+        pytest.skip("the browser walk runs once")
+    gateway = make_gateway()
+    gateway.set_price("sandbox-image", "0.0025", dimensions={"size": "1024x1024", "quality": "high"})
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    base = gateway.base_url
+    page.goto(base + "/console/login")
+    page.fill("input[name=key]", ADMIN_KEY)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url("**/console/overview")
+
+    # an asynchronous model: the task's progress shows while it runs, then its image
+    page.goto(base + "/console/playground")
+    page.select_option("select[name=model]", "sandbox-async")
+    page.wait_for_selector("#pg-form input[name=seed]")
+    page.fill("#pg-form textarea[name=prompt]", "a slow fox")
+    page.fill("#pg-form input[name=size]", "64x64")
+    page.uncheck("#pg-stream")
+    page.click("#pg-form button")
+    page.wait_for_selector("#pg-task progress#pg-progress")
+    assert page.locator("#pg-task").get_attribute("data-status") in ("starting", "pending", "running")
+    page.wait_for_selector("#pg-task[data-status=succeeded] img.result", timeout=30_000)
+    assert page.locator("#pg-task img.result").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.locator("#pg-progress").get_attribute("value") == "1.0"
+
+    # the prices page filters as one types, and says what each price is for
+    page.goto(base + "/console/prices")
+    rows = page.locator("#price-table tbody tr:not(#price-none)")
+    total = rows.count()
+    page.fill("#price-search", "sandbox-image quality high")
+    visible = page.locator("#price-table tbody tr:visible")
+    assert visible.count() == 1 and "per image, 1024x1024, quality high" in visible.first.inner_text()
+    assert "$0.0025" in visible.first.inner_text()
+    page.fill("#price-search", "no such model anywhere")
+    page.wait_for_selector("#price-none:visible")
+    page.fill("#price-search", "")
+    assert page.locator("#price-table tbody tr:visible").count() == total
+
+    # disabling the key one is signed in with asks first; declining keeps it
+    page.goto(base + "/console/keys")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.locator("form[hx-confirm] button").click()
+    page.wait_for_timeout(300)
+    assert asked and "signed in with" in asked[0]
+    assert page.url.endswith("/console/keys") and page.locator("form[hx-confirm]").count() == 1
     page.close()

@@ -1,7 +1,7 @@
 """webhook destinations: each delivery's origin, and the origins that failed (their backoff)
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-08 10:00:00
 """
 from alembic import op
@@ -11,7 +11,7 @@ from pixelgate.services.fetch import origin
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
