@@ -95,6 +95,15 @@ def parse(text: str, field: str = "size", exact_pixels: bool = False) -> Size:
                          "WIDTH*HEIGHT, an aspect ratio (16:9), 1K/2K/4K or auto.", field=field)
 
 
+def unambiguous(text: str) -> str:
+    """`text` as exact pixels in a spelling every parse reads as pixels: a small `16x16` (which
+    alone reads as Ideogram's ratio) becomes `16*16`; anything else is returned as it is."""
+    exact = parse(text, exact_pixels=True)
+    if exact.width and parse(text).width is None:
+        return f"{exact.width}*{exact.height}"
+    return text
+
+
 def distance(a: Size, b: Size) -> tuple[float, float]:
     """How far b is from a: aspect ratio first (log scale), then area."""
     ratio = abs(math.log(a.aspect) - math.log(b.aspect))

@@ -86,6 +86,13 @@ def _check_prompt(req: ImageRequest, caps: Capabilities) -> None:
 
 
 def _check_size(req: ImageRequest, caps: Capabilities, exact_pixels: bool) -> None:
+    asked = req.size
+    _fit_size(req, caps, exact_pixels)
+    if exact_pixels and asked is not None and req.size == asked:  # providers read it as pixels too
+        req.size = sizes.unambiguous(asked)
+
+
+def _fit_size(req: ImageRequest, caps: Capabilities, exact_pixels: bool) -> None:
     if req.size is None:
         return
     allowed = caps.sizes_by_operation.get(req.operation, caps.sizes)

@@ -74,6 +74,8 @@ class RequestContext:
     held: bool = False
     keeper: asyncio.Task | None = None
     """Renews the hold's lease while the request runs (see Engine.hold)."""
+    replayed: bool = False
+    """An Idempotency-Key repeat: answered with the first request's task, charged nothing."""
     answer_carries_bytes: bool = False
     """A synchronous answer with base64 images: the gateway keeps no copy (unless keep_images
     is `all`, and then writes it in the background instead of delaying the answer)."""

@@ -50,6 +50,7 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge,
                               Unauthorized, UpstreamContentFiltered)
 from pixelgate.providers.midjourney_flags import PARAM
+from pixelgate.services import idempotency
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
@@ -226,8 +227,9 @@ async def _submit(request: Request, body: SubmitBody, req: ImageRequest, client_
     req.extras["mode"] = _mode(request, req.prompt)
     task = await services.tasks.submit(
         req, ctx, f"midjourney/{req.model}", {**client_input, "state": body.state}, hook,
-        ["status", "completed"] if hook else None, meta=meta)
-    known = task.request_id != ctx.request_id  # the upstream answered with a job a task follows
+        ["status", "completed"] if hook else None, meta=meta, idempotency_key=idempotency.key_from(request.headers))
+    # the upstream answered with a job a task follows (a client's repeat is answered as the first was)
+    known = task.request_id != ctx.request_id and not ctx.replayed
     if known and req.operation is not Operation.MODAL:  # a modal goes on with its own task
         return JSONResponse({"code": 21, "description": "任务已存在", "result": task.id,
                              "properties": {"status": _status(task), "imageUrl": _image_url(task, request)}})
