@@ -8,6 +8,8 @@
     │   └── NotPriced                 403  the model has no price and unpriced models are refused
     ├── NotFound                      404
     │   └── ModelNotFound             404  no enabled channel serves the model
+    ├── Conflict                      409  contradicts an earlier request (an Idempotency-Key reused
+    │                                       with another body)
     ├── ModelRetired                  410  the vendor shut the model down and the operator refuses it
     ├── PayloadTooLarge               413
     ├── RateLimited                   429  the key's requests per minute or in flight are exhausted
@@ -50,6 +52,12 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     code = "invalid_value"
+    type = "invalid_request_error"
+
+
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
     type = "invalid_request_error"
 
 

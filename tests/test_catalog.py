@@ -373,3 +373,37 @@ def test_a_retired_model_through_predictions_and_replicate(make_gateway, openai_
     assert replicate.json()["model"] == "openai/dall-e-3"
     assert [r.fields["model"] for r in state.requests] == ["gpt-image-2.5-sunburst"] * 2
     assert state.requests[0].fields["quality"] == "high"
+
+
+@pytest.mark.parametrize("size", ["256x256", "512x512"])
+def test_a_retired_model_answers_in_the_size_the_client_asked_for(make_gateway, openai_today, size):
+    """dall-e-2's small squares are made by its successor at 1024x1024 (its smallest square) and
+    delivered scaled to what the client asked, at dall-e-2's price."""
+    state, base = openai_today
+    gateway = _gateway(make_gateway, base, currency="CNY")
+    with gateway.http() as client:
+        made = client.post(GEN, json={"model": "dall-e-2", "prompt": "x", "size": size, "response_format": "b64_json"})
+        linked = client.post(GEN, json={"model": "dall-e-2", "prompt": "x", "size": size})
+        assert made.status_code == 200 and linked.status_code == 200, made.text
+        fetched = client.get(linked.json()["data"][0]["url"]).content
+    side = int(size.split("x")[0])
+    for data in (base64.b64decode(made.json()["data"][0]["b64_json"]), fetched):
+        assert Image.open(io.BytesIO(data)).size == (side, side)
+    assert made.json().get("size", size) == size
+    assert [r.fields.get("size") for r in state.requests] == ["1024x1024", "1024x1024"]
+    assert made.headers["x-pixelgate-cost"] == "0.14"  # dall-e-2's price, for every size
+
+
+@pytest.mark.parametrize("size", ["7x7", "16x9", "1000x1000"])
+def test_an_exact_size_a_model_cannot_make_is_refused_on_the_openai_api(make_gateway, openai_today, size):
+    """On the OpenAI API WIDTHxHEIGHT is pixels, however small: gpt-image-2 makes multiples of 16
+    of at least 655,360 pixels, so 7x7 is refused naming size, not read as a 1:1 ratio."""
+    state, base = openai_today
+    gateway = make_gateway(channels=[openai_channel(base, models=["gpt-image-2"])])
+    with gateway.http() as client:
+        resp = client.post(GEN, json={"model": "gpt-image-2", "prompt": "x", "size": size})
+        ratio = client.post("/models/openai/gpt-image-2/predictions", json={"input": {"prompt": "x", "size": "16:9"}})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == "size"
+    assert ratio.status_code in (200, 201), ratio.text  # a ratio is still a ratio, made concrete
+    assert len(state.requests) == 1 and state.requests[0].fields["size"] == "1360x768"

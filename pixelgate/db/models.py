@@ -123,7 +123,7 @@ class Task(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     key_id: Mapped[int] = mapped_column(Integer, index=True)
-    request_id: Mapped[str] = mapped_column(String(40))
+    request_id: Mapped[str] = mapped_column(String(40), index=True)
     surface: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(128))
     model_path: Mapped[str] = mapped_column(String(160))
@@ -159,6 +159,13 @@ class Task(Base):
     run is started again by whichever worker finds its lease expired, at most MAX_RUNS times."""
     cost: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
     """What the finished task was charged."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """The client's Idempotency-Key: a repeat with the same key (and body) is answered by this
+    task instead of starting another; unique per API key (services.idempotency)."""
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The fingerprint of the request the key was first used with: another body is a 409."""
+
+    __table_args__ = (UniqueConstraint("key_id", "idempotency_key", name="uq_tasks_key_idempotency"),)
 
 
 class WebhookDelivery(Base):

@@ -94,9 +94,13 @@ def sniff_format(data: bytes) -> str:
     return "png"
 
 
-def convert_format(data: bytes, fmt: str, compression: int | None = None) -> bytes:
-    """Re-encode an image as `fmt` (png, jpeg or webp) when the vendor could not make it."""
+def convert_format(data: bytes, fmt: str, compression: int | None = None,
+                   size: tuple[int, int] | None = None) -> bytes:
+    """Re-encode an image as `fmt` (png, jpeg or webp) when the vendor could not make it, scaled
+    to `size` when the vendor could not make that either."""
     with Image.open(io.BytesIO(data)) as img:
+        if size is not None and img.size != size:
+            img = img.resize(size, Image.Resampling.LANCZOS)
         out = io.BytesIO()
         if fmt == "jpeg":
             img.convert("RGB").save(out, "JPEG", quality=compression or 90)

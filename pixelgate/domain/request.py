@@ -80,3 +80,6 @@ class ImageRequest:
     where the job is."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Vendor-only fields, validated against the model's Options before any upstream call."""
+    deliver_size: tuple[int, int] | None = None
+    """Pixels to deliver when the model that makes the images cannot make the size the client
+    asked for (a retired model's successor: dall-e-2's 256x256 is made at 1024x1024 and scaled)."""

@@ -70,8 +70,9 @@ def _reduce(w: int, h: int) -> tuple[int, int]:
     return w // g, h // g
 
 
-def parse(text: str, field: str = "size") -> Size:
-    """Parse any known vocabulary, or raise InvalidRequest naming `field`."""
+def parse(text: str, field: str = "size", exact_pixels: bool = False) -> Size:
+    """Parse any known vocabulary, or raise InvalidRequest naming `field`. `exact_pixels`: a
+    WIDTHxHEIGHT is always pixels (the OpenAI API's meaning), never Ideogram's "16x9" ratio."""
     value = text.strip()
     if value.lower() == "auto" or value == "":
         return Size()
@@ -87,11 +88,20 @@ def parse(text: str, field: str = "size") -> Size:
     if m := _PIXELS.match(value):
         w, h = int(m.group(1)), int(m.group(2))
         if w and h:
-            if w <= 32 and h <= 32 and "x" in value.lower():
+            if w <= 32 and h <= 32 and "x" in value.lower() and not exact_pixels:
                 return Size(ratio=(w, h))  # Ideogram's "16x9"
             return Size(width=w, height=h)
     raise InvalidRequest(f"Invalid value: '{text}'. '{field}' takes WIDTHxHEIGHT (e.g. 1024x1024), "
                          "WIDTH*HEIGHT, an aspect ratio (16:9), 1K/2K/4K or auto.", field=field)
+
+
+def unambiguous(text: str) -> str:
+    """`text` as exact pixels in a spelling every parse reads as pixels: a small `16x16` (which
+    alone reads as Ideogram's ratio) becomes `16*16`; anything else is returned as it is."""
+    exact = parse(text, exact_pixels=True)
+    if exact.width and parse(text).width is None:
+        return f"{exact.width}*{exact.height}"
+    return text
 
 
 def distance(a: Size, b: Size) -> tuple[float, float]:

@@ -40,6 +40,9 @@ class Capabilities:
     """Longest prompt in characters; None for no limit."""
     prompt_required: frozenset[Operation] = frozenset({GENERATE, EDIT})
     """Operations whose prompt may not be empty."""
+    check_prompt: Callable[[str], None] | None = None
+    """The vendor's own prompt syntax (Midjourney's `--v 7 --q 2`), checked on every API; raises
+    InvalidRequest naming `prompt`. None: the prompt is plain text."""
     max_n: int = 10
     """Most images one request may ask for."""
     surface_max_n: Mapping[str, int] = field(default_factory=dict)

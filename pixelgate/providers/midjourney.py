@@ -47,6 +47,7 @@ from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamConte
                               UpstreamUnavailable)
 from pixelgate.providers.base import (EDIT, GENERATE, Capabilities, Channel, Provider, UpstreamCall,
                                       UpstreamReply, VendorOptions, error_for_status)
+from pixelgate.providers.midjourney_flags import check_flags
 
 BLEND, DESCRIBE, CHANGE, ACTION, MODAL = (Operation.BLEND, Operation.DESCRIBE, Operation.CHANGE,
                                           Operation.ACTION, Operation.MODAL)
@@ -121,6 +122,7 @@ def aspect(size: Size) -> tuple[int, int] | None:
 _MIDJOURNEY = Capabilities(
     operations=frozenset({GENERATE, EDIT, BLEND, DESCRIBE, CHANGE, ACTION, MODAL}),
     max_prompt=6000,  # a Discord slash-command option holds at most 6000 characters
+    check_prompt=check_flags,
     # One task is one grid. The OpenAI API delivers that grid as its one image; the predictions
     # API fans n (1-10, as the first source document allows) out to n tasks, n grids.
     max_n=10, surface_max_n={"openai": 1}, n_per_call=1, asynchronous=True, fit_size=aspect,

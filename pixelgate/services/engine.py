@@ -76,6 +76,8 @@ class RequestContext:
     held: bool = False
     keeper: asyncio.Task | None = None
     """Renews the hold's lease while the request runs (see Engine.hold)."""
+    replayed: bool = False
+    """An Idempotency-Key repeat: answered with the first request's task, charged nothing."""
     answer_carries_bytes: bool = False
     """A synchronous answer with base64 images: the gateway keeps no copy (unless keep_images
     is `all`, and then writes it in the background instead of delaying the answer)."""
@@ -186,11 +188,13 @@ class Engine:
                                 f"and no channel serves its successor '{retired.successor}'.",
                                 field="model") from None
         translated = lifecycle.translate(req, retired, successor.capabilities)
+        asked = req.size
         for name in ("model", "operation", "prompt", "quality", "size", "style", "background", "output_format",
                      "output_compression", "moderation", "input_fidelity", "extras"):
             setattr(req, name, getattr(translated, name))
         validate(req, successor.capabilities, ctx.surface)
         self._default_delivery(req, successor.capabilities, ctx)
+        req.deliver_size = lifecycle.delivered_size(asked, req.size)
         ctx.quote = quote or await self.billing.quote(req, self.markup(ctx.principal))
         return successor
 
@@ -262,6 +266,8 @@ class Engine:
         limit = route.capabilities.max_concurrent_calls
         outcomes = await self._failover(route, ctx, lambda p, c: self._fan_out(p, c, parts, self._call, limit))
         finished = merge(outcomes, len(parts))
+        if req.deliver_size and "size" in finished.meta:  # the vendor's echo of what it made
+            finished.meta["size"] = "{}x{}".format(*req.deliver_size)
         images = await self.deliver(finished, req, ctx)
         return ImageResult(ctx.request_id, req.model, images, int(time.time()), finished.meta)
 
@@ -462,9 +468,10 @@ class Engine:
             data = await self._fetch(image.url or "")
         fmt = sniff_format(data)
         b64 = image.b64
-        if req.output_format and req.output_format != fmt:  # the vendor could not: convert
-            data = await asyncio.to_thread(convert_format, data, req.output_format, req.output_compression)
-            fmt, b64 = req.output_format, None
+        if (req.output_format and req.output_format != fmt) or req.deliver_size:  # the vendor could not
+            fmt = req.output_format or fmt
+            data = await asyncio.to_thread(convert_format, data, fmt, req.output_compression, req.deliver_size)
+            b64 = None
         kept = True
         if not (req.delivery is Delivery.B64 and ctx.answer_carries_bytes):
             image_id = await self.storage.put(data)  # a link or a task must find it at once

@@ -80,6 +80,15 @@ def translate(req: ImageRequest, retired: Retirement, caps: Capabilities) -> Ima
     return new
 
 
+def delivered_size(asked: str | None, made: str | None) -> tuple[int, int] | None:
+    """The pixels to scale a successor's images to: the exact size the client asked for, when the
+    successor makes another (None when they agree, or the client named no exact size)."""
+    if asked is None or asked == made:
+        return None
+    wanted = sizes.parse(asked, exact_pixels=True)
+    return (wanted.width, wanted.height) if wanted.width and wanted.height else None
+
+
 def _fit_size(size: str, caps: Capabilities) -> str | None:
     """The size itself when the successor makes it, else the nearest it does, else its default."""
     if caps.sizes is None:

@@ -27,6 +27,7 @@ the client is not charged). Images stored before the outcome was written are lef
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -38,6 +39,7 @@ from decimal import Decimal
 from typing import Any, AsyncIterator
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate import wirejson
@@ -47,6 +49,7 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
 from pixelgate.domain.prices import token_usage
 from pixelgate.errors import GatewayError, LeaseLost, NotFound, UpstreamError
+from pixelgate.services import idempotency
 from pixelgate.services.billing import Quote
 from pixelgate.services.engine import Engine, RequestContext, merge
 from pixelgate.services.supervisor import supervise
@@ -135,17 +138,26 @@ class TaskService:
         self._working: set[asyncio.Task] = set()
         self._stopping = False
         self._swept = 0.0
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        """Requests of this process waiting for a task (wait), woken by its finish."""
 
     # -- creating --
 
     async def submit(self, req: ImageRequest, ctx: RequestContext, model_path: str, client_input: dict,
                      webhook_url: str | None = None, webhook_events: list[str] | None = None,
-                     run_in_background: bool = False, meta: dict | None = None) -> Task:
+                     run_in_background: bool = False, meta: dict | None = None,
+                     idempotency_key: str | None = None) -> Task:
         """Validate, record the intent with its hold, then submit upstream. Asynchronous vendors
         answer with jobs that any worker then follows; a synchronous model asked to run
         asynchronously is answered at once and runs on any worker. `meta` starts Task.meta
         (facts the surface keeps); a vendor that answers with a job this key's tasks already
-        follow returns that task instead."""
+        follow returns that task instead. With `idempotency_key`, a repeat of a request this
+        key already made returns the first one's task (ctx.replayed): see services.idempotency."""
+        request_hash = None
+        if idempotency_key is not None:
+            request_hash = idempotency.fingerprint(req, ctx.surface)
+            if (known := await self._replay(ctx, idempotency_key, request_hash)) is not None:
+                return known
         route = await self._engine.prepare(req, ctx)  # refuse bad requests before anything is written
         token, moment = secrets.token_hex(16), now()
         storage = self._engine.storage if run_in_background else None
@@ -157,11 +169,17 @@ class TaskService:
                     input=client_input, jobs=[], webhook_url=webhook_url, webhook_events=webhook_events,
                     created_at=moment, deadline_at=moment + self._deadline, next_poll_at=moment,
                     meta=dict(meta or {}), origin=ctx.base_url, runs=0, lease_token=token,
-                    lease_until=moment + self._lease)
-        async with self._sessions() as session, session.begin():
-            session.add(task)
-            ctx.held = await self._engine.billing.hold(ctx.principal.account_id, ctx.request_id,
-                                                       ctx.quote.unit_price, req.n, session=session)
+                    lease_until=moment + self._lease, idempotency_key=idempotency_key, request_hash=request_hash)
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(task)
+                ctx.held = await self._engine.billing.hold(ctx.principal.account_id, ctx.request_id,
+                                                           ctx.quote.unit_price, req.n, session=session)
+        except IntegrityError:  # a twin with the same key won the race: its task is the answer
+            ctx.held = False  # the hold was rolled back with the row
+            if idempotency_key is None or (known := await self._replay(ctx, idempotency_key, request_hash)) is None:
+                raise
+            return known
         if run_in_background:
             self._spawn(self._work(task, token))
             return task
@@ -176,6 +194,13 @@ class TaskService:
             await asyncio.shield(self._abandon(task.id, token))
             raise
 
+    async def _replay(self, ctx: RequestContext, key: str, request_hash: str) -> Task | None:
+        known = await idempotency.find(self._sessions, ctx.principal.key_id, key, request_hash)
+        if known is not None:
+            ctx.replayed, ctx.model, ctx.operation = True, known.model, known.request.get("operation")
+            ctx.cost = Decimal(0)  # this request charges nothing: the first one pays, once
+        return known
+
     async def _record_submission(self, task: Task, token: str, req: ImageRequest, ctx: RequestContext,
                                  channel: str, outcomes: list[Finished | Submitted]) -> Task:
         meta, jobs, finished = dict(task.meta or {}), [], []
@@ -187,6 +212,7 @@ class TaskService:
                 finished.append(outcome)
         if finished:  # a synchronous vendor (or a part that was): store its images now
             merged = merge(finished, len(finished))
+            meta["answer"] = _answer(merged.meta)
             if "token_usage" in merged.meta:
                 meta["token_usage"] = merged.meta["token_usage"]
             images = await self._engine.deliver(merged, req, ctx)
@@ -220,13 +246,23 @@ class TaskService:
         return task
 
     async def wait(self, task_id: str, key_id: int, seconds: float) -> Task:
-        """The task once it is finished, or as it is after `seconds`."""
+        """The task once it is finished, or as it is after `seconds`. Woken at once when this
+        process finishes it; another instance's finish is seen at the next look (0.1 s)."""
         deadline = time.monotonic() + seconds
-        while True:
-            task = await self.get(task_id, key_id)
-            if task.status in TERMINAL or time.monotonic() >= deadline:
-                return task
-            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        finished = asyncio.Event()
+        self._waiters.setdefault(task_id, set()).add(finished)
+        try:
+            while True:
+                task = await self.get(task_id, key_id)
+                if task.status in TERMINAL or time.monotonic() >= deadline:
+                    return task
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), min(0.1, max(0.0, deadline - time.monotonic())))
+        finally:
+            waiting = self._waiters.get(task_id, set())
+            waiting.discard(finished)
+            if not waiting:
+                self._waiters.pop(task_id, None)
 
     async def recent(self, key_id: int, surface: str, live: bool = False, limit: int = 100) -> list[Task]:
         """The key's newest tasks made on one surface, only the unfinished ones if `live`."""
@@ -434,7 +470,8 @@ class TaskService:
             await self._finish(task.id, token, "failed", error=_error(exc), channel=ctx.channel)
             return
         jobs = [{"id": None, "poll_url": None, "images": [_stored(i) for i in result.images]}]
-        meta = {**(task.meta or {}), **({"token_usage": result.meta["token_usage"]} if "token_usage" in result.meta else {})}
+        meta = {**(task.meta or {}), "answer": _answer(result.meta),
+                **({"token_usage": result.meta["token_usage"]} if "token_usage" in result.meta else {})}
         await self._finish(task.id, token, "succeeded", jobs=jobs, channel=ctx.channel, meta=meta)
 
     async def _poll(self, task: Task, token: str) -> None:
@@ -454,6 +491,7 @@ class TaskService:
                 if isinstance(outcome, Pending) and outcome.preview is not None:
                     meta.update(await self._preview(outcome.preview, meta.get("preview"), req, ctx))
                 if isinstance(outcome, Finished):
+                    meta.setdefault("answer", _answer(outcome.meta))
                     job["images"] = [_stored(i) for i in await self._engine.deliver(outcome, req, ctx)]
                     progress.append(1.0)
                 else:
@@ -511,6 +549,8 @@ class TaskService:
             cost = task.cost
         if wanted:
             self.webhooks.wake()
+        for waiter in self._waiters.get(task_id, ()):
+            waiter.set()
         return cost
 
     # -- vendor facts (Task.meta) and status events --
@@ -573,6 +613,12 @@ def _event_name(status: Any, progress: float | None) -> str | None:
     if not isinstance(status, str) or not status:
         return None
     return f"{status}:{round((progress or 0) * 100)}"[:16]  # WebhookDelivery.event is 16 wide
+
+
+def _answer(meta: dict) -> dict:
+    """The vendor facts a synchronous answer carries beside its images (OpenAI's size, quality,
+    usage...), kept so that an answer rendered from the task is the one the call would have made."""
+    return {k: v for k, v in meta.items() if k not in ("existing", "token_usage")}
 
 
 def _stored(image) -> dict:

@@ -33,13 +33,15 @@ async def usage(sessions: async_sessionmaker, group_by: str = "model", key_id: i
     async with sessions() as session:
         dialect = (await session.connection()).dialect.name
         # Answered requests and failed ones (which keep their model, at no cost); a task's
-        # submission (201) is counted through its task instead.
+        # submission (201), and a request answered from its own task once it was done, are
+        # counted through the task instead.
         group = _group(RequestLog, group_by, dialect)
         # A refusal the Midjourney API answers with HTTP 200 and a code (as the proxies do) failed too.
         failed = or_(RequestLog.status >= 400, RequestLog.error_code.is_not(None))
         log = select(group, func.sum(RequestLog.cost), func.sum(RequestLog.images_delivered), func.count(),
                      func.sum(case((failed, 1), else_=0))).where(
-            RequestLog.created_at >= since, or_(RequestLog.status == 200, RequestLog.status >= 400)).group_by(group)
+            RequestLog.created_at >= since, or_(RequestLog.status == 200, RequestLog.status >= 400),
+            ~select(Task.id).where(Task.request_id == RequestLog.id).exists()).group_by(group)
         group = _group(Task, group_by, dialect)
         tasks = select(group, func.sum(Task.cost), func.sum(_images(dialect)), func.count(),
                        func.sum(case((Task.status == "failed", 1), else_=0))).where(

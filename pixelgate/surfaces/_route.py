@@ -61,6 +61,8 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                     response = render_error(error)
                     response.headers.update(error.headers)
                 response.headers["x-request-id"] = request_id
+                if ctx.replayed:  # Stripe's name for an answer an Idempotency-Key repeat got
+                    response.headers["idempotent-replayed"] = "true"
                 _cost_headers(response, ctx, request.app.state.services.engine.billing.currency)
                 if response.status_code == 401:
                     await guard.failed(address)

@@ -31,7 +31,8 @@ Every submit is a gateway task (services.tasks): ids are the gateway's, the poll
 upstream job, images (also the preview while running) are stored and served by the gateway, and
 the client's notifyHook gets the task at each change of status and progress. Follow-ups name the
 gateway's task; the upstream gets its own task id, on the channel that holds it. Prompt flags are
-checked before anything is sent upstream. Unknown JSON fields are ignored, as the proxies do.
+checked before anything is sent upstream (on every API: Midjourney's Capabilities.check_prompt).
+Unknown JSON fields are ignored, as the proxies do.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from pixelgate.db.models import Task
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge,
                               Unauthorized, UpstreamContentFiltered)
+from pixelgate.providers.midjourney_flags import PARAM
+from pixelgate.services import idempotency
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
@@ -101,82 +104,6 @@ def route(method: str, path: str, **options: Any) -> Callable:
         router.add_api_route("/{mode}/mj" + path, endpoint, methods=[method], include_in_schema=False)
         return endpoint
     return register
-
-
-# -- prompt flags: checked here, never sent upstream when out of range --
-
-def _number(lo: float, hi: float, whole: bool = True) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        if not re.fullmatch(r"\d+" if whole else r"\d*\.?\d+", value) or not lo <= float(value) <= hi:
-            return f"must be {'a whole number' if whole else 'a number'} from {lo:g} to {hi:g}"
-        return None
-    return check
-
-
-def _one_of(*allowed: str, bare: bool = False) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        if (bare and not value) or value.lower() in allowed:
-            return None
-        return "must be one of " + ", ".join(allowed) + (" (or nothing)" if bare else "")
-    return check
-
-
-def _ratio(value: str) -> str | None:
-    return None if re.fullmatch(r"[1-9]\d*:[1-9]\d*", value) else "must be W:H with whole numbers, e.g. 16:9"
-
-
-def _text(value: str) -> str | None:
-    return None if value else "needs a value"
-
-
-def _flag(value: str) -> str | None:
-    return None if not value else "takes no value (parameters go at the end of the prompt)"
-
-
-FLAGS: dict[str, tuple[str, Callable[[str], str | None]]] = {}
-"""Every spelling of a checked parameter -> (its name, its check); from the reference's table of
-Midjourney parameters. Parameters not listed here (--sref, --cref, --p, ...) go up unchecked."""
-for _names, _check in (
-        (("ar", "aspect"), _ratio),
-        # V8 (2026-03-17), 8.1 and 8.2: Midjourney's release notes as reported (no API docs exist)
-        (("v", "version"), _one_of("1", "2", "3", "4", "5", "5.1", "5.2", "6", "6.1", "7", "8", "8.1", "8.2")),
-        (("niji",), _one_of("4", "5", "6", "7", bare=True)),
-        (("q", "quality"), _one_of(".25", "0.25", ".5", "0.5", "1", "2", "4")),
-        (("s", "stylize"), _number(0, 1000)), (("c", "chaos"), _number(0, 100)),
-        (("w", "weird"), _number(0, 3000)), (("no",), _text), (("seed",), _number(0, 4294967295)),
-        (("iw",), _number(0, 3, whole=False)), (("tile",), _flag),
-        (("style",), _one_of("raw", "cute", "expressive", "original", "scenic", "4a", "4b", "4c")),
-        (("stop",), _number(10, 100)), (("r", "repeat"), _number(1, 40)), (("sw",), _number(0, 1000)),
-        (("sv",), _number(1, 6)), (("cw",), _number(0, 100)), (("ow",), _number(1, 1000)),
-        (("exp",), _number(0, 100)),
-        (("raw",), _flag), (("hd",), _flag), (("draft",), _flag), (("fast",), _flag), (("relax",), _flag), (("turbo",), _flag)):
-    for _name in _names:
-        FLAGS[_name] = (_names[-1], _check)
-VERSION_RANGES = {  # (parameter, version family) -> a narrower check, where the reference gives one
-    ("quality", "8"): _one_of("1", "4"),  # V8.1 (Youchuan's guide, Midjourney's partner in China)
-    ("quality", "7"): _one_of("1", "2", "4"), ("quality", "6"): _one_of(".25", "0.25", ".5", "0.5", "1", "2"),
-    ("quality", "5"): _one_of(".25", "0.25", ".5", "0.5", "1", "2"), ("iw", "5"): _number(0, 2, whole=False)}
-_PARAM = re.compile(r"(?:^|\s)(?:--|\u2014)([A-Za-z][\w-]*)")  # iOS turns -- into an em dash
-
-
-def check_flags(prompt: str) -> None:
-    """Refuse a prompt whose Midjourney parameters are out of range (the upstream would take the
-    job and fail it later, or worse, bill it)."""
-    marks = list(_PARAM.finditer(prompt))
-    found: list[tuple[str, str, str]] = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(prompt)
-        found.append((m.group(1).lower(), m.group(1), prompt[m.end():end].strip()))
-    version = next((v for k, _, v in found if k in ("v", "version", "niji") and v), "")
-    for key, written, value in found:
-        if key not in FLAGS:
-            continue
-        name, check = FLAGS[key]
-        narrower = VERSION_RANGES.get((name, version[:1]))
-        if problem := (narrower or check)(value):
-            shown = f"--{written} {value}".strip()
-            raise InvalidRequest(f"Invalid parameter '{shown}': --{name} {problem}"
-                                 + (f" with version {version}" if narrower else "") + ".", field="prompt")
 
 
 # -- request bodies (as the proxy's DTOs name them) --
@@ -270,7 +197,7 @@ def _path_mode(request: Request) -> str | None:
 def _mode(request: Request, prompt: str | None) -> str:
     """The job's speed mode: the path's, else the prompt's --fast / --turbo / --relax, else fast. A
     flag that says otherwise than the path is refused: the mode billed is the mode the job runs in."""
-    flags = {m.group(1).upper() for m in _PARAM.finditer(prompt or "")} & set(MODES.values())
+    flags = {m.group(1).upper() for m in PARAM.finditer(prompt or "")} & set(MODES.values())
     path = _path_mode(request)
     if len(flags) > 1:
         raise InvalidRequest("The prompt names more than one speed mode (--fast, --turbo, --relax).", field="prompt")
@@ -305,8 +232,9 @@ async def _submit(request: Request, body: SubmitBody, req: ImageRequest, client_
     req.extras["mode"] = _mode(request, req.prompt)
     task = await services.tasks.submit(
         req, ctx, f"midjourney/{req.model}", {**client_input, "state": body.state}, hook,
-        ["status", "completed"] if hook else None, meta=meta)
-    known = task.request_id != ctx.request_id  # the upstream answered with a job a task follows
+        ["status", "completed"] if hook else None, meta=meta, idempotency_key=idempotency.key_from(request.headers))
+    # the upstream answered with a job a task follows (a client's repeat is answered as the first was)
+    known = task.request_id != ctx.request_id and not ctx.replayed
     if known and req.operation is not Operation.MODAL:  # a modal goes on with its own task
         return JSONResponse({"code": 21, "description": "任务已存在", "result": task.id,
                              "properties": {"status": _status(task), "imageUrl": _image_url(task, request)}})
@@ -325,7 +253,6 @@ async def imagine(request: Request) -> Response:
     body: ImagineBody = await _body(request, ImagineBody)
     if not body.prompt.strip():
         raise InvalidRequest("prompt不能为空: the prompt is empty.", field="prompt")
-    check_flags(body.prompt)
     sources = [*(body.base64Array or []), *([body.base64] if body.base64 else [])]
     fetcher = request.app.state.services.fetcher
     images = [await fetcher.image(v, f"base64Array[{i}]") for i, v in enumerate(sources)]
@@ -452,8 +379,6 @@ async def action(request: Request) -> Response:
 async def modal(request: Request) -> Response:
     await _authenticate(request)
     body: ModalBody = await _body(request, ModalBody)
-    if body.prompt:
-        check_flags(body.prompt)
     target, upstream_id = await _parent(request, body.taskId, live=True)
     mask = body.maskBase64
     if mask:  # checked here; the upstream takes a data URL

@@ -4,6 +4,11 @@
   POST /v1/images/edits         multipart: image | image[] (several), mask
   POST /v1/images/variations    multipart: image
   GET  /v1/models, /v1/models/{id}
+  GET  /v1/images/tasks/{id}    202 {"id", "object": "image.task", "status", ...} while it runs, then
+                                the answer the synchronous call would have given (or its error)
+With `Prefer: respond-async` the three POSTs answer 202 with the task at once; an
+`Idempotency-Key` makes a repeat answer the first request's images; `webhook` in the body gets the
+task when it ends (surfaces._tasks).
 Answers {"created", "data": [{"url" | "b64_json", "revised_prompt"?}], ...}; with stream=true,
 server-sent events as OpenAI sends them. Errors: {"error": {"message", "type", "param", "code"}}.
 """
@@ -26,8 +31,10 @@ from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, Payloa
 from pixelgate.services import lifecycle
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
+from pixelgate.services.tasks import LIVE, aware
 from pixelgate.services.usage import usage
 from pixelgate.surfaces._answers import ImagesResponse, ModelInfo, ModelList, OpenAIError, UsageReport
+from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, ok
 from pixelgate.surfaces._route import context, format_amount, surface_route
@@ -183,8 +190,10 @@ async def _authenticate(request: Request):
 @router.post("/images/generations", include_in_schema=False)
 async def generations(request: Request) -> Response:
     ctx = await _authenticate(request)
-    req = to_request(_fields(ImageFields, await _json_body(request)), Operation.GENERATE)
-    return await _answer(request, req, ctx)
+    data = await _json_body(request)
+    webhook = data.pop("webhook", None)
+    req = to_request(_fields(ImageFields, data), Operation.GENERATE)
+    return await _answer(request, req, ctx, {**data, "webhook": webhook})
 
 
 @router.post("/v1/images/edits", summary="Edit images (multipart, or JSON with image URLs)", responses=IMAGES)
@@ -198,7 +207,7 @@ async def _json_edit(request: Request) -> Response:
     """The JSON form of edits: images as {"image_url": URL or data URL} references."""
     ctx = await _authenticate(request)
     data = await _json_body(request)
-    refs, mask_ref = data.pop("images", None), data.pop("mask", None)
+    refs, mask_ref, webhook = data.pop("images", None), data.pop("mask", None), data.pop("webhook", None)
     req = to_request(_fields(ImageFields, data), Operation.EDIT)
     if not isinstance(refs, list) or not refs:
         raise InvalidRequest("'images' must be a non-empty list of {\"image_url\": ...}.", field="images")
@@ -207,7 +216,7 @@ async def _json_edit(request: Request) -> Response:
         req.images.append(await fetcher.image(_image_url(ref, f"images[{i}]"), f"images[{i}].image_url"))
     if mask_ref is not None:
         req.mask = await fetcher.image(_image_url(mask_ref, "mask"), "mask.image_url")
-    return await _answer(request, req, ctx)
+    return await _answer(request, req, ctx, {**data, "webhook": webhook})
 
 
 def _image_url(ref: Any, field: str) -> str:
@@ -227,6 +236,7 @@ async def variations(request: Request) -> Response:
 async def _multipart(request: Request, operation: Operation) -> Response:
     ctx = await _authenticate(request)
     data, files = await _form_body(request)
+    webhook = data.pop("webhook", None)
     fields = _fields(FormFields, data)
     req = to_request(fields, operation)
     for name, upload in files:
@@ -237,11 +247,20 @@ async def _multipart(request: Request, operation: Operation) -> Response:
             req.mask = await load_image(content, "mask", upload.filename)
         else:
             raise InvalidRequest(f"Unexpected file field '{name}'.", field=name, code="unknown_parameter")
-    return await _answer(request, req, ctx)
+    return await _answer(request, req, ctx, {**data, "webhook": webhook})
 
 
-async def _answer(request: Request, req: ImageRequest, ctx) -> Response:
+async def _answer(request: Request, req: ImageRequest, ctx, fields: dict) -> Response:
+    """The images, or (see surfaces._tasks) a task: 202 at once with `Prefer: respond-async`,
+    else waited for and answered as the synchronous call would have been."""
     engine = request.app.state.services.engine
+    webhook = await _tasks.webhook(request, fields.pop("webhook", None))
+    if await _tasks.needs_task(request, req, webhook):
+        task = await _tasks.submit(request, req, ctx, fields, webhook)
+        if _tasks.prefers_async(request):
+            return JSONResponse(_tasks.status(task, _polling_url(request, task.id)), status_code=202)
+        task = await _tasks.settled(request, task, ctx)
+        return JSONResponse(await render_task(task, str(request.base_url), request.app.state.services))
     if req.stream:
         events = await engine.stream(req, ctx)
         request.state.log_deferred = True
@@ -249,6 +268,40 @@ async def _answer(request: Request, req: ImageRequest, ctx) -> Response:
                                  headers={"cache-control": "no-cache"})
     ctx.answer_carries_bytes = True
     return JSONResponse(render_result(await engine.generate(req, ctx)))
+
+
+def _polling_url(request: Request, task_id: str) -> str:
+    return f"{str(request.base_url).rstrip('/')}/v1/images/tasks/{task_id}"
+
+
+async def render_task(task, base_url: str, services) -> dict:
+    """A finished task's images as the synchronous call would have answered them."""
+    data = await _tasks.images(task, base_url, services)
+    for item, image in zip(data, task.output or []):
+        if image.get("revised_prompt"):
+            item["revised_prompt"] = image["revised_prompt"]
+    answer = (task.meta or {}).get("answer") or {}
+    return {"created": int(aware(task.completed_at or task.created_at).timestamp()), "data": data,
+            **{k: v for k, v in answer.items() if k not in NATIVE_ONLY_META}}
+
+
+async def render_webhook(task, base_url: str, services) -> dict:
+    """A task's webhook: its status and, once it succeeded, the answer itself."""
+    done = task.status == "succeeded"
+    return {**_tasks.status(task, f"{base_url.rstrip('/')}/v1/images/tasks/{task.id}"), "error": task.error,
+            "result": await render_task(task, base_url, services) if done else None}
+
+
+@router.get("/v1/images/tasks/{task_id}")
+async def image_task(task_id: str, request: Request) -> Response:
+    """202 with the status while the task runs; then exactly the synchronous answer, or its error."""
+    ctx = await _authenticate(request)
+    services = request.app.state.services
+    task = await services.tasks.get(task_id, ctx.principal.key_id)
+    if task.status in LIVE:
+        return JSONResponse(_tasks.status(task, _polling_url(request, task.id)), status_code=202)
+    _tasks.raise_failure(task)
+    return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
 def render_result(result: ImageResult) -> dict:

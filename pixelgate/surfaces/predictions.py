@@ -13,25 +13,24 @@ as `input.<name>` for input fields.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
 from datetime import datetime
 from typing import Any, Iterator
 
-import pybase64
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from pixelgate.db.models import Task
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
-from pixelgate.errors import GatewayError, InvalidRequest, NotFound
+from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.providers.base import EDIT, GENERATE
-from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
 from pixelgate.surfaces._answers import OpenAIError, Prediction, Submitted
+from pixelgate.services import idempotency
+from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._route import surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, ok
@@ -155,13 +154,19 @@ async def create_prediction(vendor: str, model: str, request: Request) -> Respon
     provider = VENDOR_PROVIDERS.get(vendor.lower())
     route = await services.directory.route(model, provider)
     run_async, wait = prefer(request)
+    key = idempotency.key_from(request.headers)
+    synchronous = not (route.capabilities.asynchronous or run_async or webhook)
     with input_fields():
         req, client_input = await to_request(request, model, body.get("input"), provider)
-        if not (route.capabilities.asynchronous or run_async or webhook):
+        if synchronous and key is None:
             result = await services.engine.generate(req, ctx)
             return JSONResponse(render_sync(result, f"{vendor}/{model}", ctx.started))
         task = await services.tasks.submit(req, ctx, f"{vendor}/{model}", client_input, webhook,
-                                           run_in_background=not route.capabilities.asynchronous)
+                                           run_in_background=not route.capabilities.asynchronous,
+                                           idempotency_key=key)
+    if synchronous:  # a synchronous model asked with an Idempotency-Key: answered when done
+        task = await _tasks.settled(request, task, ctx)
+        return JSONResponse(await render_task(task, str(request.base_url), services))
     if wait:
         task = await services.tasks.wait(task.id, ctx.principal.key_id, wait)
         if task.status in ("succeeded", "failed", "canceled"):
@@ -169,13 +174,7 @@ async def create_prediction(vendor: str, model: str, request: Request) -> Respon
     return JSONResponse(submitted(task, str(request.base_url)), status_code=201)
 
 
-async def check_webhook(request: Request, webhook: Any) -> str | None:
-    if webhook is None:
-        return None
-    if not isinstance(webhook, str):
-        raise InvalidRequest("'webhook' must be a URL.", field="webhook")
-    await request.app.state.services.fetcher.check_destination(webhook, "webhook")
-    return webhook
+check_webhook = _tasks.webhook
 
 
 @router.get("/tasks/{task_id}", summary="Get a task", responses={**ok(Prediction), **ERRORS(401, 404)})
@@ -208,20 +207,7 @@ def render_sync(result: ImageResult, model_path: str, started: float) -> dict:
 
 
 async def output_items(task: Task, base_url: str, services) -> list[dict] | None:
-    if task.output is None:
-        return None
-    as_b64 = task.request.get("delivery") == Delivery.B64.value
-    items = []
-    for image in task.output:
-        name = file_name(image["id"], image["format"])
-        if as_b64:
-            data = await services.storage.get(image["id"])
-            if data is None:  # the image outlived its retention: say so rather than answer ""
-                raise NotFound(f"The images of task '{task.id}' are no longer stored.", code="image_expired")
-            items.append({"b64_json": (await asyncio.to_thread(pybase64.b64encode, data)).decode()})  # MBs: off the loop
-        else:
-            items.append({"url": services.signer.url(base_url, name)})
-    return items
+    return None if task.output is None else await _tasks.images(task, base_url, services)
 
 
 async def render_task(task: Task, base_url: str, services) -> dict:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request, Response
 from pixelgate.db.models import Task
 from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.surfaces._answers import ReplicatePrediction, ReplicateProblem, WebhookSecret
+from pixelgate.services import idempotency
 from pixelgate.surfaces._route import surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, ok
@@ -72,7 +73,8 @@ async def create(owner: str, name: str, request: Request) -> Response:
     with input_fields():
         req, client_input = await to_request(request, name, body.get("input"), provider)
         task = await services.tasks.submit(req, ctx, f"{owner}/{name}", client_input, webhook, events,
-                                           run_in_background=not route.capabilities.asynchronous)
+                                           run_in_background=not route.capabilities.asynchronous,
+                                           idempotency_key=idempotency.key_from(request.headers))
     _, wait = prefer(request)
     if wait:
         task = await services.tasks.wait(task.id, ctx.principal.key_id, wait)

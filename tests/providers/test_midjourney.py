@@ -207,7 +207,9 @@ def test_task_failures(make_gateway, upstream):
                     ("取消任务", "CANCEL", 502, "upstream_job_failed")]:
                 state.fail_next_task(reason, status=status)
                 _error(_gen(client), http, code)
-            _error(_gen(client, prompt="a fox --ar wide"), 400, "upstream_rejected", "prompt")
+            submitted = len(state.requests)
+            _error(_gen(client, prompt="a fox --ar wide"), 400, "invalid_value", "prompt")  # ours, first
+            assert len(state.requests) == submitted
             for how in ("empty", "null", "204", "404"):  # the task vanishes while we poll
                 state.vanish_next(how, after=0.05)
                 err = _error(_gen(client), 502, "upstream_job_failed")
@@ -492,3 +494,18 @@ def test_emulator_refusals(emulator):
     state.vanish(task_id, "404")
     gone = client.get(f"/task/{task_id}/fetch")
     assert gone.status_code == 404 and gone.json()["code"] == 3
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/models/midjourney/midjourney/predictions", {"input": {"prompt": "a cat --v 99"}}, "prompt"),
+    ("/v1/images/generations", {"model": "midjourney", "prompt": "a cat --q 3"}, "prompt"),
+    ("/v1/models/midjourney/midjourney/predictions", {"input": {"prompt": "a cat --ar 0:1"}}, "prompt")])
+def test_the_prompt_flag_rules_hold_on_every_api(mj, path, body, field):
+    """Midjourney's parameter ranges are the model's rule, not one API's: a prompt the /mj API
+    refuses is refused through predictions, OpenAI and Replicate too, before any upstream call."""
+    gateway, state = mj
+    with gateway.http() as client:
+        resp = client.post(path, json=body)
+    assert resp.status_code == (422 if path.startswith("/v1/models") else 400), resp.text  # Replicate's 422
+    assert field in resp.text and "Invalid parameter" in resp.text
+    assert _submits(state) == []
