@@ -33,15 +33,15 @@ class RedisLink:
         # redis-py retries a timed-out call itself, with backoff: the breaker decides instead
         self.client = redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                      retry=Retry(NoBackoff(), 0))
-        self._closed_at = 0.0
+        self._skip_until = 0.0
         """While monotonic time is before this, Redis is skipped (the breaker is open)."""
         self._probing = False
 
     def available(self) -> bool:
         """Whether to call Redis now; when a pause ends, the first caller is the probe."""
-        if time.monotonic() < self._closed_at or self._probing:
+        if time.monotonic() < self._skip_until or self._probing:
             return False
-        if self._closed_at:
+        if self._skip_until:
             self._probing = True
         return True
 
@@ -52,6 +52,9 @@ class RedisLink:
         try:
             async with asyncio.timeout(self.timeout * 2):  # connect, then answer
                 result = await call(self.client)
+        except asyncio.CancelledError:  # the request went away: a probe it was makes way for another
+            self._probing = False
+            raise
         except Exception as exc:  # any failure: the caller has a way on without Redis
             self._trip(what, exc)
             return fallback
@@ -71,16 +74,16 @@ class RedisLink:
         self._recovered()
 
     def _trip(self, what: str, exc: BaseException) -> None:
-        if not self._closed_at or self._probing:  # logged once per outage, not once per request
+        if not self._skip_until or self._probing:  # logged once per outage, not once per request
             log.warning("Redis failed (%s: %s); serving without it for %g s", what,
                         str(exc) or exc.__class__.__name__, self.pause)
-        self._closed_at = time.monotonic() + self.pause
+        self._skip_until = time.monotonic() + self.pause
         self._probing = False
 
     def _recovered(self) -> None:
-        if self._closed_at:
+        if self._skip_until:
             log.info("Redis answers again")
-        self._closed_at, self._probing = 0.0, False
+        self._skip_until, self._probing = 0.0, False
 
     async def aclose(self) -> None:
         await self.client.aclose()
