@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from pixelgate import __version__
@@ -27,6 +28,8 @@ from pixelgate.services.engine import RequestContext
 from pixelgate.services.fetch import Fetcher
 from pixelgate.services.invalidation import Invalidation
 from pixelgate.services.ratelimit import RateLimiter
+from pixelgate.services.readiness import readiness
+from pixelgate.services.redisconn import RedisLink
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory
 from pixelgate.services.sandbox import SandboxTransport
@@ -58,6 +61,7 @@ class Services:
     tasks: TaskService
     invalidation: Invalidation
     auth_failures: AuthFailures = dataclasses.field(default_factory=lambda: AuthFailures(0))
+    redis: RedisLink | None = None
 
     def log_request(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
         """A finished request into the request log and the metrics, from the same row."""
@@ -87,18 +91,19 @@ async def start_services(settings: Settings) -> Services:
                              "config file") for p in settings.prices]
                       + (simulators.free_prices(settings.currency) if settings.simulate_vendors else []),
                       settings.cache_seconds)
-    limiter = RateLimiter(settings.redis_url, settings.redis_namespace, settings.slot_seconds)
+    redis = RedisLink(settings.redis_url, settings.redis_timeout_seconds) if settings.redis_url else None
+    limiter = RateLimiter(redis, settings.redis_namespace, settings.slot_seconds)
     engine = Engine(settings, directory, storage, signer, records,
                     {"http": http, "sandbox": SandboxTransport()}, billing, limiter)
     fetcher = Fetcher(settings.fetch_allow_hosts, settings.fetch_max_bytes, settings.fetch_timeout_seconds)
     keys = KeyStore(sessions, settings.cache_seconds)
-    invalidation = Invalidation(settings.redis_url, settings.redis_namespace)
+    invalidation = Invalidation(redis, settings.redis_namespace)
     for topic, cache in (("keys", keys), ("channels", directory), ("prices", billing)):
         invalidation.on(topic, cache.forget)
     keys.announce = directory.announce = invalidation.changed
     invalidation.start()
     services = Services(settings, db, sessions, keys, directory, storage, signer, records, http, fetcher, engine,
-                        None, invalidation)  # type: ignore[arg-type]
+                        None, invalidation, redis=redis)  # type: ignore[arg-type]
     # A task's webhook carries the task as its own API shows it.
     async def midjourney_task(task, base: str) -> dict:
         return midjourney.render_task(task, base, services)
@@ -113,8 +118,7 @@ async def start_services(settings: Settings) -> Services:
     services.tasks = TaskService(sessions, engine, webhooks, settings.poll_interval_seconds,
                                  settings.task_deadline_seconds, settings.task_lease_seconds)
     services.tasks.start()
-    services.auth_failures = AuthFailures(settings.auth_failures_per_minute, 60, settings.redis_url,
-                                          settings.redis_namespace)
+    services.auth_failures = AuthFailures(settings.auth_failures_per_minute, 60, redis, settings.redis_namespace)
     return services
 
 
@@ -161,6 +165,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ready, checks = await readiness(app.state.services)
+        return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
+                            status_code=200 if ready else 503)
 
     return app
 

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     """The bucket's region (default: AWS_REGION, else us-east-1)."""
     s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
     """Bucket in the path or in the host name; auto: path with an endpoint, virtual on AWS."""
+    storage_timeout_seconds: float = Field(default=5, gt=0, le=600)
+    """Longest wait for one answer of the S3 store (large images get a second more per 2 MB);
+    past it the request is answered 503 storage_unavailable, and nothing is charged."""
     presigned_urls: bool = False
     """Image links still name the gateway (signed, expiring), but it answers them with a redirect
     to a presigned URL of the store, so the bytes do not pass through the gateway (S3 only)."""
@@ -203,6 +206,10 @@ class Settings(BaseSettings):
     that tells every instance at once of a changed key, channel or price; in-process without it."""
     redis_namespace: str = Field(default="pixelgate", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
     """Prefix of every Redis key and channel the gateway uses: fleets sharing one Redis stay apart."""
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=60)
+    """Longest wait for Redis to connect or answer. A Redis that fails is then left alone for 5 s
+    (then tried with one call), and the gateway serves without it, as when Redis is down: rate
+    limits step aside and changes reach other instances within cache_seconds."""
     slot_seconds: float = Field(default=60, gt=0, le=3600)
     """A request's concurrency slot expires this long after its last renewal (a running request
     renews it every third of this), so the slots of a killed instance free themselves."""

@@ -15,6 +15,10 @@
     ├── RateLimited                   429  the key's requests per minute or in flight are exhausted
     ├── NoChannelAvailable            503  the model exists but every channel is disabled
     ├── LeaseLost                     503  a worker's lease on a task ran out and another took over
+    ├── ServiceUnavailable            503  a store the gateway needs failed: nothing was charged; the
+    │   │                                   answer says when to try again (Retry-After)
+    │   ├── StorageUnavailable        503  the image store did not answer (in storage_timeout_seconds)
+    │   └── DatabaseUnavailable       503  the database connection dropped or cannot be opened
     └── UpstreamError                 502  the vendor failed; carries the attempts made
         ├── UpstreamUnavailable       502  connection refused / 5xx / bad channel key: nothing accepted,
         │                                   so another channel may be tried (retry_elsewhere)
@@ -165,3 +169,25 @@ class LeaseLost(GatewayError):
     status = 503
     code = "task_taken_over"
 
+
+
+class ServiceUnavailable(GatewayError):
+    """A store the gateway depends on failed mid-request. Nothing was charged (the request's
+    hold is released); the client may try again after `retry_after` seconds."""
+
+    status = 503
+    code = "service_unavailable"
+    retry_after = 5
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(self.retry_after))
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    retry_after = 1

@@ -126,6 +126,34 @@ def seaweed_server(_credentials, tmp_path_factory) -> Iterator[str]:
         proc.kill()
 
 
+@dataclass
+class KillableS3(S3Bucket):
+    process: subprocess.Popen | None = None
+
+    def kill(self) -> None:
+        """The store is gone: its process killed, every connection to it closed."""
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def killable_s3(_credentials) -> Iterator[KillableS3]:
+    """A moto server of its own, in a process the test may kill (a store that goes down)."""
+    port = _free_port()
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        bucket = "pg-" + secrets.token_hex(6)
+        _create_bucket(endpoint, bucket)  # waits for the server to start
+        yield KillableS3(endpoint, bucket, process=proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 @pytest.fixture
 def s3_store(moto_server) -> S3Bucket:
     bucket = "pg-" + secrets.token_hex(6)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, exc as sa_exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from pixelgate.errors import DatabaseUnavailable
+
+log = logging.getLogger("pixelgate.db")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK = 0x70786774  # "pxgt": serializes migrations of instances starting together
@@ -30,11 +36,60 @@ def make_engine(url: str) -> AsyncEngine:
             cur.close()
 
         return engine
+    # pre-ping: a pooled connection the server dropped (a restart, a fail-over, a terminated
+    # backend) is found dead and replaced before a request uses it
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+_GONE_SQLSTATES = ("08", "53", "57", "3D")
+"""PostgreSQL error classes that say the server, not our SQL, is the problem: connection
+exception, insufficient resources, operator intervention (a terminated backend, a shutdown),
+no such database."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) means the database is gone or unreachable, rather than
+    that a statement was wrong."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if (isinstance(seen, (ConnectionError, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError))
+                or getattr(seen, "connection_invalidated", False)
+                or str(getattr(seen, "sqlstate", None) or "")[:2] in _GONE_SQLSTATES):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return False
+
+
+def as_unavailable(exc: BaseException) -> DatabaseUnavailable | None:
+    """The 503 for a database failure (logged in one line), or None for anything else."""
+    if not unavailable(exc):
+        return None
+    log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip()
+                else exc.__class__.__name__)
+    return DatabaseUnavailable("The database is unavailable; nothing was charged. Try again shortly.")
+
+
+async def read_rows(sessions: async_sessionmaker, statement: Any, *, scalars: bool = False) -> list:
+    """Every row of a read-only statement. A connection dropped under it is retried once on a
+    fresh one: the statement wrote nothing, so running it again is safe."""
+    try:
+        return await _rows(sessions, statement, scalars)
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+    return await _rows(sessions, statement, scalars)
+
+
+async def _rows(sessions: async_sessionmaker, statement: Any, scalars: bool) -> list:
+    async with sessions() as session:
+        result = await session.execute(statement)
+        return list(result.scalars() if scalars else result)
 
 
 def _alembic_config() -> Config:

@@ -22,6 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate.db.models import Account, ApiKey, ConsoleSession
+from pixelgate.db.session import read_rows
 from pixelgate.errors import Forbidden, NotFound, Unauthorized
 
 KEY_PREFIX = "pg-"
@@ -147,9 +148,8 @@ class KeyStore:
         return principal
 
     async def _load(self, digest: str) -> Principal | None:
-        async with self._sessions() as session:
-            found = (await session.execute(select(ApiKey, Account.markup).outerjoin(
-                Account, Account.id == ApiKey.account_id).where(ApiKey.key_hash == digest))).first()
+        found = next(iter(await read_rows(self._sessions, select(ApiKey, Account.markup).outerjoin(
+            Account, Account.id == ApiKey.account_id).where(ApiKey.key_hash == digest))), None)
         row, markup = found if found is not None else (None, None)
         if row is None or not row.enabled:
             return None

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from pixelgate.db.models import Account, LedgerEntry, PriceRow
+from pixelgate.db.session import read_rows
 from pixelgate.domain import sizes
 from pixelgate.domain.prices import (CENT, DEFAULT_PRICES, Price, TokenRates, TokenUsage, most_token_cost,
                                      token_cost)
@@ -116,8 +117,7 @@ class Billing:
         async with self._reloading:  # one reload at a time: the others wait for its result
             if time.monotonic() < self._expires:
                 return self._table
-            async with self._sessions() as session:
-                rows = list((await session.execute(select(PriceRow))).scalars())
+            rows = await read_rows(self._sessions, select(PriceRow), scalars=True)
             return self._build(rows)
 
     def _build(self, rows: list[PriceRow]) -> dict[str, list[tuple[int, Price]]]:

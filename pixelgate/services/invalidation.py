@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Callable
 
+from pixelgate.services.redisconn import RedisLink, link
 from pixelgate.services.supervisor import supervise
 
 log = logging.getLogger("pixelgate.invalidation")
@@ -20,14 +21,10 @@ TOPICS = ("keys", "channels", "prices")
 
 
 class Invalidation:
-    def __init__(self, redis_url: str | None, namespace: str) -> None:
+    def __init__(self, redis: RedisLink | str | None, namespace: str) -> None:
         self._channel = f"{namespace}:invalidate"
         self._forget: dict[str, list[Callable[[], None]]] = {t: [] for t in TOPICS}
-        self._redis = None
-        if redis_url:
-            import redis.asyncio as redis
-
-            self._redis = redis.from_url(redis_url)
+        self._redis = link(redis)
         self._listener: asyncio.Task | None = None
 
     def on(self, topic: str, forget: Callable[[], None]) -> None:
@@ -37,11 +34,8 @@ class Invalidation:
     async def changed(self, topic: str) -> None:
         """Something of `topic` changed: forget it here now, and tell the others."""
         self._run(topic)
-        if self._redis is not None:
-            try:
-                await self._redis.publish(self._channel, topic)
-            except Exception:  # the others fall back to cache_seconds
-                log.warning("could not publish a %s change to Redis", topic, exc_info=True)
+        if self._redis is not None:  # if Redis fails, the others fall back to cache_seconds
+            await self._redis.run(lambda r: r.publish(self._channel, topic), None, f"publishing a {topic} change")
 
     def _run(self, topic: str) -> None:
         for forget in self._forget.get(topic, ()):
@@ -53,13 +47,16 @@ class Invalidation:
             self._listener = supervise("invalidation", self._listen)
 
     async def _listen(self) -> None:
-        async with self._redis.pubsub() as pubsub:
-            await pubsub.subscribe(self._channel)
+        async with self._redis.client.pubsub() as pubsub:
+            async with asyncio.timeout(self._redis.timeout * 2):
+                await pubsub.subscribe(self._channel)
             # What changed while we were not listening is unknown: forget everything.
             for topic in TOPICS:
                 self._run(topic)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            while True:
+                # an explicit wait: the client's short socket timeout is for calls, not this
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=60)
+                if message is not None and message.get("type") == "message":
                     self._run(message["data"].decode())
 
     async def close(self) -> None:

@@ -2,13 +2,13 @@
 
 With `redis_url` set, the counters live in Redis (under `redis_namespace`) and so are shared by
 every worker and instance; without it (the embedded default, one process) they live in this
-process. If Redis cannot be reached, requests are let through (and the failure logged): a
-limiter must not turn an outage of its own store into an outage of the gateway.
+process. If Redis cannot be reached or does not answer in time, requests are let through (and
+the failure logged; see services/redisconn.py): a limiter must not turn an outage of its own
+store into an outage of the gateway.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import secrets
 import time
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from pixelgate.errors import RateLimited
 from pixelgate.services.auth import Principal
-
-log = logging.getLogger("pixelgate.ratelimit")
+from pixelgate.services.redisconn import RedisLink, link
 
 _GCRA = """
 local now = redis.call('TIME')
@@ -78,17 +77,15 @@ class RateLimiter:
     Requests in flight by slots, one per request, each with an expiry (`slot_seconds`) that the
     request renews while it runs: a killed instance's slots free themselves."""
 
-    def __init__(self, redis_url: str | None = None, namespace: str = "pixelgate", slot_seconds: float = 60) -> None:
-        self._redis = None
+    def __init__(self, redis: RedisLink | str | None = None, namespace: str = "pixelgate",
+                 slot_seconds: float = 60) -> None:
+        self._redis = link(redis)
         self._namespace = namespace
         self.slot_seconds = slot_seconds
-        if redis_url:
-            import redis.asyncio as redis
-
-            self._redis = redis.from_url(redis_url)
-            self._gcra = self._redis.register_script(_GCRA)
-            self._take = self._redis.register_script(_TAKE_SLOT)
-            self._renew = self._redis.register_script(_RENEW_SLOT)
+        if self._redis is not None:
+            self._gcra = self._redis.client.register_script(_GCRA)
+            self._take = self._redis.client.register_script(_TAKE_SLOT)
+            self._renew = self._redis.client.register_script(_RENEW_SLOT)
         self._arrival: dict[int, float] = {}
         self._slots: dict[int, dict[str, float]] = {}
 
@@ -113,21 +110,18 @@ class RateLimiter:
         return slot
 
     async def release(self, slot: Slot) -> None:
-        if self._redis is not None:
-            try:
-                await self._redis.zrem(self._key("slots", slot.key_id), slot.member)
-            except Exception:  # it expires by itself
-                log.warning("could not release a concurrency slot in Redis", exc_info=True)
+        if self._redis is not None:  # if Redis fails, the slot expires by itself
+            await self._redis.run(lambda r: r.zrem(self._key("slots", slot.key_id), slot.member), None,
+                                  "releasing a concurrency slot")
             return
         self._slots.get(slot.key_id, {}).pop(slot.member, None)
 
     async def renew(self, slot: Slot) -> None:
         """The request holding the slot is still running: keep it for another `slot_seconds`."""
         if self._redis is not None:
-            try:
-                await self._renew(keys=[self._key("slots", slot.key_id)], args=[self.slot_seconds, slot.member])
-            except Exception:
-                log.warning("could not renew a concurrency slot in Redis", exc_info=True)
+            await self._redis.run(lambda r: self._renew(keys=[self._key("slots", slot.key_id)],
+                                                        args=[self.slot_seconds, slot.member]),
+                                  None, "renewing a concurrency slot")
             return
         held = self._slots.get(slot.key_id, {})
         if slot.member in held:
@@ -137,13 +131,10 @@ class RateLimiter:
         return f"{self._namespace}:{kind}:{key_id}"
 
     async def _take_slot(self, slot: Slot, limit: int) -> bool:
-        if self._redis is not None:
-            try:
-                return bool(await self._take(keys=[self._key("slots", slot.key_id)],
-                                             args=[limit, self.slot_seconds, slot.member]))
-            except Exception:
-                log.warning("Redis unreachable: concurrency limit not enforced for this request", exc_info=True)
-                return True
+        if self._redis is not None:  # Redis failed: the limit is not enforced for this request
+            return bool(await self._redis.run(lambda r: self._take(keys=[self._key("slots", slot.key_id)],
+                                                                   args=[limit, self.slot_seconds, slot.member]),
+                                              1, "concurrency limit"))
         now = time.monotonic()
         held = {m: t for m, t in self._slots.get(slot.key_id, {}).items() if t > now}
         if len(held) >= limit:
@@ -155,12 +146,9 @@ class RateLimiter:
 
     async def _spend(self, key_id: int, interval: float) -> float:
         """Take one request's worth of the key's allowance; returns 0, or the seconds to wait."""
-        if self._redis is not None:
-            try:
-                return float(await self._gcra(keys=[self._key("rpm", key_id)], args=[interval, PERIOD]))
-            except Exception:
-                log.warning("Redis unreachable: rate limit not enforced for this request", exc_info=True)
-                return 0.0
+        if self._redis is not None:  # Redis failed: the limit is not enforced for this request
+            return float(await self._redis.run(lambda r: self._gcra(keys=[self._key("rpm", key_id)],
+                                                                    args=[interval, PERIOD]), 0, "rate limit"))
         now = time.monotonic()
         arrival = max(self._arrival.get(key_id, now), now)
         if arrival + interval - now > PERIOD + 1e-9:  # a whole allowance is no rounding error away

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate.config import ChannelConfig
 from pixelgate.db.models import ChannelRow
+from pixelgate.db.session import read_rows
 from pixelgate.domain.catalog import catalog
 from pixelgate.errors import InvalidRequest, ModelNotFound, NoChannelAvailable, NotFound
 from pixelgate.providers import REGISTRY
@@ -169,8 +170,7 @@ class ChannelDirectory:
             return await self._reload()
 
     async def _reload(self) -> dict[str, Route]:
-        async with self._sessions() as session:
-            rows = list((await session.execute(select(ChannelRow))).scalars())
+        rows = await read_rows(self._sessions, select(ChannelRow), scalars=True)
         channels: dict[str, list[Channel]] = {}
         caps: dict[str, Capabilities] = {}
         disabled: set[str] = set()

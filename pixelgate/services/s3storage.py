@@ -12,11 +12,16 @@ SeaweedFS on loopback (bench/s3_clients.py): 4 KB put/get 1.6/1.2 ms against aio
 2.6/2.1 ms, 1.5 MB put 14.2 ms against 17.5 ms, and 1,587 against 605 concurrent 4 KB puts a
 second. It also sends no flexible-checksum trailers, which botocore adds by default and several
 S3-compatible stores refuse.
+
+Every call is bounded by `timeout` (storage_timeout_seconds, plus a second per 2 MB carried):
+obstore's own retries would otherwise keep a request waiting for minutes on a store that is down
+(up to 10 retries in 3 minutes). Past the bound the request fails with StorageUnavailable (503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -27,16 +32,15 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.store import S3Store
 
+from pixelgate.errors import StorageUnavailable
 from pixelgate.services.storage import PENDING_BYTES, sniff_mime
 from pixelgate.services.supervisor import supervise
 
 log = logging.getLogger("pixelgate.storage")
 
 EPOCH = date(2020, 1, 1)
-
-
-class StorageUnavailable(Exception):
-    """The configured store cannot be reached or refuses our credentials; the message says which."""
+BYTES_PER_SECOND = 2_000_000
+"""The slowest transfer the time bound allows for: a large image gets longer than a small one."""
 
 
 def day_of(image_id: str) -> date | None:
@@ -48,7 +52,7 @@ def day_of(image_id: str) -> date | None:
 
 class S3Storage:
     def __init__(self, url: str, endpoint: str | None = None, region: str | None = None,
-                 addressing_style: str = "auto") -> None:
+                 addressing_style: str = "auto", timeout: float = 5) -> None:
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise ValueError(f"storage_url must look like s3://bucket/prefix, not {url!r}")
@@ -67,9 +71,13 @@ class S3Storage:
                                   ("session_token", "AWS_SESSION_TOKEN")):
             if os.environ.get(variable):
                 config[setting] = os.environ[variable]
-        self._store = S3Store(self.bucket, prefix=self.prefix or None, config=config,
+        self.timeout = timeout
+        # retries (a dropped connection, a 5xx) only while the caller's bound allows them
+        retry = {"max_retries": 3, "retry_timeout": timedelta(seconds=timeout),
+                 "backoff": {"init_backoff": timedelta(milliseconds=50), "max_backoff": timedelta(seconds=1)}}
+        self._store = S3Store(self.bucket, prefix=self.prefix or None, config=config, retry_config=retry,
                               client_options={"allow_http": bool(endpoint and endpoint.startswith("http://")),
-                                              "timeout": "60s", "connect_timeout": "10s"})
+                                              "timeout": "300s", "connect_timeout": f"{timeout}s"})
         self._pending: set[asyncio.Task] = set()
         self._pending_bytes = 0
         self._sweeper: asyncio.Task | None = None
@@ -78,18 +86,33 @@ class S3Storage:
     def where(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
 
-    async def check(self) -> None:
-        """Fail fast, with one line, when the bucket is unreachable or the credentials are wrong."""
+    @contextlib.asynccontextmanager
+    async def _bounded(self, what: str, size: int = 0):
+        """Within the time bound, or StorageUnavailable; the details go to the log (and to the
+        operator, for `check`), never to clients."""
         try:
-            async for _ in obstore.list(self._store, chunk_size=1):
-                break
+            async with asyncio.timeout(self.timeout + size / BYTES_PER_SECOND):
+                yield
+        except FileNotFoundError:
+            raise
         except Exception as exc:  # obstore raises assorted types; all mean "not usable"
             if "<Code>NoSuchBucket</Code>" in str(exc):  # the store's answer, quoted past the first line
                 raise StorageUnavailable(f"image storage: the bucket {self.bucket!r} does not exist"
                                          + (f" at {self.endpoint}" if self.endpoint else "")
                                          + ": create it, or correct storage_url") from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise StorageUnavailable(f"image storage {self.where} is not usable: {first}") from None
+            if isinstance(exc, TimeoutError):
+                first = f"no answer in {self.timeout + size / BYTES_PER_SECOND:g} s"
+            problem = f"image storage {self.where} is not usable ({what}): {first}"
+            log.warning("%s", problem)
+            raise StorageUnavailable(problem if what == "check" else "The image store is unavailable; "
+                                     "nothing was charged. Try again shortly.") from None
+
+    async def check(self) -> None:
+        """Fail fast, with one line, when the bucket is unreachable or the credentials are wrong."""
+        async with self._bounded("check"):
+            async for _ in obstore.list(self._store, chunk_size=1):
+                break
 
     @staticmethod
     def _new_id() -> str:
@@ -102,9 +125,13 @@ class S3Storage:
 
     async def put(self, data: bytes) -> str:
         image_id = self._new_id()
-        await obstore.put_async(self._store, self._key(image_id), data,
-                                attributes={"Content-Type": sniff_mime(data)})
+        await self._upload(image_id, data)
         return image_id
+
+    async def _upload(self, image_id: str, data: bytes) -> None:
+        async with self._bounded("put", len(data)):
+            await obstore.put_async(self._store, self._key(image_id), data,
+                                    attributes={"Content-Type": sniff_mime(data)})
 
     async def put_soon(self, data: bytes) -> str:
         """Upload in the background (the client has the bytes in its answer); past PENDING_BYTES
@@ -113,8 +140,7 @@ class S3Storage:
             return await self.put(data)
         image_id = self._new_id()
         self._pending_bytes += len(data)
-        job = asyncio.ensure_future(obstore.put_async(self._store, self._key(image_id), data,
-                                                    attributes={"Content-Type": sniff_mime(data)}))
+        job = asyncio.ensure_future(self._upload(image_id, data))
         self._pending.add(job)
         job.add_done_callback(lambda j, size=len(data): self._written(j, size))
         return image_id
@@ -134,8 +160,10 @@ class S3Storage:
         if key is None:
             return None
         try:
-            found = await obstore.get_async(self._store, key)
-            return bytes(await found.bytes_async())
+            async with self._bounded("get"):
+                found = await obstore.get_async(self._store, key)
+            async with self._bounded("get", found.meta["size"]):
+                return bytes(await found.bytes_async())
         except FileNotFoundError:
             return None
 
@@ -143,7 +171,8 @@ class S3Storage:
         key = self._key(image_id)
         if key is None:
             return None
-        return await obstore.sign_async(self._store, "GET", key, timedelta(seconds=max(1, ttl_seconds)))
+        async with self._bounded("sign"):  # may fetch credentials (an instance role)
+            return await obstore.sign_async(self._store, "GET", key, timedelta(seconds=max(1, ttl_seconds)))
 
     async def forget_older_than(self, days: float) -> int:
         """Delete the days (key prefixes) wholly older than `days`; returns how many images."""

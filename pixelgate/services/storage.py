@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pixelgate.domain.images import EXTENSION, MIME_BY_FORMAT, sniff_format
+from pixelgate.errors import StorageUnavailable
 from pixelgate.services.supervisor import supervise
 
 INLINE_WRITE_BYTES = 256 * 1024
@@ -54,6 +55,9 @@ class ImageStore(Protocol):
 
     async def drain(self) -> None: ...
 
+    async def check(self) -> None:
+        """Raises StorageUnavailable unless the store can be used (start-up and /readyz)."""
+
     def keep_for(self, days: float, every_seconds: float = 3600) -> None:
         """Delete images older than `days`, now and every `every_seconds`."""
 
@@ -67,7 +71,7 @@ async def open_storage(settings) -> ImageStore:
         from pixelgate.services.s3storage import S3Storage
 
         store: ImageStore = S3Storage(settings.storage_url, settings.s3_endpoint_url, settings.s3_region,
-                                      settings.s3_addressing_style)
+                                      settings.s3_addressing_style, settings.storage_timeout_seconds)
         await store.check()
     else:
         store = LocalStorage(settings.resolved_storage_dir)
@@ -208,6 +212,10 @@ class LocalStorage:
 
     async def presigned_url(self, image_id: str, ttl_seconds: int) -> str | None:
         return None  # the gateway serves local images itself
+
+    async def check(self) -> None:
+        if not (self.root.is_dir() and os.access(self.root, os.W_OK)):
+            raise StorageUnavailable(f"image storage {self.root} is not a writable directory")
 
     async def aclose(self) -> None:
         await self.drain()

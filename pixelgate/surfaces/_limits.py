@@ -8,7 +8,6 @@ escapes a route (a page that does not catch it) is answered here in a plain JSON
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
@@ -16,9 +15,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelgate.errors import GatewayError, PayloadTooLarge, RateLimited
-
-log = logging.getLogger("pixelgate.limits")
-
+from pixelgate.services.redisconn import RedisLink, link
 
 class BodyLimit:
     """Refuses a request body past `max_bytes` as it arrives: a declared Content-Length at the
@@ -95,17 +92,13 @@ class AuthFailures:
     by every worker and instance. Redis down: the throttle steps aside (logged) rather than
     refusing everyone."""
 
-    def __init__(self, limit: int, window: float = 60.0, redis_url: str | None = None,
+    def __init__(self, limit: int, window: float = 60.0, redis: RedisLink | str | None = None,
                  namespace: str = "pixelgate") -> None:
         self.limit = limit
         self.window = window
         self._namespace = namespace
         self._counts: dict[str, tuple[int, int]] = {}  # address -> (window number, failures)
-        self._redis = None
-        if redis_url and limit:
-            import redis.asyncio as redis
-
-            self._redis = redis.from_url(redis_url)
+        self._redis = link(redis) if limit else None
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -121,12 +114,9 @@ class AuthFailures:
         if not self.limit:
             return
         number, left = self._window()
-        if self._redis is not None:
-            try:
-                failures = int(await self._redis.get(self._key(address, number)) or 0)
-            except Exception:
-                log.warning("Redis unreachable: authentication failures not throttled", exc_info=True)
-                return
+        if self._redis is not None:  # Redis failed: not throttled
+            failures = int(await self._redis.run(lambda r: r.get(self._key(address, number)), 0,
+                                                 "authentication failure throttle") or 0)
         else:
             seen = self._counts.get(address)
             failures = seen[1] if seen and seen[0] == number else 0
@@ -139,13 +129,11 @@ class AuthFailures:
         if not self.limit:
             return
         number, _ = self._window()
-        if self._redis is not None:
-            try:
-                key = self._key(address, number)
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    await pipe.incr(key).expire(key, math.ceil(self.window) + 1).execute()
-            except Exception:
-                log.warning("Redis unreachable: an authentication failure was not counted", exc_info=True)
+        if self._redis is not None:  # Redis failed: not counted
+            key = self._key(address, number)
+            await self._redis.run(lambda r: r.pipeline(transaction=True).incr(key)
+                                  .expire(key, math.ceil(self.window) + 1).execute(), None,
+                                  "counting an authentication failure")
             return
         seen = self._counts.get(address)
         self._counts[address] = (number, (seen[1] if seen and seen[0] == number else 0) + 1)

@@ -13,6 +13,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from pixelgate.db.session import as_unavailable, unavailable
 from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.logs import REQUEST_ID
 from pixelgate.services.auth import token_from_headers
@@ -49,14 +50,16 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                     # (a client behind the same NAT as a guesser)
                     if not request.app.state.services.keys.proven(token_from_headers(request.headers)):
                         await guard.check(address)
-                    response = await handler(request)
+                    response = await _run(handler, request)
                 except GatewayError as exc:
                     error = exc
                 except RequestValidationError as exc:
                     error = _validation_error(exc)
                 except Exception as exc:  # last resort: log it, answer 500 in our shape
-                    log.exception("unhandled error in %s %s", request.method, request.url.path)
-                    error = GatewayError(f"Internal error ({exc.__class__.__name__}); request id {request_id}.")
+                    error = as_unavailable(exc)  # a database that dropped us: 503, not our fault
+                    if error is None:
+                        log.exception("unhandled error in %s %s", request.method, request.url.path)
+                        error = GatewayError(f"Internal error ({exc.__class__.__name__}); request id {request_id}.")
                 if error is not None:
                     response = render_error(error)
                     response.headers.update(error.headers)
@@ -75,6 +78,17 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
             return handle
 
     return SurfaceRoute
+
+
+async def _run(handler: Callable, request: Request) -> Response:
+    """The route's answer; a read (GET) whose database connection dropped under it runs once
+    more on a fresh one, since it changed nothing."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        if request.method not in ("GET", "HEAD") or not unavailable(exc):
+            raise
+    return await handler(request)
 
 
 def _cost_headers(response: Response, ctx: RequestContext, currency: str) -> None:

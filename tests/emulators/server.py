@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import uvicorn
 
-__all__ = ["serve", "emulated", "QuickServer", "run_in_thread"]
+__all__ = ["serve", "emulated", "QuickServer", "run_in_thread", "black_hole"]
 
 
 class QuickServer(uvicorn.Server):
@@ -108,3 +108,32 @@ def emulated(create_app: Any, state: Any, path: str = "") -> Iterator[tuple[Any,
     each vendor's tests call ``upstream``."""
     with serve(create_app(state)) as base:
         yield state, base + path
+
+
+@contextmanager
+def black_hole() -> Iterator[int]:
+    """A port on loopback that accepts connections and never answers: a hung server (a Redis or
+    an S3 store that stopped in the middle), unlike a stopped one, which refuses at once."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    listener.settimeout(0.05)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in [*held, listener]:
+            conn.close()
