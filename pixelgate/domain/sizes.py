@@ -4,7 +4,8 @@ rendered back into each target's own words.
   1024x1024, 1024*1024, 1024×1024      exact pixels
   1K, 2K, 4K                           a resolution tier (about 1, 4 and 16 megapixels)
   auto                                 the model decides
-  16:9, 16x9, ASPECT_16_9, --ar 16:9   an aspect ratio ("16x9" is a ratio when both sides <= 32)
+  16:9, 16x9, ASPECT_16_9, --ar 16:9   an aspect ratio ("16x9" is one when it is one of Ideogram's
+                                       15 ratios; any other WxH, even 7x7, is pixels)
   RESOLUTION_1280_720                  Ideogram legacy exact pixels
 
 Nearest match (when a target cannot make the exact size): the allowed option whose aspect ratio
@@ -27,6 +28,9 @@ MAX_RATIO_DISTANCE = math.log(1.5)
 _PIXELS = re.compile(r"^\s*(\d{1,5})\s*[x*×X]\s*(\d{1,5})\s*$")
 _RATIO = re.compile(r"^\s*(?:--ar\s+)?(\d{1,3})\s*[:]\s*(\d{1,3})\s*$")
 _ASPECT = re.compile(r"^ASPECT_(\d{1,2})_(\d{1,2})$")
+IDEOGRAM_RATIOS = frozenset({(1, 3), (3, 1), (1, 2), (2, 1), (9, 16), (16, 9), (10, 16), (16, 10), (2, 3), (3, 2),
+                             (3, 4), (4, 3), (4, 5), (5, 4), (1, 1)})
+"""The ratios Ideogram writes as `16x9`: the only WxH that is not pixels."""
 _RESOLUTION = re.compile(r"^RESOLUTION_(\d{3,4})_(\d{3,4})$")
 
 
@@ -70,9 +74,8 @@ def _reduce(w: int, h: int) -> tuple[int, int]:
     return w // g, h // g
 
 
-def parse(text: str, field: str = "size", exact_pixels: bool = False) -> Size:
-    """Parse any known vocabulary, or raise InvalidRequest naming `field`. `exact_pixels`: a
-    WIDTHxHEIGHT is always pixels (the OpenAI API's meaning), never Ideogram's "16x9" ratio."""
+def parse(text: str, field: str = "size") -> Size:
+    """Parse any known vocabulary, or raise InvalidRequest naming `field`."""
     value = text.strip()
     if value.lower() == "auto" or value == "":
         return Size()
@@ -88,20 +91,11 @@ def parse(text: str, field: str = "size", exact_pixels: bool = False) -> Size:
     if m := _PIXELS.match(value):
         w, h = int(m.group(1)), int(m.group(2))
         if w and h:
-            if w <= 32 and h <= 32 and "x" in value.lower() and not exact_pixels:
+            if (w, h) in IDEOGRAM_RATIOS and "x" in value.lower():
                 return Size(ratio=(w, h))  # Ideogram's "16x9"
             return Size(width=w, height=h)
     raise InvalidRequest(f"Invalid value: '{text}'. '{field}' takes WIDTHxHEIGHT (e.g. 1024x1024), "
                          "WIDTH*HEIGHT, an aspect ratio (16:9), 1K/2K/4K or auto.", field=field)
-
-
-def unambiguous(text: str) -> str:
-    """`text` as exact pixels in a spelling every parse reads as pixels: a small `16x16` (which
-    alone reads as Ideogram's ratio) becomes `16*16`; anything else is returned as it is."""
-    exact = parse(text, exact_pixels=True)
-    if exact.width and parse(text).width is None:
-        return f"{exact.width}*{exact.height}"
-    return text
 
 
 def distance(a: Size, b: Size) -> tuple[float, float]:

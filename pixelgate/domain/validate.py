@@ -48,7 +48,7 @@ def validate(req: ImageRequest, caps: Capabilities, surface: str = "") -> None:
         limit = "1" if max_n == 1 else f"between 1 and {max_n}"
         raise InvalidRequest(f"Invalid value: {req.n}. 'n' for model '{model}' must be {limit}.",
                              field="n")
-    _check_size(req, caps, exact_pixels=surface == "openai")
+    _check_size(req, caps)
     _choice(req.quality, caps.qualities, "quality", model)
     _choice(req.style, caps.styles, "style", model)
     _choice(req.background, caps.backgrounds, "background", model)
@@ -85,28 +85,21 @@ def _check_prompt(req: ImageRequest, caps: Capabilities) -> None:
         caps.check_prompt(req.prompt)
 
 
-def _check_size(req: ImageRequest, caps: Capabilities, exact_pixels: bool) -> None:
-    asked = req.size
-    _fit_size(req, caps, exact_pixels)
-    if exact_pixels and asked is not None and req.size == asked:  # providers read it as pixels too
-        req.size = sizes.unambiguous(asked)
-
-
-def _fit_size(req: ImageRequest, caps: Capabilities, exact_pixels: bool) -> None:
+def _check_size(req: ImageRequest, caps: Capabilities) -> None:
     if req.size is None:
         return
     allowed = caps.sizes_by_operation.get(req.operation, caps.sizes)
     if allowed is not None:
         if req.size in allowed:
             return
-        wanted = sizes.parse(req.size, exact_pixels=exact_pixels)
+        wanted = sizes.parse(req.size)
         if wanted.width is not None or not any(a != "auto" for a in allowed):
             _choice(req.size, allowed, "size", req.model)  # exact sizes are the model's own list
         # an aspect ratio or a tier: the nearest size the model makes
         options = [sizes.parse(a) for a in allowed if a != "auto"]
         req.size = sizes.nearest(wanted, options, allowed_text=supported(allowed)).wxh()
         return
-    wanted = sizes.parse(req.size, exact_pixels=exact_pixels)
+    wanted = sizes.parse(req.size)
     if caps.fit_size is not None:
         caps.fit_size(wanted)
         return

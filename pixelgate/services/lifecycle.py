@@ -85,7 +85,7 @@ def delivered_size(asked: str | None, made: str | None) -> tuple[int, int] | Non
     successor makes another (None when they agree, or the client named no exact size)."""
     if asked is None or asked == made:
         return None
-    wanted = sizes.parse(asked, exact_pixels=True)
+    wanted = sizes.parse(asked)
     return (wanted.width, wanted.height) if wanted.width and wanted.height else None
 
 

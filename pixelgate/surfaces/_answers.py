@@ -83,6 +83,18 @@ class ImagesResponse(Open):
     data: list[ImageData]
 
 
+class ImageTask(Open):
+    """An image request run as a task (`Prefer: respond-async`), still running: poll `polling_url`
+    until it answers 200 with the images (or the error)."""
+
+    id: str
+    object: Literal["image.task"]
+    status: str
+    progress: float | None
+    created_at: int
+    polling_url: str
+
+
 class ModelInfo(Open):
     id: str
     object: Literal["model"]

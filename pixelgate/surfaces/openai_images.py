@@ -33,7 +33,7 @@ from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
 from pixelgate.services.tasks import LIVE, aware
 from pixelgate.services.usage import usage
-from pixelgate.surfaces._answers import ImagesResponse, ModelInfo, ModelList, OpenAIError, UsageReport
+from pixelgate.surfaces._answers import ImageTask, ImagesResponse, ModelInfo, ModelList, OpenAIError, UsageReport
 from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, ok
@@ -50,7 +50,7 @@ NATIVE_ONLY_META = {"withheld", "descriptions", "usage_metadata", "token_usage"}
 
 ERRORS = Errors(OpenAIError)
 IMAGES = {**ok(ImagesResponse, also={"text/event-stream": {"type": "string", "description": "with stream: true"}}),
-          **ERRORS(*GENERATING)}
+          **ok(ImageTask, 202, "With Prefer: respond-async: the task, running"), **ERRORS(*GENERATING)}
 router = APIRouter(route_class=surface_route("openai", render_error), tags=["OpenAI Images"])
 models_router = APIRouter(route_class=surface_route("openai", render_error, logged=False), tags=["OpenAI Images"])
 
@@ -292,7 +292,8 @@ async def render_webhook(task, base_url: str, services) -> dict:
             "result": await render_task(task, base_url, services) if done else None}
 
 
-@router.get("/v1/images/tasks/{task_id}")
+@router.get("/v1/images/tasks/{task_id}", summary="An image task (Prefer: respond-async)",
+            responses={**ok(ImagesResponse), **ok(ImageTask, 202, "Still running"), **ERRORS(*GENERATING)})
 async def image_task(task_id: str, request: Request) -> Response:
     """202 with the status while the task runs; then exactly the synchronous answer, or its error."""
     ctx = await _authenticate(request)
