@@ -24,13 +24,24 @@ def services(request: Request) -> "Services":
     return request.app.state.services
 
 
+def _service(name: str):
+    def get(request: Request):
+        return getattr(request.app.state.services, name)
+    get.__name__ = name
+    return Depends(get)
+
+
+def _context(request: Request) -> RequestContext:
+    return request.state.ctx
+
+
 ServicesDep = Annotated["Services", Depends(services)]
-SettingsDep = Annotated[Settings, Depends(lambda request: request.app.state.services.settings)]
-EngineDep = Annotated[Engine, Depends(lambda request: request.app.state.services.engine)]
-TasksDep = Annotated[TaskService, Depends(lambda request: request.app.state.services.tasks)]
-StorageDep = Annotated[ImageStore, Depends(lambda request: request.app.state.services.storage)]
-SignerDep = Annotated[UrlSigner, Depends(lambda request: request.app.state.services.signer)]
-FetcherDep = Annotated[Fetcher, Depends(lambda request: request.app.state.services.fetcher)]
-DirectoryDep = Annotated[ChannelDirectory, Depends(lambda request: request.app.state.services.directory)]
-ContextDep = Annotated[RequestContext, Depends(lambda request: request.state.ctx)]
+SettingsDep = Annotated[Settings, _service("settings")]
+EngineDep = Annotated[Engine, _service("engine")]
+TasksDep = Annotated[TaskService, _service("tasks")]
+StorageDep = Annotated[ImageStore, _service("storage")]
+SignerDep = Annotated[UrlSigner, _service("signer")]
+FetcherDep = Annotated[Fetcher, _service("fetcher")]
+DirectoryDep = Annotated[ChannelDirectory, _service("directory")]
+ContextDep = Annotated[RequestContext, Depends(_context)]
 """The request's context (its id, key, cost...), made by the surface's route class."""
