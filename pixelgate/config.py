@@ -41,6 +41,9 @@ class ChannelConfig(BaseModel):
     weight: int = Field(default=1, ge=1, le=1000)
     enabled: bool = True
     timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """What only this channel's provider takes (Azure's deployments and api_version, Vertex's
+    project and location, ...): checked by the provider's `channel_options` model."""
 
     @field_validator("provider")
     @classmethod
@@ -61,6 +64,11 @@ class ChannelConfig(BaseModel):
 
         if REGISTRY[self.provider].needs_base_url and not self.base_url:
             raise ValueError(f"provider {self.provider!r} needs base_url")
+        takes = REGISTRY[self.provider].channel_options
+        if takes is None and self.options:
+            raise ValueError(f"provider {self.provider!r} takes no options")
+        if takes is not None:  # normalised, so the stored options are the checked ones
+            self.options = takes.model_validate(self.options).model_dump(exclude_none=True)
         return self
 
 

@@ -62,7 +62,8 @@ def test_management_commands_change_only_what_they_name(cli, tmp_path):
     assert json.loads(cli("keys", "list").stdout) == [] and _channels(cli) == {}
     (tmp_path / "gw.toml").write_text(HOUSE)
     applied = cli("config", "apply", "--config", "gw.toml").stdout
-    assert "channel 'house': added" in applied and "channel 'sandbox': added" in applied
+    # a config file is a production set-up: the free sandbox models stay off unless it says so
+    assert "channel 'house': added" in applied and "sandbox" not in applied
     before = _channels(cli)
     # a second terminal without the gateway's configuration: the channels it declares stay
     created = cli("keys", "create", "--name", "me")
@@ -75,14 +76,14 @@ def test_management_commands_change_only_what_they_name(cli, tmp_path):
 
 def test_config_apply_reports_what_it_changes_and_removes_only_with_prune(cli, tmp_path):
     config = tmp_path / "gw.toml"
-    config.write_text(HOUSE + HOUSE.replace('"house"', '"old"') + HOUSE.replace('"house"', '"mine"'))
+    config.write_text("sandbox = true\n" + HOUSE + HOUSE.replace('"house"', '"old"') + HOUSE.replace('"house"', '"mine"'))
     cli("channels", "add", "--name", "mine", "--provider", "sandbox", "--models", "sandbox-image")  # made at run time
     first = cli("config", "apply", "--config", "gw.toml").stdout
     assert "'house': added" in first and "'old': added" in first and "'mine': added" not in first
     assert "channel 'mine': the configuration's is not applied" in first  # the run-time channel wins
     assert _channels(cli)["mine"]["provider"] == "sandbox"
     # house changes, old is dropped, new is declared
-    config.write_text(HOUSE.replace('"k"', '"k2"') + "priority = 5\n" + HOUSE.replace('"house"', '"new"'))
+    config.write_text("sandbox = true\n" + HOUSE.replace('"k"', '"k2"') + "priority = 5\n" + HOUSE.replace('"house"', '"new"'))
     dry = cli("config", "apply", "--config", "gw.toml", "--dry-run").stdout
     assert "channel 'house': would change (api_key, priority)" in dry and "channel 'new': would add" in dry
     assert "k2" not in dry  # a changed key is named, never shown

@@ -110,3 +110,12 @@ def test_unknown_variables_are_named_with_a_guess():
                                "PIXELGATE_CHANNELS__0__NAME": "x", "PIXELGATE_CONFIG": "f", "OTHER": "y"})
     assert found == ["PIXELGATE_PORTT is not a pixelgate setting; did you mean PIXELGATE_PORT?",
                      "PIXELGATE_SIMULATE_VENDOR is not a pixelgate setting; did you mean PIXELGATE_SIMULATE_VENDORS?"]
+
+
+def test_channel_options_are_the_providers_own_and_refused_where_it_takes_none():
+    from pixelgate.config import ChannelConfig
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="takes no options"):
+        ChannelConfig(name="s", provider="sandbox", models=["sandbox-image"], options={"region": "x"})
+    assert ChannelConfig(name="s", provider="sandbox", models=["sandbox-image"]).options == {}

@@ -75,6 +75,8 @@ class ChannelRow(Base):
     weight: Mapped[int] = mapped_column(Integer, default=1)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     timeout_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    """The provider's own settings (ChannelConfig.options); no secrets: those go in api_key."""
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -151,6 +151,8 @@ class Channel:
     priority: int = 0
     weight: int = 1
     timeout: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The provider's own channel settings (Provider.channel_options), already checked."""
 
     def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)
@@ -167,6 +169,9 @@ class Provider:
     OpenAI-compatible gateway); None refuses unknown names."""
     transport: ClassVar[str] = "http"
     """Which engine transport carries its calls: "http", or "sandbox" for the in-process one."""
+    channel_options: ClassVar[type[BaseModel] | None] = None
+    """A pydantic model of the settings a channel of this provider takes beyond base_url and
+    api_key (ChannelConfig.options); None takes none."""
     needs_base_url: ClassVar[bool] = False
     default_base_url: ClassVar[str | None] = None
     cancellable: ClassVar[bool] = False

@@ -30,7 +30,7 @@ from pixelgate.providers.sandbox import Sandbox
 SANDBOX_CHANNEL = "sandbox"
 SIMULATED_PREFIX = "simulated-"
 EDITABLE = ("provider", "base_url", "api_key", "api_key_env", "models", "model_map", "priority",
-            "weight", "enabled", "timeout_seconds")
+            "weight", "enabled", "timeout_seconds", "options")
 
 # Every model a provider declares, with its capabilities: a model behaves the same whichever
 # channel serves it (dall-e-3 takes n=1 through OpenAI itself or through another gateway).
@@ -59,7 +59,7 @@ def channel_view(row: ChannelRow) -> dict:
             "api_key_env": row.api_key_env,
             "models": row.models, "model_map": row.model_map, "priority": row.priority,
             "weight": row.weight, "enabled": row.enabled, "timeout_seconds": row.timeout_seconds,
-            "source": row.source}
+            "options": row.options or {}, "source": row.source}
 
 
 def key_hint(key: str | None) -> str | None:
@@ -182,7 +182,8 @@ class ChannelDirectory:
             channel = by_name[row.name] = Channel(name=row.name, provider=row.provider, base_url=row.base_url,
                               api_key=row.api_key or (os.environ.get(row.api_key_env) if row.api_key_env else None),
                               models=tuple(row.models), model_map=dict(row.model_map or {}),
-                              priority=row.priority, weight=row.weight, timeout=row.timeout_seconds)
+                              priority=row.priority, weight=row.weight, timeout=row.timeout_seconds,
+                              options=dict(row.options or {}))
             if not row.enabled:
                 disabled.update(row.models)
                 continue
