@@ -8,8 +8,10 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from pixelgate import __version__
@@ -162,6 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(console.router)
     app.mount("/console/static", console.pages.static, name="console-static")
 
+    _unrouted_in_each_apis_shape(app)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {"status": "ok", "version": __version__}
@@ -173,6 +177,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=200 if ready else 503)
 
     return app
+
+
+UNROUTED_SHAPES = (("/ideogram", ideogram.render_error), ("/mj", midjourney.render_error),
+                   ("/mj-", midjourney.render_error))
+"""Path prefixes whose API has an error shape of its own; anything else answers in OpenAI's."""
+
+
+def _unrouted_in_each_apis_shape(app: FastAPI) -> None:
+    """A path no route serves (404) or a method it does not take (405) answers in the error shape
+    of the API the path belongs to, not FastAPI's {"detail": ...}; the console keeps its pages."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unrouted(request: Request, exc: StarletteHTTPException) -> Response:
+        path = request.url.path
+        if path.startswith(("/console", "/docs", "/redoc")):
+            return await http_exception_handler(request, exc)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        message = f"No route {request.method} {path}." if exc.status_code == 404 else str(exc.detail)
+        error = GatewayError(message, code=code, status=exc.status_code)
+        render = next((r for prefix, r in UNROUTED_SHAPES if path.startswith(prefix)), openai_images.render_error)
+        response = render(error)
+        response.headers.update(exc.headers or {})
+        return response
 
 
 def app_from_environment() -> FastAPI:

@@ -220,3 +220,19 @@ def test_real_answers_of_every_surface_conform_to_the_document(simulated):
             ("Ideogram", 400), ("Ideogram", 401), ("Midjourney", 200), ("Midjourney", 401), ("Midjourney", 404),
             ("Admin", 201), ("Admin", 204), ("Admin", 400), ("Admin", 403), ("Admin", 404),
             ("Health", 200)} <= seen, seen
+
+
+def test_a_path_no_route_serves_answers_in_its_apis_error_shape(make_gateway):
+    """Not FastAPI's {"detail": "Not Found"}, which no client of these APIs reads."""
+    gateway = make_gateway()
+    with gateway.http() as client:
+        openai_shape = client.get("/v1/no-such-thing")
+        newline = client.get("/v1/models/%0Ax")
+        wrong_method = client.delete("/v1/images/generations")
+        ideogram_shape = client.post("/ideogram/v3/no-such-op")
+        midjourney_shape = client.get("/mj/no/such")
+    assert openai_shape.status_code == 404 and openai_shape.json()["error"]["code"] == "not_found"
+    assert newline.status_code == 404 and "error" in newline.json()
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert ideogram_shape.status_code == 404 and isinstance(ideogram_shape.json()["error"], str)
+    assert midjourney_shape.json()["result"] is None and "code" in midjourney_shape.json()
