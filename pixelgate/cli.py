@@ -5,6 +5,7 @@ change only what they name (the configuration's channels: `serve` and `config ap
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -270,8 +271,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         run_workers(settings.host, settings.port, settings.workers, on_bound=bound, loop="uvloop",
                     http="httptools", log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
                     header_timeout=settings.header_timeout_seconds)
-    except OSError as exc:  # taken since check_port
-        raise _cannot_listen(settings, exc) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise  # not the address: a file missing from an install, say (shown as it is)
+        raise _cannot_listen(settings, exc) from None  # taken since check_port
 
 
 def _cannot_listen(settings: Settings, exc: OSError) -> click.ClickException:
