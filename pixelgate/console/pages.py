@@ -340,13 +340,9 @@ async def set_price(request: Request) -> Response:
     amount = _decimal(form.get("amount"))
     if not form.get("model") or amount is None or amount < 0:
         return await prices(request, message="Not saved: give a model and an amount of 0 or more.")
-    from pixelgate.db.models import PriceRow
-
     dimensions = {k: form[k] for k in ("quality", "size", "tier", "speed") if form.get(k)}
-    async with services.sessions() as session, session.begin():
-        session.add(PriceRow(model=form["model"], operation=form.get("operation") or "*", dimensions=dimensions,
-                             amount=amount, currency=form.get("currency") or services.engine.billing.currency,
-                             source="admin"))
+    await services.engine.billing.set_price(form["model"], amount, form.get("currency") or None,
+                                            form.get("operation") or "*", dimensions)  # the newest wins
     await services.invalidation.changed("prices")
     return RedirectResponse("/console/prices", status_code=303)
 
