@@ -112,6 +112,7 @@ async def start_services(settings: Settings) -> Services:
     services.tasks.start()
     services.auth_failures = AuthFailures(settings.auth_failures_per_minute, 60, settings.redis_url,
                                           settings.redis_namespace)
+    keys.throttle = services.auth_failures
     return services
 
 

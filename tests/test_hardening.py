@@ -471,7 +471,10 @@ def test_unknown_keys_are_throttled_per_address(make_gateway, store):
     gateway = make_gateway(auth_failures_per_minute=5, **extra)
     fresh = gateway.create_key(name="never used from here yet")
     with gateway.http(key="pg-wrong") as wrong, gateway.http() as admin, gateway.http(key=fresh) as newcomer:
-        assert admin.get("/v1/models").status_code == 200  # this address has used the admin key
+        link = admin.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "16x16",
+                                     "response_format": "url"}).json()["data"][0]["url"]
+        for _ in range(3):  # a missing key is no guess
+            openai_error(wrong.get("/v1/models", headers={"Authorization": ""}), 401, code="missing_api_key")
         for _ in range(5):
             openai_error(wrong.get("/v1/models"), 401)
         resp = wrong.get("/v1/models")
@@ -479,9 +482,14 @@ def test_unknown_keys_are_throttled_per_address(make_gateway, store):
         assert 1 <= int(resp.headers["retry-after"]) <= 60
         resp = wrong.post("/ideogram/v1/ideogram-v3/generate", data={"prompt": "x"})
         assert resp.status_code == 429 and "unknown API key" in resp.json()["error"]  # Ideogram's shape
-        # the address waits, except with a key it already proved: a guesser cannot lock out its neighbours
+        # only failures wait: a key that verifies passes, even one never used from this address
+        # (a guesser cannot lock out its neighbours), and a signed link needs no key at all
         assert admin.get("/v1/models").status_code == 200
-        assert newcomer.get("/v1/models").status_code == 429
+        assert newcomer.get("/v1/models").status_code == 200
+        for _ in range(40):
+            resp = httpx.get(link)
+            assert resp.status_code == 200 and resp.content.startswith(b"\x89PNG")
+        openai_error(wrong.get("/v1/models"), 429, code="too_many_auth_failures")
 
 
 def test_redis_down_neither_throttles_nor_fails(make_gateway):
@@ -769,6 +777,28 @@ def test_a_channel_key_the_vendor_shortened_with_an_ellipsis_is_redacted(make_ga
     logged = gateway.requests_log()[0]
     for text in (resp.text, orjson.dumps(logged).decode()):
         assert key[:6] not in text and key[-3:] not in text, text
+
+
+def test_a_channel_key_the_vendor_echoes_upper_cased_is_redacted(make_gateway, openai_upstream):
+    state, base = openai_upstream
+    key = state.api_key = "abcd1234efgh5678ijkl9012"  # an openai-compatible vendor's own key shape
+    gateway = make_gateway(channels=[openai_channel(base, api_key=key)])
+    state.fail_next(401, {"error": {"message": f"Invalid key {key[:8].upper()}... (full: {key.upper()})",
+                                    "type": "invalid_request_error", "param": key.title(), "code": "invalid_api_key"}})
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x"})
+        assert resp.status_code == 502 and "[redacted]" in resp.text, resp.text
+    from tests.console.test_console import sign_in
+
+    page = sign_in(gateway).get(f"/console/requests/{resp.headers['x-request-id']}")
+    assert page.status_code == 200 and "[redacted]" in page.text
+    logged = gateway.log_row(resp.headers["x-request-id"])
+    for text in (resp.text, orjson.dumps(logged).decode()):
+        assert "ABCD1234" not in text.upper(), text
+    assert key[:8].upper() not in page.text  # the console shows the request log's row
+    from pixelgate.services.transport import redact
+
+    assert redact("Bad key SK-PROJ-ABCDEFGH12 and bearer: BEARER ABCDEFGH1234") == "Bad key [redacted] and bearer: [redacted]"
 
 
 def test_redaction_of_shortened_and_ellipsis_forms():

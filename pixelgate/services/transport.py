@@ -67,9 +67,10 @@ def upstream_errors(channel: str, secret: str | None = None) -> Iterator[None]:
 
 # Credentials as vendors write them: OpenAI-style keys (whole, starred, or shortened with an
 # ellipsis: "sk-abc...xyz"), Google keys, bearer tokens, key parameters.
+# Case-insensitive throughout: a vendor may echo a key upper-cased ("Invalid key SK-ABCD...").
 _KEYISH = re.compile(r"\bsk-[A-Za-z0-9_\-]*(?:\.{3}|\u2026)[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-*]{6,}"
-                     r"|\bAIza[0-9A-Za-z_\-*]{10,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=*]{8,}"
-                     r"|(?i:(?:api[_-]?key|key|token|secret)=)[A-Za-z0-9._\-*]{8,}")
+                     r"|\bAIza[0-9A-Za-z_\-*]{10,}|bearer\s+[A-Za-z0-9._\-~+/=*]{8,}"
+                     r"|(?:api[_-]?key|key|token|secret)=[A-Za-z0-9._\-*]{8,}", re.IGNORECASE)
 # A key shown masked: the visible head and tail around a run of asterisks, dots or an ellipsis
 # ("sk-ab****wxyz", "sk-abc...xyz", "****wxyz").
 _SHOWN = r"[A-Za-z0-9_\-/+]*"
@@ -79,13 +80,14 @@ REDACTED = "[redacted]"
 
 def redact(text: str, secret: str | None = None) -> str:
     """`text` without `secret`, its masked forms (what a vendor shows of it: a head and a tail
-    of it around asterisks or an ellipsis) or anything key-shaped."""
+    of it around asterisks or an ellipsis) or anything key-shaped, in any letter case."""
     if secret and len(secret) >= 8:
-        text = text.replace(secret, REDACTED)
+        text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
+        folded = secret.casefold()
 
         def masked(m: re.Match) -> str:
-            head, tail = m.group(1), m.group(2)
-            return REDACTED if (head or tail) and secret.startswith(head) and secret.endswith(tail) else m.group(0)
+            head, tail = m.group(1).casefold(), m.group(2).casefold()
+            return REDACTED if (head or tail) and folded.startswith(head) and folded.endswith(tail) else m.group(0)
 
         text = _MASKED.sub(masked, text)
     return _KEYISH.sub(REDACTED, text)

@@ -48,10 +48,9 @@ from pixelgate.db.models import Task
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge,
                               Unauthorized, UpstreamContentFiltered)
-from pixelgate.services.auth import token_from_headers
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
-from pixelgate.surfaces._route import context, surface_route, task_cost
+from pixelgate.surfaces._route import authenticate, context, surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
 
 PROVIDER = "midjourney"
@@ -248,7 +247,7 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 
 async def _authenticate(request: Request):
     ctx = context(request)
-    ctx.principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    ctx.principal = await authenticate(request)
     _path_mode(request)  # an unknown prefix is refused on every route
     return ctx
 
