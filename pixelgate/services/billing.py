@@ -13,6 +13,9 @@
   sweep   a hold is owned either by a live request, which renews its lease while it runs, or by
           a task row written in the same transaction (which settles it with its outcome); a
           request hold whose lease ran out unsettled lost its process, and is released
+  charge  a process that was only stalled (paused, swapped out, a frozen VM) looks dead too: if
+          its request delivers after its hold was released, it is charged anew, once, as a hold
+          would be taken (402 if the balance no longer covers it), never handed out unpaid
 
 Keys without an account are unlimited: nothing is held, but every cost is still recorded.
 """
@@ -261,6 +264,25 @@ class Billing:
             reserved=Account.reserved - hold.amount, spent=Account.spent + charge,
             balance=case((Account.balance.is_(None), None), else_=Account.balance - charge)))
         return charge
+
+    async def charge_released(self, account_id: int, request_id: str, amount: Decimal) -> Decimal:
+        """Charge `amount` to a request whose hold was released before it settled (see `charge`
+        above): one conditional UPDATE, as `hold` takes one, and a `charge` ledger row, unique
+        per request. InsufficientBalance if the account cannot cover it now."""
+        async with self._sessions() as session, session.begin():
+            won = await session.execute(
+                update(Account).where(
+                    Account.id == account_id,
+                    or_(Account.balance.is_(None), Account.balance - Account.reserved >= amount),
+                    or_(Account.spend_limit.is_(None), Account.spent + Account.reserved + amount <= Account.spend_limit))
+                .values(spent=Account.spent + amount,
+                        balance=case((Account.balance.is_(None), None), else_=Account.balance - amount)))
+            if won.rowcount != 1:
+                raise InsufficientBalance(
+                    f"Insufficient balance: this request took so long that its hold was released, and its "
+                    f"{amount.normalize()} {self.currency} can no longer be charged.")
+            session.add(LedgerEntry(account_id=account_id, request_id=request_id, kind="charge", amount=amount))
+        return amount
 
     async def release_abandoned(self, grace_seconds: float = 0) -> int:
         """Release (settle at 0) the holds whose request stopped renewing them: its process died

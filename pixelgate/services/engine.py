@@ -234,8 +234,18 @@ class Engine:
         if ctx.keeper is not None:
             ctx.keeper.cancel()
         charge = ctx.quote.charge(delivered, usage)
-        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered, charge=charge)) if ctx.held else None
-        ctx.cost = charged if charged is not None else charge
+        if not ctx.held:
+            ctx.cost = charge
+            return charge
+        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered, charge=charge))
+        if charged is None:
+            # Our own hold was settled already: the sweeper released it, taking this request for
+            # dead while its process was stalled past the lease. Paid now, or not handed out (402).
+            ctx.cost = Decimal(0)
+            if charge:
+                charged = await asyncio.shield(self.billing.charge_released(
+                    ctx.principal.account_id, ctx.request_id, charge))
+        ctx.cost = charged if charged is not None else Decimal(0)
         return ctx.cost
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
