@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import asyncio
+import base64
 import io
 import select
 import socket
@@ -87,10 +88,70 @@ def test_a_vendor_image_url_on_loopback_is_not_fetched(make_gateway, vendor):
     gateway = make_gateway(channels=[openai_channel(base + "/v1")])
     v.answer = {"created": 1, "data": [{"url": secret + "/secret"}]}
     err = openai_error(_generate(gateway), 502, code="upstream_url_refused")
-    assert "not public" in err["message"]
+    assert "neither the channel's own origin" in err["message"]
     assert v.secret_reads == 0
     v.answer = {"created": 1, "data": [{"url": "http://[::ffff:127.0.0.1]:1/secret"}]}
     openai_error(_generate(gateway), 502, code="upstream_url_refused")
+    # a host the operator lists as an image host must still be public, unless fetch_allow_hosts says so
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")], upstream_image_hosts=["127.0.0.*"])
+    v.answer = {"created": 1, "data": [{"url": secret + "/secret"}]}
+    err = openai_error(_generate(gateway), 502, code="upstream_url_refused")
+    assert "not public" in err["message"] and v.secret_reads == 0
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")], upstream_image_hosts=["127.0.0.*"],
+                           fetch_allow_hosts=["127.0.0.1"])
+    assert _generate(gateway).status_code == 200 and v.secret_reads == 1
+
+
+def test_a_vendor_image_url_on_another_channels_origin_is_not_fetched(make_gateway, vendor):
+    """Every channel's origin used to be trusted for every channel's images: an openai-compatible
+    vendor could make the gateway read another channel's service and serve it back."""
+    v, base, secret = vendor
+    gateway = make_gateway(channels=[{"name": "compat", "provider": "openai-compatible", "base_url": base + "/v1",
+                                      "api_key": "k-compat", "models": ["house-model"]},
+                                     {"name": "other", "provider": "openai-compatible", "base_url": secret,
+                                      "api_key": "k-other", "models": ["other-model"]}])
+    v.answer = {"created": 1, "data": [{"url": secret + "/secret"}]}
+    with gateway.http() as client:
+        resp = client.post(GEN, json={"model": "house-model", "prompt": "x", "response_format": "url"})
+    err = openai_error(resp, 502, code="upstream_url_refused")
+    assert secret.split("//")[1].split(":")[0] in err["message"] and v.secret_reads == 0
+
+
+def test_only_images_are_stored_whatever_the_vendor_sends(make_gateway, vendor):
+    v, base, _ = vendor
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")])
+    v.image_bytes = b'{"internal": "a JSON document, not an image"}'
+    for answer in ({"url": base + "/img.png"}, {"b64_json": base64.b64encode(v.image_bytes).decode()}):
+        v.answer = {"created": 1, "data": [answer]}
+        err = openai_error(_generate(gateway, response_format="url"), 502, code="upstream_bad_response")
+        assert "not an image" in err["message"]
+    v.image_bytes = png(16, 16)
+    v.answer = {"created": 1, "data": [{"url": base + "/img.png"}]}
+    resp = _generate(gateway, response_format="url")
+    assert resp.status_code == 200, resp.text
+    served = httpx.get(resp.json()["data"][0]["url"])
+    assert served.headers["content-type"] == "image/png" and served.content == v.image_bytes
+
+
+def test_the_delivery_hosts_providers_declare_match_their_vendors_urls():
+    from pixelgate.providers import REGISTRY
+    from pixelgate.services.fetch import image_source
+
+    seen = {"openai": "https://oaidalleapiprodscus.blob.core.windows.net/private/org/img.png?st=1",
+            "bfl": "https://delivery-us1.bfl.ai/results/ab/cd/sample.jpeg?se=1&sig=2",
+            "ark": "https://ark-content-generation-v2-cn-beijing.tos-cn-beijing.volces.com/seedream/x.jpeg",
+            "dashscope": "https://dashscope-result-sh.oss-cn-shanghai.aliyuncs.com/1d/ab/x.png?Expires=1",
+            "ideogram": "https://ideogram.ai/api/images/ephemeral/xtdZ.png?exp=1&sig=e1",
+            "qianfan": "https://qianfan-img-gen.bj.bcebos.com/x.png?authorization=bce",
+            "midjourney": "https://cdn.discordapp.com/attachments/1/2/grid_0.png"}
+    for name, url in seen.items():
+        provider = REGISTRY[name]
+        allowed = image_source("https://api.example:443", provider.image_hosts)
+        assert allowed(url), name
+        for foreign in ("http://127.0.0.1:8080/x", "https://evil.example/x.png", "https://ideogram.ai.evil.example/x"):
+            assert not allowed(foreign), (name, foreign)
+    own = image_source("http://127.0.0.1:9000", ())
+    assert own("http://127.0.0.1:9000/files/x") and not own("http://127.0.0.1:9001/x")
 
 
 def test_a_vendor_image_url_on_the_channels_own_origin_is_fetched(make_gateway, vendor):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -91,6 +91,12 @@ def redact(text: str, secret: str | None = None) -> str:
 
         text = _MASKED.sub(masked, text)
     return _KEYISH.sub(REDACTED, text)
+
+
+def _foreign_image_host(host: str) -> UpstreamBadResponse:
+    return UpstreamBadResponse(
+        f"The upstream's image URL is on {host}, which is neither the channel's own origin nor a delivery "
+        "host of its vendor; the operator may add it to upstream_image_hosts.", code="upstream_url_refused")
 
 
 def _redacted(exc: UpstreamError, secret: str | None) -> UpstreamError:
@@ -186,21 +192,27 @@ class HttpTransport:
         except TooLarge:
             raise too_large(self.max_bytes) from None
 
-    async def download(self, url: str, trusted_origins: frozenset[str] = frozenset()) -> bytes:
+    async def download(self, url: str, trusted_origins: frozenset[str] = frozenset(),
+                       source: Callable[[str], bool] | None = None) -> bytes:
         """An image a vendor handed us by URL. The URL is the vendor's word, so it is fetched as
         carefully as a client's: public addresses only (a vendor answering
         `http://127.0.0.1:6379/` must not make us read our own network), except on
-        `trusted_origins`, at most max_bytes."""
+        `trusted_origins`, from where `source` allows (services.fetch.image_source), at most
+        max_bytes."""
         if self._simulators is not None and (app := self._simulators.app_for(url)) is not None:
+            if source is not None and not source(url):
+                raise _foreign_image_host(urlsplit(url).hostname or url)
             reply = await _simulated(app, UpstreamCall("GET", url), 60)
             if reply.status != 200 or not reply.body:
                 raise UpstreamBadResponse(f"The upstream's image URL answered HTTP {reply.status}.")
             return reply.body
         try:
-            body = await self._fetcher.download(url, self.max_bytes, trusted_origins)
+            body = await self._fetcher.download(url, self.max_bytes, trusted_origins, source)
         except FetchError as exc:
             if exc.code == "too_large":
                 raise too_large(self.max_bytes, "image") from None
+            if exc.code == "host_not_allowed":
+                raise _foreign_image_host(exc.detail) from None
             if exc.code in ("url_not_allowed", "invalid_url"):
                 raise UpstreamBadResponse("The upstream's image URL points at an address the gateway does not "
                                           "fetch from (not public).", code="upstream_url_refused") from None
