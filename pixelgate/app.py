@@ -121,6 +121,7 @@ async def start_services(settings: Settings) -> Services:
                                  settings.task_deadline_seconds, settings.task_lease_seconds)
     services.tasks.start()
     services.auth_failures = AuthFailures(settings.auth_failures_per_minute, 60, redis, settings.redis_namespace)
+    keys.throttle = services.auth_failures
     return services
 
 

@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     fetch_allow_hosts: list[str] = Field(default_factory=list)
     """Hosts whose URLs (input images, webhooks) may be fetched even though they resolve to
     loopback or private addresses; everything else must be public."""
+    upstream_image_hosts: list[str] = Field(default_factory=list)
+    """Hosts (shell patterns: `*.cdn.example.com`) a vendor's image URL may point at, besides its
+    channel's own origin and the delivery hosts its provider declares; each must still be public
+    unless it is also in fetch_allow_hosts."""
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     upstream_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     """Most bytes read from one vendor answer, stream or image download (base64 of large images

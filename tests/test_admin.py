@@ -7,6 +7,8 @@ import hashlib
 
 from tests.conftest import ADMIN_KEY, openai_channel
 
+GEN = "/v1/images/generations"
+
 
 def test_key_is_shown_once_and_stored_as_hash(gateway):
     with gateway.http() as admin:
@@ -130,3 +132,76 @@ def test_connection_errors_name_the_host(make_gateway):
     with gateway.http() as client:
         resp = client.post("/v1/images/generations", json={"model": "m", "prompt": "x"})
     assert resp.status_code == 502 and "127.0.0.1:9" in resp.json()["error"]["message"]
+
+
+def test_a_null_for_a_field_that_cannot_be_empty_is_a_400_naming_it(gateway):
+    with gateway.http() as admin:
+        key = admin.post("/admin/keys", json={"name": "nullable", "group": "g"}).json()
+        account = admin.post("/admin/accounts", json={"name": "acct", "spend_limit": "5"}).json()
+        for path, field in ((f"/admin/keys/{key['id']}", "name"), (f"/admin/keys/{key['id']}", "enabled"),
+                            (f"/admin/accounts/{account['id']}", "name"),
+                            (f"/admin/accounts/{account['id']}", "markup")):
+            resp = admin.patch(path, json={field: None})
+            assert resp.status_code == 400 and resp.json()["error"]["param"] == field, (path, resp.text)
+        # where null means "none", it still clears the field
+        assert admin.patch(f"/admin/keys/{key['id']}", json={"group": None}).json()["group"] is None
+        assert admin.patch(f"/admin/accounts/{account['id']}", json={"spend_limit": None}).json()["spend_limit"] is None
+        resp = admin.patch(f"/admin/keys/{key['id']}", json={"account_id": 999999})
+        assert resp.status_code == 404 and resp.json()["error"]["param"] == "account_id"
+        for field in ("provider", "models", "weight", "priority", "enabled", "base_url"):
+            resp = admin.patch("/admin/channels/sandbox", json={field: None})
+            assert resp.status_code in (200, 400), (field, resp.text)
+            assert resp.status_code == 200 or resp.json()["error"]["param"] == field, (field, resp.text)
+        assert admin.get("/admin/keys").status_code == 200 and admin.get("/admin/channels").status_code == 200
+
+
+def test_a_second_price_for_the_same_entry_replaces_the_first(gateway):
+    """The newest price wins, through the admin API and the console's form alike (one service)."""
+    from tests.console.test_console import csrf, sign_in
+
+    gen = {"model": "sandbox-image", "prompt": "x", "size": "16x16"}
+    with gateway.http() as admin:
+        first = admin.post("/admin/prices", json={"model": "sandbox-image", "amount": "0.10"})
+        assert first.status_code == 201, first.text
+        second = admin.post("/admin/prices", json={"model": "sandbox-image", "amount": "0.30"})
+        assert second.status_code == 200 and second.json()["id"] == first.json()["id"], second.text
+        assert admin.post(GEN, json=gen).headers["x-pixelgate-cost"] == "0.3"
+        # another operation or dimension is another entry
+        other = admin.post("/admin/prices", json={"model": "sandbox-image", "amount": "0.5",
+                                                  "dimensions": {"quality": "high"}})
+        assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+        console = sign_in(gateway)
+        resp = console.post("/console/prices", data={"csrf": csrf(console, "/console/prices"),
+                                                     "model": "sandbox-image", "amount": "0.07"})
+        assert resp.status_code == 303, resp.text
+        assert admin.post(GEN, json=gen).headers["x-pixelgate-cost"] == "0.07"
+        admin_rows = [p for p in admin.get("/admin/prices").json()["data"]
+                      if p["model"] == "sandbox-image" and p["origin"] == "admin"]
+        assert sorted((p["amount"], tuple(p["dimensions"].items())) for p in admin_rows) == [
+            ("0.07", ()), ("0.5", (("quality", "high"),))]
+        again = admin.post("/admin/prices", json={"model": "sandbox-image", "amount": "0.2"})
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        assert admin.post(GEN, json=gen).headers["x-pixelgate-cost"] == "0.2"
+
+
+def test_the_newest_of_equal_prices_wins_where_several_were_stored(gateway):
+    """Databases from before prices were replaced may hold several rows for one entry."""
+    from pixelgate.db.models import PriceRow
+
+    async def add_twice() -> None:
+        async with gateway.services.sessions() as session, session.begin():
+            for amount in ("0.11", "0.22"):
+                session.add(PriceRow(model="sandbox-image", operation="*", dimensions={}, amount=amount,
+                                     currency="USD", source="admin"))
+                await session.flush()
+        gateway.services.engine.billing.forget()
+
+    gateway.run(add_twice())
+    with gateway.http() as admin:
+        gen = {"model": "sandbox-image", "prompt": "x", "size": "16x16"}
+        assert admin.post(GEN, json=gen).headers["x-pixelgate-cost"] == "0.22"
+        assert admin.post("/admin/prices", json={"model": "sandbox-image", "amount": "0.33"}).status_code == 200
+        assert admin.post(GEN, json=gen).headers["x-pixelgate-cost"] == "0.33"
+        admin_rows = [p for p in admin.get("/admin/prices").json()["data"]
+                      if p["model"] == "sandbox-image" and p["origin"] == "admin"]
+        assert [p["amount"] for p in admin_rows] == ["0.33"]

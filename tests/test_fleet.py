@@ -161,7 +161,9 @@ def _check_books(fleet: Fleet, account_id: int, acknowledged: dict[str, str]) ->
     for task_id in acknowledged:  # the client was told of these: each must finish with its images
         assert tasks[task_id]["status"] == "succeeded", (tasks[task_id]["error"], tasks[task_id]["runs"], tasks[task_id]["model"])
     account = fleet.query(f"SELECT balance, reserved, spent FROM accounts WHERE id = {account_id}")[0]
-    charged = sum(settles.values(), Decimal(0))
+    # a request stalled past its lease is charged anew when it delivers after its hold was released
+    late = [r["amount"] for r in fleet.query("SELECT amount FROM ledger WHERE kind = 'charge'")]
+    charged = sum(settles.values(), Decimal(0)) + sum(late, Decimal(0))
     assert account["reserved"] == 0
     assert account["spent"] == charged and account["balance"] == BALANCE - charged
     return {"tasks": len(tasks), "succeeded": sum(t["status"] == "succeeded" for t in tasks.values()),
@@ -250,3 +252,35 @@ def test_twenty_kill_9_rounds_lose_nothing_and_charge_nothing_twice(fleet):
     print(f"\nfleet kill rounds: {counts}, acknowledged {len(acknowledged)}, vendor jobs {len(fleet.bfl.tasks)}, "
           f"orphaned {len(orphans)}")
 
+
+
+def test_a_stalled_request_whose_hold_another_instance_released_is_still_paid(fleet):
+    """A is paused (SIGSTOP) in the middle of a request, long enough for B's sweeper to take it for
+    dead and release its hold; resumed, A answers the images and charges them anew: the cost
+    header, the request log and the ledger agree."""
+    a, b = fleet.start("a"), fleet.start("b")
+    account_id, key = _paying_key(a.base)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.post, a.base + "/v1/images/generations", headers={"Authorization": f"Bearer {key}"},
+                             timeout=60, json={"model": "sandbox-image", "prompt": "stall", "size": "32x32",
+                                               "response_format": "url", "sandbox_delay_ms": 3000})
+        time.sleep(1.0)
+        os.killpg(a.proc.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 30  # lease 3 s, then B's next sweep
+            while not fleet.query("SELECT 1 FROM ledger WHERE kind = 'settle'"):
+                assert time.monotonic() < deadline, "B never released the hold"
+                time.sleep(0.2)
+        finally:
+            os.killpg(a.proc.pid, signal.SIGCONT)
+        resp = answer.result()
+    assert resp.status_code == 200, resp.text
+    assert httpx.get(resp.json()["data"][0]["url"]).content.startswith(b"\x89PNG")
+    request_id = resp.headers["x-request-id"]
+    ledger = {r["kind"]: r["amount"] for r in fleet.query(f"SELECT kind, amount FROM ledger WHERE request_id = '{request_id}'")}
+    assert ledger == {"hold": UNIT["sandbox-image"], "settle": 0, "charge": UNIT["sandbox-image"]}
+    logged = [r for r in httpx.get(a.base + "/admin/requests", headers={"Authorization": f"Bearer {ADMIN}"}).json()["data"]
+              if r["id"] == request_id]
+    assert Decimal(resp.headers["x-pixelgate-cost"]) == Decimal(logged[0]["cost"]) == UNIT["sandbox-image"]
+    _wait_settled(fleet)
+    _check_books(fleet, account_id, {})

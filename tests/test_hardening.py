@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import asyncio
+import base64
 import io
 import select
 import socket
@@ -87,10 +88,70 @@ def test_a_vendor_image_url_on_loopback_is_not_fetched(make_gateway, vendor):
     gateway = make_gateway(channels=[openai_channel(base + "/v1")])
     v.answer = {"created": 1, "data": [{"url": secret + "/secret"}]}
     err = openai_error(_generate(gateway), 502, code="upstream_url_refused")
-    assert "not public" in err["message"]
+    assert "neither the channel's own origin" in err["message"]
     assert v.secret_reads == 0
     v.answer = {"created": 1, "data": [{"url": "http://[::ffff:127.0.0.1]:1/secret"}]}
     openai_error(_generate(gateway), 502, code="upstream_url_refused")
+    # a host the operator lists as an image host must still be public, unless fetch_allow_hosts says so
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")], upstream_image_hosts=["127.0.0.*"])
+    v.answer = {"created": 1, "data": [{"url": secret + "/secret"}]}
+    err = openai_error(_generate(gateway), 502, code="upstream_url_refused")
+    assert "not public" in err["message"] and v.secret_reads == 0
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")], upstream_image_hosts=["127.0.0.*"],
+                           fetch_allow_hosts=["127.0.0.1"])
+    assert _generate(gateway).status_code == 200 and v.secret_reads == 1
+
+
+def test_a_vendor_image_url_on_another_channels_origin_is_not_fetched(make_gateway, vendor):
+    """Every channel's origin used to be trusted for every channel's images: an openai-compatible
+    vendor could make the gateway read another channel's service and serve it back."""
+    v, base, secret = vendor
+    gateway = make_gateway(channels=[{"name": "compat", "provider": "openai-compatible", "base_url": base + "/v1",
+                                      "api_key": "k-compat", "models": ["house-model"]},
+                                     {"name": "other", "provider": "openai-compatible", "base_url": secret,
+                                      "api_key": "k-other", "models": ["other-model"]}])
+    v.answer = {"created": 1, "data": [{"url": secret + "/secret"}]}
+    with gateway.http() as client:
+        resp = client.post(GEN, json={"model": "house-model", "prompt": "x", "response_format": "url"})
+    err = openai_error(resp, 502, code="upstream_url_refused")
+    assert secret.split("//")[1].split(":")[0] in err["message"] and v.secret_reads == 0
+
+
+def test_only_images_are_stored_whatever_the_vendor_sends(make_gateway, vendor):
+    v, base, _ = vendor
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")])
+    v.image_bytes = b'{"internal": "a JSON document, not an image"}'
+    for answer in ({"url": base + "/img.png"}, {"b64_json": base64.b64encode(v.image_bytes).decode()}):
+        v.answer = {"created": 1, "data": [answer]}
+        err = openai_error(_generate(gateway, response_format="url"), 502, code="upstream_bad_response")
+        assert "not an image" in err["message"]
+    v.image_bytes = png(16, 16)
+    v.answer = {"created": 1, "data": [{"url": base + "/img.png"}]}
+    resp = _generate(gateway, response_format="url")
+    assert resp.status_code == 200, resp.text
+    served = httpx.get(resp.json()["data"][0]["url"])
+    assert served.headers["content-type"] == "image/png" and served.content == v.image_bytes
+
+
+def test_the_delivery_hosts_providers_declare_match_their_vendors_urls():
+    from pixelgate.providers import REGISTRY
+    from pixelgate.services.fetch import image_source
+
+    seen = {"openai": "https://oaidalleapiprodscus.blob.core.windows.net/private/org/img.png?st=1",
+            "bfl": "https://delivery-us1.bfl.ai/results/ab/cd/sample.jpeg?se=1&sig=2",
+            "ark": "https://ark-content-generation-v2-cn-beijing.tos-cn-beijing.volces.com/seedream/x.jpeg",
+            "dashscope": "https://dashscope-result-sh.oss-cn-shanghai.aliyuncs.com/1d/ab/x.png?Expires=1",
+            "ideogram": "https://ideogram.ai/api/images/ephemeral/xtdZ.png?exp=1&sig=e1",
+            "qianfan": "https://qianfan-img-gen.bj.bcebos.com/x.png?authorization=bce",
+            "midjourney": "https://cdn.discordapp.com/attachments/1/2/grid_0.png"}
+    for name, url in seen.items():
+        provider = REGISTRY[name]
+        allowed = image_source("https://api.example:443", provider.image_hosts)
+        assert allowed(url), name
+        for foreign in ("http://127.0.0.1:8080/x", "https://evil.example/x.png", "https://ideogram.ai.evil.example/x"):
+            assert not allowed(foreign), (name, foreign)
+    own = image_source("http://127.0.0.1:9000", ())
+    assert own("http://127.0.0.1:9000/files/x") and not own("http://127.0.0.1:9001/x")
 
 
 def test_a_vendor_image_url_on_the_channels_own_origin_is_fetched(make_gateway, vendor):
@@ -471,7 +532,10 @@ def test_unknown_keys_are_throttled_per_address(make_gateway, store):
     gateway = make_gateway(auth_failures_per_minute=5, **extra)
     fresh = gateway.create_key(name="never used from here yet")
     with gateway.http(key="pg-wrong") as wrong, gateway.http() as admin, gateway.http(key=fresh) as newcomer:
-        assert admin.get("/v1/models").status_code == 200  # this address has used the admin key
+        link = admin.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "16x16",
+                                     "response_format": "url"}).json()["data"][0]["url"]
+        for _ in range(3):  # a missing key is no guess
+            openai_error(wrong.get("/v1/models", headers={"Authorization": ""}), 401, code="missing_api_key")
         for _ in range(5):
             openai_error(wrong.get("/v1/models"), 401)
         resp = wrong.get("/v1/models")
@@ -479,9 +543,13 @@ def test_unknown_keys_are_throttled_per_address(make_gateway, store):
         assert 1 <= int(resp.headers["retry-after"]) <= 60
         resp = wrong.post("/ideogram/v1/ideogram-v3/generate", data={"prompt": "x"})
         assert resp.status_code == 429 and "unknown API key" in resp.json()["error"]  # Ideogram's shape
-        # the address waits, except with a key it already proved: a guesser cannot lock out its neighbours
+        # only failures wait: a key that verifies passes, even one never used from this address
+        # (a guesser cannot lock out its neighbours), and a signed link needs no key at all
         assert admin.get("/v1/models").status_code == 200
-        assert newcomer.get("/v1/models").status_code == 429
+        assert newcomer.get("/v1/models").status_code == 200
+        for _ in range(40):
+            resp = httpx.get(link)
+            assert resp.status_code == 200 and resp.content.startswith(b"\x89PNG")
 
 
 def test_redis_down_neither_throttles_nor_fails(make_gateway):
@@ -769,6 +837,28 @@ def test_a_channel_key_the_vendor_shortened_with_an_ellipsis_is_redacted(make_ga
     logged = gateway.requests_log()[0]
     for text in (resp.text, orjson.dumps(logged).decode()):
         assert key[:6] not in text and key[-3:] not in text, text
+
+
+def test_a_channel_key_the_vendor_echoes_upper_cased_is_redacted(make_gateway, openai_upstream):
+    state, base = openai_upstream
+    key = state.api_key = "abcd1234efgh5678ijkl9012"  # an openai-compatible vendor's own key shape
+    gateway = make_gateway(channels=[openai_channel(base, api_key=key)])
+    state.fail_next(401, {"error": {"message": f"Invalid key {key[:8].upper()}... (full: {key.upper()})",
+                                    "type": "invalid_request_error", "param": key.title(), "code": "invalid_api_key"}})
+    with gateway.http() as client:
+        resp = client.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x"})
+        assert resp.status_code == 502 and "[redacted]" in resp.text, resp.text
+    from tests.console.test_console import sign_in
+
+    page = sign_in(gateway).get(f"/console/requests/{resp.headers['x-request-id']}")
+    assert page.status_code == 200 and "[redacted]" in page.text
+    logged = gateway.log_row(resp.headers["x-request-id"])
+    for text in (resp.text, orjson.dumps(logged).decode()):
+        assert "ABCD1234" not in text.upper(), text
+    assert key[:8].upper() not in page.text  # the console shows the request log's row
+    from pixelgate.services.transport import redact
+
+    assert redact("Bad key SK-PROJ-ABCDEFGH12 and bearer: BEARER ABCDEFGH1234") == "Bad key [redacted] and bearer: [redacted]"
 
 
 def test_redaction_of_shortened_and_ellipsis_forms():

@@ -23,7 +23,7 @@ from pixelgate.console import data
 from pixelgate.console.render import HERE, SECURITY_HEADERS, render
 from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, close, csrf_valid, current, open_session,
                                        principal_of, same)
-from pixelgate.db.models import Account, PriceRow, RequestLog, Task
+from pixelgate.db.models import Account, RequestLog, Task
 from pixelgate.domain.catalog import catalog
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import GatewayError, InvalidRequest, NotFound
@@ -399,10 +399,8 @@ async def set_price(request: Request) -> Response:
     body = _parse(admin.PriceCreate, {**{k: form.get(k) for k in ("model", "amount", "currency", "operation")},
                                       "dimensions": {k: form[k] for k in ("quality", "size", "tier", "speed")
                                                      if form.get(k)}})
-    async with services.sessions() as session, session.begin():
-        session.add(PriceRow(model=body.model, operation=body.operation, dimensions=dict(body.dimensions),
-                             amount=body.amount, currency=body.currency or services.engine.billing.currency,
-                             source="admin"))
+    await services.engine.billing.set_price(body.model, body.amount, body.currency, body.operation,
+                                            dict(body.dimensions))  # the newest wins, as on the admin API
     await services.invalidation.changed("prices")
     return RedirectResponse("/console/prices", status_code=303)
 

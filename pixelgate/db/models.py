@@ -235,7 +235,8 @@ class LedgerEntry(Base):
     account_id: Mapped[int] = mapped_column(Integer, index=True)
     request_id: Mapped[str] = mapped_column(String(48))
     kind: Mapped[str] = mapped_column(String(16))
-    """hold (reserved the most it can cost), settle (charged what was delivered), topup."""
+    """hold (reserved the most it can cost), settle (charged what was delivered), charge (a
+    request whose hold was released while it stalled, charged when it delivered after all), topup."""
     amount: Mapped[Decimal] = mapped_column(Numeric(20, 8))
     unit_price: Mapped[Decimal | None] = mapped_column(Numeric(20, 8), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)

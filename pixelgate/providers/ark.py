@@ -214,6 +214,9 @@ CHANNEL_FAULTS = ("InvalidEndpointOrModel", "ModelNotOpen", "UnsupportedModel", 
 class Ark(Provider):
     name = "ark"
     default_base_url = "https://ark.cn-beijing.volces.com/api/v3"
+    # url answers: ark-content-generation-v2-cn-beijing.tos-cn-beijing.volces.com (upstreams/volcengine-ark.md);
+    # BytePlus keeps the same bucket names on its own domain
+    image_hosts = ("ark-content-generation-*.tos-*.volces.com", "ark-content-generation-*.tos-*.bytepluses.com")
     timeout = 180.0  # a group of 4K images takes minutes
     models = {model: _CAPS[family] for model, family in FAMILY_OF.items()}
 

@@ -179,6 +179,11 @@ class Provider:
     `build_cancel` says how to tell it."""
     timeout: ClassVar[float] = 120.0
     """Seconds one upstream call may take; image models are slow. A channel may override."""
+    image_hosts: ClassVar[tuple[str, ...]] = ()
+    """Where the vendor's image URLs may point besides the channel's own origin: its delivery
+    hosts, as shell patterns (`*` any run of characters). The engine downloads a vendor's image
+    from nowhere else (and the operator's `upstream_image_hosts`), so an answer cannot make the
+    gateway read another service; these hosts must also be public."""
 
     def base_url(self, channel: Channel) -> str:
         return (channel.base_url or self.default_base_url or "").rstrip("/")

@@ -206,6 +206,8 @@ _MODERATION_WORDS = re.compile(r"moderat|nsfw|safety|content policy", re.I)
 class BlackForestLabs(Provider):
     name = "bfl"
     default_base_url = "https://api.bfl.ai/v1"
+    # result.sample: signed URLs on delivery-eu1.bfl.ai and the like; older ones on Azure (upstreams/bfl.md)
+    image_hosts = ("delivery*.bfl.ai", "bfldeliveryprod.blob.core.windows.net")
     models = {m: _caps(m) for m in (*WIRE, *ALIASES)}
 
     def build(self, req: ImageRequest, model: str, channel: Channel) -> UpstreamCall:

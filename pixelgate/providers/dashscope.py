@@ -217,6 +217,8 @@ _RUNNING = {"PENDING": 0.1, "SUSPENDED": 0.1, "RUNNING": 0.5}
 class DashScope(Provider):
     name = "dashscope"
     default_base_url = "https://dashscope.aliyuncs.com/api/v1"  # Singapore: dashscope-intl.aliyuncs.com
+    # results: dashscope-result-sh.oss-cn-shanghai.aliyuncs.com and other regions' buckets (upstreams/dashscope.md)
+    image_hosts = ("dashscope-result-*.oss-*.aliyuncs.com",)
     timeout = 180.0  # a sync call holds the connection for the whole generation (+ prompt rewriting)
     models = {name: caps for name, (_, _, caps) in MODELS.items()}
 

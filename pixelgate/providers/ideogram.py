@@ -278,6 +278,8 @@ _V4 = replace(_caps(V4Options, _fit_v4, frozenset({GENERATE}), qualities=("low",
 class Ideogram(Provider):
     name = "ideogram"
     default_base_url = "https://api.ideogram.ai"
+    # result URLs: https://ideogram.ai/api/images/ephemeral/<id>.png (upstreams/ideogram.md)
+    image_hosts = ("ideogram.ai",)
     models = {"V4": _V4, "ideogram-v4": _V4, "V_4_0": _V4, "V3": _V3, "ideogram-v3": _V3, "V_3": _V3,
               "V_1": _V1, "V_1_TURBO": _V1, "V_2": _V2, "V_2_TURBO": _V2, "V_2A": _V2A, "V_2A_TURBO": _V2A}
 

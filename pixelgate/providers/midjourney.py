@@ -134,6 +134,8 @@ _MIDJOURNEY = Capabilities(
 
 class Midjourney(Provider):
     name = "midjourney"
+    # imageUrl: the Discord CDN, or re-hosted on the proxy itself (its own origin) (upstreams/midjourney-proxy.md)
+    image_hosts = ("cdn.discordapp.com", "media.discordapp.net")
     needs_base_url = True
     timeout = 60.0  # one submit or fetch; the job itself is awaited by polling
     models = {"midjourney": _MIDJOURNEY, "mj": _MIDJOURNEY}

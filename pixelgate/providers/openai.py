@@ -117,6 +117,8 @@ def _is_gpt_image(model: str) -> bool:
 class OpenAI(Provider):
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
+    # dall-e URLs: https://oaidalleapiprodscus.blob.core.windows.net/private/... (upstreams/openai.md)
+    image_hosts = ("oaidalleapiprod*.blob.core.windows.net",)
     timeout = 180.0
     models = {"dall-e-2": _DALLE2, "dall-e-3": _DALLE3, "gpt-image-1": _GPT_IMAGE,
               "gpt-image-1-mini": _GPT_IMAGE_MINI, "gpt-image-1.5": _GPT_IMAGE, "chatgpt-image-latest": _GPT_IMAGE,
@@ -215,6 +217,7 @@ class OpenAICompatible(OpenAI):
 
     name = "openai-compatible"
     default_base_url = None
+    image_hosts = ()  # whoever it is: its own origin, or what the operator adds (upstream_image_hosts)
     needs_base_url = True
     models = {}
     generic = _GENERIC

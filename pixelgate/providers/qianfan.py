@@ -145,6 +145,8 @@ SERVER_CODES = {"internal_error", "server_high_load", "1", "2", "336000", "33610
 class Qianfan(Provider):
     name = "qianfan"
     default_base_url = "https://qianfan.baidubce.com/v2"
+    # url answers: qianfan-img-gen.bj.bcebos.com (upstreams/qianfan.md)
+    image_hosts = ("qianfan-*.bcebos.com",)
     timeout = 180.0
     models = MODELS
 

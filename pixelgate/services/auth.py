@@ -3,6 +3,11 @@
 Keys are shown once and stored only as SHA-256 (they are 256-bit random strings, so a slow
 password hash would add latency to every request and no safety). A verified key is trusted
 for `cache_seconds` in this process, which bounds how long a revoked key keeps working.
+
+Guessing is throttled per client address (`throttle`, surfaces._limits.AuthFailures): only a
+key that fails to verify counts, and past the limit it is answered 429 instead of 401. A key
+that verifies always passes, so a guesser cannot lock out the clients behind its address, and
+nothing that needs no key (signed /files links) is ever throttled.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Awaitable, Callable, Mapping
+from typing import Awaitable, Callable, Mapping, Protocol
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -78,6 +83,14 @@ def key_view(row: ApiKey) -> dict:
             "group": row.group, "created_at": row.created_at.isoformat()}
 
 
+class Throttle(Protocol):
+    """Failed credential checks per client address (surfaces._limits.AuthFailures; console
+    sign-in uses the same one): `check` before answering a failure, `failed` to count it."""
+
+    async def check(self, address: str) -> None: ...
+    async def failed(self, address: str) -> None: ...
+
+
 class KeyStore:
     def __init__(self, sessions: async_sessionmaker, cache_seconds: float = 2.0) -> None:
         self._sessions = sessions
@@ -88,12 +101,12 @@ class KeyStore:
         """Keys that were not found, apart: random guesses never push a real key out."""
         self.max_known, self.max_unknown = 100_000, 10_000
         self._loading: dict[str, asyncio.Future] = {}
-        self._proven: OrderedDict[str, None] = OrderedDict()
-        """Digests of keys that authenticated in this process (the latest 10,000): an address
-        throttled for guessing keys still serves them (services: AuthFailures)."""
         self.announce: Callable[[str], Awaitable[None]] | None = None
+        self.throttle: Throttle | None = None
 
-    async def authenticate(self, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None, address: str | None = None) -> Principal:
+        """The key's principal, or Unauthorized. A key that does not verify counts against
+        `address` (the client's), which past the throttle's limit is answered 429 instead."""
         if not token:
             raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
                                "or 'Api-Key: <key>'.", code="missing_api_key")
@@ -118,11 +131,10 @@ class KeyStore:
                 self._unknown.pop(digest, None)
                 self._remember(self._cache, digest, (now + self._cache_seconds, principal), self.max_known)
         if principal is None:
+            if address is not None and self.throttle is not None:
+                await self.throttle.check(address)
+                await self.throttle.failed(address)
             raise Unauthorized(f"Incorrect API key provided: {token[:6]}****. The key is unknown or disabled.")
-        self._proven[digest] = None
-        self._proven.move_to_end(digest)
-        if len(self._proven) > 10_000:
-            self._proven.popitem(last=False)
         if principal.expires_at is not None and principal.expires_at <= datetime.now(timezone.utc):
             raise Unauthorized("This API key has expired.", code="expired_api_key")
         return principal
@@ -133,10 +145,6 @@ class KeyStore:
         cache.move_to_end(digest)
         while len(cache) > most:
             cache.popitem(last=False)  # the least recently used
-
-    def proven(self, token: str | None) -> bool:
-        """Whether this key authenticated here before: known good, not a guess."""
-        return bool(token) and hash_key(token) in self._proven
 
     async def by_digest(self, digest: str) -> Principal | None:
         """The key whose SHA-256 this is, if it is enabled and unexpired (a console session keeps

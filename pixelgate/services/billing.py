@@ -13,6 +13,9 @@
   sweep   a hold is owned either by a live request, which renews its lease while it runs, or by
           a task row written in the same transaction (which settles it with its outcome); a
           request hold whose lease ran out unsettled lost its process, and is released
+  charge  a process that was only stalled (paused, swapped out, a frozen VM) looks dead too: if
+          its request delivers after its hold was released, it is charged anew, once, as a hold
+          would be taken (402 if the balance no longer covers it), never handed out unpaid
 
 Keys without an account are unlimited: nothing is held, but every cost is still recorded.
 """
@@ -117,7 +120,7 @@ class Billing:
         async with self._reloading:  # one reload at a time: the others wait for its result
             if time.monotonic() < self._expires:
                 return self._table
-            rows = await read_rows(self._sessions, select(PriceRow), scalars=True)
+            rows = await read_rows(self._sessions, select(PriceRow).order_by(PriceRow.id), scalars=True)
             return self._build(rows)
 
     def _build(self, rows: list[PriceRow]) -> dict[str, list[tuple[int, Price]]]:
@@ -135,13 +138,36 @@ class Billing:
     def forget(self) -> None:
         self._expires = 0.0
 
+    async def set_price(self, model: str, amount: Decimal, currency: str | None = None, operation: str = "*",
+                        dimensions: dict[str, str] | None = None,
+                        tokens: TokenRates | None = None) -> tuple[PriceRow, bool]:
+        """The operator's price for (model, operation, dimensions), the admin API's and the
+        console's alike: it replaces the one set before for the same entry (the newest wins),
+        keeping its id. Returns the row and whether it is new. The caller announces the change."""
+        dimensions = dict(dimensions or {})
+        values = dict(amount=Decimal(0) if tokens else amount, currency=currency or self.currency,
+                      tokens=tokens.model_dump(mode="json") if tokens else None, source="admin", created_at=_now())
+        async with self._sessions() as session, session.begin():
+            same = [r for r in (await session.execute(select(PriceRow).where(
+                PriceRow.model == model, PriceRow.operation == operation).order_by(PriceRow.id.desc()))).scalars()
+                    if dict(r.dimensions or {}) == dimensions]
+            for older in same[1:]:  # set twice before replacing existed: one entry is left
+                await session.delete(older)
+            row = same[0] if same else PriceRow(model=model, operation=operation, dimensions=dimensions)
+            for name, value in values.items():
+                setattr(row, name, value)
+            session.add(row)
+        self.forget()
+        return row, not same
+
     async def quote(self, req: ImageRequest, markup: Decimal = Decimal(1), model: str | None = None) -> Quote:
         """The most one image of `req` can cost the client, or NotPriced when the operator has
         said unpriced models are refused (the default). `model`: price it as this model (a
         retired model served by its successor that has no price of its own)."""
         model = model or req.model
         dims = request_dimensions(req)
-        candidates = [(price.specificity, rank, price) for rank, price in (await self.table()).get(model, [])
+        candidates = [(rank, price.specificity, i, price)
+                      for i, (rank, price) in enumerate((await self.table()).get(model, []))
                       if price.operation in ("*", req.operation.value)
                       and all(dims.get(k) == v for k, v in price.dimensions.items())]
         if not candidates:
@@ -151,8 +177,8 @@ class Billing:
                             "unpriced models. The operator can add a price (admin API /admin/prices or "
                             "the config file) or set unpriced = \"free\".", field="model")
         # the operator's prices beat the built-in ones whatever their detail; within one origin, the
-        # most specific matching entry wins
-        _, _, price = max(candidates, key=lambda c: (c[1], c[0]))
+        # most specific matching entry wins, and of equals the one set last
+        *_, price = max(candidates, key=lambda c: c[:3])
         factor = self.rate(price.currency, model) * markup
         amount = price.amount
         if price.tokens is not None:
@@ -238,6 +264,25 @@ class Billing:
             reserved=Account.reserved - hold.amount, spent=Account.spent + charge,
             balance=case((Account.balance.is_(None), None), else_=Account.balance - charge)))
         return charge
+
+    async def charge_released(self, account_id: int, request_id: str, amount: Decimal) -> Decimal:
+        """Charge `amount` to a request whose hold was released before it settled (see `charge`
+        above): one conditional UPDATE, as `hold` takes one, and a `charge` ledger row, unique
+        per request. InsufficientBalance if the account cannot cover it now."""
+        async with self._sessions() as session, session.begin():
+            won = await session.execute(
+                update(Account).where(
+                    Account.id == account_id,
+                    or_(Account.balance.is_(None), Account.balance - Account.reserved >= amount),
+                    or_(Account.spend_limit.is_(None), Account.spent + Account.reserved + amount <= Account.spend_limit))
+                .values(spent=Account.spent + amount,
+                        balance=case((Account.balance.is_(None), None), else_=Account.balance - amount)))
+            if won.rowcount != 1:
+                raise InsufficientBalance(
+                    f"Insufficient balance: this request took so long that its hold was released, and its "
+                    f"{amount.normalize()} {self.currency} can no longer be charged.")
+            session.add(LedgerEntry(account_id=account_id, request_id=request_id, kind="charge", amount=amount))
+        return amount
 
     async def release_abandoned(self, grace_seconds: float = 0) -> int:
         """Release (settle at 0) the holds whose request stopped renewing them: its process died

@@ -26,7 +26,7 @@ from PIL import Image
 
 from pixelgate.config import Settings
 from pixelgate.db.models import RequestLog
-from pixelgate.domain.images import INLINE_DECODE_PIXELS, convert_format, sniff_format
+from pixelgate.domain.images import FORMATS, INLINE_DECODE_PIXELS, convert_format
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
                                      Submitted, UpstreamImage)
@@ -243,8 +243,18 @@ class Engine:
         if ctx.keeper is not None:
             ctx.keeper.cancel()
         charge = ctx.quote.charge(delivered, usage)
-        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered, charge=charge)) if ctx.held else None
-        ctx.cost = charged if charged is not None else charge
+        if not ctx.held:
+            ctx.cost = charge
+            return charge
+        charged = await asyncio.shield(self.billing.settle(ctx.request_id, delivered, charge=charge))
+        if charged is None:
+            # Our own hold was settled already: the sweeper released it, taking this request for
+            # dead while its process was stalled past the lease. Paid now, or not handed out (402).
+            ctx.cost = Decimal(0)
+            if charge:
+                charged = await asyncio.shield(self.billing.charge_released(
+                    ctx.principal.account_id, ctx.request_id, charge))
+        ctx.cost = charged if charged is not None else Decimal(0)
         return ctx.cost
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
@@ -465,8 +475,8 @@ class Engine:
             except (binascii.Error, ValueError):
                 raise UpstreamBadResponse("The upstream sent an image that is not valid base64.") from None
         else:
-            data = await self._fetch(image.url or "")
-        fmt = sniff_format(data)
+            data = await self._fetch(image.url or "", ctx)
+        fmt, width, height = _identify(data)
         b64 = image.b64
         if (req.output_format and req.output_format != fmt) or req.deliver_size:  # the vendor could not
             fmt = req.output_format or fmt
@@ -482,7 +492,6 @@ class Engine:
         ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False}),
                            **({"prompt": req.prompt[:PROMPT_LOGGED]} if req.prompt else {})})  # the console's gallery
         name = file_name(image_id, fmt)
-        width, height = _pixel_size(data)
         delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
                                    height=height, details=image.details)
         if req.delivery is Delivery.URL:
@@ -493,18 +502,21 @@ class Engine:
             delivered.b64 = b64
         return delivered
 
-    async def _fetch(self, url: str) -> bytes:
-        """Download an image a vendor handed us by URL (they expire, so at once), guarded like a
-        client's URL and capped at upstream_max_bytes. A channel's own origin is trusted even on
-        a private address (an emulator, an on-premise vendor): whatever it serves there, the
-        vendor could as well have put in its answer."""
-        from pixelgate.services.fetch import origin
+    async def _fetch(self, url: str, ctx: RequestContext) -> bytes:
+        """Download an image a vendor handed us by URL (they expire, so at once), capped at
+        upstream_max_bytes, only from where the answering channel's images come: its own origin,
+        trusted even on a private address (an emulator, an on-premise vendor: whatever it serves
+        there, the vendor could as well have put in its answer), the delivery hosts its provider
+        declares and upstream_image_hosts, public ones only unless in fetch_allow_hosts."""
+        from pixelgate.services.fetch import image_source, origin
 
-        channels = await self.directory.channels()
-        trusted = frozenset(origin(REGISTRY[c.provider].base_url(c)) for c in channels if c.provider in REGISTRY)
+        channel = await self.directory.channel(ctx.channel or "")
+        provider = REGISTRY[channel.provider]
+        own = origin(provider.base_url(channel))
+        hosts = (*provider.image_hosts, *self.settings.upstream_image_hosts, *self.settings.fetch_allow_hosts)
         with upstream_errors("image download"):
             async with asyncio.timeout(60):
-                return await self.transports["http"].download(url, trusted)
+                return await self.transports["http"].download(url, frozenset({own}), image_source(own, hosts))
 
 
 LARGE = 256 * 1024
@@ -531,13 +543,14 @@ async def _build(provider: Provider, req: ImageRequest, channel: Channel) -> Ups
     return provider.build(req, model, channel)
 
 
-def _pixel_size(data: bytes) -> tuple[int | None, int | None]:
-    """Width and height from the image header (no full decode)."""
+def _identify(data: bytes) -> tuple[str, int, int]:
+    """Format, width and height from the image header (no full decode). Only an image of a format
+    the gateway serves is stored: a vendor's JSON or HTML page would go out as image/png."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
+        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+            return FORMATS[img.format][0], *img.size
     except Exception:  # Pillow raises assorted types for bytes it cannot read
-        return None, None
+        raise UpstreamBadResponse("The upstream sent something that is not an image (PNG, JPEG, WEBP or GIF).") from None
 
 
 def merge(outcomes: list[Finished], asked: int) -> Finished:

@@ -7,14 +7,20 @@ addresses are refused. The check happens in the resolver, so the connection goes
 the address that was checked (no DNS-rebinding window), and redirects are followed by hand so
 every hop is checked again. Bytes and time are bounded. Hosts the operator names in
 `fetch_allow_hosts` skip the address check.
+
+An image URL a vendor answers is narrower still (`image_source`): only its channel's own origin,
+the delivery hosts its provider declares and the operator's `upstream_image_hosts` (a vendor
+must not make the gateway read another channel's service, even a public one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import fnmatch
 import ipaddress
 import socket
+from typing import Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -66,6 +72,18 @@ def origin(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
     return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def image_source(own_origin: str, hosts: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a vendor's image URL may be downloaded: on the channel's own origin, or on a host
+    matching one of `hosts` (shell patterns, case-insensitive)."""
+    patterns = tuple(h.lower() for h in hosts)
+
+    def allowed(url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+        return origin(url) == own_origin or any(fnmatch.fnmatchcase(host, p) for p in patterns)
+
+    return allowed
 
 
 class Refused(Exception):
@@ -175,14 +193,17 @@ class Fetcher:
                                  f"{infos[0][4][0]}).", field=field, code="url_not_allowed")
 
     async def download(self, url: str, max_bytes: int | None = None,
-                       trusted_origins: frozenset[str] = frozenset()) -> bytes:
+                       trusted_origins: frozenset[str] = frozenset(),
+                       source: Callable[[str], bool] | None = None) -> bytes:
         """The body at `url`, following at most MAX_REDIRECTS redirects, each one checked, at
         most `max_bytes` of it; FetchError otherwise. URLs on `trusted_origins` skip the address
-        check (their hops elsewhere do not)."""
+        check (their hops elsewhere do not); with `source`, every hop must also pass it."""
         limit = max_bytes or self._max_bytes
         try:
             async with asyncio.timeout(self._timeout):
                 for _ in range(MAX_REDIRECTS + 1):
+                    if source is not None and not source(url):
+                        raise FetchError("host_not_allowed", urlsplit(url).hostname or url)
                     if origin(url) in trusted_origins:
                         session = self.trusted_session
                     else:

@@ -477,7 +477,8 @@ class TaskService:
     async def _poll(self, task: Task, token: str) -> None:
         """Poll the task's unfinished jobs once; finish it when all are done."""
         req = await request_from_snapshot(task.request)
-        ctx = RequestContext(request_id=task.request_id, surface=task.surface, base_url=task.origin or "")
+        ctx = RequestContext(request_id=task.request_id, surface=task.surface, base_url=task.origin or "",
+                             channel=task.channel)  # its images may come from that channel's hosts only
         jobs = [dict(j) for j in task.jobs]
         meta = dict(task.meta or {})
         progress: list[float] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -67,9 +67,10 @@ def upstream_errors(channel: str, secret: str | None = None) -> Iterator[None]:
 
 # Credentials as vendors write them: OpenAI-style keys (whole, starred, or shortened with an
 # ellipsis: "sk-abc...xyz"), Google keys, bearer tokens, key parameters.
+# Case-insensitive throughout: a vendor may echo a key upper-cased ("Invalid key SK-ABCD...").
 _KEYISH = re.compile(r"\bsk-[A-Za-z0-9_\-]*(?:\.{3}|\u2026)[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-*]{6,}"
-                     r"|\bAIza[0-9A-Za-z_\-*]{10,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=*]{8,}"
-                     r"|(?i:(?:api[_-]?key|key|token|secret)=)[A-Za-z0-9._\-*]{8,}")
+                     r"|\bAIza[0-9A-Za-z_\-*]{10,}|bearer\s+[A-Za-z0-9._\-~+/=*]{8,}"
+                     r"|(?:api[_-]?key|key|token|secret)=[A-Za-z0-9._\-*]{8,}", re.IGNORECASE)
 # A key shown masked: the visible head and tail around a run of asterisks, dots or an ellipsis
 # ("sk-ab****wxyz", "sk-abc...xyz", "****wxyz").
 _SHOWN = r"[A-Za-z0-9_\-/+]*"
@@ -79,16 +80,23 @@ REDACTED = "[redacted]"
 
 def redact(text: str, secret: str | None = None) -> str:
     """`text` without `secret`, its masked forms (what a vendor shows of it: a head and a tail
-    of it around asterisks or an ellipsis) or anything key-shaped."""
+    of it around asterisks or an ellipsis) or anything key-shaped, in any letter case."""
     if secret and len(secret) >= 8:
-        text = text.replace(secret, REDACTED)
+        text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
+        folded = secret.casefold()
 
         def masked(m: re.Match) -> str:
-            head, tail = m.group(1), m.group(2)
-            return REDACTED if (head or tail) and secret.startswith(head) and secret.endswith(tail) else m.group(0)
+            head, tail = m.group(1).casefold(), m.group(2).casefold()
+            return REDACTED if (head or tail) and folded.startswith(head) and folded.endswith(tail) else m.group(0)
 
         text = _MASKED.sub(masked, text)
     return _KEYISH.sub(REDACTED, text)
+
+
+def _foreign_image_host(host: str) -> UpstreamBadResponse:
+    return UpstreamBadResponse(
+        f"The upstream's image URL is on {host}, which is neither the channel's own origin nor a delivery "
+        "host of its vendor; the operator may add it to upstream_image_hosts.", code="upstream_url_refused")
 
 
 def _redacted(exc: UpstreamError, secret: str | None) -> UpstreamError:
@@ -184,21 +192,27 @@ class HttpTransport:
         except TooLarge:
             raise too_large(self.max_bytes) from None
 
-    async def download(self, url: str, trusted_origins: frozenset[str] = frozenset()) -> bytes:
+    async def download(self, url: str, trusted_origins: frozenset[str] = frozenset(),
+                       source: Callable[[str], bool] | None = None) -> bytes:
         """An image a vendor handed us by URL. The URL is the vendor's word, so it is fetched as
         carefully as a client's: public addresses only (a vendor answering
         `http://127.0.0.1:6379/` must not make us read our own network), except on
-        `trusted_origins`, at most max_bytes."""
+        `trusted_origins`, from where `source` allows (services.fetch.image_source), at most
+        max_bytes."""
         if self._simulators is not None and (app := self._simulators.app_for(url)) is not None:
+            if source is not None and not source(url):
+                raise _foreign_image_host(urlsplit(url).hostname or url)
             reply = await _simulated(app, UpstreamCall("GET", url), 60)
             if reply.status != 200 or not reply.body:
                 raise UpstreamBadResponse(f"The upstream's image URL answered HTTP {reply.status}.")
             return reply.body
         try:
-            body = await self._fetcher.download(url, self.max_bytes, trusted_origins)
+            body = await self._fetcher.download(url, self.max_bytes, trusted_origins, source)
         except FetchError as exc:
             if exc.code == "too_large":
                 raise too_large(self.max_bytes, "image") from None
+            if exc.code == "host_not_allowed":
+                raise _foreign_image_host(exc.detail) from None
             if exc.code in ("url_not_allowed", "invalid_url"):
                 raise UpstreamBadResponse("The upstream's image URL points at an address the gateway does not "
                                           "fetch from (not public).", code="upstream_url_refused") from None

@@ -84,9 +84,11 @@ async def plain_error(send: Send, exc: GatewayError) -> None:
 
 
 class AuthFailures:
-    """A fixed-window count of failed authentications (401s) per client address. Past `limit`
-    in a window, that address is refused with 429 before its key is even looked up, until the
-    window ends: an unknown key costs a database read, and guessing keys should be slow.
+    """A fixed-window count of failed credential checks (keys that did not verify) per client
+    address. Past `limit` in a window, that address's further failures are answered 429 until
+    the window ends: guessing keys should be slow. A key that verifies still passes (see
+    services.auth), and console sign-in counts its failures here too: `check(address)` before
+    answering one, `failed(address)` to count it.
 
     In this process without Redis; with `redis_url`, counted in Redis under `namespace`, shared
     by every worker and instance. Redis down: the throttle steps aside (logged) rather than
@@ -121,7 +123,7 @@ class AuthFailures:
             seen = self._counts.get(address)
             failures = seen[1] if seen and seen[0] == number else 0
         if failures >= self.limit:
-            raise RateLimited(f"Too many requests with a missing or unknown API key from this address; try again "
+            raise RateLimited(f"Too many requests with an unknown API key from this address; try again "
                               f"in {math.ceil(left)} s.", code="too_many_auth_failures",
                               headers={"Retry-After": str(math.ceil(left))})
 

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from pixelgate.db.session import as_unavailable, unavailable
 from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.logs import REQUEST_ID
-from pixelgate.services.auth import token_from_headers
+from pixelgate.services.auth import Principal, token_from_headers
 from pixelgate.services.engine import RequestContext
 
 log = logging.getLogger("pixelgate")
@@ -32,6 +32,16 @@ def context(request: Request) -> RequestContext:
     return request.state.ctx
 
 
+async def authenticate(request: Request) -> Principal:
+    """The calling key's principal; a key that does not verify counts against the client's
+    address (services.auth: the guessing throttle). Kept on the request's context, for its log."""
+    principal = await request.app.state.services.keys.authenticate(
+        token_from_headers(request.headers), request.client.host if request.client else "")
+    if (ctx := getattr(request.state, "ctx", None)) is not None:
+        ctx.principal = principal
+    return principal
+
+
 def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True) -> type[APIRoute]:
     class SurfaceRoute(APIRoute):
         def get_route_handler(self):
@@ -43,13 +53,7 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                 ctx = RequestContext(request_id=request_id, surface=surface, base_url=str(request.base_url))
                 request.state.ctx = ctx
                 error: GatewayError | None = None
-                guard = request.app.state.services.auth_failures
-                address = request.client.host if request.client else ""
                 try:
-                    # an address that keeps sending unknown keys waits, but keys it proved good still pass
-                    # (a client behind the same NAT as a guesser)
-                    if not request.app.state.services.keys.proven(token_from_headers(request.headers)):
-                        await guard.check(address)
                     response = await _run(handler, request)
                 except GatewayError as exc:
                     error = exc
@@ -67,8 +71,6 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
                 if ctx.replayed:  # Stripe's name for an answer an Idempotency-Key repeat got
                     response.headers["idempotent-replayed"] = "true"
                 _cost_headers(response, ctx, request.app.state.services.engine.billing.currency)
-                if response.status_code == 401:
-                    await guard.failed(address)
                 if not getattr(request.state, "log_deferred", False):  # a stream does this when it ends
                     await ctx.finish()
                     if logged:

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, select
 
 from pixelgate.config import ChannelConfig
@@ -24,7 +24,7 @@ from pixelgate.services.usage import MAX_ID, usage
 from pixelgate.surfaces._answers import (AccountView, AdminTask, ChannelList, ChannelView, KeyList, KeyView,
                                          NewChannel, NewKey, NewPrice, OpenAIError, PriceList, RequestList,
                                          UsageReport)
-from pixelgate.surfaces._route import context, surface_route
+from pixelgate.surfaces._route import authenticate, surface_route
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import Errors, ok
 from pixelgate.surfaces.openai_images import _json_body, render_error
@@ -37,8 +37,7 @@ GONE = {"description": "Deleted"}
 
 
 async def _admin(request: Request) -> None:
-    principal = context(request).principal = await request.app.state.services.keys.authenticate(
-        token_from_headers(request.headers))
+    principal = await authenticate(request)
     if not principal.is_admin:
         raise Forbidden("This endpoint needs an admin key.", code="admin_required")
 
@@ -64,6 +63,14 @@ def _parse(model: type[BaseModel], data: dict) -> Any:
                              field=field) from None
 
 
+def _not_null(value: Any) -> Any:
+    """A PATCH leaves out what it keeps; a null for a column that cannot be empty is refused (a
+    400 naming the field) rather than reaching the database (a 500)."""
+    if value is None:
+        raise ValueError("it cannot be null (leave the field out to keep its value)")
+    return value
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
@@ -86,6 +93,7 @@ class KeyUpdate(BaseModel):
     rate_limit_rpm: int | None = Field(default=None, ge=1, le=MAX_ID)
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_ID)
     group: str | None = Field(default=None, min_length=1, max_length=64)
+    _present = field_validator("name", "enabled", mode="before")(_not_null)
 
 
 class AccountCreate(BaseModel):
@@ -102,6 +110,7 @@ class AccountUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=128)
     spend_limit: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT)
     markup: Decimal | None = Field(default=None, gt=0, le=1000)
+    _present = field_validator("name", "markup", mode="before")(_not_null)
 
 
 class TopUp(BaseModel):
@@ -161,6 +170,8 @@ async def update_key(key_id: int, request: Request) -> Response:
     await _admin(request)
     _id(key_id, "API key")
     body = _parse(KeyUpdate, await _json_body(request))
+    if body.account_id is not None:  # as on creation: a key pays from an account that exists
+        await request.app.state.services.engine.billing.account(body.account_id)
     row = await request.app.state.services.keys.update(key_id, **body.model_dump(exclude_unset=True))
     return JSONResponse(key_view(row))
 
@@ -302,16 +313,15 @@ async def list_prices(request: Request) -> Response:
 @router.post("/prices", summary="Set a price", status_code=201, responses={**ok(NewPrice, 201), **ERRORS(400, 413)})
 async def create_price(request: Request) -> Response:
     await _admin(request)
+    """Set the price of (model, operation, dimensions): 201 with a new entry, 200 when it
+    replaces the one set before (the newest price wins)."""
     body = _parse(PriceCreate, await _json_body(request))
     services = request.app.state.services
-    row = PriceRow(model=body.model, operation=body.operation, dimensions=dict(body.dimensions),
-                   amount=Decimal(0) if body.tokens else body.amount,
-                   tokens=body.tokens.model_dump(mode="json") if body.tokens else None,
-                   currency=body.currency or services.engine.billing.currency, source="admin")
-    async with services.sessions() as session, session.begin():
-        session.add(row)
+    row, new = await services.engine.billing.set_price(body.model, body.amount, body.currency, body.operation,
+                                                       body.dimensions, body.tokens)
     await services.invalidation.changed("prices")
-    return JSONResponse({"id": row.id, **body.model_dump(mode="json"), "currency": row.currency}, status_code=201)
+    return JSONResponse({"id": row.id, **body.model_dump(mode="json"), "currency": row.currency},
+                        status_code=201 if new else 200)
 
 
 @router.delete("/prices/{price_id}", summary="Delete a price", status_code=204,

@@ -51,11 +51,10 @@ from pixelgate.errors import (GatewayError, InvalidRequest, ModelNotFound, NotFo
                               Unauthorized, UpstreamContentFiltered)
 from pixelgate.providers.midjourney_flags import PARAM
 from pixelgate.services import idempotency
-from pixelgate.services.auth import token_from_headers
 from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import aware
 from pixelgate.surfaces._answers import MidjourneyResult, MidjourneyTask
-from pixelgate.surfaces._route import context, surface_route, task_cost
+from pixelgate.surfaces._route import authenticate, context, surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import Errors, ok
 
@@ -180,7 +179,7 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 
 async def _authenticate(request: Request):
     ctx = context(request)
-    ctx.principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    ctx.principal = await authenticate(request)
     _path_mode(request)  # an unknown prefix is refused on every route
     return ctx
 

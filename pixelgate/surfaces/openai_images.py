@@ -29,7 +29,6 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import ImageResult
 from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, PayloadTooLarge
 from pixelgate.services import lifecycle
-from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import StreamCompleted
 from pixelgate.services.tasks import LIVE, aware
 from pixelgate.services.usage import usage
@@ -37,7 +36,7 @@ from pixelgate.surfaces._answers import ImageTask, ImagesResponse, ModelInfo, Mo
 from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, ok
-from pixelgate.surfaces._route import context, format_amount, surface_route
+from pixelgate.surfaces._route import authenticate, context, format_amount, surface_route
 
 
 def render_error(exc: GatewayError) -> Response:
@@ -182,7 +181,7 @@ async def _form_body(request: Request) -> tuple[dict, list[tuple[str, UploadFile
 
 async def _authenticate(request: Request):
     ctx = context(request)
-    ctx.principal = await request.app.state.services.keys.authenticate(token_from_headers(request.headers))
+    ctx.principal = await authenticate(request)
     return ctx
 
 

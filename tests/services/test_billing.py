@@ -18,7 +18,7 @@ from pixelgate.domain.prices import DEFAULT_PRICES, Price
 from pixelgate.domain.request import ImageRequest, Operation
 from pixelgate.errors import NotPriced
 from pixelgate.services.billing import Billing, request_dimensions
-from tests.conftest import ADMIN_KEY, database, openai_channel
+from tests.conftest import ADMIN_KEY, database, openai_channel, openai_error
 
 GEN = "/v1/images/generations"
 
@@ -264,3 +264,69 @@ def test_a_vendors_own_resolution_tier_prices_the_request_and_a_size_does_not():
     assert dims("1024x1024", "4k")["tier"] == "4K"  # FLUX 3's resolution names the tier it is billed at
     assert dims("1024x1024", "768sq")["tier"] == "768sq"
     assert dims("2560x1440", "1312x736")["tier"] == "2K"  # Ideogram's resolution is a size: the size's tier
+
+
+# ---- a request whose hold the sweeper released is paid or not answered ----
+
+def _ledger(gateway, request_id: str | None = None) -> list[tuple[str, str, Decimal]]:
+    from sqlalchemy import select
+
+    from pixelgate.db.models import LedgerEntry
+
+    async def rows():
+        async with gateway.services.sessions() as session:
+            query = select(LedgerEntry).where(LedgerEntry.kind != "topup").order_by(LedgerEntry.id)
+            if request_id is not None:
+                query = query.where(LedgerEntry.request_id == request_id)
+            return [(e.request_id, e.kind, Decimal(e.amount)) for e in (await session.execute(query)).scalars()]
+
+    return gateway.run(rows())
+
+
+def _release_when_held(gateway) -> str:
+    """Release the request's hold as the sweeper would (its real function), as soon as it exists;
+    the request is then in its sandbox delay. A negative grace takes the live lease for lapsed."""
+    deadline = time.monotonic() + 20
+    while True:
+        rows = _ledger(gateway)
+        if open_holds := {r for r, kind, _ in rows if kind == "hold"} - {r for r, kind, _ in rows if kind == "settle"}:
+            break
+        assert time.monotonic() < deadline, "no hold"
+        time.sleep(0.05)
+    assert gateway.run(gateway.services.engine.billing.release_abandoned(grace_seconds=-3600)) == 1
+    return open_holds.pop()
+
+
+def test_a_request_whose_hold_was_released_is_charged_again_or_refused(make_gateway):
+    gateway = make_gateway(unpriced="refuse")
+    gateway.set_price("sandbox-image", "0.25")
+    account_id, key = gateway.paying_key("1")
+    body = {"model": "sandbox-image", "prompt": "x", "size": "16x16", "response_format": "url",
+            "sandbox_delay_ms": 1500}
+    with gateway.http(key=key) as client, ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(client.post, GEN, json=body)
+        request_id = _release_when_held(gateway)
+        resp = answer.result()
+        assert resp.status_code == 200, resp.text
+        assert client.get(resp.json()["data"][0]["url"]).content.startswith(b"\x89PNG")
+        assert resp.headers["x-request-id"] == request_id and resp.headers["x-pixelgate-cost"] == "0.25"
+        assert Decimal(gateway.log_row(request_id)["cost"]) == Decimal("0.25")
+        assert [(k, a) for _, k, a in _ledger(gateway, request_id)] == [
+            ("hold", Decimal("0.25")), ("settle", 0), ("charge", Decimal("0.25"))]
+        account = _balance(gateway, account_id)
+        assert (Decimal(account["balance"]), Decimal(account["spent"]), Decimal(account["reserved"])) == (
+            Decimal("0.75"), Decimal("0.25"), 0)
+
+        # released, then the balance is spent elsewhere: the images are not handed out unpaid
+        answer = pool.submit(client.post, GEN, json=body)
+        request_id = _release_when_held(gateway)
+        with gateway.http() as admin:
+            assert admin.post(f"/admin/accounts/{account_id}/topup", json={"amount": "-0.70"}).status_code == 200
+        resp = answer.result()
+        openai_error(resp, 402, code="insufficient_balance")
+        assert resp.headers["x-pixelgate-cost"] == "0" and "data" not in resp.json()
+        assert Decimal(gateway.log_row(request_id)["cost"]) == 0
+        assert [(k, a) for _, k, a in _ledger(gateway, request_id)] == [("hold", Decimal("0.25")), ("settle", 0)]
+        account = _balance(gateway, account_id)
+        assert (Decimal(account["balance"]), Decimal(account["spent"]), Decimal(account["reserved"])) == (
+            Decimal("0.05"), Decimal("0.25"), 0)
