@@ -207,4 +207,5 @@ def _refusal(body: dict) -> UpstreamError:
 def _execution_error(data: dict) -> UpstreamError:
     node = f"node {data.get('node_id', '?')} ({data.get('node_type', '?')})"
     why = ": ".join(str(p) for p in (data.get("exception_type"), data.get("exception_message")) if p)
-    return NodeFailed(f"ComfyUI failed running {node}: {why or 'execution error'}", code="upstream_job_failed")
+    # the prompt was accepted and ran: final, not a hiccup to poll again nor to take elsewhere
+    return UpstreamError(f"ComfyUI failed running {node}: {why or 'execution error'}", code="upstream_job_failed")

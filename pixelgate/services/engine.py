@@ -412,11 +412,11 @@ class Engine:
         return done
 
     async def _submit(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished | Submitted:
+        call = await _build(provider, req, channel)  # first: a refusal there uploads nothing
         for upload in provider.build_uploads(req, channel.upstream_model(req.model), channel):
             reply = await self._send(provider, channel, upload)
             if reply.status >= 400:
                 raise provider.parse_error(reply)
-        call = await _build(provider, req, channel)
         reply = await self._send(provider, channel, call)
         if reply.status >= 400:
             raise provider.parse_error(reply)
