@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pixelgate.providers.ark import Ark
+from pixelgate.providers.automatic1111 import Automatic1111
 from pixelgate.providers.base import Provider
 from pixelgate.providers.bfl import BlackForestLabs
+from pixelgate.providers.comfyui import ComfyUI
 from pixelgate.providers.dashscope import DashScope
 from pixelgate.providers.google import Google
 from pixelgate.providers.ideogram import Ideogram
@@ -15,4 +17,4 @@ from pixelgate.providers.sandbox import Sandbox
 
 REGISTRY: dict[str, Provider] = {p.name: p for p in (
     Sandbox(), OpenAI(), OpenAICompatible(), BlackForestLabs(), Ideogram(), Ark(), DashScope(),
-    Qianfan(), Google(), Midjourney())}
+    Qianfan(), Google(), Midjourney(), ComfyUI(), Automatic1111())}

@@ -109,6 +109,17 @@ class UpstreamCall:
     json: Any = None
     form: list[tuple[str, str | FilePart]] | None = None
     stream: bool = False
+    listen: "Listen | None" = None
+    """A websocket to read JSON messages from instead of a request (ComfyUI's progress)."""
+
+
+@dataclass(slots=True)
+class Listen:
+    """How long to listen on a websocket: until `enough` says so of a message, or `seconds`.
+    The reply's payload is the list of messages read."""
+
+    seconds: float
+    enough: Callable[[Any], bool]
 
 
 @dataclass(slots=True)
@@ -118,6 +129,8 @@ class UpstreamReply:
     body: bytes = b""
     payload: Any = None
     """Already-decoded body, for in-process transports that need no serialization."""
+    url: str = ""
+    """The URL called (set by the engine), for answers that name files relative to it."""
 
     def json_or_none(self) -> Any:
         """The body as JSON, or None when it is not JSON (error replies often are not)."""
@@ -173,6 +186,8 @@ class Provider:
     """A pydantic model of the settings a channel of this provider takes beyond base_url and
     api_key (ChannelConfig.options); None takes none."""
     needs_base_url: ClassVar[bool] = False
+    key_required: ClassVar[bool] = True
+    """False where the upstream may run without a key (a self-hosted server on a private network)."""
     default_base_url: ClassVar[str | None] = None
     cancellable: ClassVar[bool] = False
     """Whether an accepted job may be canceled (tasks API); the vendor must allow it, and
@@ -199,6 +214,20 @@ class Provider:
 
     def parse_poll(self, req: ImageRequest, reply: UpstreamReply) -> Finished | Pending:
         raise NotImplementedError(f"{self.name} has no asynchronous jobs")
+
+    def build_uploads(self, req: ImageRequest, model: str, channel: Channel) -> list[UpstreamCall]:
+        """Calls the engine makes, each to succeed, before `build`'s (a self-hosted server's input
+        images uploaded first). `build` names what they made without reading their replies, so
+        the names must be fixed in advance (a content hash)."""
+        return []
+
+    def build_progress(self, job: Submitted, channel: Channel) -> UpstreamCall | None:
+        """A second look at a running job whose poll told no progress (ComfyUI's websocket);
+        asked by the task poller only. None: the poll says all there is."""
+        return None
+
+    def parse_progress(self, job: Submitted, reply: UpstreamReply) -> float | None:
+        return None
 
     def build_cancel(self, job: Submitted, channel: Channel) -> UpstreamCall | None:
         """The call that cancels an accepted job; None when there is nothing to tell the vendor."""

@@ -69,6 +69,7 @@ BEHAVIOUR: dict[str, dict[str, Any]] = {
 class Sandbox(Provider):
     name = "sandbox"
     transport = "sandbox"
+    key_required = False
     timeout = 60.0
     cancellable = True  # its jobs are stateless tokens: dropping one is all it takes
     models = {name: _BASE for name in BEHAVIOUR} | {"sandbox-async": dataclasses.replace(_BASE, asynchronous=True)}

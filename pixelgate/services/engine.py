@@ -293,9 +293,18 @@ class Engine:
 
         return await self._failover(route, ctx, attempt)
 
-    async def poll(self, channel_name: str, req: ImageRequest, job: Submitted) -> Finished | Pending:
-        """One look at an accepted job."""
-        return await self.ask(channel_name, lambda p, c: p.build_poll(job, c), lambda p, r: p.parse_poll(req, r))
+    async def poll(self, channel_name: str, req: ImageRequest, job: Submitted,
+                   live: bool = False) -> Finished | Pending:
+        """One look at an accepted job; `live` (a task's poller): with its progress where the
+        poll tells none and the vendor has a second place to look (Provider.build_progress)."""
+        outcome = await self.ask(channel_name, lambda p, c: p.build_poll(job, c), lambda p, r: p.parse_poll(req, r))
+        if live and isinstance(outcome, Pending) and outcome.progress is None:
+            try:
+                outcome.progress = await self.ask(channel_name, lambda p, c: p.build_progress(job, c),
+                                                  lambda p, r: p.parse_progress(job, r))
+            except UpstreamError:  # progress is a nicety: the next poll looks again
+                pass
+        return outcome
 
     async def ask(self, channel_name: str, build: Callable[[Provider, Channel], UpstreamCall | None],
                   parse: Callable[[Provider, UpstreamReply], T]) -> T | None:
@@ -413,7 +422,11 @@ class Engine:
         return done
 
     async def _submit(self, provider: Provider, channel: Channel, req: ImageRequest) -> Finished | Submitted:
-        call = await _build(provider, req, channel)
+        call = await _build(provider, req, channel)  # first: a refusal there uploads nothing
+        for upload in provider.build_uploads(req, channel.upstream_model(req.model), channel):
+            reply = await self._send(provider, channel, upload)
+            if reply.status >= 400:
+                raise provider.parse_error(reply)
         reply = await self._send(provider, channel, call)
         if reply.status >= 400:
             raise provider.parse_error(reply)
@@ -448,7 +461,9 @@ class Engine:
     async def _send(self, provider: Provider, channel: Channel, call: UpstreamCall) -> UpstreamReply:
         timeout = self._timeout(provider, channel)
         async with asyncio.timeout(timeout):
-            return await self._transport(provider).send(call, timeout)
+            reply = await self._transport(provider).send(call, timeout)
+        reply.url = call.url
+        return reply
 
     def _transport(self, provider: Provider) -> Transport:
         return self.transports[provider.transport]

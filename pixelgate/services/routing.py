@@ -305,7 +305,7 @@ def channel_warnings(cfg: ChannelConfig, unpriced_refused: bool, prices: dict) -
     gateway will refuse as unpriced (`prices`: Billing.table()). Said when it is added, not at
     the first request."""
     warnings = []
-    if cfg.provider != "sandbox" and not (cfg.api_key or cfg.api_key_env):
+    if REGISTRY[cfg.provider].key_required and not (cfg.api_key or cfg.api_key_env):
         warnings.append(f"channel {cfg.name!r} has no API key: its vendor will refuse every call")
     unpriced = [m for m in cfg.models if m not in prices]
     if unpriced_refused and unpriced:

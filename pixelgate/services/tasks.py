@@ -487,7 +487,8 @@ class TaskService:
                 if job["images"] is not None:
                     progress.append(1.0)
                     continue
-                outcome = await self._engine.poll(task.channel, req, Submitted(job["id"], job["poll_url"]))
+                outcome = await self._engine.poll(task.channel, req, Submitted(job["id"], job["poll_url"]),
+                                                  live=True)
                 meta.update(_facts(outcome))
                 if isinstance(outcome, Pending) and outcome.preview is not None:
                     meta.update(await self._preview(outcome.preview, meta.get("preview"), req, ctx))

@@ -181,10 +181,27 @@ class HttpTransport:
 
     async def send(self, call: UpstreamCall, timeout: float) -> UpstreamReply:
         if self._simulators is not None and (app := self._simulators.app_for(call.url)) is not None:
-            return await _simulated(app, call, timeout)
+            return await (_simulated_listen(app, call) if call.listen else _simulated(app, call, timeout))
+        if call.listen is not None:
+            return await self._listen(call)
         with _naming(call.url):
             async with self._request(call, timeout) as resp:
                 return UpstreamReply(resp.status, resp.headers, await self._read(resp))
+
+    async def _listen(self, call: UpstreamCall) -> UpstreamReply:
+        """JSON text messages of a websocket, read until the call's Listen has enough."""
+        assert call.listen is not None
+        messages: list[Any] = []
+        url = call.url.replace("http", "ws", 1)
+        with _naming(call.url):
+            async with self.session.ws_connect(url, headers=call.headers, max_msg_size=self.max_bytes,
+                                               timeout=aiohttp.ClientWSTimeout(ws_close=1)) as ws:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(call.listen.seconds):
+                        async for msg in ws:
+                            if msg.type is aiohttp.WSMsgType.TEXT and _heard(messages, msg.data, call):
+                                break
+        return UpstreamReply(200, {}, payload=messages)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         try:
@@ -258,6 +275,43 @@ async def _simulated(app, call: UpstreamCall, timeout: float) -> UpstreamReply:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=timeout) as client:
         resp = await client.request(call.method, call.url, **kwargs)
     return UpstreamReply(resp.status_code, resp.headers, resp.content)
+
+
+def _heard(messages: list[Any], text: str, call: UpstreamCall) -> bool:
+    """Keep one websocket message; True once the listener has heard enough."""
+    try:
+        messages.append(orjson.loads(text))
+    except orjson.JSONDecodeError:
+        return False
+    return call.listen.enough(messages[-1])
+
+
+async def _simulated_listen(app, call: UpstreamCall) -> UpstreamReply:
+    """A websocket to a simulated vendor's ASGI app in this process, driven by hand (httpx's
+    ASGI transport has no websockets)."""
+    parts = urlsplit(call.url)
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": parts.path,
+             "raw_path": parts.path.encode(), "query_string": parts.query.encode(), "root_path": "",
+             "headers": [(b"host", parts.netloc.encode()),
+                         *((k.lower().encode(), v.encode()) for k, v in call.headers.items())],
+             "client": ("127.0.0.1", 0), "server": (parts.hostname, parts.port or 80), "subprotocols": []}
+    inbox: asyncio.Queue = asyncio.Queue()
+    inbox.put_nowait({"type": "websocket.connect"})
+    messages: list[Any] = []
+    heard = asyncio.Event()
+
+    async def send(message: dict) -> None:
+        if message["type"] == "websocket.close" or (
+                message["type"] == "websocket.send" and message.get("text") and _heard(messages, message["text"], call)):
+            heard.set()
+
+    session = asyncio.create_task(app(scope, inbox.get, send))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(heard.wait(), call.listen.seconds)
+    inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+        await asyncio.wait_for(session, 1)
+    return UpstreamReply(200, {}, payload=messages)
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

@@ -1,7 +1,8 @@
 """Simulated vendors: strict emulators of each vendor's HTTP API (OpenAI, BFL, Ideogram, Ark,
-DashScope, Qianfan, Google, Midjourney), the same ones the test suite checks the providers
-against, built from ../shared/upstreams/. They answer exactly what the real API answers, errors
-and asynchronous flows included, with images drawn locally.
+DashScope, Qianfan, Google, Midjourney, ComfyUI, AUTOMATIC1111), the same ones the test suite
+checks the providers against, built from ../shared/upstreams/ (the self-hosted servers from their
+own source). They answer exactly what the real API answers, errors and asynchronous flows
+included, with images drawn locally.
 
 With `simulate_vendors = true` the gateway adds one channel per vendor whose base URL names a
 `*.simulated` host; the HTTP transport hands calls to those hosts to the emulator in this process
@@ -12,8 +13,9 @@ process that made it, so use one worker with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -27,8 +29,14 @@ class Vendor:
     state: str
     path: str
     """Where the vendor's API lives under its host (the channel's base URL path)."""
-    api_key: str
+    api_key: str | None
+    models: tuple[str, ...] = ()
+    """The channel's models where the provider declares none (self-hosted: the operator names them)."""
+    options: dict[str, Any] = field(default_factory=dict)
 
+
+COMFYUI_WORKFLOW = str(Path(__file__).with_name("comfyui_sdxl_txt2img_api.json"))
+"""examples/comfyui/sdxl_txt2img_api.json, shipped in the package for the simulated channel."""
 
 VENDORS = (
     Vendor("openai", "openai_images", "OpenAIEmulatorState", "/v1", "sk-emulator-key"),
@@ -39,13 +47,17 @@ VENDORS = (
     Vendor("qianfan", "qianfan", "QianfanEmulatorState", "/v2", "bce-v3/ALTAK-emulator/0123456789abcdef"),
     Vendor("google", "google", "GoogleEmulatorState", "/v1beta", "AIza-emulator-key"),
     Vendor("midjourney", "midjourney", "MidjourneyEmulatorState", "", "mj-emulator-secret"),
+    Vendor("comfyui", "comfyui", "ComfyUIEmulatorState", "", None, ("comfyui-sdxl",),
+           {"workflows": {"comfyui-sdxl": COMFYUI_WORKFLOW}}),
+    Vendor("automatic1111", "automatic1111", "A1111EmulatorState", "", None, ("a1111-sdxl",),
+           {"checkpoints": {"a1111-sdxl": "sd_xl_base_1.0.safetensors [31e35c80fc]"}}),
 )
 
 
 # Emulator settings for the offline gateway, where the tests' defaults would hide what a new user
 # should see: a Midjourney job over 0.3 s finishes between two polls (poll_interval_seconds), so
 # its progress (10 %, 45 %, 80 % with a preview) would never show; 6 s shows each step.
-LIVE = {"midjourney": {"duration": 6.0}}
+LIVE = {"midjourney": {"duration": 6.0}, "comfyui": {"step_seconds": 0.15}}
 
 
 def host(vendor: Vendor) -> str:
@@ -57,7 +69,8 @@ def channels() -> list[dict[str, Any]]:
     from pixelgate.providers import REGISTRY
 
     return [{"name": f"simulated-{v.provider}", "provider": v.provider, "base_url": f"http://{host(v)}{v.path}",
-             "api_key": v.api_key, "models": sorted(REGISTRY[v.provider].models), "priority": -50}
+             "api_key": v.api_key, "models": list(v.models) or sorted(REGISTRY[v.provider].models), "priority": -50,
+             **({"options": v.options} if v.options else {})}
             for v in VENDORS]
 
 
@@ -75,7 +88,7 @@ def free_prices(currency: str) -> list:
         for model in channel["models"]:
             if (model, "*") in priced:
                 continue
-            operations = sorted(op.value for op in provider.models[model].operations)
+            operations = sorted(op.value for op in (provider.models.get(model) or provider.generic).operations)
             if not any((model, op) in priced for op in operations):
                 free.append(Price(model, Decimal(0), currency, source="simulated vendor (free)"))
                 continue
