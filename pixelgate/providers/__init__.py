@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pixelgate.providers.ark import Ark
+from pixelgate.providers.azure_openai import AzureOpenAI
+from pixelgate.providers.bedrock import Bedrock
 from pixelgate.providers.base import Provider
 from pixelgate.providers.bfl import BlackForestLabs
 from pixelgate.providers.dashscope import DashScope
@@ -12,7 +14,8 @@ from pixelgate.providers.midjourney import Midjourney
 from pixelgate.providers.openai import OpenAI, OpenAICompatible
 from pixelgate.providers.qianfan import Qianfan
 from pixelgate.providers.sandbox import Sandbox
+from pixelgate.providers.vertex import Vertex
 
 REGISTRY: dict[str, Provider] = {p.name: p for p in (
     Sandbox(), OpenAI(), OpenAICompatible(), BlackForestLabs(), Ideogram(), Ark(), DashScope(),
-    Qianfan(), Google(), Midjourney())}
+    Qianfan(), Google(), Midjourney(), AzureOpenAI(), Vertex(), Bedrock())}

@@ -109,6 +109,8 @@ class UpstreamCall:
     json: Any = None
     form: list[tuple[str, str | FilePart]] | None = None
     stream: bool = False
+    content: bytes | None = None
+    """The body as bytes, sent as they are (headers name their type): what a signature covers."""
 
 
 @dataclass(slots=True)
@@ -172,6 +174,10 @@ class Provider:
     channel_options: ClassVar[type[BaseModel] | None] = None
     """A pydantic model of the settings a channel of this provider takes beyond base_url and
     api_key (ChannelConfig.options); None takes none."""
+    credentials: ClassVar[str | None] = None
+    """A credential scheme of services/cloud_auth.py that the engine applies to every built call
+    (a token exchanged for an access token, a request signature): I/O a pure provider cannot do.
+    None: the call goes as built."""
     needs_base_url: ClassVar[bool] = False
     default_base_url: ClassVar[str | None] = None
     cancellable: ClassVar[bool] = False

@@ -28,6 +28,8 @@ class Vendor:
     path: str
     """Where the vendor's API lives under its host (the channel's base URL path)."""
     api_key: str
+    options: tuple[tuple[str, Any], ...] = ()
+    """The channel's options (Provider.channel_options)."""
 
 
 VENDORS = (
@@ -39,6 +41,10 @@ VENDORS = (
     Vendor("qianfan", "qianfan", "QianfanEmulatorState", "/v2", "bce-v3/ALTAK-emulator/0123456789abcdef"),
     Vendor("google", "google", "GoogleEmulatorState", "/v1beta", "AIza-emulator-key"),
     Vendor("midjourney", "midjourney", "MidjourneyEmulatorState", "", "mj-emulator-secret"),
+    Vendor("azure-openai", "azure_openai", "AzureEmulatorState", "", "azure-emulator-key"),
+    Vendor("vertex", "vertex", "VertexEmulatorState", "", "", (("project", "emulator-project"),)),
+    Vendor("bedrock", "bedrock", "BedrockEmulatorState", "",
+           "AKIAEMULATOR00000000:emulator-secret-access-key", (("region", "us-east-1"),)),
 )
 
 
@@ -57,8 +63,19 @@ def channels() -> list[dict[str, Any]]:
     from pixelgate.providers import REGISTRY
 
     return [{"name": f"simulated-{v.provider}", "provider": v.provider, "base_url": f"http://{host(v)}{v.path}",
-             "api_key": v.api_key, "models": sorted(REGISTRY[v.provider].models), "priority": -50}
+             "api_key": _key(v), "models": sorted(REGISTRY[v.provider].models), "priority": -50,
+             **({"options": dict(v.options)} if v.options else {})}
             for v in VENDORS]
+
+
+def _key(vendor: Vendor) -> str:
+    if vendor.provider == "vertex":  # a service account whose tokens the simulator itself issues
+        import json
+
+        from pixelgate.simulators.vertex import service_account
+
+        return json.dumps(service_account(f"http://{host(vendor)}/token"))
+    return vendor.api_key
 
 
 def free_prices(currency: str) -> list:

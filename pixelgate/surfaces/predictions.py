@@ -45,7 +45,9 @@ VENDOR_PROVIDERS = {"openai": "openai", "bfl": "bfl", "black-forest-labs": "bfl"
                     "ideogram-ai": "ideogram", "doubao": "ark", "bytedance": "ark", "volcengine": "ark",
                     "qwen": "dashscope", "alibaba": "dashscope", "dashscope": "dashscope",
                     "qianfan": "qianfan", "baidu": "qianfan", "google": "google",
-                    "midjourney": "midjourney", "sandbox": "sandbox"}
+                    "midjourney": "midjourney", "sandbox": "sandbox", "azure": "azure-openai",
+                    "azure-openai": "azure-openai", "vertex": "vertex", "vertex-ai": "vertex", "bedrock": "bedrock",
+                    "aws": "bedrock", "amazon": "bedrock"}
 
 
 def render_error(exc: GatewayError) -> Response:
