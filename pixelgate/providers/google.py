@@ -271,5 +271,5 @@ def _candidates(body: dict) -> Finished:
 
 
 def _param(message: str) -> str | None:
-    lowered = message.lower().replace("_", "")  # aspect_ratio and aspectRatio alike
+    lowered = re.sub(r"[_ ]", "", message.lower())  # aspect_ratio, aspect ratio and aspectRatio alike
     return next((field for word, field in PARAMS.items() if word in lowered), None)

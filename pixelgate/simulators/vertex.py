@@ -6,7 +6,7 @@ endpoint a service account's key is exchanged at.
   POST /{v1|v1beta1}/projects/{project}/locations/{location}/publishers/google/models/{model}:{predict|generateContent}
 
 The token endpoint checks the assertion as Google's does: signed (RS256) by the service account's
-key (state.account's public key), `iss` its client_email, `aud` the token URI, a `scope`, issued
+key, `iss` its client_email, `aud` Google's token URI (or this one), a `scope`, issued
 now and valid at most an hour; else 400 {"error": "invalid_grant", "error_description"}. The model
 endpoints take only a Bearer token it issued and that has not expired (401 UNAUTHENTICATED),
 for the state's project and location (403 PERMISSION_DENIED); the bodies and answers are the
@@ -40,6 +40,7 @@ from pixelgate.simulators import google as g
 __all__ = ["VertexEmulatorState", "create_app", "service_account"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 EMAIL = "pixelgate-emulator@emulator-project.iam.gserviceaccount.com"
 
 
@@ -134,8 +135,8 @@ async def _token(request: Request) -> Response:
         return _grant_error("Invalid JWT: only RS256 is accepted.")
     if claims.get("iss") != state.client_email:
         return _grant_error("Invalid JWT: the issuer is not a known service account.")
-    if claims.get("aud") != own_uri:
-        return _grant_error(f"Invalid JWT: aud must be {own_uri}.")
+    if claims.get("aud") not in (GOOGLE_TOKEN_URI, own_uri):  # google-auth always names Google's
+        return _grant_error(f"Invalid JWT: aud must be {GOOGLE_TOKEN_URI}.")
     if not claims.get("scope"):
         return _grant_error("Invalid JWT: no scope.")
     iat, exp = claims.get("iat", 0), claims.get("exp", 0)
