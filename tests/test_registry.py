@@ -14,8 +14,10 @@ from pixelgate.providers.base import Capabilities, Provider
 
 TESTS = Path(__file__).parent
 SIMULATORS = Path(simulators.__file__).parent
-EMULATOR = {"openai": "openai_images", "openai-compatible": "openai_images", "sandbox": None}
-TEST_FILE = {"openai": "surfaces/test_openai_sdk.py", "openai-compatible": "surfaces/test_openai_sdk.py"}
+EMULATOR = {"openai": "openai_images", "openai-compatible": "openai_images", "sandbox": None,
+            "azure-openai": "azure_openai"}
+TEST_FILE = {"openai": "surfaces/test_openai_sdk.py", "openai-compatible": "surfaces/test_openai_sdk.py",
+             "azure-openai": "providers/test_azure_openai.py"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pixelgate.providers.ark import Ark
 from pixelgate.providers.automatic1111 import Automatic1111
+from pixelgate.providers.azure_openai import AzureOpenAI
+from pixelgate.providers.bedrock import Bedrock
 from pixelgate.providers.base import Provider
 from pixelgate.providers.bfl import BlackForestLabs
 from pixelgate.providers.comfyui import ComfyUI
@@ -14,7 +16,8 @@ from pixelgate.providers.midjourney import Midjourney
 from pixelgate.providers.openai import OpenAI, OpenAICompatible
 from pixelgate.providers.qianfan import Qianfan
 from pixelgate.providers.sandbox import Sandbox
+from pixelgate.providers.vertex import Vertex
 
 REGISTRY: dict[str, Provider] = {p.name: p for p in (
     Sandbox(), OpenAI(), OpenAICompatible(), BlackForestLabs(), Ideogram(), Ark(), DashScope(),
-    Qianfan(), Google(), Midjourney(), ComfyUI(), Automatic1111())}
+    Qianfan(), Google(), Midjourney(), ComfyUI(), Automatic1111(), AzureOpenAI(), Vertex(), Bedrock())}

@@ -111,6 +111,8 @@ class UpstreamCall:
     stream: bool = False
     listen: "Listen | None" = None
     """A websocket to read JSON messages from instead of a request (ComfyUI's progress)."""
+    content: bytes | None = None
+    """The body as bytes, sent as they are (headers name their type): what a signature covers."""
 
 
 @dataclass(slots=True)
@@ -185,6 +187,10 @@ class Provider:
     channel_options: ClassVar[type[BaseModel] | None] = None
     """A pydantic model of the settings a channel of this provider takes beyond base_url and
     api_key (ChannelConfig.options); None takes none."""
+    credentials: ClassVar[str | None] = None
+    """A credential scheme of services/cloud_auth.py that the engine applies to every built call
+    (a token exchanged for an access token, a request signature): I/O a pure provider cannot do.
+    None: the call goes as built."""
     needs_base_url: ClassVar[bool] = False
     key_required: ClassVar[bool] = True
     """False where the upstream may run without a key (a self-hosted server on a private network)."""

@@ -131,9 +131,14 @@ class Google(Provider):
         spec = SPECS.get(model) or SPECS.get(ALIASES.get(req.model, req.model)) or _guess(model)
         fitted = spec.fit(sizes.parse(req.size)) if req.size else None
         url = f"{self.base_url(channel)}/models/{model}:{spec.method}"
-        headers = {"x-goog-api-key": channel.api_key or ""}
-        body = _imagen(req, spec, fitted) if spec.method == "predict" else _gemini(req, spec, fitted)
-        return UpstreamCall("POST", url, headers, json=body)
+        body = _imagen(req, spec, fitted, self.imagen_seed) if spec.method == "predict" else _gemini(req, spec, fitted)
+        return UpstreamCall("POST", url, self.auth_headers(channel), json=body)
+
+    imagen_seed = False
+    """Whether Imagen takes `seed` here (Vertex AI: yes, without the watermark; the Gemini API: no)."""
+
+    def auth_headers(self, channel: Channel) -> dict[str, str]:
+        return {"x-goog-api-key": channel.api_key or ""}
 
     def parse(self, req: ImageRequest, reply: UpstreamReply) -> Finished:
         body = reply.json(lift=("bytesBase64Encoded", "data"))
@@ -189,11 +194,13 @@ def _count(req: ImageRequest) -> int:
     return wanted
 
 
-def _imagen(req: ImageRequest, spec: Spec, fitted: Size | None) -> dict:
-    if req.seed is not None:  # Vertex-only on Imagen; the Gemini API has no seed for it
+def _imagen(req: ImageRequest, spec: Spec, fitted: Size | None, seeded: bool = False) -> dict:
+    if req.seed is not None and not seeded:  # Vertex-only on Imagen; the Gemini API has no seed for it
         raise InvalidRequest("'seed' is not supported by Imagen on the Gemini API.", field="seed")
     # includeRaiReason makes filtered images visible, so "all filtered" is told from a bad reply.
     params: dict[str, Any] = {"sampleCount": _count(req), "includeRaiReason": True}
+    if req.seed is not None:  # Vertex refuses a seed with the (default) SynthID watermark on
+        params.update(seed=req.seed, addWatermark=False)
     if fitted is not None:
         params["aspectRatio"] = fitted.colon()
         if fitted.tier:
@@ -264,5 +271,5 @@ def _candidates(body: dict) -> Finished:
 
 
 def _param(message: str) -> str | None:
-    lowered = message.lower().replace("_", "")  # aspect_ratio and aspectRatio alike
+    lowered = re.sub(r"[_ ]", "", message.lower())  # aspect_ratio, aspect ratio and aspectRatio alike
     return next((field for word, field in PARAMS.items() if word in lowered), None)

@@ -39,6 +39,7 @@ from pixelgate.providers.base import Capabilities, Channel, Provider, UpstreamCa
 from pixelgate.services import lifecycle
 from pixelgate.services.auth import Principal
 from pixelgate.services.billing import Billing, Quote
+from pixelgate.services.cloud_auth import CloudAuth
 from pixelgate.services.ratelimit import RateLimiter, Slot
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import KNOWN_MODELS, ChannelDirectory, Route
@@ -131,6 +132,8 @@ class Engine:
         self.signer = signer
         self.records = records
         self.transports = transports
+        self.cloud_auth = CloudAuth(transports.get("http"))
+        """Tokens and signatures for the providers that declare `credentials`."""
 
     async def route_for(self, req: ImageRequest) -> Route:
         """The model's capabilities and the channels that may serve this request, best first."""
@@ -344,7 +347,7 @@ class Engine:
         route = await self.prepare(req, ctx)
 
         async def open_stream(provider: Provider, channel: Channel):
-            call = await _build(provider, req, channel)
+            call = await self._authorized(provider, channel, await _build(provider, req, channel))
             reply, events = await self._transport(provider).stream(call, self._timeout(provider, channel))
             if reply.status >= 400:
                 raise provider.parse_error(reply)
@@ -461,9 +464,14 @@ class Engine:
     async def _send(self, provider: Provider, channel: Channel, call: UpstreamCall) -> UpstreamReply:
         timeout = self._timeout(provider, channel)
         async with asyncio.timeout(timeout):
+            call = await self._authorized(provider, channel, call)
             reply = await self._transport(provider).send(call, timeout)
         reply.url = call.url
         return reply
+
+    async def _authorized(self, provider: Provider, channel: Channel, call: UpstreamCall) -> UpstreamCall:
+        """The call with the credentials its provider declares (an access token, a signature)."""
+        return await self.cloud_auth.apply(provider, channel, call) if provider.credentials else call
 
     def _transport(self, provider: Provider) -> Transport:
         return self.transports[provider.transport]

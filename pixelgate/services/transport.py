@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import yarl
 
 from pixelgate.errors import (UpstreamBadResponse, UpstreamError, UpstreamTimeout,
                               UpstreamUnavailable)
@@ -166,7 +167,9 @@ class HttpTransport:
     def _request(self, call: UpstreamCall, timeout: float):
         kwargs: dict[str, Any] = {"headers": call.headers,
                                   "timeout": aiohttp.ClientTimeout(total=timeout)}
-        if call.json is not None:
+        if call.content is not None:
+            kwargs["data"] = call.content
+        elif call.json is not None:
             kwargs["data"] = orjson.dumps(call.json)
             kwargs["headers"] = {**call.headers, "Content-Type": "application/json"}
         elif call.form is not None:
@@ -177,7 +180,10 @@ class HttpTransport:
                 else:
                     form.add_field(name, value)
             kwargs["data"] = form
-        return self.session.request(call.method, call.url, **kwargs)
+        # Bytes given whole were signed (SigV4 covers the path as written: %3A stays %3A), so
+        # the URL goes as written too, not requoted.
+        url = yarl.URL(call.url, encoded=True) if call.content is not None else call.url
+        return self.session.request(call.method, url, **kwargs)
 
     async def send(self, call: UpstreamCall, timeout: float) -> UpstreamReply:
         if self._simulators is not None and (app := self._simulators.app_for(call.url)) is not None:
@@ -266,7 +272,9 @@ async def _simulated(app, call: UpstreamCall, timeout: float) -> UpstreamReply:
     import httpx
 
     kwargs: dict[str, Any] = {"headers": call.headers}
-    if call.json is not None:
+    if call.content is not None:
+        kwargs["content"] = call.content
+    elif call.json is not None:
         kwargs["content"] = orjson.dumps(call.json)
         kwargs["headers"] = {**call.headers, "Content-Type": "application/json"}
     elif call.form is not None:  # multipart even without files, as vendors want: (None, value) is a field

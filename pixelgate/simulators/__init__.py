@@ -33,6 +33,7 @@ class Vendor:
     models: tuple[str, ...] = ()
     """The channel's models where the provider declares none (self-hosted: the operator names them)."""
     options: dict[str, Any] = field(default_factory=dict)
+    """The channel's options (Provider.channel_options)."""
 
 
 COMFYUI_WORKFLOW = str(Path(__file__).with_name("comfyui_sdxl_txt2img_api.json"))
@@ -51,6 +52,10 @@ VENDORS = (
            {"workflows": {"comfyui-sdxl": COMFYUI_WORKFLOW}}),
     Vendor("automatic1111", "automatic1111", "A1111EmulatorState", "", None, ("a1111-sdxl",),
            {"checkpoints": {"a1111-sdxl": "sd_xl_base_1.0.safetensors [31e35c80fc]"}}),
+    Vendor("azure-openai", "azure_openai", "AzureEmulatorState", "", "azure-emulator-key"),
+    Vendor("vertex", "vertex", "VertexEmulatorState", "", "", options={"project": "emulator-project"}),
+    Vendor("bedrock", "bedrock", "BedrockEmulatorState", "",
+           "AKIAEMULATOR00000000:emulator-secret-access-key", options={"region": "us-east-1"}),
 )
 
 
@@ -69,9 +74,19 @@ def channels() -> list[dict[str, Any]]:
     from pixelgate.providers import REGISTRY
 
     return [{"name": f"simulated-{v.provider}", "provider": v.provider, "base_url": f"http://{host(v)}{v.path}",
-             "api_key": v.api_key, "models": list(v.models) or sorted(REGISTRY[v.provider].models), "priority": -50,
-             **({"options": v.options} if v.options else {})}
+             "api_key": _key(v), "models": list(v.models) or sorted(REGISTRY[v.provider].models), "priority": -50,
+             **({"options": dict(v.options)} if v.options else {})}
             for v in VENDORS]
+
+
+def _key(vendor: Vendor) -> str:
+    if vendor.provider == "vertex":  # a service account whose tokens the simulator itself issues
+        import json
+
+        from pixelgate.simulators.vertex import service_account
+
+        return json.dumps(service_account(f"http://{host(vendor)}/token"))
+    return vendor.api_key
 
 
 def free_prices(currency: str) -> list:

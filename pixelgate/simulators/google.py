@@ -226,7 +226,7 @@ def _b64(data: bytes) -> str:
 
 # -- Imagen :predict --
 
-def _predict(model: str, body: Any, state: GoogleEmulatorState) -> dict:
+def _predict(model: str, body: Any, state: GoogleEmulatorState, vertex: bool = False) -> dict:
     spec = IMAGEN[model]
     body = _fields(body, {"instances", "parameters"}, "")
     instances = body.get("instances")
@@ -238,9 +238,11 @@ def _predict(model: str, body: Any, state: GoogleEmulatorState) -> dict:
     if len(prompt) / 4 > 480:
         raise _bad("The prompt is too long: Imagen takes at most 480 tokens.")
     raw = body.get("parameters") or {}
-    if isinstance(raw, dict) and (vertex := next((k for k in raw if _camel(k) in VERTEX_ONLY), None)):
-        raise _bad(f"{vertex} parameter is not supported in Gemini API.")
-    p = _fields(raw, IMAGEN_PARAMS, "parameters")
+    if not vertex and isinstance(raw, dict) and (only := next((k for k in raw if _camel(k) in VERTEX_ONLY), None)):
+        raise _bad(f"{only} parameter is not supported in Gemini API.")
+    p = _fields(raw, IMAGEN_PARAMS | (VERTEX_ONLY if vertex else set()), "parameters")
+    if "seed" in p and p.get("addWatermark", True):  # Vertex: a seed needs the watermark off
+        raise _bad("Seed is not supported when watermark is enabled. Set addWatermark to false to use a seed.")
     count = _int(p.get("sampleCount", 4), "parameters.sample_count")
     if not 1 <= count <= 4:
         raise _bad(f"Number of images requested ({count}) must be between 1 and 4.")
@@ -294,7 +296,7 @@ def _nearest_ratio(width: int, height: int, ratios: tuple[str, ...]) -> str:
     return min(ratios, key=off)
 
 
-def _generate_content(model: str, body: Any, state: GoogleEmulatorState) -> dict:
+def _generate_content(model: str, body: Any, state: GoogleEmulatorState, vertex: bool = False) -> dict:
     spec = GEMINI[model]
     body = _fields(body, {"contents", "generationConfig", "safetySettings", "systemInstruction", "tools"}, "")
     contents = body.get("contents")
@@ -395,6 +397,13 @@ def _auth_error(request: Request, state: GoogleEmulatorState) -> ApiError | None
 
 
 async def _models(request: Request) -> Response:
+    return await serve_model(request, request.path_params["target"], _auth_error)
+
+
+async def serve_model(request: Request, target: str, auth, vertex: bool = False) -> Response:
+    """One :predict or :generateContent call to `target` ("model:action"): record, delay, `auth`
+    (request, state -> ApiError | None), fail_next, shutdowns, validation, answer; the Vertex
+    emulator (simulators/vertex.py) serves its calls through it too."""
     state: GoogleEmulatorState = request.app.state.emulator
     raw = await request.body()
     try:
@@ -405,12 +414,12 @@ async def _models(request: Request) -> Response:
                                           {k.lower(): v for k, v in request.headers.items()}, _summarise(body)))
     try:
         await asyncio.sleep(state.delay)
-        if err := _auth_error(request, state):
+        if err := auth(request, state):
             raise err
         if state.failures:
             status, fail_body, headers = state.failures.popleft()
             return _json(fail_body, status, headers)
-        model, _, action = request.path_params["target"].partition(":")
+        model, _, action = target.partition(":")
         handler = {"predict": (IMAGEN, _predict), "generateContent": (GEMINI, _generate_content)}.get(action)
         shut = SHUTDOWN.get(model)
         if handler is None or model not in handler[0] or shut is not None and shut <= (state.today or date.today()):
@@ -421,7 +430,7 @@ async def _models(request: Request) -> Response:
             raise _bad("Request payload size exceeds the limit: 20971520 bytes.")
         if body is None:
             raise _bad("Invalid JSON payload received. Unexpected token.")
-        return _json(handler[1](model, body, state))
+        return _json(handler[1](model, body, state, vertex))
     except ApiError as exc:
         return _json(exc.body, exc.code)
 

@@ -170,6 +170,13 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.body = status, {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
+    @classmethod
+    def raw(cls, status: int, body: dict) -> "ApiError":
+        """An error whose body is given whole (another vendor's shape, e.g. Azure's)."""
+        exc = cls(str(body.get("error", {}).get("message", "")), status=status)
+        exc.body = body
+        return exc
+
 
 @dataclass
 class Upload:
@@ -535,8 +542,13 @@ def _auth_error(request: Request, state: OpenAIEmulatorState) -> ApiError | None
     return ApiError(msg, None, "invalid_api_key", status=401)
 
 
-def _endpoint(endpoint: str):
-    """Handler for one /v1/images/* endpoint: record, delay, auth, fail_next, validate, answer."""
+def _endpoint(endpoint: str, auth=None, admit=None):
+    """Handler for one /v1/images/* endpoint: record, delay, auth, fail_next, validate, answer.
+    Another vendor serving this API in its own way (simulators/azure_openai.py) passes `auth`
+    (request, state -> ApiError | None) and `admit` (request, state, fields -> None, may rewrite
+    the fields or raise ApiError), which runs before the fields are validated."""
+    auth = auth or _auth_error
+
     async def handler(request: Request) -> Response:
         state: OpenAIEmulatorState = request.app.state.emulator
         rid, kind, fields, parse_error = "req_" + secrets.token_hex(16), endpoint, {}, None
@@ -551,13 +563,15 @@ def _endpoint(endpoint: str):
                 if await request.is_disconnected():
                     return Response(status_code=499)
                 await asyncio.sleep(min(left, 0.05))
-            if err := _auth_error(request, state):
+            if err := auth(request, state):
                 raise err
             if state.failures:
                 status, body, extra = state.failures.popleft()
                 return _json(body, rid, status, extra)
             if parse_error:
                 raise parse_error
+            if admit is not None:
+                admit(request, state, fields)
             p = validate(kind, fields, state.today)
             needle = state.refuse_prompts_containing
             if needle and needle.lower() in p.get("prompt", "").lower():

@@ -46,7 +46,9 @@ VENDOR_PROVIDERS = {"openai": "openai", "bfl": "bfl", "black-forest-labs": "bfl"
                     "qwen": "dashscope", "alibaba": "dashscope", "dashscope": "dashscope",
                     "qianfan": "qianfan", "baidu": "qianfan", "google": "google",
                     "midjourney": "midjourney", "sandbox": "sandbox", "comfyui": "comfyui",
-                    "automatic1111": "automatic1111", "a1111": "automatic1111"}
+                    "automatic1111": "automatic1111", "a1111": "automatic1111", "azure": "azure-openai",
+                    "azure-openai": "azure-openai", "vertex": "vertex", "vertex-ai": "vertex", "bedrock": "bedrock",
+                    "aws": "bedrock", "amazon": "bedrock"}
 
 
 def render_error(exc: GatewayError) -> Response:
