@@ -130,6 +130,8 @@ IGNORED_CONFIG = {"temperature", "topP", "topK", "maxOutputTokens", "stopSequenc
 """Sampling settings of a text model: an image model has none of them, so they change nothing."""
 PART = {"text", "inlineData", "fileData", "thought", "thoughtSignature"}
 RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "1:4", "4:1", "1:8", "8:1")
+URL_SAFE = str.maketrans("-_", "+/")
+"""Protobuf's JSON takes either base64 alphabet, and google-genai sends bytes in the URL-safe one."""
 TIERS = {"1K": 1024 * 1024, "2K": 2048 * 2048, "4K": 4096 * 4096}
 
 
@@ -261,7 +263,7 @@ async def parse(model: str, body: dict, fetcher) -> tuple[ImageRequest, dict]:
     images = []
     for kind, value, field in source.images if source else []:  # base64 is never taken for a URL
         images.append(await fetcher.image(value, field) if kind == "url"
-                      else await load_image(await decode_inline(value, field), field))
+                      else await load_image(await decode_inline(value.translate(URL_SAFE), field), field))
     req = ImageRequest(
         operation=Operation.EDIT if images else Operation.GENERATE, model=model.removeprefix("models/"),
         prompt=prompt, images=images, size=_size(image_config), delivery=Delivery.B64,
