@@ -49,7 +49,7 @@ def vendors(make_module_gateway):
             {"name": "google", "provider": "google", "base_url": google_base, "api_key": google.api_key,
              "models": ["gemini-2.5-flash-image", "gemini-3-pro-image-preview"]},
             {"name": "bfl", "provider": "bfl", "base_url": bfl_base, "api_key": bfl.api_key, "models": ["flux-2-pro"]},
-            openai_channel(openai_base)])
+            openai_channel(openai_base)], fetch_allow_hosts=["127.0.0.1"])
         yield gateway, google, bfl, openai
 
 
@@ -114,6 +114,24 @@ def test_snake_case_bodies_and_both_image_config_fields(vendors):
     assert gateway.log_row(resp.json()["responseId"])["operation"] == "edit"
 
 
+@pytest.mark.long(6)
+def test_file_data_parts_are_fetched_under_the_fetchers_guard(vendors):
+    gateway = vendors[0]
+    with gateway.http() as http:
+        url = http.post("/v1/images/generations", json={"model": "sandbox-image", "prompt": "a fox", "size": "96x64",
+                                                        "response_format": "url"}).json()["data"][0]["url"]
+    with gateway.http(headers={"x-goog-api-key": ADMIN_KEY}) as http:
+        def edit(uri: str) -> httpx.Response:
+            return http.post(GEN.format("sandbox-image"), json={"contents": [{"parts": [
+                {"text": "paint it blue"}, {"fileData": {"mimeType": "image/png", "fileUri": uri}}]}]})
+        made = edit(url)
+        assert made.status_code == 200, made.text
+        assert gateway.log_row(made.json()["responseId"])["operation"] == "edit"
+        for uri in ("http://10.1.2.3/fox.png", "gs://bucket/fox.png"):
+            refused = edit(uri).json()["error"]
+            assert refused["code"] == 400 and "contents[0].parts[1].fileData.fileUri" in refused["message"], refused
+
+
 def test_multi_turn_edits_the_image_the_model_answered_last(vendors):
     gateway, google = vendors[0], vendors[1]
     google.requests.clear()
@@ -156,6 +174,7 @@ def test_reaches_flux_and_gpt_image_through_their_vendors(vendors):
     assert gpt.usage_metadata.candidates_token_count > 0  # OpenAI's usage, in Gemini's words
 
 
+@pytest.mark.long(6)
 def test_a_vendor_refusal_is_a_candidate_with_image_safety_and_costs_nothing(vendors):
     gateway = vendors[0]
     gateway.set_price("gemini-2.5-flash-image", "0.04")
@@ -217,6 +236,7 @@ def test_sdk_raises_client_errors_with_googles_status(vendors):
     assert missing.status_code == 401 and missing.json()["error"]["status"] == "UNAUTHENTICATED"
 
 
+@pytest.mark.long(10)
 def test_a_paying_key_is_charged_once_and_told_the_cost(make_gateway):
     gateway = make_gateway()
     gateway.set_price("sandbox-image", "0.25")
