@@ -76,7 +76,8 @@ TYPE = "type.googleapis.com/google.rpc."
 def render_error(exc: GatewayError) -> Response:
     field = FIELDS.get(exc.field or "", exc.field)
     message = exc.message
-    if field and exc.status == 400 and field not in message:  # as Google names it: "* Request.field: why"
+    if field and exc.status == 400 and field.split(".")[0].split("[")[0] in TOP and field not in message:
+        # as Google names a field of the body: "* GenerateContentRequest.<field>: why"
         message = f"* GenerateContentRequest.{field}: {message}"
     details: list[dict] = [{"@type": TYPE + "ErrorInfo", "reason": exc.code.upper(), "domain": "pixelgate"}]
     if field:
@@ -120,6 +121,7 @@ def route(method: str, path: str, api: APIRouter = router, v1: APIRouter | None 
         (v1 or api).add_api_route("/v1" + path, endpoint, methods=[method], include_in_schema=False)
         return endpoint
     return register
+
 
 TOP = {"contents", "generationConfig", "systemInstruction"}
 IGNORED_TOP = {"safetySettings"}
