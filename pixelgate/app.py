@@ -41,6 +41,7 @@ from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
 from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
+from pixelgate.surfaces import gemini
 from pixelgate.surfaces import _openapi
 from pixelgate.surfaces._limits import AuthFailures, BodyLimit
 
@@ -153,12 +154,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog, currency=settings.currency)  # outermost: it sees the 413s too
+    app.include_router(gemini.v1_models_router)  # before OpenAI's /v1/models: Gemini clients only
     app.include_router(openai_images.router)
     app.include_router(openai_images.models_router)
     app.include_router(predictions.router)
     app.include_router(replicate.router)
     app.include_router(midjourney.router)
     app.include_router(ideogram.router)
+    app.include_router(gemini.router)
+    app.include_router(gemini.models_router)
     app.include_router(files.router)
     app.include_router(admin.router)
     app.include_router(admin.metrics_router)

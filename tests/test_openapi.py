@@ -20,7 +20,8 @@ ERROR_SHAPES = {"OpenAI Images": ("OpenAIError", "application/json"),
                 "Admin": ("OpenAIError", "application/json"),
                 "Replicate": ("ReplicateProblem", "application/problem+json"),
                 "Ideogram": ("IdeogramError", "application/json"),
-                "Midjourney": ("MidjourneyResult", "application/json")}
+                "Midjourney": ("MidjourneyResult", "application/json"),
+                "Gemini": ("GeminiError", "application/json")}
 """Each API's error model and media type."""
 REAL_422 = {"Replicate", "Ideogram"}
 """The APIs that answer 422 themselves (Replicate: invalid input; Ideogram: a safety refusal)."""
@@ -180,6 +181,22 @@ def test_real_answers_of_every_surface_conform_to_the_document(simulated):
     user.post("/mj/task/list-by-condition", json={"ids": [submitted["result"], "no-such-task"]})
     anonymous.get("/mj/task/queue")
 
+    # Gemini
+    gen, stream = "/v1beta/models/sandbox-image:generateContent", "/v1beta/models/sandbox-image:streamGenerateContent"
+    contents = {"contents": [{"parts": [{"text": "a fox"}]}]}
+    user.post(gen, json=contents)
+    user.post(gen, json={**contents, "generationConfig": {"imageConfig": {"aspectRatio": "7:3"}}})
+    user.post("/v1beta/models/no-such-model:generateContent", json=contents)
+    anonymous.post(gen, json=contents)
+    user.post(stream, json=contents)
+    user.post(stream + "?alt=sse", json=contents)
+    operation = user.post(gen, headers={"Prefer": "respond-async"}, json=contents).json()
+    user.get(f"/v1beta/{operation['name']}")
+    user.get("/v1beta/operations/no-such-task")
+    for path in ("/v1beta/models", "/v1beta/models?pageSize=0", "/v1beta/models/sandbox-image",
+                 "/v1beta/models/no-such-model"):
+        user.get(path)
+
     # Admin
     key = admin.post("/admin/keys", json={"name": "docs"}).json()
     admin.get(f"/admin/keys/{key['id']}")
@@ -218,6 +235,7 @@ def test_real_answers_of_every_surface_conform_to_the_document(simulated):
     assert {("Files", 200), ("Files", 403), ("Files", 404), ("Predictions", 201), ("Predictions", 404),
             ("Replicate", 201), ("Replicate", 422), ("Replicate", 404), ("Replicate", 401), ("Ideogram", 200),
             ("Ideogram", 400), ("Ideogram", 401), ("Midjourney", 200), ("Midjourney", 401), ("Midjourney", 404),
+            ("Gemini", 200), ("Gemini", 202), ("Gemini", 400), ("Gemini", 401), ("Gemini", 404),
             ("Admin", 201), ("Admin", 204), ("Admin", 400), ("Admin", 403), ("Admin", 404),
             ("Health", 200)} <= seen, seen
 

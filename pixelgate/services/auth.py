@@ -65,13 +65,14 @@ def new_key() -> str:
 
 def token_from_headers(headers: Mapping[str, str]) -> str | None:
     """The key, from whichever header the client's SDK uses: `Authorization: Bearer` (OpenAI,
-    predictions, Replicate), `Api-Key` (Ideogram) or `mj-api-secret` (midjourney-proxy)."""
+    predictions, Replicate), `Api-Key` (Ideogram), `mj-api-secret` (midjourney-proxy) or
+    `x-goog-api-key` (Gemini)."""
     auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return headers.get("api-key") or headers.get("mj-api-secret") or None
+    return headers.get("api-key") or headers.get("mj-api-secret") or headers.get("x-goog-api-key") or None
 
 
 def key_view(row: ApiKey) -> dict:

@@ -307,3 +307,55 @@ class AdminTask(Open):
 class Health(Open):
     status: Literal["ok"]
     version: str
+
+
+# ---- Gemini ----
+
+class GeminiErrorDetail(Open):
+    code: int
+    message: str = Field(description="Names the field at fault: `* GenerateContentRequest.<field>: ...`")
+    status: str = Field(description="INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, "
+                                    "RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED...")
+    details: list[dict[str, Any]] = Field(description="google.rpc ErrorInfo (reason), BadRequest "
+                                                      "(fieldViolations), RetryInfo (retryDelay)")
+
+
+class GeminiError(BaseModel):
+    """Google's error shape (google.rpc.Status)."""
+
+    error: GeminiErrorDetail
+
+
+class GeminiCandidate(Open):
+    content: dict[str, Any] = Field(description='{"role": "model", "parts": [{"text"}?, {"inlineData": '
+                                                '{"mimeType", "data"}}]}')
+    finishReason: str = Field(description="STOP; IMAGE_SAFETY when the vendor refused (no parts)")
+    index: int
+
+
+class GeminiResponse(Open):
+    candidates: list[GeminiCandidate]
+    usageMetadata: dict[str, Any]
+    modelVersion: str
+    responseId: str
+
+
+class GeminiOperation(Open):
+    """A google.longrunning Operation: `done`, then `response` (GeminiResponse) or `error`."""
+
+    name: str
+    done: bool
+    metadata: dict[str, Any]
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class GeminiModel(Open):
+    name: str = Field(description="models/<id>")
+    displayName: str
+    supportedGenerationMethods: list[str]
+
+
+class GeminiModelList(Open):
+    models: list[GeminiModel]
+    nextPageToken: str | None = None

@@ -31,9 +31,11 @@ from pixelgate.surfaces._answers import Health
 
 SECURITY = {"bearer": {"type": "http", "scheme": "bearer",
                        "description": "The gateway key (pg-...). Ideogram's routes also take `Api-Key`, "
-                                      "midjourney-proxy's `mj-api-secret`."},
+                                      "midjourney-proxy's `mj-api-secret`, Gemini's `x-goog-api-key` "
+                                      "or `?key=`."},
             "apiKey": {"type": "apiKey", "in": "header", "name": "Api-Key"},
-            "mjApiSecret": {"type": "apiKey", "in": "header", "name": "mj-api-secret"}}
+            "mjApiSecret": {"type": "apiKey", "in": "header", "name": "mj-api-secret"},
+            "googApiKey": {"type": "apiKey", "in": "header", "name": "x-goog-api-key"}}
 BINARY = {"type": "string", "format": "binary"}
 ASSETS = Path(__file__).parent / "apidocs"
 
@@ -50,6 +52,10 @@ TAGS = [
     {"name": "Midjourney", "description": "The midjourney-proxy API, also under /mj-fast, /mj-turbo and "
                                           "/mj-relax. Outcomes are HTTP 200 with a result `code`; only a "
                                           "missing key (401) and an unknown task (404) are not."},
+    {"name": "Gemini", "description": "Gemini's own API (generateContent; google-genai works with base_url set "
+                                      "here) in front of every image model. Errors: `{\"error\": {code, message, "
+                                      "status, details}}`, the field named in the message and in a BadRequest "
+                                      "fieldViolation."},
     {"name": "Files", "description": "Images in the gateway's storage, by signed link."},
     {"name": "Admin", "description": "Keys, channels, accounts, prices, usage and the request log (admin keys "
                                      "only). Errors in OpenAI's shape."},
@@ -148,13 +154,13 @@ def install(app: FastAPI) -> None:
 
 def build(app: FastAPI) -> dict:
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes, tags=TAGS,
-                      description="Image generation behind the OpenAI, Replicate, predictions, Ideogram and "
-                                  "midjourney-proxy APIs. Each API answers errors in its own shape; none "
+                      description="Image generation behind the OpenAI, Replicate, predictions, Ideogram, "
+                                  "midjourney-proxy and Gemini APIs. Each API answers errors in its own shape; none "
                                   "answers FastAPI's 422 (invalid input is a 400 naming the field).")
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     components["securitySchemes"] = SECURITY
-    doc["security"] = [{"bearer": []}, {"apiKey": []}, {"mjApiSecret": []}]
+    doc["security"] = [{"bearer": []}, {"apiKey": []}, {"mjApiSecret": []}, {"googApiKey": []}]
     paths = doc["paths"]
     for item in paths.values():
         for operation in item.values():
@@ -221,7 +227,7 @@ def _form(properties: dict, required: list[str] | tuple = ()) -> dict:
 
 def _bodies(schemas: dict) -> dict[tuple[str, str], dict]:
     from pixelgate.config import ChannelConfig
-    from pixelgate.surfaces import admin, ideogram, midjourney, predictions
+    from pixelgate.surfaces import admin, gemini, ideogram, midjourney, predictions
     from pixelgate.surfaces.openai_images import FormFields, ImageFields
 
     fields = _model(ImageFields, schemas)
@@ -244,6 +250,8 @@ def _bodies(schemas: dict) -> dict[tuple[str, str], dict]:
             "type": "object", "properties": {**prediction["properties"], "webhook_completed": {"type": "string"},
                                              "webhook_events_filter": {"type": "array", "items": {"type": "string"}},
                                              "stream": {"type": "boolean"}}, "required": ["input"]}),
+        ("/v1beta/models/{model}:generateContent", "post"): _json(gemini.REQUEST_SCHEMA),
+        ("/v1beta/models/{model}:streamGenerateContent", "post"): _json(gemini.REQUEST_SCHEMA),
         ("/mj/task/list-by-condition", "post"): _json({"type": "object", "properties": {
             "ids": {"type": "array", "items": {"type": "string"}}}}),
         ("/admin/keys", "post"): _json(_model(admin.KeyCreate, schemas)),
