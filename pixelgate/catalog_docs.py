@@ -12,7 +12,7 @@ from pixelgate.domain.prices import describe
 
 _VENDORS = {"openai": "OpenAI", "google": "Google", "bfl": "Black Forest Labs", "ideogram": "Ideogram",
             "ark": "Volcengine Ark", "dashscope": "Alibaba DashScope", "qianfan": "Baidu Qianfan",
-            "midjourney": "Midjourney", "pixelgate": "pixelgate"}
+            "midjourney": "Midjourney", "stability": "Stability AI", "pixelgate": "pixelgate"}
 
 
 def _names(entry: ModelEntry) -> str:

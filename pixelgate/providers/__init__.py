@@ -12,7 +12,8 @@ from pixelgate.providers.midjourney import Midjourney
 from pixelgate.providers.openai import OpenAI, OpenAICompatible
 from pixelgate.providers.qianfan import Qianfan
 from pixelgate.providers.sandbox import Sandbox
+from pixelgate.providers.stability import Stability
 
 REGISTRY: dict[str, Provider] = {p.name: p for p in (
     Sandbox(), OpenAI(), OpenAICompatible(), BlackForestLabs(), Ideogram(), Ark(), DashScope(),
-    Qianfan(), Google(), Midjourney())}
+    Qianfan(), Google(), Midjourney(), Stability())}

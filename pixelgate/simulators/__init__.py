@@ -39,6 +39,7 @@ VENDORS = (
     Vendor("qianfan", "qianfan", "QianfanEmulatorState", "/v2", "bce-v3/ALTAK-emulator/0123456789abcdef"),
     Vendor("google", "google", "GoogleEmulatorState", "/v1beta", "AIza-emulator-key"),
     Vendor("midjourney", "midjourney", "MidjourneyEmulatorState", "", "mj-emulator-secret"),
+    Vendor("stability", "stability", "StabilityEmulatorState", "", "sk-stability-emulator"),
 )
 
 

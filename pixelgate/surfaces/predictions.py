@@ -45,7 +45,8 @@ VENDOR_PROVIDERS = {"openai": "openai", "bfl": "bfl", "black-forest-labs": "bfl"
                     "ideogram-ai": "ideogram", "doubao": "ark", "bytedance": "ark", "volcengine": "ark",
                     "qwen": "dashscope", "alibaba": "dashscope", "dashscope": "dashscope",
                     "qianfan": "qianfan", "baidu": "qianfan", "google": "google",
-                    "midjourney": "midjourney", "sandbox": "sandbox"}
+                    "midjourney": "midjourney", "sandbox": "sandbox", "stability": "stability",
+                    "stability-ai": "stability", "stabilityai": "stability"}
 
 
 def render_error(exc: GatewayError) -> Response:
