@@ -157,6 +157,8 @@ async def _form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]:
             raise _bad(f"{name}: given more than once")
         if isinstance(value, UploadFile):
             files[name] = await value.read()
+            if name == "none" and not files[name]:  # Stability's own examples send it to force multipart
+                del files[name]
         else:
             fields[name] = value
     return fields, files
