@@ -156,11 +156,13 @@ async def _form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]:
         if name in fields or name in files:
             raise _bad(f"{name}: given more than once")
         if isinstance(value, UploadFile):
-            files[name] = await value.read()
-            if name == "none" and not files[name]:  # Stability's own examples send it to force multipart
-                del files[name]
-        else:
-            fields[name] = value
+            value = files[name] = await value.read()
+        if name == "none" and not value:  # Stability's own examples send an empty one to force multipart
+            files.pop(name, None)
+            continue
+        if isinstance(value, bytes):
+            continue
+        fields[name] = value
     return fields, files
 
 

@@ -113,7 +113,10 @@ def fields_of(route: str) -> tuple[dict[str, Any], set[str]]:
 
 def _check(body: Body, route: str) -> dict[str, Any]:
     spec, required = fields_of(route)
-    body.files.pop("none", None)  # Stability's own examples send an empty `none` file to force multipart
+    # Stability's own examples send an empty `none` part to force multipart
+    body.files.pop("none", None)
+    if body.fields.get("none") == "":
+        del body.fields["none"]
     for name in [*body.fields, *body.files]:
         if name not in spec:
             raise InvalidRequest(f"{name}: unknown field for {route}", field=name, code="unknown_parameter")
