@@ -73,12 +73,18 @@ def render_error(exc: GatewayError) -> Response:
 router = APIRouter(route_class=surface_route("stability", render_error), tags=["Stability"])
 ERRORS = Errors(StabilityError, notes={403: "The key may not use the model, or Stability's content moderation "
                                             "refused the prompt or filtered the image (name content_moderation)"})
-IMAGE = {200: {"description": "The image: its bytes (Accept: image/*, headers finish-reason and seed) or JSON",
-               "content": {"image/*": {"schema": BINARY},
-                           "application/json": {"schema": {"$ref": "#/components/schemas/StabilityImage"}}}}}
-ok(StabilityImage)  # registers the model for the reference above
-ANSWERS = {**IMAGE, **ok(StabilityJob, description="Accepted: poll /stability/v2beta/results/{id} "
-                                                   "(the creative upscale, or Prefer: respond-async)")}
+
+
+def _image_answer(json_body: Any) -> dict[int, dict]:
+    """200: the image's bytes (Accept: image/*, headers finish-reason and seed), or JSON."""
+    json_schema = ok(json_body)[200]["content"]["application/json"]
+    return {200: {"description": "The image: its bytes (Accept: image/*), or JSON (Accept: application/json)",
+                  "content": {**{f"image/{fmt}": {"schema": BINARY} for fmt in ("png", "jpeg", "webp")},
+                              "application/json": json_schema}}}
+
+
+# A generating route answers JSON {"id"} when asked to answer at once (or for the creative upscale).
+ANSWERS = _image_answer((StabilityImage, StabilityJob))
 ANSWERS_OF = {**ANSWERS, **ERRORS(*GENERATING)}
 
 
@@ -255,7 +261,7 @@ for _name, _summary in (("generate/ultra", "Stable Image Ultra"), ("generate/cor
 
 
 @router.get("/stability/v2beta/results/{job_id}", summary="The result of an asynchronous request",
-            responses={**IMAGE, **ok(StabilityInProgress, 202, "Still running"), **ERRORS(401, 404, 502, 503, 504)})
+            responses={**_image_answer(StabilityImage), **ok(StabilityInProgress, 202, "Still running"), **ERRORS(401, 404, 502, 503, 504)})
 async def result(job_id: str, request: Request, tasks: TasksDep, storage: StorageDep) -> Response:
     ctx = await _authenticate(request)
     accept = _accept(request)
