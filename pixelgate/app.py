@@ -42,6 +42,7 @@ from pixelgate.services.webhooks import WebhookSender
 from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
 from pixelgate.surfaces import gemini
+from pixelgate.surfaces import stability
 from pixelgate.surfaces import _openapi
 from pixelgate.surfaces._limits import AuthFailures, BodyLimit
 
@@ -163,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ideogram.router)
     app.include_router(gemini.router)
     app.include_router(gemini.models_router)
+    app.include_router(stability.router)
     app.include_router(files.router)
     app.include_router(admin.router)
     app.include_router(admin.metrics_router)

@@ -12,7 +12,8 @@ from pixelgate.domain.prices import describe
 
 _VENDORS = {"openai": "OpenAI", "google": "Google", "bfl": "Black Forest Labs", "ideogram": "Ideogram",
             "ark": "Volcengine Ark", "dashscope": "Alibaba DashScope", "qianfan": "Baidu Qianfan",
-            "midjourney": "Midjourney", "pixelgate": "pixelgate", "bedrock": "AWS Bedrock"}
+            "midjourney": "Midjourney", "stability": "Stability AI", "pixelgate": "pixelgate",
+            "bedrock": "AWS Bedrock"}
 
 
 def _names(entry: ModelEntry) -> str:

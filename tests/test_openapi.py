@@ -20,6 +20,7 @@ ERROR_SHAPES = {"OpenAI Images": ("OpenAIError", "application/json"),
                 "Admin": ("OpenAIError", "application/json"),
                 "Replicate": ("ReplicateProblem", "application/problem+json"),
                 "Ideogram": ("IdeogramError", "application/json"),
+                "Stability": ("StabilityError", "application/json"),
                 "Midjourney": ("MidjourneyResult", "application/json"),
                 "Gemini": ("GeminiError", "application/json")}
 """Each API's error model and media type."""
@@ -172,6 +173,18 @@ def test_real_answers_of_every_surface_conform_to_the_document(simulated):
     anonymous.post("/ideogram/v1/ideogram-v3/generate", files={"prompt": (None, "a lighthouse")})
     user.post("/ideogram/describe", files={"image_file": ("a.png", png(64, 64))})
 
+    # Stability
+    stability = "/stability/v2beta/stable-image/"
+    user.post(stability + "generate/core", files={"none": ""}, data={"prompt": "a fox"})
+    user.post(stability + "generate/core", headers={"accept": "application/json"}, files={"none": ""},
+              data={"prompt": "a fox"})
+    user.post(stability + "generate/core", files={"none": ""}, data={"prompt": "a fox", "aspect_ratio": "4:3"})
+    user.post(stability + "generate/core", files={"none": ""}, data={"prompt": "a forbidden fox"})
+    anonymous.post(stability + "generate/core", files={"none": ""}, data={"prompt": "a fox"})
+    job = user.post(stability + "upscale/creative", files={"image": ("a.png", png(64, 64))}, data={"prompt": "x"})
+    user.get(f"/stability/v2beta/results/{job.json()['id']}")
+    user.get("/stability/v2beta/results/no-such-job")
+
     # Midjourney
     submitted = user.post("/mj/submit/imagine", json={"prompt": "a castle"}).json()
     user.post("/mj/submit/imagine", json={"prompt": "a castle --ar wide"})
@@ -234,7 +247,8 @@ def test_real_answers_of_every_surface_conform_to_the_document(simulated):
     assert {("OpenAI Images", s) for s in (200, 400, 401, 404, 429, 502)} <= seen, seen
     assert {("Files", 200), ("Files", 403), ("Files", 404), ("Predictions", 201), ("Predictions", 404),
             ("Replicate", 201), ("Replicate", 422), ("Replicate", 404), ("Replicate", 401), ("Ideogram", 200),
-            ("Ideogram", 400), ("Ideogram", 401), ("Midjourney", 200), ("Midjourney", 401), ("Midjourney", 404),
+            ("Ideogram", 400), ("Ideogram", 401), ("Stability", 200), ("Stability", 202), ("Stability", 400),
+            ("Stability", 401), ("Stability", 403), ("Stability", 404), ("Midjourney", 200), ("Midjourney", 401), ("Midjourney", 404),
             ("Gemini", 200), ("Gemini", 202), ("Gemini", 400), ("Gemini", 401), ("Gemini", 404),
             ("Admin", 201), ("Admin", 204), ("Admin", 400), ("Admin", 403), ("Admin", 404),
             ("Health", 200)} <= seen, seen

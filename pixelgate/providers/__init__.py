@@ -16,8 +16,9 @@ from pixelgate.providers.midjourney import Midjourney
 from pixelgate.providers.openai import OpenAI, OpenAICompatible
 from pixelgate.providers.qianfan import Qianfan
 from pixelgate.providers.sandbox import Sandbox
+from pixelgate.providers.stability import Stability
 from pixelgate.providers.vertex import Vertex
 
 REGISTRY: dict[str, Provider] = {p.name: p for p in (
     Sandbox(), OpenAI(), OpenAICompatible(), BlackForestLabs(), Ideogram(), Ark(), DashScope(),
-    Qianfan(), Google(), Midjourney(), ComfyUI(), Automatic1111(), AzureOpenAI(), Vertex(), Bedrock())}
+    Qianfan(), Google(), Midjourney(), Stability(), ComfyUI(), Automatic1111(), AzureOpenAI(), Vertex(), Bedrock())}

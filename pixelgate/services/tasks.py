@@ -624,7 +624,9 @@ def _answer(meta: dict) -> dict:
 
 
 def _stored(image) -> dict:
-    return {"id": image.id, "format": image.format, "revised_prompt": image.revised_prompt}
+    seed = image.details.get("seed")  # Stability's results answer it (a header)
+    return {"id": image.id, "format": image.format, "revised_prompt": image.revised_prompt,
+            **({"seed": seed} if isinstance(seed, int) else {})}
 
 
 def _output(jobs: list[dict]) -> list[dict]:

@@ -56,6 +56,7 @@ VENDORS = (
     Vendor("vertex", "vertex", "VertexEmulatorState", "", "", options={"project": "emulator-project"}),
     Vendor("bedrock", "bedrock", "BedrockEmulatorState", "",
            "AKIAEMULATOR00000000:emulator-secret-access-key", options={"region": "us-east-1"}),
+    Vendor("stability", "stability", "StabilityEmulatorState", "", "sk-stability-emulator"),
 )
 
 

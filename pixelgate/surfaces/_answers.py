@@ -359,3 +359,29 @@ class GeminiModel(Open):
 class GeminiModelList(Open):
     models: list[GeminiModel]
     nextPageToken: str | None = None
+
+class StabilityError(BaseModel):
+    """Stability AI's error shape: `errors` name the field (`"<field>: <message>"`)."""
+
+    id: str
+    name: str
+    errors: list[str]
+
+
+class StabilityImage(Open):
+    """An image as JSON (`Accept: application/json`); with `Accept: image/*` the bytes themselves."""
+
+    image: str
+    finish_reason: str
+    seed: int
+
+
+class StabilityJob(Open):
+    """An accepted asynchronous request (the creative upscale, or `Prefer: respond-async`)."""
+
+    id: str
+
+
+class StabilityInProgress(Open):
+    id: str
+    status: str

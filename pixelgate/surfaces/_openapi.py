@@ -56,6 +56,10 @@ TAGS = [
                                       "here) in front of every image model. Errors: `{\"error\": {code, message, "
                                       "status, details}}`, the field named in the message and in a BadRequest "
                                       "fieldViolation."},
+    {"name": "Stability", "description": "Stability AI's v2beta Stable Image API (generate, edit, upscale, "
+                                         "results), the gateway key as Bearer. Answers the image's bytes "
+                                         "(`Accept: image/*`) or JSON. Errors: `{\"id\", \"name\", "
+                                         "\"errors\": [\"<field>: <message>\"]}`."},
     {"name": "Files", "description": "Images in the gateway's storage, by signed link."},
     {"name": "Admin", "description": "Keys, channels, accounts, prices, usage and the request log (admin keys "
                                      "only). Errors in OpenAI's shape."},
@@ -291,7 +295,8 @@ def _bodies(schemas: dict) -> dict[tuple[str, str], dict]:
                 body = _json({"type": "object", "properties": {"image_request": request},
                               "required": ["image_request"]})
         bodies[(f"/ideogram/{legacy_paths[op]}", "post")] = body
-    return bodies
+    from pixelgate.surfaces import stability
+    return {**bodies, **stability.request_bodies()}
 
 
 def _field(kind: Any, ideogram: Any, json_value: bool = False) -> dict:

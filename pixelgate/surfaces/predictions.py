@@ -45,7 +45,8 @@ VENDOR_PROVIDERS = {"openai": "openai", "bfl": "bfl", "black-forest-labs": "bfl"
                     "ideogram-ai": "ideogram", "doubao": "ark", "bytedance": "ark", "volcengine": "ark",
                     "qwen": "dashscope", "alibaba": "dashscope", "dashscope": "dashscope",
                     "qianfan": "qianfan", "baidu": "qianfan", "google": "google",
-                    "midjourney": "midjourney", "sandbox": "sandbox", "comfyui": "comfyui",
+                    "midjourney": "midjourney", "sandbox": "sandbox", "stability": "stability",
+                    "stability-ai": "stability", "stabilityai": "stability", "comfyui": "comfyui",
                     "automatic1111": "automatic1111", "a1111": "automatic1111", "azure": "azure-openai",
                     "azure-openai": "azure-openai", "vertex": "vertex", "vertex-ai": "vertex", "bedrock": "bedrock",
                     "aws": "bedrock", "amazon": "bedrock"}
