@@ -39,6 +39,7 @@ from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
 from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
+from pixelgate.surfaces import chat, responses
 from pixelgate.surfaces import _openapi
 from pixelgate.surfaces._limits import AuthFailures, BodyLimit
 
@@ -157,6 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(midjourney.router)
     app.include_router(ideogram.router)
     app.include_router(files.router)
+    app.include_router(chat.router)
+    app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(admin.metrics_router)
     app.include_router(console.router)

@@ -41,6 +41,10 @@ TAGS = [
     {"name": "OpenAI Images", "description": "OpenAI's Images API (the official SDKs work with base_url set "
                                              "here), and its model list. Errors: `{\"error\": {message, type, "
                                              "param, code}}`."},
+    {"name": "Chat", "description": "Images from a chat conversation, in OpenRouter's shape (`message.images`): "
+                                   "for chat clients and SDKs. Errors in OpenAI's shape."},
+    {"name": "Responses", "description": "OpenAI's Responses API with the `image_generation` tool, or an image "
+                                        "model as `model`. Errors in OpenAI's shape."},
     {"name": "Predictions", "description": "The predictions and tasks API. Errors in OpenAI's shape, the field "
                                            "named as `input.<name>`."},
     {"name": "Replicate", "description": "Replicate's predictions API (the official client works). Errors: "
