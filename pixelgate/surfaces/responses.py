@@ -187,7 +187,7 @@ def _usage(meta: dict) -> dict:
             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
 
 
-async def _events(events: AsyncIterator, req: ImageRequest, ctx: RequestContext, envelope: dict
+def _events(events: AsyncIterator, req: ImageRequest, ctx: RequestContext, envelope: dict
                   ) -> tuple[AsyncIterator[bytes], Callable[[GatewayError], list[bytes]]]:
     """The Responses events of a stream, and those that tell its failure."""
     sequence = 0
