@@ -41,6 +41,7 @@ from pixelgate.services.engine import RequestContext
 from pixelgate.surfaces import _conversation
 from pixelgate.surfaces._answers import ChatCompletion, OpenAIError
 from pixelgate.surfaces._conversation import Made, Turn
+from pixelgate.surfaces.deps import SettingsDep
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, ok
 from pixelgate.surfaces._route import surface_route
@@ -61,7 +62,7 @@ DELIVERIES = {None: Delivery.B64, "data_url": Delivery.B64, "url": Delivery.URL}
 
 @router.post("/v1/chat/completions", summary="Images from a chat conversation (OpenRouter's shape)",
              responses=ANSWERS)
-async def completions(request: Request) -> Response:
+async def completions(request: Request, settings: SettingsDep) -> Response:
     ctx = await _authenticate(request)
     data = await _json_body(request)
     for name in IGNORED:
@@ -71,7 +72,7 @@ async def completions(request: Request) -> Response:
         raise InvalidRequest("'stream' must be true or false.", field="stream", code="invalid_type")
     req, as_url = request_of(data)
     await _conversation.apply_conversation(request, req, turns(messages), "messages")
-    markdown = request.app.state.services.settings.chat_markdown_images
+    markdown = settings.chat_markdown_images
     if stream:
         events = await _conversation.stream(request, req, ctx)
         request.state.log_deferred = True

@@ -41,6 +41,7 @@ from pixelgate.services.engine import RequestContext
 from pixelgate.surfaces import _conversation
 from pixelgate.surfaces._answers import OpenAIError, ResponseObject
 from pixelgate.surfaces._conversation import Turn
+from pixelgate.surfaces.deps import SettingsDep
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, ok
 from pixelgate.surfaces._route import surface_route
@@ -59,7 +60,7 @@ ECHOED = ("output_format", "size", "quality", "background")
 
 
 @router.post("/v1/responses", summary="Create a response (image generation)", responses=ANSWERS)
-async def create(request: Request) -> Response:
+async def create(request: Request, settings: SettingsDep) -> Response:
     ctx = await _authenticate(request)
     data = await _json_body(request)
     for name in IGNORED:
@@ -78,7 +79,7 @@ async def create(request: Request) -> Response:
     turns = input_turns(data.pop("input", None))
     tool = image_tool(data.pop("tools", None))
     fields = {**data, **{k: v for k, v in tool.items() if k not in ("type", "model")}}
-    fields["model"] = tool.get("model") or await _image_model(request, model)
+    fields["model"] = tool.get("model") or await _image_model(request, model, settings.image_tool_model)
     req = to_request(_fields(ImageFields, fields), Operation.GENERATE)
     req.delivery = Delivery.B64  # an image_generation_call's result is base64
     await _conversation.apply_conversation(request, req, turns, "input")
@@ -96,10 +97,8 @@ async def create(request: Request) -> Response:
                          "usage": _usage(made.meta)})
 
 
-async def _image_model(request: Request, model: str) -> str:
-    if await _conversation.capabilities(request, model) is not None:
-        return model
-    return request.app.state.services.settings.image_tool_model
+async def _image_model(request: Request, model: str, default: str) -> str:
+    return model if await _conversation.capabilities(request, model) is not None else default
 
 
 def image_tool(tools: Any) -> dict:
