@@ -43,6 +43,7 @@ from pixelgate import console
 from pixelgate.surfaces import admin, files, ideogram, midjourney, openai_images, predictions, replicate
 from pixelgate.surfaces import gemini
 from pixelgate.surfaces import stability
+from pixelgate.surfaces import chat, responses
 from pixelgate.surfaces import _openapi
 from pixelgate.surfaces._limits import AuthFailures, BodyLimit
 
@@ -166,6 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gemini.models_router)
     app.include_router(stability.router)
     app.include_router(files.router)
+    app.include_router(chat.router)
+    app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(admin.metrics_router)
     app.include_router(console.router)
@@ -187,7 +190,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 UNROUTED_SHAPES = (("/ideogram", ideogram.render_error), ("/mj", midjourney.render_error),
-                   ("/mj-", midjourney.render_error))
+                   ("/mj-", midjourney.render_error), ("/v1beta", gemini.render_error),
+                   ("/stability", stability.render_error))
 """Path prefixes whose API has an error shape of its own; anything else answers in OpenAI's."""
 
 

@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     API works without a vendor key. Models the built-in price table lacks cost 0 on them. For a
     first try, a demo or CI; keep one worker (a simulator's jobs live in its process)."""
 
+    chat_markdown_images: bool = True
+    """Chat completions also write each image into the message's `content` as a markdown image
+    (`![image](url)`), for chat clients that show only `content`."""
+    image_tool_model: str = "gpt-image-2"
+    """The model that makes the images of the Responses API's `image_generation` tool when the
+    tool names none and the request's own model is not an image model."""
+
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Channels tried for one request when the earlier ones failed without accepting work."""
     async_wait_seconds: float = Field(default=300, gt=0)

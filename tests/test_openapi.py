@@ -16,6 +16,8 @@ from tests.conftest import png
 
 ERROR_SHAPES = {"OpenAI Images": ("OpenAIError", "application/json"),
                 "Predictions": ("OpenAIError", "application/json"),
+                "Chat": ("OpenAIError", "application/json"),
+                "Responses": ("OpenAIError", "application/json"),
                 "Files": ("OpenAIError", "application/json"),
                 "Admin": ("OpenAIError", "application/json"),
                 "Replicate": ("ReplicateProblem", "application/problem+json"),
@@ -148,6 +150,14 @@ def test_real_answers_of_every_surface_conform_to_the_document(simulated):
     anonymous.get(urlsplit(url).path + "?exp=1&sig=forged")
     anonymous.get("/files/nothing.png")
 
+    # Chat and Responses
+    chat = {"model": "sandbox-image", "messages": [{"role": "user", "content": "a fox"}]}
+    assert user.post("/v1/chat/completions", json=chat).status_code == 200
+    user.post("/v1/chat/completions", json={**chat, "image_config": {"image_size": "9K"}})
+    anonymous.post("/v1/chat/completions", json=chat)
+    assert user.post("/v1/responses", json={"model": "sandbox-image", "input": "a fox"}).status_code == 200
+    user.post("/v1/responses", json={"model": "sandbox-image", "input": "a fox", "tools": [{"type": "web_search"}]})
+
     # predictions
     user.post("/models/sandbox/sandbox-image/predictions", json={"input": {"prompt": "a fox"}})
     task = user.post("/models/sandbox/sandbox-image/predictions", headers={"Prefer": "respond-async"},
@@ -245,6 +255,7 @@ def test_real_answers_of_every_surface_conform_to_the_document(simulated):
     assert not check.problems, "\n".join(check.problems)
     seen = set(check.seen)
     assert {("OpenAI Images", s) for s in (200, 400, 401, 404, 429, 502)} <= seen, seen
+    assert {("Chat", 200), ("Chat", 400), ("Chat", 401), ("Responses", 200), ("Responses", 400)} <= seen, seen
     assert {("Files", 200), ("Files", 403), ("Files", 404), ("Predictions", 201), ("Predictions", 404),
             ("Replicate", 201), ("Replicate", 422), ("Replicate", 404), ("Replicate", 401), ("Ideogram", 200),
             ("Ideogram", 400), ("Ideogram", 401), ("Stability", 200), ("Stability", 202), ("Stability", 400),

@@ -79,9 +79,11 @@ async def run_playground(request: Request) -> Response:
     finally:
         await ctx.finish()
     services.log_request(ctx, 201 if task is not None else status, error)
-    curl, sdk = _same_call(str(request.base_url).rstrip("/"), body, req.operation is Operation.EDIT)
+    base, edit = str(request.base_url).rstrip("/"), req.operation is Operation.EDIT
+    curl, sdk = _same_call(base, body, edit)
     return _render(request, "_playground_result.html", http_status=status, principal=principal, outcome=outcome,
-                   curl=curl, sdk=sdk, request_id=ctx.request_id, **(_task_view(task) if task else {}))
+                   curl=curl, sdk=sdk, chat=_chat_call(base, body, edit), request_id=ctx.request_id,
+                   **(_task_view(task) if task else {}))
 
 
 def _same_call(base: str, body: dict, edit: bool) -> tuple[str, str]:
@@ -96,6 +98,22 @@ def _same_call(base: str, body: dict, edit: bool) -> tuple[str, str]:
            f"result = client.images.{'edit' if edit else 'generate'}({args}, response_format=\"url\")\n"
            "print(result.data[0].url)")
     return curl, sdk
+
+
+def _chat_call(base: str, body: dict, edit: bool) -> str:
+    """The call as a chat client makes it (POST /v1/chat/completions): the prompt as the user's
+    message, an edit's image as an image_url part (a data URL the shell fills in), the other
+    fields beside the messages."""
+    fields = {k: v for k, v in body.items() if k not in ("model", "prompt")}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,<IMAGE>"}}
+    content: Any = [{"type": "text", "text": body.get("prompt", "")}, image] if edit else body.get("prompt", "")
+    chat = {"model": body.get("model"), "messages": [{"role": "user", "content": content}], **fields}
+    quoted = json.dumps(chat).replace("'", "'\\''")
+    if edit:
+        head, _, tail = quoted.rpartition("<IMAGE>")  # the image's, not the prompt's
+        quoted = head + "'\"$(base64 -w0 image.png)\"'" + tail
+    return (f"curl {base}/v1/chat/completions \\\n  -H \"Authorization: Bearer $PG_KEY\" "
+            f"-H \"Content-Type: application/json\" \\\n  -d '{quoted}'")
 
 
 def _task_view(task: Task) -> dict:

@@ -6,6 +6,7 @@ rendered back into each target's own words.
   auto                                 the model decides
   16:9, 16x9, ASPECT_16_9, --ar 16:9   an aspect ratio ("16x9" is one when it is one of Ideogram's
                                        15 ratios; any other WxH, even 7x7, is pixels)
+  16:9@2K                              an aspect ratio at a tier (OpenRouter's image_config gives both)
   RESOLUTION_1280_720                  Ideogram legacy exact pixels
 
 Nearest match (when a target cannot make the exact size): the allowed option whose aspect ratio
@@ -81,6 +82,9 @@ def parse(text: str, field: str = "size") -> Size:
         return Size()
     if value.upper() in TIER_PIXELS:
         return Size(tier=value.upper())
+    ratio, at, tier = value.partition("@")
+    if at and tier.strip().upper() in TIER_PIXELS and (m := _RATIO.match(ratio)) and int(m.group(1)) * int(m.group(2)):
+        return Size(ratio=(int(m.group(1)), int(m.group(2))), tier=tier.strip().upper())
     for pattern in (_ASPECT, _RATIO):
         if m := pattern.match(value):
             w, h = int(m.group(1)), int(m.group(2))
@@ -128,7 +132,7 @@ def describe(size: Size) -> str:
     if size.width:
         return size.wxh()
     if size.ratio:
-        return size.colon()
+        return size.colon() + (f"@{size.tier}" if size.tier else "")
     return size.tier or "auto"
 
 

@@ -262,7 +262,11 @@ class Engine:
 
     async def generate(self, req: ImageRequest, ctx: RequestContext) -> ImageResult:
         """Make the images and wait for them, whatever the vendor's own timing, and bill them."""
-        route = await self.prepare(req, ctx)
+        return await self.make(await self.prepare(req, ctx), req, ctx)
+
+    async def make(self, route: Route, req: ImageRequest, ctx: RequestContext) -> ImageResult:
+        """`generate` after `prepare`: for a caller that must know the request is accepted before
+        it waits for the images (a chat stream that answers 200 and then waits)."""
         await self.hold(req, ctx)
         try:
             result = await self.produce(route, req, ctx)

@@ -95,6 +95,74 @@ class ImageTask(Open):
     polling_url: str
 
 
+# ---- Chat completions and Responses ----
+
+class ImageURL(BaseModel):
+    url: str = Field(description="A data URL, or with image_response \"url\" a signed link")
+
+
+class ChatImage(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class ChatMessage(Open):
+    role: Literal["assistant"]
+    content: str = Field(description="The revised prompt, if any, and each image as markdown (chat_markdown_images)")
+    images: list[ChatImage]
+
+
+class ChatChoice(Open):
+    index: int
+    message: ChatMessage
+    finish_reason: Literal["stop"]
+
+
+class ChatUsage(Open):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(Open):
+    """OpenRouter's answer of an image model; with `stream: true`, chat.completion.chunk events
+    (`data: {...}`), `: keep-alive` comments, then `data: [DONE]`."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+
+
+class ImageGenerationCall(Open):
+    id: str
+    type: Literal["image_generation_call"]
+    status: Literal["completed"]
+    result: str = Field(description="The image, base64")
+    revised_prompt: str | None = None
+
+
+class ResponseUsage(Open):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class ResponseObject(Open):
+    """OpenAI's Response with image_generation_call items; with `stream: true`, the Responses
+    server-sent events (response.created ... response.completed)."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "in_progress", "queued", "failed"]
+    model: str
+    output: list[ImageGenerationCall]
+    usage: ResponseUsage | None
+
+
 class ModelInfo(Open):
     id: str
     object: Literal["model"]

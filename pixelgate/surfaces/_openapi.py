@@ -43,6 +43,10 @@ TAGS = [
     {"name": "OpenAI Images", "description": "OpenAI's Images API (the official SDKs work with base_url set "
                                              "here), and its model list. Errors: `{\"error\": {message, type, "
                                              "param, code}}`."},
+    {"name": "Chat", "description": "Images from a chat conversation, in OpenRouter's shape (`message.images`): "
+                                   "for chat clients and SDKs. Errors in OpenAI's shape."},
+    {"name": "Responses", "description": "OpenAI's Responses API with the `image_generation` tool, or an image "
+                                        "model as `model`. Errors in OpenAI's shape."},
     {"name": "Predictions", "description": "The predictions and tasks API. Errors in OpenAI's shape, the field "
                                            "named as `input.<name>`."},
     {"name": "Replicate", "description": "Replicate's predictions API (the official client works). Errors: "
@@ -256,6 +260,23 @@ def _bodies(schemas: dict) -> dict[tuple[str, str], dict]:
                                              "stream": {"type": "boolean"}}, "required": ["input"]}),
         ("/v1beta/models/{model}:generateContent", "post"): _json(gemini.REQUEST_SCHEMA),
         ("/v1beta/models/{model}:streamGenerateContent", "post"): _json(gemini.REQUEST_SCHEMA),
+        ("/v1/chat/completions", "post"): _json(_conversational(fields, "messages", {
+            "type": "array", "items": {"type": "object", "properties": {
+                "role": {"type": "string"}, "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {
+                    "type": "object", "description": "{type: text, text} or {type: image_url, image_url: {url}}"}}]},
+                "images": {"type": "array", "items": {"type": "object"}}}, "required": ["role"]}}, {
+            "image_config": {"type": "object", "properties": {"aspect_ratio": {"type": "string"},
+                                                              "image_size": {"enum": ["1K", "2K", "4K"]}}},
+            "modalities": {"type": "array", "items": {"enum": ["image", "text"]}},
+            "image_response": {"enum": ["data_url", "url"]}})),
+        ("/v1/responses", "post"): _json(_conversational(fields, "input", {"anyOf": [
+            {"type": "string"}, {"type": "array", "items": {"type": "object", "description":
+                                 "a message (role, content: text or input_text/input_image parts) or an "
+                                 "image_generation_call item"}}]}, {
+            "tools": {"type": "array", "items": {"type": "object", "properties": {
+                "type": {"enum": ["image_generation"]}, **{k: fields["properties"][k] for k in (
+                    "model", "size", "quality", "output_format", "output_compression", "background",
+                    "moderation", "input_fidelity", "partial_images")}}, "required": ["type"]}}})),
         ("/mj/task/list-by-condition", "post"): _json({"type": "object", "properties": {
             "ids": {"type": "array", "items": {"type": "string"}}}}),
         ("/admin/keys", "post"): _json(_model(admin.KeyCreate, schemas)),
@@ -297,6 +318,14 @@ def _bodies(schemas: dict) -> dict[tuple[str, str], dict]:
         bodies[(f"/ideogram/{legacy_paths[op]}", "post")] = body
     from pixelgate.surfaces import stability
     return {**bodies, **stability.request_bodies()}
+
+
+def _conversational(fields: dict, name: str, conversation: dict, own: dict) -> dict:
+    """A chat or Responses body: model, the conversation, stream, its own fields, and any field of
+    the Images API beside them (size, quality, n...)."""
+    images = {k: v for k, v in fields["properties"].items() if k not in ("prompt", "response_format", "stream")}
+    return {"type": "object", "properties": {**images, name: conversation, "stream": {"type": "boolean"}, **own},
+            "required": ["model", name]}
 
 
 def _field(kind: Any, ideogram: Any, json_value: bool = False) -> dict:

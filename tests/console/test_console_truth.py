@@ -4,8 +4,14 @@ model it can make, the playground follows tasks and offers Midjourney's buttons.
 
 from __future__ import annotations
 
+import base64
+import html
 import io
+import json
+import os
 import re
+import shutil
+import subprocess
 import time
 from decimal import Decimal
 
@@ -14,6 +20,7 @@ import pytest
 from PIL import Image
 
 from pixelgate.console.render import money, price_terms
+from tests.conftest import ADMIN_KEY
 from tests.console.test_console import csrf, sign_in
 
 
@@ -218,3 +225,23 @@ def test_disabling_your_own_key_asks_first(gateway):
     rows = {m.group(1): m.group(0) for m in re.finditer(r'<td>(\d+)</td>.*?</tr>', page, re.S)}
     own = [row for row in rows.values() if "hx-confirm" in row]
     assert len(own) == 1 and other[:8] in own[0]
+
+
+def test_the_playgrounds_chat_completion_call_runs_as_shown(gateway, tmp_path):
+    """The playground shows the same call as a chat completion; the shell runs it as printed (an
+    edit's image read from image.png) and gets an image back."""
+    if shutil.which("curl") is None or shutil.which("base64") is None:
+        pytest.skip("the example is a curl command")
+    client = sign_in(gateway)
+    Image.new("RGB", (24, 16), (10, 200, 10)).save(tmp_path / "image.png", "PNG")
+    for fields in ({"prompt": "it's a fox", "size": "32x32"}, {"prompt": "make it green"}):
+        files = {"image": ("image.png", (tmp_path / "image.png").read_bytes(), "image/png")} if "size" not in fields else None
+        shown = _playground(client, model="sandbox-image", files=files, **fields)
+        command = html.unescape(re.search(r"<h3>As a chat completion</h3><pre>(.*?)</pre>", shown.text, re.S).group(1))
+        assert command.startswith(f"curl {gateway.base_url}/v1/chat/completions")
+        ran = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PG_KEY": ADMIN_KEY})
+        answer = json.loads(ran.stdout)
+        url = answer["choices"][0]["message"]["images"][0]["image_url"]["url"]
+        made = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert made.size == ((32, 32) if "size" in fields else (24, 16)), answer  # the edit keeps the input's size

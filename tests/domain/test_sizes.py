@@ -9,13 +9,14 @@ from pixelgate.errors import InvalidRequest
     ("1024x1024", Size(1024, 1024)), ("1024*768", Size(1024, 768)), ("1280×720", Size(1280, 720)),
     ("16:9", Size(ratio=(16, 9))), ("16x9", Size(ratio=(16, 9))), ("ASPECT_3_2", Size(ratio=(3, 2))),
     ("--ar 21:9", Size(ratio=(21, 9))), ("2K", Size(tier="2K")), ("4k", Size(tier="4K")), ("auto", Size()),
-    ("RESOLUTION_1280_720", Size(1280, 720)),
+    ("RESOLUTION_1280_720", Size(1280, 720)), ("16:9@2K", Size(ratio=(16, 9), tier="2K")),
+    ("3:4 @ 1k", Size(ratio=(3, 4), tier="1K")),
 ])
 def test_every_vocabulary_parses(text, expected):
     assert sizes.parse(text) == expected
 
 
-@pytest.mark.parametrize("text", ["big", "0x100", "1024x", "16:0", "x"])
+@pytest.mark.parametrize("text", ["big", "0x100", "1024x", "16:0", "x", "16:9@8K", "0:9@2K", "@2K"])
 def test_garbage_names_the_field(text):
     with pytest.raises(InvalidRequest) as info:
         sizes.parse(text, field="aspect_ratio")
