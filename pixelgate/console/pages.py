@@ -149,8 +149,8 @@ async def login_page(request: Request) -> Response:
 @router.post("/console/login")
 async def login(request: Request) -> Response:
     """A key, checked as every API checks one: an address that keeps failing is throttled by the
-    same count of failed authentications (services.auth_failures) as the APIs, keys it proved
-    good excepted."""
+    same count of failed authentications (services.auth_failures) as the APIs; a key that
+    verifies is never throttled."""
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     expected = request.cookies.get(LOGIN_COOKIE)
     if not expected or not same(expected, form.get("csrf", "")):
@@ -160,12 +160,8 @@ async def login(request: Request) -> Response:
     token = form.get("key", "").strip()
     address = request.client.host if request.client else ""
     try:
-        if not services.keys.proven(token):
-            await services.auth_failures.check(address)
-        principal = await services.keys.authenticate(token)
+        principal = await services.keys.authenticate(token, address)  # a key that fails counts
     except GatewayError as exc:
-        if exc.status == 401:
-            await services.auth_failures.failed(address)
         response = _render(request, "login.html", http_status=exc.status, principal=None, login_csrf=expected,
                            error=exc.message)
         response.headers.update(exc.headers)

@@ -58,12 +58,22 @@ def unavailable(exc: BaseException) -> bool:
     for _ in range(8):
         if seen is None:
             return False
+        if isinstance(seen, sa_exc.OperationalError) and _our_sql(seen):
+            return False
         if (isinstance(seen, (ConnectionError, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError))
                 or getattr(seen, "connection_invalidated", False)
                 or str(getattr(seen, "sqlstate", None) or "")[:2] in _GONE_SQLSTATES):
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
     return False
+
+
+def _our_sql(exc: BaseException) -> bool:
+    """SQLite reports a missing table or a bad statement as an OperationalError too, though it
+    is the schema or our SQL that is wrong, not the database that is gone (PostgreSQL says so
+    with a ProgrammingError)."""
+    message = str(getattr(exc, "orig", None) or exc).lower()
+    return message.startswith(("no such table", "no such column")) or "syntax error" in message
 
 
 def as_unavailable(exc: BaseException) -> DatabaseUnavailable | None:
