@@ -585,7 +585,7 @@ def _loop_lag_during(gateway, action) -> float:
             worst = max(worst, loop.time() - before - 0.005)
         return worst
 
-    future = asyncio.run_coroutine_threadsafe(probe(), gateway.services.tasks._loop_task.get_loop())
+    future = asyncio.run_coroutine_threadsafe(probe(), gateway.services.tasks.worker.loop_task.get_loop())
     time.sleep(0.1)
     try:
         action()
