@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from pixelgate import __version__
 from pixelgate import logs, simulators
@@ -21,12 +18,11 @@ from pixelgate.bootstrap import bootstrap, configure_sealing, signing_secret
 from pixelgate.config import Settings, load_settings
 from pixelgate.db.session import make_engine, sessionmaker
 from pixelgate.domain.prices import Price
+from pixelgate.errors import GatewayError
 from pixelgate.services.auth import KeyStore
+from pixelgate.services.authfailures import AuthFailures
 from pixelgate.services.billing import Billing
 from pixelgate.services.engine import Engine
-from pixelgate.errors import GatewayError
-from pixelgate.services import metrics
-from pixelgate.services.engine import RequestContext
 from pixelgate.services.fetch import Fetcher
 from pixelgate.services.invalidation import Invalidation
 from pixelgate.services.ratelimit import RateLimiter
@@ -35,7 +31,8 @@ from pixelgate.services.redisconn import RedisLink
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import ChannelDirectory
 from pixelgate.services.sandbox import SandboxTransport
-from pixelgate.services.storage import ImageStore, UrlSigner, open_storage
+from pixelgate.services.shared import Services
+from pixelgate.services.storage import UrlSigner, open_storage
 from pixelgate.services.tasks import TaskService
 from pixelgate.services.transport import HttpTransport
 from pixelgate.services.webhooks import WebhookSender
@@ -45,34 +42,9 @@ from pixelgate.surfaces import gemini
 from pixelgate.surfaces import stability
 from pixelgate.surfaces import chat, responses
 from pixelgate.surfaces import _openapi
-from pixelgate.surfaces._limits import AuthFailures, BodyLimit
+from pixelgate.surfaces._limits import BodyLimit
 
 log = logging.getLogger("pixelgate")
-
-
-@dataclass
-class Services:
-    settings: Settings
-    db: AsyncEngine
-    sessions: async_sessionmaker
-    keys: KeyStore
-    directory: ChannelDirectory
-    storage: ImageStore
-    signer: UrlSigner
-    records: RecordWriter
-    http: HttpTransport
-    fetcher: Fetcher
-    engine: Engine
-    tasks: TaskService
-    invalidation: Invalidation
-    auth_failures: AuthFailures = dataclasses.field(default_factory=lambda: AuthFailures(0))
-    redis: RedisLink | None = None
-
-    def log_request(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
-        """A finished request into the request log and the metrics, from the same row."""
-        rows = ctx.rows(status, error)
-        self.records.add(*rows)
-        metrics.observe(rows[0][1])
 
 
 async def start_services(settings: Settings) -> Services:
@@ -137,6 +109,8 @@ async def stop_services(services: Services) -> None:
     await services.fetcher.close()
     await services.engine.limiter.close()
     await services.auth_failures.close()
+    if services.redis is not None:  # after every user of the shared link stopped
+        await services.redis.aclose()
     await services.db.dispose()
 
 

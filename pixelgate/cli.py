@@ -624,6 +624,7 @@ def secrets() -> None:
 def secrets_rotate(ctx: click.Context) -> None:
     """Reseal every secret under encryption_key; the old key must be in encryption_keys_previous
     until this has run (on one instance: the others open both while it runs)."""
+    from pixelgate.db import sealed
     from pixelgate.services import sealing
 
     settings = _settings(ctx)
@@ -632,7 +633,7 @@ def secrets_rotate(ctx: click.Context) -> None:
         return await sealing.reseal(ns.sessions, everything=True)
 
     changed = _run(settings, work)
-    click.echo(f"pixelgate: resealed {changed} secret(s) under key {sealing.KEYRING.primary}; "
+    click.echo(f"pixelgate: resealed {changed} secret(s) under key {sealed.KEYRING.primary}; "
                "encryption_keys_previous can now be emptied")
 
 

@@ -156,7 +156,7 @@ class Gateway:
 
     def run(self, coro, timeout: float = 30):
         """Await `coro` on the gateway's own event loop (its database pool lives there)."""
-        loop = self.services.tasks._loop_task.get_loop()
+        loop = self.services.tasks.worker.loop_task.get_loop()
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def http(self, key: str | None = ADMIN_KEY, headers: dict | None = None, **kwargs) -> httpx.Client:

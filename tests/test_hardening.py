@@ -653,7 +653,7 @@ def _loop_lag_during(gateway, action) -> float:
             worst = max(worst, loop.time() - before - 0.005)
         return worst
 
-    future = asyncio.run_coroutine_threadsafe(probe(), gateway.services.tasks._loop_task.get_loop())
+    future = asyncio.run_coroutine_threadsafe(probe(), gateway.services.tasks.worker.loop_task.get_loop())
     time.sleep(0.1)
     try:
         action()
@@ -744,12 +744,12 @@ def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monke
 
     from PIL import Image
 
-    from pixelgate.services import engine
+    from pixelgate.services import delivery
 
     big = io.BytesIO()
     Image.frombytes("RGB", (400, 400), os.urandom(400 * 400 * 3)).save(big, "PNG")  # noise: 480 KB
     big_png, small_png = big.getvalue(), png(16, 16)
-    assert len(big_png) > engine.LARGE > len(base64.b64encode(small_png))
+    assert len(big_png) > delivery.LARGE > len(base64.b64encode(small_png))
 
     async def generations(request: Request) -> Response:
         model = (await request.json())["model"]
@@ -764,15 +764,15 @@ def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monke
     coded: list[tuple[str, int, bool]] = []  # (function, input length, on the event loop)
 
     def spy(name: str):
-        real = getattr(engine.pybase64, name)
+        real = getattr(delivery.pybase64, name)
 
         def run(data, *args, **kwargs):
             coded.append((name, len(data), _on_event_loop()))
             return real(data, *args, **kwargs)
         return run
 
-    monkeypatch.setattr(engine, "pybase64", type("Spied", (), {"b64decode": staticmethod(spy("b64decode")),
-                                                               "b64encode": staticmethod(spy("b64encode"))}))
+    monkeypatch.setattr(delivery, "pybase64", type("Spied", (), {"b64decode": staticmethod(spy("b64decode")),
+                                                                 "b64encode": staticmethod(spy("b64encode"))}))
     app = Starlette(routes=[Route("/v1/images/generations", generations, methods=["POST"]),
                             Route("/big.png", image)])
     with serve(app) as base:
@@ -784,8 +784,8 @@ def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monke
                 assert resp.status_code == 200, resp.text
                 assert base64.b64decode(resp.json()["data"][0]["b64_json"]) == (
                     small_png if model == "gpt-image-1-mini" else big_png)
-    large = [(name, on_loop) for name, size, on_loop in coded if size > engine.LARGE]
-    small = [(name, on_loop) for name, size, on_loop in coded if size <= engine.LARGE]
+    large = [(name, on_loop) for name, size, on_loop in coded if size > delivery.LARGE]
+    small = [(name, on_loop) for name, size, on_loop in coded if size <= delivery.LARGE]
     assert sorted(large) == [("b64decode", False), ("b64encode", False)], coded
     assert small == [("b64decode", True)], coded
 

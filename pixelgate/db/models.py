@@ -9,7 +9,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, Integer, Numeric, String
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pixelgate.services.sealing import Sealed
+from pixelgate.db.sealed import Sealed
 
 
 def utcnow() -> datetime:
@@ -67,7 +67,7 @@ class ChannelRow(Base):
     provider: Mapped[str] = mapped_column(String(32))
     base_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     api_key: Mapped[str | None] = mapped_column(Sealed, nullable=True)
-    """Sealed at rest (services.sealing)."""
+    """Sealed at rest (db.sealed)."""
     api_key_env: Mapped[str | None] = mapped_column(String(128), nullable=True)
     models: Mapped[list] = mapped_column(JSON)
     model_map: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -113,7 +113,7 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Sealed)
-    """Sealed at rest (services.sealing): these are secrets."""
+    """Sealed at rest (db.sealed): these are secrets."""
 
 
 class Task(Base):

@@ -94,6 +94,11 @@ def sniff_format(data: bytes) -> str:
     return "png"
 
 
+def sniff_mime(data: bytes) -> str:
+    """The Content-Type a store keeps with the bytes."""
+    return MIME_BY_FORMAT[sniff_format(data)]
+
+
 def convert_format(data: bytes, fmt: str, compression: int | None = None,
                    size: tuple[int, int] | None = None) -> bytes:
     """Re-encode an image as `fmt` (png, jpeg or webp) when the vendor could not make it, scaled

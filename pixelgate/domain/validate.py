@@ -9,9 +9,9 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from pixelgate.domain import sizes
+from pixelgate.domain.capabilities import Capabilities
 from pixelgate.domain.request import FOLLOW_UPS, ImageRequest, Operation
 from pixelgate.errors import InvalidRequest
-from pixelgate.providers.base import Capabilities
 
 def supported(values) -> str:
     quoted = [f"'{v}'" for v in values]

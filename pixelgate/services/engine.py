@@ -9,109 +9,42 @@ after a timeout, which is ambiguous (the vendor may still finish and bill).
 from __future__ import annotations
 
 import asyncio
-import binascii
 import dataclasses
-import io
 import logging
-import secrets
 import time
 import weakref
-from datetime import datetime, timezone
 from decimal import Decimal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
-import pybase64
-from PIL import Image
-
 from pixelgate.config import Settings
-from pixelgate.db.models import RequestLog
-from pixelgate.domain.images import FORMATS, INLINE_DECODE_PIXELS, convert_format
-from pixelgate.domain.request import Delivery, ImageRequest, Operation
-from pixelgate.domain.result import (DeliveredImage, Finished, ImageResult, Pending, StreamPartial,
-                                     Submitted, UpstreamImage)
+from pixelgate.domain.images import INLINE_DECODE_PIXELS
+from pixelgate.domain.request import ImageRequest
+from pixelgate.domain.result import DeliveredImage, Finished, ImageResult, Pending, StreamPartial, Submitted
 from pixelgate.domain.validate import validate
 from pixelgate.domain.prices import TokenUsage, token_usage
-from pixelgate.errors import (GatewayError, ModelNotFound, NotPriced, UpstreamBadResponse, UpstreamError,
-                              UpstreamTimeout)
+from pixelgate.errors import ModelNotFound, NotPriced, UpstreamError, UpstreamTimeout
 from pixelgate.providers import REGISTRY
 from pixelgate.providers.base import Capabilities, Channel, Provider, UpstreamCall, UpstreamReply
 from pixelgate.services import lifecycle
 from pixelgate.services.auth import Principal
-from pixelgate.services.billing import Billing, Quote
+from pixelgate.services.billing import Billing
 from pixelgate.services.cloud_auth import CloudAuth
+from pixelgate.services.context import RequestContext
+from pixelgate.services.delivery import LARGE, ImageDelivery
 from pixelgate.services.ratelimit import RateLimiter, Slot
 from pixelgate.services.records import RecordWriter
 from pixelgate.services.routing import KNOWN_MODELS, ChannelDirectory, Route
-from pixelgate.services.storage import ImageStore, UrlSigner, file_name
+from pixelgate.services.storage import ImageStore, UrlSigner
 from pixelgate.services.transport import upstream_errors
 
 T = TypeVar("T")
 log = logging.getLogger("pixelgate.engine")
-PROMPT_LOGGED = 500
-"""The first characters of a prompt kept with each stored image in the request log."""
 
 
 class Transport(Protocol):
     async def send(self, call: UpstreamCall, timeout: float) -> UpstreamReply: ...
     async def stream(self, call: UpstreamCall, timeout: float) -> tuple[UpstreamReply, AsyncIterator[tuple[str, Any]]]: ...
-
-
-@dataclass(slots=True, weakref_slot=True)
-class RequestContext:
-    """What one client request did, for its log row."""
-
-    request_id: str
-    surface: str
-    base_url: str
-    principal: Principal | None = None
-    operation: str | None = None
-    model: str | None = None
-    channel: str | None = None
-    images_requested: int = 0
-    images_delivered: int = 0
-    attempts: list[dict] = field(default_factory=list)
-    stored: list[dict] = field(default_factory=list)
-    cost: Decimal | None = None
-    quote: Quote | None = None
-    held: bool = False
-    keeper: asyncio.Task | None = None
-    """Renews the hold's lease while the request runs (see Engine.hold)."""
-    replayed: bool = False
-    """An Idempotency-Key repeat: answered with the first request's task, charged nothing."""
-    answer_carries_bytes: bool = False
-    """A synchronous answer with base64 images: the gateway keeps no copy (unless keep_images
-    is `all`, and then writes it in the background instead of delaying the answer)."""
-    started: float = field(default_factory=time.perf_counter)
-    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    """Run once the request is over (a stream: once it ends): release limits and holds."""
-
-    async def finish(self) -> None:
-        while self.cleanups:
-            await self.cleanups.pop()()
-
-    def attempt(self, channel: Channel, error: GatewayError | None, since: float) -> None:
-        entry: dict[str, Any] = {"channel": channel.name, "ms": round((time.perf_counter() - since) * 1000, 1)}
-        if error is not None:
-            entry.update(error=error.code, status=error.status, message=error.message[:300])
-            if error.status >= 500:  # the vendor failed us (the message names the cause, secrets redacted)
-                log.warning("channel %s failed: %s: %s", channel.name, error.code, error.message[:300],
-                            extra={"request_id": self.request_id})
-        self.attempts.append(entry)
-
-    def rows(self, status: int, error: GatewayError | None = None) -> list[tuple[type, dict]]:
-        """The request's log row and its stored images' rows, as plain values for a bulk insert."""
-        now = datetime.now(timezone.utc)
-        log = dict(
-            id=self.request_id, key_id=self.principal.key_id if self.principal else None,
-            surface=self.surface, operation=self.operation, model=self.model, channel=self.channel,
-            status=status, error_code=error.code if error else None,
-            error=error.message[:2000] if error else None, images_requested=self.images_requested,
-            images_delivered=self.images_delivered,
-            latency_ms=round((time.perf_counter() - self.started) * 1000, 2), attempts=self.attempts, cost=self.cost,
-            created_at=now)
-        log["images"] = self.stored or None
-        return [(RequestLog, log)]
 
 
 @dataclass(slots=True)
@@ -134,6 +67,7 @@ class Engine:
         self.transports = transports
         self.cloud_auth = CloudAuth(transports.get("http"))
         """Tokens and signatures for the providers that declare `credentials`."""
+        self.delivery = ImageDelivery(storage, signer, directory, transports, settings)
 
     async def route_for(self, req: ImageRequest) -> Route:
         """The model's capabilities and the channels that may serve this request, best first."""
@@ -487,74 +421,8 @@ class Engine:
     # -- delivery --
 
     async def deliver(self, finished: Finished, req: ImageRequest, ctx: RequestContext) -> list[DeliveredImage]:
-        if not finished.images and req.operation is not Operation.DESCRIBE:  # describe answers text
-            raise UpstreamBadResponse("The upstream answered without any image.")
-        delivered = await asyncio.gather(*(self._store(image, req, ctx) for image in finished.images))
-        ctx.images_delivered += len(delivered)
-        return list(delivered)
-
-    async def _store(self, image: UpstreamImage, req: ImageRequest, ctx: RequestContext) -> DeliveredImage:
-        if image.data is not None:
-            data = image.data
-        elif image.b64 is not None:
-            try:
-                data = await _off_loop_if_large(len(image.b64), pybase64.b64decode, image.b64, validate=True)
-            except (binascii.Error, ValueError):
-                raise UpstreamBadResponse("The upstream sent an image that is not valid base64.") from None
-        else:
-            data = await self._fetch(image.url or "", ctx)
-        fmt, width, height = _identify(data)
-        b64 = image.b64
-        if (req.output_format and req.output_format != fmt) or req.deliver_size:  # the vendor could not
-            fmt = req.output_format or fmt
-            data = await asyncio.to_thread(convert_format, data, fmt, req.output_compression, req.deliver_size)
-            b64 = None
-        kept = True
-        if not (req.delivery is Delivery.B64 and ctx.answer_carries_bytes):
-            image_id = await self.storage.put(data)  # a link or a task must find it at once
-        elif self.settings.keep_images == "all":
-            image_id = await self.storage.put_soon(data)  # the client gets the bytes in this very answer
-        else:
-            image_id, kept = secrets.token_hex(16), False
-        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False}),
-                           **({"prompt": req.prompt[:PROMPT_LOGGED]} if req.prompt else {})})  # the console's gallery
-        name = file_name(image_id, fmt)
-        delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
-                                   height=height, details=image.details)
-        if req.delivery is Delivery.URL:
-            delivered.url = self.signer.url(ctx.base_url, name)
-        if req.delivery is Delivery.B64 or req.stream:  # stream events always carry the bytes
-            if b64 is None:
-                b64 = (await _off_loop_if_large(len(data), pybase64.b64encode, data)).decode()
-            delivered.b64 = b64
-        return delivered
-
-    async def _fetch(self, url: str, ctx: RequestContext) -> bytes:
-        """Download an image a vendor handed us by URL (they expire, so at once), capped at
-        upstream_max_bytes, only from where the answering channel's images come: its own origin,
-        trusted even on a private address (an emulator, an on-premise vendor: whatever it serves
-        there, the vendor could as well have put in its answer), the delivery hosts its provider
-        declares and upstream_image_hosts, public ones only unless in fetch_allow_hosts."""
-        from pixelgate.services.fetch import image_source, origin
-
-        channel = await self.directory.channel(ctx.channel or "")
-        provider = REGISTRY[channel.provider]
-        own = origin(provider.base_url(channel))
-        hosts = (*provider.image_hosts, *self.settings.upstream_image_hosts, *self.settings.fetch_allow_hosts)
-        with upstream_errors("image download"):
-            async with asyncio.timeout(60):
-                return await self.transports["http"].download(url, frozenset({own}), image_source(own, hosts))
-
-
-LARGE = 256 * 1024
-"""Bytes of work above which a step leaves the event loop for a thread (below it, the hop costs
-more than the work): base64 of big images, builds that encode images or convert a mask."""
-
-
-async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    if size > LARGE:
-        return await asyncio.to_thread(work, *args, **kwargs)
-    return work(*args, **kwargs)
+        """The vendor's images fetched or decoded, stored and signed (services.delivery)."""
+        return await self.delivery.deliver(finished, req, ctx)
 
 
 async def _build(provider: Provider, req: ImageRequest, channel: Channel) -> UpstreamCall:
@@ -568,16 +436,6 @@ async def _build(provider: Provider, req: ImageRequest, channel: Channel) -> Ups
             or sum(i.width * i.height for i in images) > INLINE_DECODE_PIXELS):
         return await asyncio.to_thread(provider.build, req, model, channel)
     return provider.build(req, model, channel)
-
-
-def _identify(data: bytes) -> tuple[str, int, int]:
-    """Format, width and height from the image header (no full decode). Only an image of a format
-    the gateway serves is stored: a vendor's JSON or HTML page would go out as image/png."""
-    try:
-        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
-            return FORMATS[img.format][0], *img.size
-    except Exception:  # Pillow raises assorted types for bytes it cannot read
-        raise UpstreamBadResponse("The upstream sent something that is not an image (PNG, JPEG, WEBP or GIF).") from None
 
 
 def merge(outcomes: list[Finished], asked: int) -> Finished:

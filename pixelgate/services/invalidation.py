@@ -64,4 +64,4 @@ class Invalidation:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.release()

@@ -91,7 +91,7 @@ class RateLimiter:
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.release()
 
     async def acquire(self, principal: Principal) -> Slot | None:
         """Count one request against the key's limits or raise RateLimited (with Retry-After).

@@ -27,9 +27,12 @@ PAUSE_SECONDS = 5.0
 
 
 class RedisLink:
-    def __init__(self, url: str, timeout: float = 0.5, pause: float = PAUSE_SECONDS) -> None:
+    def __init__(self, url: str, timeout: float = 0.5, pause: float = PAUSE_SECONDS, own: bool = False) -> None:
         self.timeout = timeout
         self.pause = pause
+        self.own = own
+        """Made by one user for itself (`link` of a URL), which `release` closes; the process's
+        shared link is closed once, by whoever made it (app.py), after all its users stopped."""
         # redis-py retries a timed-out call itself, with backoff: the breaker decides instead
         self.client = redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                      retry=Retry(NoBackoff(), 0))
@@ -88,7 +91,12 @@ class RedisLink:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    async def release(self) -> None:
+        """A user is done with the link: closed if it was its own."""
+        if self.own:
+            await self.aclose()
+
 
 def link(redis_url: "RedisLink | str | None", timeout: float = 0.5) -> RedisLink | None:
-    """A link for a URL, or the shared one given."""
-    return RedisLink(redis_url, timeout) if isinstance(redis_url, str) else redis_url
+    """A link of its own for a URL (a test, the CLI), or the process's shared one given."""
+    return RedisLink(redis_url, timeout, own=True) if isinstance(redis_url, str) else redis_url

@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.store import S3Store
 
+from pixelgate.domain.images import sniff_mime
 from pixelgate.errors import StorageUnavailable
-from pixelgate.services.storage import PENDING_BYTES, sniff_mime
+from pixelgate.services.imagestore import PENDING_BYTES
 from pixelgate.services.supervisor import supervise
 
 log = logging.getLogger("pixelgate.storage")

@@ -11,90 +11,27 @@ The key comes from `encryption_key` (base64 of 32 bytes), else `encryption_key_f
 file generated on first start in the data directory. Every instance of a fleet must be given
 the same key: one that meets a value sealed with a key it lacks refuses to start, naming it.
 
-The sealing is done by the column type (`Sealed`), so no code that reads or writes these
-columns handles ciphertext. The keyring is per process: every key any gateway of this process
-was configured with can open (tests run several gateways in one process).
+The sealing itself is the column type's (`Sealed`, in db.sealed, with the keyring); this module
+loads the keys into it and reseals what the database holds.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import secrets
 import tempfile
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Text, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.types import TypeDecorator
 
-PREFIX = "enc:v1:"
+from pixelgate.db.models import ApiKey, ChannelRow, Meta
+from pixelgate.db import sealed
+from pixelgate.db.sealed import PREFIX, SealingError
+
 KEY_FILE = "encryption.key"
-
-
-class SealingError(Exception):
-    """A key is missing, malformed, or does not open what the database holds."""
-
-
-def key_id(key: bytes) -> str:
-    return hashlib.sha256(key).hexdigest()[:8]
-
-
-class Keyring:
-    def __init__(self) -> None:
-        self.keys: dict[str, AESGCM] = {}
-        self.primary: str | None = None
-
-    def add(self, key: bytes, primary: bool = False) -> str:
-        if len(key) != 32:
-            raise SealingError(f"an encryption key must be 32 bytes (base64 of 32 random bytes); got {len(key)}")
-        kid = key_id(key)
-        self.keys[kid] = AESGCM(key)
-        if primary:
-            self.primary = kid
-        return kid
-
-    def seal(self, plain: str) -> str:
-        if self.primary is None:
-            raise SealingError("no encryption key is configured in this process")
-        nonce = secrets.token_bytes(12)
-        sealed = self.keys[self.primary].encrypt(nonce, plain.encode(), self.primary.encode())
-        return f"{PREFIX}{self.primary}:{base64.b64encode(nonce + sealed).decode()}"
-
-    def open(self, stored: str) -> str:
-        if not stored.startswith(PREFIX):
-            return stored  # written before sealing
-        kid, _, body = stored[len(PREFIX):].partition(":")
-        aead = self.keys.get(kid)
-        if aead is None:
-            raise SealingError(f"a secret in the database was sealed with key {kid}, which this instance does not "
-                               "have: give every instance the same encryption_key (and the old one in "
-                               "encryption_keys_previous while rotating)")
-        try:
-            raw = base64.b64decode(body, validate=True)
-            return aead.decrypt(raw[:12], raw[12:], kid.encode()).decode()
-        except (binascii.Error, InvalidTag, ValueError):
-            raise SealingError(f"a secret sealed with key {kid} does not open: the value is damaged") from None
-
-
-KEYRING = Keyring()
-
-
-class Sealed(TypeDecorator):
-    """A text column whose values are sealed in the database and plain in Python."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return None if value is None else KEYRING.seal(value)
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else KEYRING.open(value)
 
 
 def _decode(text: str, origin: str) -> bytes:
@@ -118,8 +55,8 @@ def configure(key: str | None, key_file: Path | None, data_dir: Path, previous: 
             _make_key_file(path)
         primary = _decode(path.read_text(), f"encryption key file {path}")
     for old in previous:
-        KEYRING.add(_decode(old, "encryption_keys_previous"))
-    return KEYRING.add(primary, primary=True)
+        sealed.KEYRING.add(_decode(old, "encryption_keys_previous"))
+    return sealed.KEYRING.add(primary, primary=True)
 
 
 def _make_key_file(path: Path) -> None:
@@ -141,8 +78,6 @@ def _make_key_file(path: Path) -> None:
 
 
 def _columns():
-    from pixelgate.db.models import ApiKey, ChannelRow, Meta
-
     return [(ChannelRow, ChannelRow.id, ChannelRow.api_key), (ApiKey, ApiKey.id, ApiKey.webhook_secret),
             (Meta, Meta.key, Meta.value)]
 
@@ -157,8 +92,8 @@ async def reseal(sessions: async_sessionmaker, everything: bool = False) -> int:
         async with sessions() as session:
             rows = (await session.execute(select(ident, raw).where(column.is_not(None)))).all()
         for row_id, stored in rows:
-            plain = KEYRING.open(stored)  # raises SealingError for a key we lack
-            current = stored.startswith(f"{PREFIX}{KEYRING.primary}:")
+            plain = sealed.KEYRING.open(stored)  # raises SealingError for a key we lack
+            current = stored.startswith(f"{PREFIX}{sealed.KEYRING.primary}:")
             if current or (stored.startswith(PREFIX) and not everything):
                 continue
             async with sessions() as session, session.begin():

@@ -7,8 +7,9 @@ segment of its own, so workers never coordinate; a segment is closed at SEGMENT_
 one begun, and so is a new one each day. An image's id says where it is: 12 hex digits of
 segment, 12 of offset, 8 of length. Retention deletes whole segments by age.
 
-Two backends implement one interface (ImageStore): these local segments, the embedded default,
-and any S3-compatible store (services/s3storage.py), which every instance of a fleet shares.
+Two backends implement one interface (services/imagestore.py): these local segments, the
+embedded default, and any S3-compatible store (services/s3storage.py), which every instance of a
+fleet shares.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Protocol
 
-from pixelgate.domain.images import EXTENSION, MIME_BY_FORMAT, sniff_format
+from pixelgate.domain.images import EXTENSION
 from pixelgate.errors import StorageUnavailable
+from pixelgate.services.imagestore import PENDING_BYTES, ImageStore
 from pixelgate.services.supervisor import supervise
 
 INLINE_WRITE_BYTES = 256 * 1024
@@ -33,35 +34,7 @@ INLINE_WRITE_BYTES = 256 * 1024
 SEGMENT_BYTES = 1 << 30
 SEGMENT_SECONDS = 86400
 """A segment holds at most a day of images, so that retention can drop a day at a time."""
-PENDING_BYTES = 32 * 1024 * 1024
-"""Most bytes of one process waiting to be written in the background."""
 _ID = re.compile(r"^([0-9a-f]{12})([0-9a-f]{12})([0-9a-f]{8})$")
-
-
-class ImageStore(Protocol):
-    """Where delivered images live. Ids are 32 lowercase hex digits (the `/files` links name them)."""
-
-    async def put(self, data: bytes) -> str:
-        """Store an image; once this returns, any worker of any instance sharing the store reads it."""
-
-    async def put_soon(self, data: bytes) -> str:
-        """Store in the background (for bytes the client already has); `drain` waits for them."""
-
-    async def get(self, image_id: str) -> bytes | None:
-        """The image's bytes, or None if there is no such image (or retention removed it)."""
-
-    async def presigned_url(self, image_id: str, ttl_seconds: int) -> str | None:
-        """A short-lived URL of the store itself, or None where the store has none (local)."""
-
-    async def drain(self) -> None: ...
-
-    async def check(self) -> None:
-        """Raises StorageUnavailable unless the store can be used (start-up and /readyz)."""
-
-    def keep_for(self, days: float, every_seconds: float = 3600) -> None:
-        """Delete images older than `days`, now and every `every_seconds`."""
-
-    async def aclose(self) -> None: ...
 
 
 async def open_storage(settings) -> ImageStore:
@@ -78,13 +51,6 @@ async def open_storage(settings) -> ImageStore:
     if settings.image_retention_days:
         store.keep_for(settings.image_retention_days)
     return store
-
-
-def sniff_mime(data: bytes) -> str:
-    try:
-        return MIME_BY_FORMAT[sniff_format(data)]
-    except Exception:  # not an image we know: the store serves it as bytes
-        return "application/octet-stream"
 
 
 class LocalStorage:

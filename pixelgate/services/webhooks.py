@@ -2,7 +2,7 @@
 
 A webhook is a row (WebhookDelivery), written in the same transaction as the task change it
 announces (an outbox), so a task never finishes unannounced and is never announced twice. The
-sender claims due rows by lease (a token fences its result write), sends each with the fetch
+sender claims due rows by lease (services.leases: a token fences its result write), sends each with the fetch
 timeout, and retries with doubling waits. A receiver that never answers holds one sender for
 at most that timeout; the other deliveries, and every task, go on meanwhile.
 
@@ -26,7 +26,7 @@ import hmac
 import logging
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 import orjson
@@ -35,8 +35,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from pixelgate.db.models import ApiKey, Task, WebhookDelivery, WebhookDestination
-from pixelgate.errors import GatewayError
+from pixelgate.errors import GatewayError, LeaseLost
 from pixelgate.services.fetch import Fetcher, origin
+from pixelgate.services.leases import Leases, now
 from pixelgate.services.supervisor import supervise
 
 log = logging.getLogger("pixelgate.webhooks")
@@ -47,10 +48,6 @@ SENDERS = 16
 """Deliveries in flight at once per process: a stalled receiver occupies one of them."""
 
 Renderer = Callable[[Task, str], Awaitable[dict]]
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -75,7 +72,8 @@ class WebhookSender:
         self._renderers = renderers
         """surface name -> async function(task, base_url) -> the body the client's API shows."""
         self._retry = retry_seconds
-        self._lease = timedelta(seconds=send_timeout + 10)
+        self._leases = Leases(sessions, WebhookDelivery, send_timeout + 10, WebhookDelivery.delivered.is_(False),
+                              "Webhook delivery")
         """Longer than one send can take, so no other worker sends the same row meanwhile."""
         self._poll_interval = poll_interval
         self._share = per_destination
@@ -111,19 +109,7 @@ class WebhookSender:
         if free <= 0:
             await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
             return 1
-        moment, token = now(), secrets.token_hex(8)
-        async with self._sessions() as session:
-            due = list((await session.execute(self._due(moment, free))).scalars())
-        if not due:
-            return 0
-        async with self._sessions() as session, session.begin():
-            await session.execute(update(WebhookDelivery).where(
-                WebhookDelivery.id.in_(due), WebhookDelivery.delivered.is_(False),
-                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < moment))
-                .values(lease_until=moment + self._lease, lease_token=token))
-        async with self._sessions() as session:
-            mine = list((await session.execute(select(WebhookDelivery).where(
-                WebhookDelivery.id.in_(due), WebhookDelivery.lease_token == token))).scalars())
+        mine, token = await self._leases.claim_due(lambda moment: self._due(moment, free))
         for delivery in mine:
             job = asyncio.create_task(self._send(delivery, token))
             self._sending.add(job)
@@ -145,7 +131,7 @@ class WebhookSender:
                   .outerjoin(leased, leased.c.origin == sent.origin)
                   .outerjoin(failed, failed.origin == sent.origin)
                   .where(sent.delivered.is_(False), sent.attempts < WEBHOOK_TRIES, sent.next_attempt_at <= moment,
-                         or_(sent.lease_until.is_(None), sent.lease_until < moment),
+                         self._leases.free(moment),
                          or_(failed.retry_at.is_(None), failed.retry_at <= moment))
                   .subquery())
         return (select(ranked.c.id).where(ranked.c.place <= ranked.c.share)
@@ -155,6 +141,8 @@ class WebhookSender:
         async with self._slots:
             try:
                 await self._deliver(delivery, token)
+            except LeaseLost:
+                log.info("webhook %s was taken over by another worker", delivery.id)
             except Exception:
                 log.exception("webhook %s failed", delivery.id)
         self.wake()  # its origin's share has room again
@@ -188,12 +176,9 @@ class WebhookSender:
     async def _record(self, delivery: WebhookDelivery, token: str, *, ok: bool, status: int | None,
                       attempts: int, error: str | None) -> None:
         entry = {"at": now().isoformat(), "status": status, "error": error}
-        async with self._sessions() as session, session.begin():
-            await session.execute(update(WebhookDelivery).where(
-                WebhookDelivery.id == delivery.id, WebhookDelivery.lease_token == token).values(
-                delivered=ok, attempts=attempts, last_status=status, last_error=error,
-                log=[*(delivery.log or []), entry], lease_until=None, lease_token=None,
-                next_attempt_at=now() + self._wait(attempts)))
+        await self._leases.write(delivery.id, token, delivered=ok, attempts=attempts, last_status=status,
+                                 last_error=error, log=[*(delivery.log or []), entry], lease_until=None,
+                                 lease_token=None, next_attempt_at=now() + self._wait(attempts))
 
     def _wait(self, failures: int) -> timedelta:
         """After the n-th failure: 1, 2, 4, ... 128 times webhook_retry_seconds."""

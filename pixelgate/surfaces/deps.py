@@ -1,11 +1,11 @@
 """What a route needs, declared in its signature (FastAPI's `Annotated` dependencies) instead of
 fetched from `request.app.state`: `async def generate(request: Request, engine: EngineDep)`.
-The shared services are built once in app.py's lifespan; a test overrides one dependency
-(`app.dependency_overrides[services] = ...`), not a global."""
+The shared services (services.shared) are built once in app.py's lifespan; a test overrides one
+dependency (`app.dependency_overrides[services] = ...`), not a global."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -13,14 +13,12 @@ from pixelgate.config import Settings
 from pixelgate.services.engine import Engine, RequestContext
 from pixelgate.services.fetch import Fetcher
 from pixelgate.services.routing import ChannelDirectory
+from pixelgate.services.shared import Services
 from pixelgate.services.storage import ImageStore, UrlSigner
 from pixelgate.services.tasks import TaskService
 
-if TYPE_CHECKING:
-    from pixelgate.app import Services
 
-
-def services(request: Request) -> "Services":
+def services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -35,7 +33,7 @@ def _context(request: Request) -> RequestContext:
     return request.state.ctx
 
 
-ServicesDep = Annotated["Services", Depends(services)]
+ServicesDep = Annotated[Services, Depends(services)]
 SettingsDep = Annotated[Settings, _service("settings")]
 EngineDep = Annotated[Engine, _service("engine")]
 TasksDep = Annotated[TaskService, _service("tasks")]

@@ -14,9 +14,10 @@ import threading
 import pytest
 from sqlalchemy import text
 
+from pixelgate.db import sealed
+from pixelgate.db.sealed import PREFIX, Keyring, SealingError, key_id
 from pixelgate.db.session import make_engine
 from pixelgate.services import sealing
-from pixelgate.services.sealing import PREFIX, Keyring, SealingError, key_id
 from tests.cli import Ran, pixelgate
 from tests.conftest import database, openai_channel
 
@@ -128,7 +129,7 @@ def test_without_a_key_one_is_made_in_the_data_dir_and_kept(tmp_path):
 def test_instances_starting_together_on_one_data_dir_make_one_key_file(tmp_path, monkeypatch):
     """Of instances (here threads) starting at once without a key, one makes the file and every
     one reads the same key from it, never a half-written file."""
-    monkeypatch.setattr(sealing, "KEYRING", Keyring())  # not the one this process's gateways use
+    monkeypatch.setattr(sealed, "KEYRING", Keyring())  # not the one this process's gateways use
     for attempt in range(30):
         data_dir, barrier, ids = tmp_path / str(attempt), threading.Barrier(8), []
 
@@ -157,7 +158,7 @@ def test_instances_sealing_plain_rows_at_once_agree(backend, tmp_path, monkeypat
 
     ring = Keyring()
     ring.add(b"C" * 32, primary=True)
-    monkeypatch.setattr(sealing, "KEYRING", ring)
+    monkeypatch.setattr(sealed, "KEYRING", ring)
     plain = {f"ch{i}": f"sk-plain-{i:04d}-0123456789" for i in range(40)}
     with database(backend, tmp_path) as url:
         async def run() -> list[tuple]:

@@ -99,19 +99,19 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(make_gateway):
         task_id = client.post(
             "/models/sandbox/sandbox-async/predictions",
             json={"input": {"prompt": "x", "sandbox_job_seconds": 30}}).json()["id"]
-    tasks = gateway.services.tasks
-    first = gateway.run(tasks._take_over(task_id))
+    tasks = gateway.services.tasks.store
+    first = gateway.run(tasks.take_over(task_id))
     assert first is not None
-    gateway.run(tasks._write(task_id, first, lease_until=None))  # as if its lease ran out
-    second = gateway.run(tasks._claim(task_id))
+    gateway.run(tasks.write(task_id, first, lease_until=None))  # as if its lease ran out
+    second = gateway.run(tasks.claim(task_id))
     assert second is not None and second != first
     with pytest.raises(LeaseLost):  # the stale worker: its outcome and its charge are refused
-        gateway.run(tasks._finish(task_id, first, "succeeded", jobs=[{"id": None, "poll_url": None, "images": []}]))
+        gateway.run(tasks.finish(task_id, first, "succeeded", jobs=[{"id": None, "poll_url": None, "images": []}]))
     with pytest.raises(LeaseLost):
-        gateway.run(tasks._write(task_id, first, progress=0.5))
+        gateway.run(tasks.write(task_id, first, progress=0.5))
     account = gateway.http().get(f"/admin/accounts/{account_id}").json()
     assert Decimal(account["reserved"]) == 1 and Decimal(account["spent"]) == 0
-    gateway.run(tasks._finish(task_id, second, "failed", error={"code": "x", "message": "x"}))
+    gateway.run(tasks.finish(task_id, second, "failed", error={"code": "x", "message": "x"}))
     account = gateway.http().get(f"/admin/accounts/{account_id}").json()
     assert Decimal(account["reserved"]) == 0 and Decimal(account["spent"]) == 0
 

@@ -4,16 +4,23 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-08 10:00:00
 """
+from urllib.parse import urlsplit
+
 from alembic import op
 import sqlalchemy as sa
-
-from pixelgate.services.fetch import origin
 
 
 revision = '0010'
 down_revision = '0009'
 branch_labels = None
 depends_on = None
+
+
+def origin(url: str) -> str:
+    """services.fetch.origin as it was at this revision: a migration stays what it was."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
 
 
 def upgrade() -> None:

@@ -1,0 +1,118 @@
+"""Delivery: a vendor's images made the gateway's. Each is taken as the vendor gave it (bytes,
+base64, or a URL fetched at once, since vendor URLs expire), converted where the vendor could not
+make the asked format or size, stored (or not, for base64 the client already holds), and
+answered as a signed link of the gateway's own or as base64."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import io
+import secrets
+from typing import Any, Callable, TypeVar
+
+import pybase64
+from PIL import Image
+
+from pixelgate.config import Settings
+from pixelgate.domain.images import FORMATS, convert_format
+from pixelgate.domain.request import Delivery, ImageRequest, Operation
+from pixelgate.domain.result import DeliveredImage, Finished, UpstreamImage
+from pixelgate.errors import UpstreamBadResponse
+from pixelgate.providers import REGISTRY
+from pixelgate.services.context import RequestContext
+from pixelgate.services.fetch import image_source, origin
+from pixelgate.services.routing import ChannelDirectory
+from pixelgate.services.storage import ImageStore, UrlSigner, file_name
+from pixelgate.services.transport import upstream_errors
+
+T = TypeVar("T")
+PROMPT_LOGGED = 500
+"""The first characters of a prompt kept with each stored image in the request log."""
+
+LARGE = 256 * 1024
+"""Bytes of work above which a step leaves the event loop for a thread (below it, the hop costs
+more than the work): base64 of big images, builds that encode images or convert a mask."""
+
+
+async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    if size > LARGE:
+        return await asyncio.to_thread(work, *args, **kwargs)
+    return work(*args, **kwargs)
+
+
+class ImageDelivery:
+    def __init__(self, storage: ImageStore, signer: UrlSigner, directory: ChannelDirectory,
+                 transports: dict[str, Any], settings: Settings) -> None:
+        self._storage = storage
+        self._signer = signer
+        self._directory = directory
+        self._transports = transports
+        self._settings = settings
+
+    async def deliver(self, finished: Finished, req: ImageRequest, ctx: RequestContext) -> list[DeliveredImage]:
+        if not finished.images and req.operation is not Operation.DESCRIBE:  # describe answers text
+            raise UpstreamBadResponse("The upstream answered without any image.")
+        delivered = await asyncio.gather(*(self._store(image, req, ctx) for image in finished.images))
+        ctx.images_delivered += len(delivered)
+        return list(delivered)
+
+    async def _store(self, image: UpstreamImage, req: ImageRequest, ctx: RequestContext) -> DeliveredImage:
+        if image.data is not None:
+            data = image.data
+        elif image.b64 is not None:
+            try:
+                data = await off_loop_if_large(len(image.b64), pybase64.b64decode, image.b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise UpstreamBadResponse("The upstream sent an image that is not valid base64.") from None
+        else:
+            data = await self._fetch(image.url or "", ctx)
+        fmt, width, height = _identify(data)
+        b64 = image.b64
+        if (req.output_format and req.output_format != fmt) or req.deliver_size:  # the vendor could not
+            fmt = req.output_format or fmt
+            data = await asyncio.to_thread(convert_format, data, fmt, req.output_compression, req.deliver_size)
+            b64 = None
+        kept = True
+        if not (req.delivery is Delivery.B64 and ctx.answer_carries_bytes):
+            image_id = await self._storage.put(data)  # a link or a task must find it at once
+        elif self._settings.keep_images == "all":
+            image_id = await self._storage.put_soon(data)  # the client gets the bytes in this very answer
+        else:
+            image_id, kept = secrets.token_hex(16), False
+        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False}),
+                           **({"prompt": req.prompt[:PROMPT_LOGGED]} if req.prompt else {})})  # the console's gallery
+        name = file_name(image_id, fmt)
+        delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
+                                   height=height, details=image.details)
+        if req.delivery is Delivery.URL:
+            delivered.url = self._signer.url(ctx.base_url, name)
+        if req.delivery is Delivery.B64 or req.stream:  # stream events always carry the bytes
+            if b64 is None:
+                b64 = (await off_loop_if_large(len(data), pybase64.b64encode, data)).decode()
+            delivered.b64 = b64
+        return delivered
+
+    async def _fetch(self, url: str, ctx: RequestContext) -> bytes:
+        """Download an image a vendor handed us by URL (they expire, so at once), capped at
+        upstream_max_bytes, only from where the answering channel's images come: its own origin,
+        trusted even on a private address (an emulator, an on-premise vendor: whatever it serves
+        there, the vendor could as well have put in its answer), the delivery hosts its provider
+        declares and upstream_image_hosts, public ones only unless in fetch_allow_hosts."""
+        channel = await self._directory.channel(ctx.channel or "")
+        provider = REGISTRY[channel.provider]
+        own = origin(provider.base_url(channel))
+        hosts = (*provider.image_hosts, *self._settings.upstream_image_hosts, *self._settings.fetch_allow_hosts)
+        with upstream_errors("image download"):
+            async with asyncio.timeout(60):
+                return await self._transports["http"].download(url, frozenset({own}), image_source(own, hosts))
+
+
+def _identify(data: bytes) -> tuple[str, int, int]:
+    """Format, width and height from the image header (no full decode). Only an image of a format
+    the gateway serves is stored: a vendor's JSON or HTML page would go out as image/png."""
+    try:
+        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+            return FORMATS[img.format][0], *img.size
+    except Exception:  # Pillow raises assorted types for bytes it cannot read
+        raise UpstreamBadResponse("The upstream sent something that is not an image (PNG, JPEG, WEBP or GIF).") from None
