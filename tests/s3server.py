@@ -104,6 +104,7 @@ def seaweed_server(_credentials, tmp_path_factory) -> Iterator[str]:
         "s3.port.grpc", "s3.port.iceberg", "admin.port", "admin.port.grpc")}
     args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={s3_port}",
             "-admin.ui=false", "-webdav=false", "-master.volumeSizeLimitMB=64",
+            "-s3.port.lance=0",  # its Lance listener has a fixed port (9101) that two servers would share
             *[f"-{flag}={port}" for flag, port in ports.items()]]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(data / "weed.log", "w"),
                             start_new_session=True)
