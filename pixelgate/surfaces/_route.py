@@ -18,6 +18,7 @@ from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.logs import REQUEST_ID
 from pixelgate.services.auth import token_from_headers
 from pixelgate.services.engine import RequestContext
+from pixelgate.surfaces._json import JSONResponse
 
 log = logging.getLogger("pixelgate")
 
@@ -30,6 +31,12 @@ def new_request_id() -> str:
 
 def context(request: Request) -> RequestContext:
     return request.state.ctx
+
+
+def openai_error(exc: GatewayError) -> Response:
+    """OpenAI's error shape, which the predictions, files and admin APIs answer too."""
+    return JSONResponse({"error": {"message": exc.message, "type": exc.type, "param": exc.field,
+                                   "code": exc.code}}, status_code=exc.status)
 
 
 def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True) -> type[APIRoute]:

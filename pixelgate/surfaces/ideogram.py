@@ -69,7 +69,13 @@ from pixelgate.surfaces._answers import IdeogramDescribed, IdeogramError, Ideogr
 from pixelgate.surfaces._route import surface_route
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, ok
-from pixelgate.surfaces.openai_images import _authenticate, check_depth
+from pixelgate.surfaces._body import check_depth
+from pixelgate.surfaces.deps import principal
+
+
+async def _authenticate(request: Request):
+    await principal(request)
+    return request.state.ctx
 
 PROVIDER = "ideogram"
 MB = 1024 * 1024

@@ -179,7 +179,8 @@ def test_kill_9_while_an_openai_client_waits_then_its_retry_gets_the_first_jobs_
     with database(backend, tmp_path) as url:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": admin_key,
                "PIXELGATE_DATA_DIR": str(tmp_path / "data"), "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1",
-               "PIXELGATE_TASK_LEASE_SECONDS": "1", "PIXELGATE_UNPRICED": "refuse"}
+               "PIXELGATE_TASK_LEASE_SECONDS": "1", "PIXELGATE_UNPRICED": "refuse",
+               "PIXELGATE_SANDBOX": "true"}  # a PostgreSQL gateway serves the sandbox only when told
         ask = dict(model="sandbox-async", prompt="survive", size="32x32", response_format="b64_json",
                    extra_headers={"Idempotency-Key": idem}, extra_body={"sandbox_job_seconds": 3})
         proc = _start(["serve", "--port", str(port)], tmp_path, env)
