@@ -622,7 +622,11 @@ def _answer(meta: dict) -> dict:
 
 
 def _stored(image) -> dict:
-    return {"id": image.id, "format": image.format, "revised_prompt": image.revised_prompt}
+    """An image on the task: where it is stored, and the facts its surface shows beside it (a
+    task answered as the synchronous call would have been: Ideogram's resolution and seed)."""
+    facts = {"width": image.width, "height": image.height, "details": image.details}
+    return {"id": image.id, "format": image.format, "revised_prompt": image.revised_prompt,
+            **{k: v for k, v in facts.items() if v}}
 
 
 def _output(jobs: list[dict]) -> list[dict]:

@@ -39,7 +39,9 @@ def parse(model: type[M], data: Any, prefix: str = "") -> M:
 def invalid(exc: ValidationError, prefix: str = "") -> InvalidRequest:
     """A pydantic refusal as the API's own: the field, a message naming it, and a code a client
     can branch on (missing_required_parameter, unknown_parameter, invalid_type, invalid_value)."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # an unknown field first: it is most often the missing one, misspelled
+    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     path = ".".join(str(p) for p in err.get("loc", ()))
     name = prefix + path if path else prefix.rstrip(".") or None
     kind = err.get("type", "")
@@ -152,5 +154,4 @@ async def form_body(request: Request, file_field: str | None = None) -> Form:
             raise InvalidRequest(f"Parameter '{name}' was given more than once.", field=name)
         else:
             form.fields[name] = value
-    check_depth(form.fields)
     return form

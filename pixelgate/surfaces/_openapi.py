@@ -235,11 +235,11 @@ def form(model: type[BaseModel] | None = None, required: tuple[str, ...] = (), *
 
 
 def _part(schema: dict) -> dict:
-    if schema == BINARY or schema.get("items") == BINARY:
-        return schema
     one = next((s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"), schema)
-    if one == BINARY or one.get("items") == BINARY:
-        return one
+    if one.get("format") == "binary":
+        return BINARY
+    if one.get("items", {}).get("format") == "binary":
+        return {"type": "array", "items": BINARY}
     if "enum" in one:
         return {"type": "string", "enum": [str(v) for v in one["enum"]]}
     if one.get("type") == "integer":
