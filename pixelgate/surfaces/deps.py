@@ -5,7 +5,7 @@ The shared services are built once in app.py's lifespan; a test overrides one de
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -20,11 +20,9 @@ from pixelgate.services.routing import ChannelDirectory
 from pixelgate.services.storage import ImageStore, UrlSigner
 from pixelgate.services.tasks import TaskService
 
-if TYPE_CHECKING:
-    from pixelgate.app import Services
 
-
-def services(request: Request) -> "Services":
+def services(request: Request) -> Any:
+    """The app's Services (pixelgate.app builds them; not imported here, which app.py imports)."""
     return request.app.state.services
 
 
@@ -58,7 +56,8 @@ async def admin_caller(caller: Annotated[Principal, Depends(principal)]) -> Prin
     return caller
 
 
-ServicesDep = Annotated["Services", Depends(services)]
+ServicesDep = Annotated[Any, Depends(services)]
+"""All of them, for a route that passes them on (to a renderer, a task helper)."""
 SettingsDep = Annotated[Settings, _service("settings")]
 EngineDep = Annotated[Engine, _service("engine")]
 TasksDep = Annotated[TaskService, _service("tasks")]
