@@ -34,7 +34,7 @@ from pixelgate.services.routing import KNOWN_MODELS, _with_successors, channel_v
 from pixelgate.providers import REGISTRY
 from pixelgate.surfaces import admin
 from pixelgate.surfaces._route import _validation_error
-from pixelgate.surfaces.openai_images import check_depth
+from pixelgate.surfaces._body import check_depth, invalid, parse
 
 static = StaticFiles(directory=HERE / "static")
 
@@ -124,7 +124,7 @@ def _check_params(request: Request) -> None:
 
 def _parse(model: type[BaseModel], data: dict) -> Any:
     """A form's fields through the admin API's own model: the same rules, the field named."""
-    return admin._parse(model, {k: v for k, v in data.items() if v not in (None, "")})
+    return parse(model, {k: v for k, v in data.items() if v not in (None, "")})
 
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
@@ -260,7 +260,7 @@ async def edit_channel(name: str, request: Request) -> Response:
     try:
         await request.app.state.services.directory.update(name, changes)
     except ValidationError as exc:  # the same rules as the admin API's PATCH
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
     return RedirectResponse("/console/channels", status_code=303)
 
 
@@ -477,8 +477,3 @@ def _names(value: str | None) -> list[str]:
     """A comma-separated list of names (models), as the forms take it."""
     return [m.strip() for m in (value or "").split(",") if m.strip()]
 
-
-def _invalid(exc: ValidationError) -> InvalidRequest:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or None
-    return InvalidRequest(f"Invalid value for '{field}': {err['msg']}." if field else err["msg"], field=field)

@@ -17,7 +17,8 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.services.engine import StreamCompleted
 from pixelgate.surfaces import midjourney
-from pixelgate.surfaces.openai_images import FormFields, _fields, to_request
+from pixelgate.surfaces._body import parse
+from pixelgate.surfaces.openai_images import FormFields, to_request
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 
@@ -42,7 +43,7 @@ async def _playground_request(request: Request, streamed: bool = False) -> tuple
     an uploaded image making it an edit; and the call's JSON body for the curl and SDK code."""
     form = await _form(request)
     body = {k: form[k] for k in PLAYGROUND_FIELDS if form.get(k)}
-    fields = _fields(FormFields, body)
+    fields = parse(FormFields, body)
     upload = request.state.uploads.get("image")
     req = to_request(fields, Operation.EDIT if upload else Operation.GENERATE)
     req.delivery = Delivery.URL

@@ -3,9 +3,9 @@ served from the package (pixelgate/surfaces/apidocs: swagger-ui-dist 5.36.0 and 
 npm, with their licenses), so that they work offline.
 
 The surfaces parse their own bodies (each dialect has its own rules and error shapes), so
-FastAPI sees no body parameters and would describe none. The bodies are declared here instead,
-from the same pydantic models and field tables the surfaces check against, so the document
-cannot drift far from what is accepted; the handlers are not changed by it. What each route
+FastAPI sees no body parameters and would describe none. Each route declares its body instead
+(`openapi_extra=body(json(Model))`, or `form(...)` for multipart), from the same pydantic models
+its parser checks against, so the document cannot drift far from what is accepted. What each route
 answers (its success body, and each error status in its API's own shape) the surfaces declare
 on their routes with `ok` and an `Errors` of their shape; the models are in _answers.py. Routes
 hidden from FastAPI's own listing (the unversioned /images/generations, the /mj-* speed
@@ -26,7 +26,6 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from starlette.staticfiles import StaticFiles
 
-from pixelgate.domain.request import Operation
 from pixelgate.surfaces._answers import Health
 
 SECURITY = {"bearer": {"type": "http", "scheme": "bearer",
@@ -93,6 +92,10 @@ CANCELING = (401, 404, 429, 502, 503, 504)
 
 _models: dict[str, type[BaseModel]] = {}
 """The answer models the routes name, added to components by build()."""
+
+
+_defs: dict[str, dict] = {}
+"""The definitions nested in the request bodies' models, added to components by build()."""
 
 
 def ref(model: type[BaseModel]) -> dict:
@@ -173,10 +176,7 @@ def build(app: FastAPI) -> dict:
     for item in paths.values():
         for operation in item.values():
             _drop_placeholders(operation["responses"])
-    for (path, method), body in _bodies(schemas).items():
-        operation = paths.get(path, {}).get(method)
-        if operation is not None:
-            operation["requestBody"] = {"required": True, "content": body}
+    schemas.update(_defs)
     _copy(paths, "/v1/images/generations", "/images/generations", "without /v1")
     _copy(paths, "/ideogram/edit", "/ideogram/eidt", "the document's own spelling")
     for path in [p for p in paths if p.startswith("/mj/")]:
@@ -222,105 +222,19 @@ def _model(model: type[BaseModel], schemas: dict) -> dict:
     return schema
 
 
-def _json(schema: dict) -> dict:
-    return {"application/json": {"schema": schema}}
+def schema_of(model: type[BaseModel]) -> dict:
+    """A request model's JSON schema, inline, its nested definitions kept for components."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    _defs.update(schema.pop("$defs", {}))
+    return schema
 
 
-def _form(properties: dict, required: list[str] | tuple = ()) -> dict:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = sorted(required)
-    return {"multipart/form-data": {"schema": schema}}
+def body(*contents: dict) -> dict:
+    """A route's `openapi_extra`: its request body, in one or more media types (json(), form())."""
+    return {"requestBody": {"required": True, "content": {k: v for c in contents for k, v in c.items()}}}
 
 
-def _bodies(schemas: dict) -> dict[tuple[str, str], dict]:
-    from pixelgate.config import ChannelConfig
-    from pixelgate.surfaces import admin, gemini, ideogram, midjourney, predictions
-    from pixelgate.surfaces.openai_images import FormFields, ImageFields
-
-    fields = _model(ImageFields, schemas)
-    form_fields = {k: ({"type": "string"} if v.get("type") in ("integer", "boolean") or "anyOf" in v else v)
-                   for k, v in _model(FormFields, schemas)["properties"].items()}
-    image_ref = {"type": "object", "properties": {"image_url": {"type": "string"}}, "required": ["image_url"]}
-    inputs = _model(predictions.CommonInput, schemas)
-    prediction = {"type": "object", "properties": {"input": inputs, "webhook": {"type": "string", "format": "uri"}},
-                  "required": ["input"]}
-    bodies: dict[tuple[str, str], dict] = {
-        ("/v1/images/generations", "post"): _json(fields),
-        ("/v1/images/edits", "post"): {
-            **_form({**form_fields, "image": BINARY, "image[]": {"type": "array", "items": BINARY}, "mask": BINARY},
-                    ["image", "prompt"]),
-            **_json({"type": "object", "properties": {**fields["properties"], "images": {
-                "type": "array", "items": image_ref}, "mask": image_ref}, "required": ["images", "prompt"]})},
-        ("/v1/images/variations", "post"): _form({**form_fields, "image": BINARY}, ["image"]),
-        ("/models/{vendor}/{model}/predictions", "post"): _json(prediction),
-        ("/v1/models/{owner}/{name}/predictions", "post"): _json({
-            "type": "object", "properties": {**prediction["properties"], "webhook_completed": {"type": "string"},
-                                             "webhook_events_filter": {"type": "array", "items": {"type": "string"}},
-                                             "stream": {"type": "boolean"}}, "required": ["input"]}),
-        ("/v1beta/models/{model}:generateContent", "post"): _json(gemini.REQUEST_SCHEMA),
-        ("/v1beta/models/{model}:streamGenerateContent", "post"): _json(gemini.REQUEST_SCHEMA),
-        ("/v1/chat/completions", "post"): _json(_conversational(fields, "messages", {
-            "type": "array", "items": {"type": "object", "properties": {
-                "role": {"type": "string"}, "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {
-                    "type": "object", "description": "{type: text, text} or {type: image_url, image_url: {url}}"}}]},
-                "images": {"type": "array", "items": {"type": "object"}}}, "required": ["role"]}}, {
-            "image_config": {"type": "object", "properties": {"aspect_ratio": {"type": "string"},
-                                                              "image_size": {"enum": ["1K", "2K", "4K"]}}},
-            "modalities": {"type": "array", "items": {"enum": ["image", "text"]}},
-            "image_response": {"enum": ["data_url", "url"]}})),
-        ("/v1/responses", "post"): _json(_conversational(fields, "input", {"anyOf": [
-            {"type": "string"}, {"type": "array", "items": {"type": "object", "description":
-                                 "a message (role, content: text or input_text/input_image parts) or an "
-                                 "image_generation_call item"}}]}, {
-            "tools": {"type": "array", "items": {"type": "object", "properties": {
-                "type": {"enum": ["image_generation"]}, **{k: fields["properties"][k] for k in (
-                    "model", "size", "quality", "output_format", "output_compression", "background",
-                    "moderation", "input_fidelity", "partial_images")}}, "required": ["type"]}}})),
-        ("/mj/task/list-by-condition", "post"): _json({"type": "object", "properties": {
-            "ids": {"type": "array", "items": {"type": "string"}}}}),
-        ("/admin/keys", "post"): _json(_model(admin.KeyCreate, schemas)),
-        ("/admin/keys/{key_id}", "patch"): _json(_model(admin.KeyUpdate, schemas)),
-        ("/admin/accounts", "post"): _json(_model(admin.AccountCreate, schemas)),
-        ("/admin/accounts/{account_id}/topup", "post"): _json(_model(admin.TopUp, schemas)),
-        ("/admin/prices", "post"): _json(_model(admin.PriceCreate, schemas)),
-        ("/admin/channels", "post"): _json(_model(ChannelConfig, schemas)),
-        ("/admin/channels/{name}", "patch"): _json({"type": "object", "properties": _model(
-            ChannelConfig, schemas)["properties"]}),
-    }
-    for path, model in (("imagine", midjourney.ImagineBody), ("blend", midjourney.BlendBody),
-                        ("describe", midjourney.DescribeBody), ("change", midjourney.ChangeBody),
-                        ("simple-change", midjourney.SimpleChangeBody), ("action", midjourney.ActionBody),
-                        ("modal", midjourney.ModalBody)):
-        bodies[(f"/mj/submit/{path}", "post")] = _json(_model(model, schemas))
-    v3_paths = {Operation.GENERATE: "generate", Operation.REMIX: "remix", Operation.EDIT: "edit",
-                Operation.REFRAME: "reframe", Operation.REPLACE_BACKGROUND: "replace-background"}
-    for op, (spec, required) in ideogram.V3.items():
-        body = _form({name: _field(kind, ideogram) for name, kind in spec.items()}, tuple(required))
-        if op is Operation.GENERATE:
-            body.update(_json(body["multipart/form-data"]["schema"]))
-        bodies[(f"/ideogram/v1/ideogram-v3/{v3_paths[op]}", "post")] = body
-    legacy_paths = {Operation.GENERATE: "generate", Operation.REMIX: "remix", Operation.EDIT: "edit",
-                    Operation.UPSCALE: "upscale", Operation.DESCRIBE: "describe"}
-    for op, (spec, required, how) in ideogram.LEGACY.items():
-        files = {n: _field(k, ideogram) for n, k in spec.items() if k in (ideogram.FILE, ideogram.FILES)}
-        text = {n: _field(k, ideogram, json_value=how == "request") for n, k in spec.items() if n not in files}
-        if how == "form":
-            body = _form({**text, **files}, tuple(required))
-        else:
-            request = {"type": "object", "properties": text, "required": sorted(set(required) - set(files))}
-            body = _form({"image_request": {"type": "string", "description": "a JSON object: "
-                                            + ", ".join(sorted(text))}, **files},
-                         ["image_request", *sorted(set(required) & set(files))])
-            if op is Operation.GENERATE:
-                body = _json({"type": "object", "properties": {"image_request": request},
-                              "required": ["image_request"]})
-        bodies[(f"/ideogram/{legacy_paths[op]}", "post")] = body
-    from pixelgate.surfaces import stability
-    return {**bodies, **stability.request_bodies()}
-
-
-def _conversational(fields: dict, name: str, conversation: dict, own: dict) -> dict:
+def conversational(fields: dict, name: str, conversation: dict, own: dict) -> dict:
     """A chat or Responses body: model, the conversation, stream, its own fields, and any field of
     the Images API beside them (size, quality, n...)."""
     images = {k: v for k, v in fields["properties"].items() if k not in ("prompt", "response_format", "stream")}
@@ -328,17 +242,32 @@ def _conversational(fields: dict, name: str, conversation: dict, own: dict) -> d
             "required": ["model", name]}
 
 
-def _field(kind: Any, ideogram: Any, json_value: bool = False) -> dict:
-    """One field of the Ideogram tables as a schema (a multipart part is text unless a file)."""
-    if kind == ideogram.FILE:
+def json(body: type[BaseModel] | dict) -> dict:
+    return {"application/json": {"schema": body if isinstance(body, dict) else schema_of(body)}}
+
+
+def form(model: type[BaseModel] | None = None, required: tuple[str, ...] = (), **parts: dict) -> dict:
+    """A multipart body: `model`'s fields as the text parts they arrive as (files stay files),
+    and `parts` besides."""
+    schema = schema_of(model) if model is not None else {}
+    properties = {name: _part(p) for name, p in schema.get("properties", {}).items()} | parts
+    needed = sorted({*schema.get("required", ()), *required})
+    return {"multipart/form-data": {"schema": {"type": "object", "properties": properties,
+                                               **({"required": needed} if needed else {})}}}
+
+
+def _part(schema: dict) -> dict:
+    one = next((s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"), schema)
+    if one.get("format") == "binary":
         return BINARY
-    if kind == ideogram.FILES:
+    if one.get("items", {}).get("format") == "binary":
         return {"type": "array", "items": BINARY}
-    if kind == ideogram.OBJECT:
-        return {"type": "object"} if json_value else {"type": "string", "description": "a JSON object"}
-    if isinstance(kind, ideogram.Int):
-        schema = {"type": "integer", "minimum": kind.lo, "maximum": kind.hi}
-        return schema if json_value else {"type": "string", "pattern": r"^-?[0-9]+$"}
-    if isinstance(kind, tuple):
-        return {"type": "string", "enum": list(kind)}
+    if "enum" in one:
+        return {"type": "string", "enum": [str(v) for v in one["enum"]]}
+    if one.get("type") == "integer":
+        return {"type": "string", "pattern": r"^-?[0-9]+$"}
+    if one.get("type") == "boolean":
+        return {"type": "string", "enum": ["true", "false"]}
+    if one.get("type") == "object":
+        return {"type": "string", "description": "a JSON object"}
     return {"type": "string"}

@@ -18,6 +18,7 @@ from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.logs import REQUEST_ID
 from pixelgate.services.auth import Principal, token_from_headers
 from pixelgate.services.engine import RequestContext
+from pixelgate.surfaces._json import JSONResponse
 
 log = logging.getLogger("pixelgate")
 
@@ -40,6 +41,18 @@ async def authenticate(request: Request) -> Principal:
     if (ctx := getattr(request.state, "ctx", None)) is not None:
         ctx.principal = principal
     return principal
+
+
+async def authenticated(request: Request) -> RequestContext:
+    """The request's context, its caller authenticated (authenticate)."""
+    await authenticate(request)
+    return request.state.ctx
+
+
+def openai_error(exc: GatewayError) -> Response:
+    """OpenAI's error shape, which the predictions, files and admin APIs answer too."""
+    return JSONResponse({"error": {"message": exc.message, "type": exc.type, "param": exc.field,
+                                   "code": exc.code}}, status_code=exc.status)
 
 
 def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True) -> type[APIRoute]:

@@ -27,13 +27,13 @@ from pixelgate.services.storage import file_name
 from pixelgate.services.tasks import LIVE, aware
 
 
-async def webhook(request: Request, value) -> str | None:
+async def webhook(services, value) -> str | None:
     """The body's webhook URL, checked as any URL the gateway will call."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidRequest("'webhook' must be a URL.", field="webhook")
-    await request.app.state.services.fetcher.check_destination(value, "webhook")
+    await services.fetcher.check_destination(value, "webhook")
     return value
 
 
@@ -41,33 +41,32 @@ def prefers_async(request: Request) -> bool:
     return "respond-async" in request.headers.get("prefer", "").lower()
 
 
-async def is_asynchronous(request: Request, req: ImageRequest) -> bool:
+async def is_asynchronous(services, req: ImageRequest) -> bool:
     """Whether the model's vendor answers with a job (a retired model's successor never does)."""
     try:
-        route = await request.app.state.services.directory.route(req.model, req.provider)
+        route = await services.directory.route(req.model, req.provider)
     except ModelNotFound:
         return False  # a retired model, or none: the engine says which when it prepares
     return route.capabilities.asynchronous
 
 
-async def needs_task(request: Request, req: ImageRequest, webhook: str | None) -> bool:
+async def needs_task(request: Request, services, req: ImageRequest, webhook: str | None) -> bool:
     if req.stream:  # a stream is its connection; it cannot be replayed or resumed
         return False
     return bool(prefers_async(request) or webhook or idempotency.key_from(request.headers)
-                or await is_asynchronous(request, req))
+                or await is_asynchronous(services, req))
 
 
-async def submit(request: Request, req: ImageRequest, ctx: RequestContext, client_input: dict,
-                 webhook: str | None) -> Task:
-    return await request.app.state.services.tasks.submit(
-        req, ctx, req.model, client_input, webhook, run_in_background=not await is_asynchronous(request, req),
-        idempotency_key=idempotency.key_from(request.headers))
+async def submit(request: Request, services, req: ImageRequest, ctx: RequestContext, client_input: dict,
+                 webhook: str | None, meta: dict | None = None) -> Task:
+    return await services.tasks.submit(
+        req, ctx, req.model, client_input, webhook, run_in_background=not await is_asynchronous(services, req),
+        meta=meta, idempotency_key=idempotency.key_from(request.headers))
 
 
-async def settled(request: Request, task: Task, ctx: RequestContext) -> Task:
+async def settled(services, task: Task, ctx: RequestContext) -> Task:
     """The task once finished, for a client waiting on its connection; its failure raised as the
     error the synchronous call would have answered."""
-    services = request.app.state.services
     task = await services.tasks.wait(task.id, ctx.principal.key_id, services.settings.async_wait_seconds)
     if task.status in LIVE:
         raise UpstreamTimeout(

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from pixelgate.config import ChannelConfig
 from pixelgate.db.models import PriceRow, RequestLog, Task
 from pixelgate.domain.catalog import TokenRates
-from pixelgate.errors import Forbidden, InvalidRequest, NotFound
+from pixelgate.errors import InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, token_from_headers
 from pixelgate.services.routing import channel_view, channel_warnings
 from pixelgate.services import metrics
@@ -24,22 +24,18 @@ from pixelgate.services.usage import MAX_ID, usage
 from pixelgate.surfaces._answers import (AccountView, AdminTask, ChannelList, ChannelView, KeyList, KeyView,
                                          NewChannel, NewKey, NewPrice, OpenAIError, PriceList, RequestList,
                                          UsageReport)
-from pixelgate.surfaces._route import authenticate, surface_route
+from pixelgate.surfaces._body import JsonBody, invalid, parse
+from pixelgate.surfaces._route import openai_error, surface_route
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._openapi import Errors, ok
-from pixelgate.surfaces.openai_images import _json_body, render_error
+from pixelgate.surfaces._openapi import Errors, body, json, ok, schema_of
+from pixelgate.surfaces.deps import (AdminDep, BillingDep, DirectoryDep, KeysDep, ServicesDep, SettingsDep,
+                                     admin_caller, principal)
 
-router = APIRouter(prefix="/admin", route_class=surface_route("admin", render_error, logged=False), tags=["Admin"])
-metrics_router = APIRouter(route_class=surface_route("admin", render_error, logged=False), tags=["Admin"])
+router = APIRouter(prefix="/admin", route_class=surface_route("admin", openai_error, logged=False), tags=["Admin"])
+metrics_router = APIRouter(route_class=surface_route("admin", openai_error, logged=False), tags=["Admin"])
 """GET /metrics, where Prometheus looks by default."""
 ERRORS = Errors(OpenAIError, always=(401, 403, 429, 500), notes={403: "The key is not an admin key"})
 GONE = {"description": "Deleted"}
-
-
-async def _admin(request: Request) -> None:
-    principal = await authenticate(request)
-    if not principal.is_admin:
-        raise Forbidden("This endpoint needs an admin key.", code="admin_required")
 
 
 MAX_AMOUNT = Decimal("999999999999")
@@ -51,16 +47,6 @@ def _id(value: int, what: str, field: str = "id") -> int:
     if not 1 <= value <= MAX_ID:
         raise NotFound(f"No {what} with id {value}.", field=field)
     return value
-
-
-def _parse(model: type[BaseModel], data: dict) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        raise InvalidRequest(f"Invalid value for '{field}': {err['msg']}." if field else err["msg"],
-                             field=field) from None
 
 
 def _not_null(value: Any) -> Any:
@@ -131,109 +117,97 @@ def account_view(account) -> dict:
 @metrics_router.get("/metrics", summary="Prometheus metrics (also with the metrics_token)",
                     responses={**ok(None, also={"text/plain": {"type": "string", "description": metrics.CONTENT_TYPE}}),
                                **ERRORS()})
-async def prometheus_metrics(request: Request) -> Response:
+async def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
     """Prometheus text format; scrape it with the `metrics_token` (or the admin key) as bearer token."""
-    expected = request.app.state.services.settings.metrics_token
+    expected = settings.metrics_token
     token = token_from_headers(request.headers)
     if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
-        await _admin(request)
+        await admin_caller(await principal(request))
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 
 @router.get("/keys", summary="List keys", responses={**ok(KeyList), **ERRORS()})
-async def list_keys(request: Request) -> Response:
-    await _admin(request)
-    return JSONResponse({"data": [key_view(k) for k in await request.app.state.services.keys.list()]})
+async def list_keys(_: AdminDep, keys: KeysDep) -> Response:
+    return JSONResponse({"data": [key_view(k) for k in await keys.list()]})
 
 
-@router.post("/keys", summary="Create a key", status_code=201, responses={**ok(NewKey, 201), **ERRORS(400, 404, 413)})
-async def create_key(request: Request) -> Response:
-    await _admin(request)
-    body = _parse(KeyCreate, await _json_body(request))
-    if body.account_id is not None:
-        await request.app.state.services.engine.billing.account(body.account_id)
-    row, token = await request.app.state.services.keys.create(
-        body.name, is_admin=body.is_admin, expires_at=body.expires_at, allowed_models=body.allowed_models,
-        account_id=body.account_id, rate_limit_rpm=body.rate_limit_rpm, max_concurrent=body.max_concurrent,
-        group=body.group)
+@router.post("/keys", summary="Create a key", status_code=201, responses={**ok(NewKey, 201), **ERRORS(400, 404, 413)},
+             openapi_extra=body(json(KeyCreate)))
+async def create_key(_: AdminDep, data: JsonBody, keys: KeysDep, billing: BillingDep) -> Response:
+    new = parse(KeyCreate, data)
+    if new.account_id is not None:
+        await billing.account(new.account_id)
+    row, token = await keys.create(
+        new.name, is_admin=new.is_admin, expires_at=new.expires_at, allowed_models=new.allowed_models,
+        account_id=new.account_id, rate_limit_rpm=new.rate_limit_rpm, max_concurrent=new.max_concurrent,
+        group=new.group)
     return JSONResponse({**key_view(row), "key": token}, status_code=201)
 
 
 @router.get("/keys/{key_id}", summary="Get a key", responses={**ok(KeyView), **ERRORS(400, 404)})
-async def get_key(key_id: int, request: Request) -> Response:
-    await _admin(request)
-    return JSONResponse(key_view(await request.app.state.services.keys.get(_id(key_id, "API key"))))
+async def get_key(key_id: int, _: AdminDep, keys: KeysDep) -> Response:
+    return JSONResponse(key_view(await keys.get(_id(key_id, "API key"))))
 
 
-@router.patch("/keys/{key_id}", summary="Update a key", responses={**ok(KeyView), **ERRORS(400, 404, 413)})
-async def update_key(key_id: int, request: Request) -> Response:
-    await _admin(request)
+@router.patch("/keys/{key_id}", summary="Update a key", responses={**ok(KeyView), **ERRORS(400, 404, 413)},
+              openapi_extra=body(json(KeyUpdate)))
+async def update_key(key_id: int, _: AdminDep, data: JsonBody, keys: KeysDep, billing: BillingDep) -> Response:
     _id(key_id, "API key")
-    body = _parse(KeyUpdate, await _json_body(request))
-    if body.account_id is not None:  # as on creation: a key pays from an account that exists
-        await request.app.state.services.engine.billing.account(body.account_id)
-    row = await request.app.state.services.keys.update(key_id, **body.model_dump(exclude_unset=True))
+    update = parse(KeyUpdate, data)
+    if update.account_id is not None:  # as on creation: a key pays from an account that exists
+        await billing.account(update.account_id)
+    row = await keys.update(key_id, **update.model_dump(exclude_unset=True))
     return JSONResponse(key_view(row))
 
 
 @router.delete("/keys/{key_id}", summary="Delete a key", status_code=204, responses={204: GONE, **ERRORS(400, 404)})
-async def delete_key(key_id: int, request: Request) -> Response:
-    await _admin(request)
-    await request.app.state.services.keys.delete(_id(key_id, "API key"))
+async def delete_key(key_id: int, _: AdminDep, keys: KeysDep) -> Response:
+    await keys.delete(_id(key_id, "API key"))
     return Response(status_code=204)
 
 
 @router.get("/channels", summary="List channels", responses={**ok(ChannelList), **ERRORS()})
-async def list_channels(request: Request) -> Response:
-    await _admin(request)
-    return JSONResponse({"data": [channel_view(c) for c in await request.app.state.services.directory.list()]})
+async def list_channels(_: AdminDep, directory: DirectoryDep) -> Response:
+    return JSONResponse({"data": [channel_view(c) for c in await directory.list()]})
 
 
 @router.post("/channels", summary="Create a channel", status_code=201,
-             responses={**ok(NewChannel, 201), **ERRORS(400, 413)})
-async def create_channel(request: Request) -> Response:
-    await _admin(request)
-    cfg = _parse(ChannelConfig, await _json_body(request))
-    services = request.app.state.services
-    row = await services.directory.create(cfg)
-    warnings = channel_warnings(cfg, services.settings.unpriced == "refuse", await services.engine.billing.table())
+             responses={**ok(NewChannel, 201), **ERRORS(400, 413)}, openapi_extra=body(json(ChannelConfig)))
+async def create_channel(_: AdminDep, data: JsonBody, directory: DirectoryDep, settings: SettingsDep,
+                         billing: BillingDep) -> Response:
+    cfg = parse(ChannelConfig, data)
+    row = await directory.create(cfg)
+    warnings = channel_warnings(cfg, settings.unpriced == "refuse", await billing.table())
     return JSONResponse({**channel_view(row), "warnings": warnings}, status_code=201)
 
 
 @router.get("/channels/{name}", summary="Get a channel", responses={**ok(ChannelView), **ERRORS(404)})
-async def get_channel(name: str, request: Request) -> Response:
-    await _admin(request)
-    return JSONResponse(channel_view(await request.app.state.services.directory.get(name)))
+async def get_channel(name: str, _: AdminDep, directory: DirectoryDep) -> Response:
+    return JSONResponse(channel_view(await directory.get(name)))
 
 
-@router.patch("/channels/{name}", summary="Update a channel", responses={**ok(ChannelView), **ERRORS(400, 404, 413)})
-async def update_channel(name: str, request: Request) -> Response:
-    await _admin(request)
-    changes = await _json_body(request)
+@router.patch("/channels/{name}", summary="Update a channel", responses={**ok(ChannelView), **ERRORS(400, 404, 413)},
+              openapi_extra=body(json({"type": "object", "properties": schema_of(ChannelConfig)["properties"]})))
+async def update_channel(name: str, _: AdminDep, changes: JsonBody, directory: DirectoryDep) -> Response:
     unknown = set(changes) - set(ChannelConfig.model_fields) - {"name"}
     if unknown:
         field = sorted(unknown)[0]
         raise InvalidRequest(f"Unknown channel field '{field}'.", field=field, code="unknown_parameter")
     try:
-        row = await request.app.state.services.directory.update(name, changes)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        raise InvalidRequest(f"Invalid value for '{field}': {err['msg']}.", field=field) from None
+        row = await directory.update(name, changes)
+    except ValidationError as exc:  # the channel as changed, checked as a new one is
+        raise invalid(exc) from None
     return JSONResponse(channel_view(row))
 
 
 @router.delete("/channels/{name}", summary="Delete a channel", status_code=204, responses={204: GONE, **ERRORS(404)})
-async def delete_channel(name: str, request: Request) -> Response:
-    await _admin(request)
-    await request.app.state.services.directory.delete(name)
+async def delete_channel(name: str, _: AdminDep, directory: DirectoryDep) -> Response:
+    await directory.delete(name)
     return Response(status_code=204)
 
 
 @router.get("/requests", summary="The request log", responses={**ok(RequestList), **ERRORS(400)})
-async def list_requests(request: Request, limit: int = 50) -> Response:
-    await _admin(request)
-    services = request.app.state.services
+async def list_requests(_: AdminDep, services: ServicesDep, limit: int = 50) -> Response:
     await services.records.flush()
     async with services.sessions() as session:
         rows = (await session.execute(
@@ -248,41 +222,33 @@ async def list_requests(request: Request, limit: int = 50) -> Response:
 # ---- accounts, prices, usage ----
 
 @router.post("/accounts", summary="Create an account", status_code=201,
-             responses={**ok(AccountView, 201), **ERRORS(400, 413)})
-async def create_account(request: Request) -> Response:
-    await _admin(request)
-    body = _parse(AccountCreate, await _json_body(request))
-    account = await request.app.state.services.engine.billing.create_account(body.name, body.balance, body.spend_limit,
-                                                                            body.markup)
+             responses={**ok(AccountView, 201), **ERRORS(400, 413)}, openapi_extra=body(json(AccountCreate)))
+async def create_account(_: AdminDep, data: JsonBody, billing: BillingDep) -> Response:
+    new = parse(AccountCreate, data)
+    account = await billing.create_account(new.name, new.balance, new.spend_limit, new.markup)
     return JSONResponse(account_view(account), status_code=201)
 
 
 @router.patch("/accounts/{account_id}", summary="Update an account",
-              responses={**ok(AccountView), **ERRORS(400, 404, 413)})
-async def update_account(account_id: int, request: Request) -> Response:
-    await _admin(request)
+              responses={**ok(AccountView), **ERRORS(400, 404, 413)}, openapi_extra=body(json(AccountUpdate)))
+async def update_account(account_id: int, _: AdminDep, data: JsonBody, billing: BillingDep, keys: KeysDep) -> Response:
     _id(account_id, "account", "account_id")
-    body = _parse(AccountUpdate, await _json_body(request))
-    services = request.app.state.services
-    account = await services.engine.billing.update_account(account_id, **body.model_dump(exclude_unset=True))
-    await services.keys.changed()  # a key's principal carries its account's markup
+    account = await billing.update_account(account_id, **parse(AccountUpdate, data).model_dump(exclude_unset=True))
+    await keys.changed()  # a key's principal carries its account's markup
     return JSONResponse(account_view(account))
 
 
 @router.get("/accounts/{account_id}", summary="Get an account", responses={**ok(AccountView), **ERRORS(400, 404)})
-async def get_account(account_id: int, request: Request) -> Response:
-    await _admin(request)
-    return JSONResponse(account_view(await request.app.state.services.engine.billing.account(
-        _id(account_id, "account", "account_id"))))
+async def get_account(account_id: int, _: AdminDep, billing: BillingDep) -> Response:
+    return JSONResponse(account_view(await billing.account(_id(account_id, "account", "account_id"))))
 
 
 @router.post("/accounts/{account_id}/topup", summary="Top up an account",
-             responses={**ok(AccountView), **ERRORS(400, 404, 413)})
-async def top_up(account_id: int, request: Request) -> Response:
-    await _admin(request)
+             responses={**ok(AccountView), **ERRORS(400, 404, 413)}, openapi_extra=body(json(TopUp)))
+async def top_up(account_id: int, _: AdminDep, data: JsonBody, billing: BillingDep) -> Response:
     _id(account_id, "account", "account_id")
-    body = _parse(TopUp, await _json_body(request))
-    account = await request.app.state.services.engine.billing.top_up(account_id, body.amount, body.reference)
+    given = parse(TopUp, data)
+    account = await billing.top_up(account_id, given.amount, given.reference)
     return JSONResponse(account_view(account))
 
 
@@ -298,10 +264,8 @@ class PriceCreate(BaseModel):
 
 
 @router.get("/prices", summary="The price table", responses={**ok(PriceList), **ERRORS()})
-async def list_prices(request: Request) -> Response:
+async def list_prices(_: AdminDep, billing: BillingDep) -> Response:
     """The effective price table: built-in defaults, config-file prices and admin prices."""
-    await _admin(request)
-    billing = request.app.state.services.engine.billing
     origin = {1: "default", 2: "config", 3: "admin"}
     data = [{"model": p.model, "operation": p.operation, "dimensions": p.dimensions, "amount": p.amount,
              "tokens": p.tokens.model_dump(mode="json") if p.tokens else None,
@@ -310,25 +274,22 @@ async def list_prices(request: Request) -> Response:
     return JSONResponse({"currency": billing.currency, "data": data})
 
 
-@router.post("/prices", summary="Set a price", status_code=201, responses={**ok(NewPrice, 201), **ERRORS(400, 413)})
-async def create_price(request: Request) -> Response:
-    await _admin(request)
+@router.post("/prices", summary="Set a price", status_code=201, responses={**ok(NewPrice, 201), **ERRORS(400, 413)},
+             openapi_extra=body(json(PriceCreate)))
+async def create_price(_: AdminDep, data: JsonBody, services: ServicesDep) -> Response:
     """Set the price of (model, operation, dimensions): 201 with a new entry, 200 when it
     replaces the one set before (the newest price wins)."""
-    body = _parse(PriceCreate, await _json_body(request))
-    services = request.app.state.services
-    row, new = await services.engine.billing.set_price(body.model, body.amount, body.currency, body.operation,
-                                                       body.dimensions, body.tokens)
+    price = parse(PriceCreate, data)
+    row, new = await services.engine.billing.set_price(price.model, price.amount, price.currency, price.operation,
+                                                       price.dimensions, price.tokens)
     await services.invalidation.changed("prices")
-    return JSONResponse({"id": row.id, **body.model_dump(mode="json"), "currency": row.currency},
+    return JSONResponse({"id": row.id, **price.model_dump(mode="json"), "currency": row.currency},
                         status_code=201 if new else 200)
 
 
 @router.delete("/prices/{price_id}", summary="Delete a price", status_code=204,
                responses={204: GONE, **ERRORS(400, 404)})
-async def delete_price(price_id: int, request: Request) -> Response:
-    await _admin(request)
-    services = request.app.state.services
+async def delete_price(price_id: int, _: AdminDep, services: ServicesDep) -> Response:
     _id(price_id, "price")
     async with services.sessions() as session, session.begin():
         result = await session.execute(delete(PriceRow).where(PriceRow.id == price_id))
@@ -339,19 +300,16 @@ async def delete_price(price_id: int, request: Request) -> Response:
 
 
 @router.get("/usage", summary="Usage of every key", responses={**ok(UsageReport), **ERRORS(400)})
-async def all_usage(request: Request, group_by: str = "model", key_id: int | None = None, days: int = 30) -> Response:
-    await _admin(request)
-    services = request.app.state.services
+async def all_usage(_: AdminDep, services: ServicesDep, group_by: str = "model", key_id: int | None = None,
+                    days: int = 30) -> Response:
     await services.records.flush()
     report = await usage(services.sessions, group_by, key_id, days)
     return JSONResponse({"currency": services.engine.billing.currency, **report})
 
 
 @router.get("/tasks/{task_id}", summary="Any key's task", responses={**ok(AdminTask), **ERRORS(404)})
-async def get_task(task_id: str, request: Request) -> Response:
+async def get_task(task_id: str, _: AdminDep, services: ServicesDep) -> Response:
     """Any key's task, with every webhook delivery and attempt."""
-    await _admin(request)
-    services = request.app.state.services
     async with services.sessions() as session:
         task = await session.get(Task, task_id)
     if task is None:

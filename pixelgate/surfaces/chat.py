@@ -43,11 +43,13 @@ from pixelgate.surfaces._answers import ChatCompletion, OpenAIError
 from pixelgate.surfaces._conversation import Made, Turn
 from pixelgate.surfaces.deps import SettingsDep
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._openapi import GENERATING, Errors, ok
+from pixelgate.surfaces._openapi import GENERATING, Errors, body, conversational, json, ok, schema_of
 from pixelgate.surfaces._route import surface_route
-from pixelgate.surfaces.openai_images import ImageFields, _authenticate, _fields, _json_body, render_error, to_request
+from pixelgate.surfaces._body import json_body, parse
+from pixelgate.surfaces._route import authenticated, openai_error
+from pixelgate.surfaces.openai_images import ImageFields, to_request
 
-router = APIRouter(route_class=surface_route("chat", render_error), tags=["Chat"])
+router = APIRouter(route_class=surface_route("chat", openai_error), tags=["Chat"])
 ANSWERS = {**ok(ChatCompletion, also={"text/event-stream": {"type": "string", "description": "with stream: true"}}),
            **Errors(OpenAIError)(*GENERATING)}
 
@@ -60,11 +62,22 @@ TIERS = ("1K", "2K", "4K")
 DELIVERIES = {None: Delivery.B64, "data_url": Delivery.B64, "url": Delivery.URL}
 
 
+BODY = conversational(schema_of(ImageFields), "messages", {
+    "type": "array", "items": {"type": "object", "properties": {
+        "role": {"type": "string"}, "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {
+            "type": "object", "description": "{type: text, text} or {type: image_url, image_url: {url}}"}}]},
+        "images": {"type": "array", "items": {"type": "object"}}}, "required": ["role"]}}, {
+    "image_config": {"type": "object", "properties": {"aspect_ratio": {"type": "string"},
+                                                      "image_size": {"enum": ["1K", "2K", "4K"]}}},
+    "modalities": {"type": "array", "items": {"enum": ["image", "text"]}},
+    "image_response": {"enum": ["data_url", "url"]}})
+
+
 @router.post("/v1/chat/completions", summary="Images from a chat conversation (OpenRouter's shape)",
-             responses=ANSWERS)
+             responses=ANSWERS, openapi_extra=body(json(BODY)))
 async def completions(request: Request, settings: SettingsDep) -> Response:
-    ctx = await _authenticate(request)
-    data = await _json_body(request)
+    ctx = await authenticated(request)
+    data = await json_body(request)
     for name in IGNORED:
         data.pop(name, None)
     messages, stream = data.pop("messages", None), data.pop("stream", False)
@@ -103,7 +116,7 @@ def request_of(data: dict) -> tuple[ImageRequest, bool]:
             raise InvalidRequest("'size' and 'image_config' cannot be used together; give one of them.",
                                  field="image_config")
         data["size"] = image_config_size(config)
-    req = to_request(_fields(ImageFields, data), Operation.GENERATE)
+    req = to_request(parse(ImageFields, data), Operation.GENERATE)
     req.delivery = DELIVERIES[image_response]
     return req, req.delivery is Delivery.URL
 

@@ -57,10 +57,11 @@ from pixelgate.services.tasks import LIVE, aware
 from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._answers import GeminiError, GeminiModel, GeminiModelList, GeminiOperation, GeminiResponse
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._openapi import GENERATING, Errors, ok
+from pixelgate.surfaces._openapi import GENERATING, Errors, body, json, ok
 from pixelgate.surfaces._route import context, surface_route
 from pixelgate.surfaces.deps import ServicesDep
-from pixelgate.surfaces.openai_images import _json_body, _models
+from pixelgate.surfaces._body import json_body
+from pixelgate.surfaces.openai_images import _models
 
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "RESOURCE_EXHAUSTED", 403: "PERMISSION_DENIED",
           404: "NOT_FOUND", 409: "ABORTED", 410: "NOT_FOUND", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
@@ -329,6 +330,24 @@ def operation(task, response: dict | None = None, error: dict | None = None) -> 
     return body
 
 
+_BLOB = {"type": "object", "properties": {"mimeType": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}
+_PARTS = {"type": "array", "items": {"type": "object", "properties": {
+    "text": {"type": "string"}, "inlineData": _BLOB,
+    "fileData": {"type": "object", "properties": {"mimeType": {"type": "string"},
+                                                  "fileUri": {"type": "string", "format": "uri"}}}}}}
+REQUEST_SCHEMA = {"type": "object", "required": ["contents"], "properties": {
+    "contents": {"type": "array", "items": {"type": "object", "properties": {
+        "role": {"type": "string", "enum": ["user", "model"]}, "parts": _PARTS}}},
+    "systemInstruction": {"type": "object", "properties": {"parts": _PARTS}},
+    "generationConfig": {"type": "object", "properties": {
+        "responseModalities": {"type": "array", "items": {"type": "string", "enum": ["TEXT", "IMAGE"]}},
+        "candidateCount": {"type": "integer", "minimum": 1}, "seed": {"type": "integer"},
+        "imageConfig": {"type": "object", "properties": {"aspectRatio": {"type": "string", "enum": list(RATIOS)},
+                                                         "imageSize": {"type": "string", "enum": list(TIERS)}}}}}},
+    "description": "snake_case keys are taken too (inline_data, generation_config...)"}
+"""The request body as /openapi.json shows it."""
+
+
 # -- routes --
 
 async def _authenticate(request: Request, services) -> RequestContext:
@@ -337,13 +356,13 @@ async def _authenticate(request: Request, services) -> RequestContext:
     if not token:
         raise Unauthorized("Method doesn't allow unregistered callers. Send the gateway key as "
                            "'x-goog-api-key: <key>' or '?key=<key>'.", code="missing_api_key")
-    ctx.principal = await services.keys.authenticate(token)
+    ctx.principal = await services.keys.authenticate(token, request.client.host if request.client else "")
     return ctx
 
 
 async def _generate(model: str, request: Request, services, stream: bool) -> dict | Response:
     ctx = await _authenticate(request, services)
-    req, facts = await parse(model, await _json_body(request), services.fetcher)
+    req, facts = await parse(model, await json_body(request), services.fetcher)
     try:
         if await _tasks.needs_task(request, req, None):
             summary = {"prompt": req.prompt, "images": len(req.images), **facts}
@@ -366,7 +385,8 @@ async def _generate(model: str, request: Request, services, stream: bool) -> dic
     return answer(images, result.meta, req.model, ctx.request_id, facts["modalities"])
 
 
-@route("POST", "/models/{model:path}:generateContent", summary="Generate content (images)", responses=GENERATED)
+@route("POST", "/models/{model:path}:generateContent", summary="Generate content (images)", responses=GENERATED,
+       openapi_extra=body(json(REQUEST_SCHEMA)))
 async def generate_content(model: str, request: Request, services: ServicesDep) -> Response:
     """Images from text, or an edit of the images in the conversation, from any model the key may use."""
     result = await _generate(model, request, services, stream=False)
@@ -374,7 +394,7 @@ async def generate_content(model: str, request: Request, services: ServicesDep) 
 
 
 @route("POST", "/models/{model:path}:streamGenerateContent", summary="Generate content, streamed",
-       responses=STREAMED)
+       responses=STREAMED, openapi_extra=body(json(REQUEST_SCHEMA)))
 async def stream_generate_content(model: str, request: Request, services: ServicesDep, alt: str | None = None
                                   ) -> Response:
     """The answer once made, as one server-sent event (alt=sse) or a JSON array: an image model
@@ -420,7 +440,7 @@ async def list_models(request: Request, services: ServicesDep, pageSize: int = 5
         raise InvalidRequest("pageSize must be between 1 and 1000.", field="pageSize")
     if pageToken and not pageToken.isdigit():
         raise InvalidRequest("pageToken is not one this list gave.", field="pageToken")
-    models = [_model(m) for m in await _models(request) if ctx.principal.may_use(m["id"])]
+    models = [_model(m) for m in await _models(services.directory, services.settings) if ctx.principal.may_use(m["id"])]
     start = int(pageToken or 0)
     body: dict[str, Any] = {"models": models[start:start + pageSize]}
     if start + pageSize < len(models):
@@ -433,25 +453,7 @@ async def list_models(request: Request, services: ServicesDep, pageSize: int = 5
 async def get_model(model: str, request: Request, services: ServicesDep) -> Response:
     ctx = await _authenticate(request, services)
     name = model.removeprefix("models/")
-    for entry in await _models(request):
+    for entry in await _models(services.directory, services.settings):
         if entry["id"] == name and ctx.principal.may_use(name):
             return JSONResponse(_model(entry))
     raise ModelNotFound(f"models/{name} is not found for API version v1beta.", field="model")
-
-
-_BLOB = {"type": "object", "properties": {"mimeType": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}
-_PARTS = {"type": "array", "items": {"type": "object", "properties": {
-    "text": {"type": "string"}, "inlineData": _BLOB,
-    "fileData": {"type": "object", "properties": {"mimeType": {"type": "string"},
-                                                  "fileUri": {"type": "string", "format": "uri"}}}}}}
-REQUEST_SCHEMA = {"type": "object", "required": ["contents"], "properties": {
-    "contents": {"type": "array", "items": {"type": "object", "properties": {
-        "role": {"type": "string", "enum": ["user", "model"]}, "parts": _PARTS}}},
-    "systemInstruction": {"type": "object", "properties": {"parts": _PARTS}},
-    "generationConfig": {"type": "object", "properties": {
-        "responseModalities": {"type": "array", "items": {"type": "string", "enum": ["TEXT", "IMAGE"]}},
-        "candidateCount": {"type": "integer", "minimum": 1}, "seed": {"type": "integer"},
-        "imageConfig": {"type": "object", "properties": {"aspectRatio": {"type": "string", "enum": list(RATIOS)},
-                                                         "imageSize": {"type": "string", "enum": list(TIERS)}}}}}},
-    "description": "snake_case keys are taken too (inline_data, generation_config...)"}
-"""The request body as /openapi.json shows it (surfaces._openapi)."""

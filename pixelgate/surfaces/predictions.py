@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from pixelgate.db.models import Task
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
@@ -31,10 +31,11 @@ from pixelgate.services.tasks import aware
 from pixelgate.surfaces._answers import OpenAIError, Prediction, Submitted
 from pixelgate.services import idempotency
 from pixelgate.surfaces import _tasks
-from pixelgate.surfaces._route import surface_route, task_cost
+from pixelgate.surfaces._body import JsonBody, parse
+from pixelgate.surfaces._route import openai_error, surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, ok
-from pixelgate.surfaces.openai_images import _authenticate, _json_body
+from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, body, json, ok, schema_of
+from pixelgate.surfaces.deps import ContextDep, PrincipalDep, ServicesDep
 
 TOP_LEVEL = {"model", "input", "webhook", "webhook_events_filter", "id"}
 MAX_WAIT = 60.0
@@ -52,11 +53,6 @@ VENDOR_PROVIDERS = {"openai": "openai", "bfl": "bfl", "black-forest-labs": "bfl"
                     "aws": "bedrock", "amazon": "bedrock"}
 
 
-def render_error(exc: GatewayError) -> Response:
-    return JSONResponse({"error": {"message": exc.message, "type": exc.type, "param": exc.field,
-                                   "code": exc.code}}, status_code=exc.status)
-
-
 @contextlib.contextmanager
 def input_fields() -> Iterator[None]:
     """Errors raised while handling `input` name their field as `input.<name>`."""
@@ -68,7 +64,7 @@ def input_fields() -> Iterator[None]:
         raise
 
 
-router = APIRouter(route_class=surface_route("predictions", render_error), tags=["Predictions"])
+router = APIRouter(route_class=surface_route("predictions", openai_error), tags=["Predictions"])
 ERRORS = Errors(OpenAIError)
 
 
@@ -93,20 +89,19 @@ class CommonInput(BaseModel):
     response_format: StrictStr | None = None
 
 
+PREDICTION = {"type": "object", "properties": {"input": schema_of(CommonInput),
+                                              "webhook": {"type": "string", "format": "uri"}}, "required": ["input"]}
+"""The body, as the document shows it."""
+
 DELIVERY = {"url": Delivery.URL, "b64_json": Delivery.B64, "base64_json": Delivery.B64}
 
 
-async def to_request(request: Request, model: str, data: Any, provider: str | None) -> tuple[ImageRequest, dict]:
-    """The body's `input` as an ImageRequest (input images fetched and checked)."""
+async def to_request(services, model: str, data: Any, provider: str | None) -> tuple[ImageRequest, dict]:
+    """The body's `input` as an ImageRequest (input images fetched and checked); errors name
+    the input's own fields (input_fields() adds the `input.`)."""
     if not isinstance(data, dict):
         raise InvalidRequest("The body must have an 'input' object.", field="input", code="missing_required_parameter")
-    try:
-        fields = CommonInput.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0])
-        raise InvalidRequest(f"Invalid type for '{field}': {err['msg'].lower()}.", field=field,
-                             code="invalid_type") from None
+    fields = parse(CommonInput, data)
     extras = dict(fields.model_extra or {})
     if extras.pop("stream", False):
         raise InvalidRequest("Streaming is not offered by the predictions API; use POST "
@@ -115,7 +110,7 @@ async def to_request(request: Request, model: str, data: Any, provider: str | No
         raise InvalidRequest(f"Invalid value: '{fields.response_format}'. Supported values are: 'url', "
                              "'b64_json' and 'base64_json'.", field="response_format")
     images = fields.image if isinstance(fields.image, list) else [fields.image] if fields.image else []
-    fetcher = request.app.state.services.fetcher
+    fetcher = services.fetcher
     req = ImageRequest(
         operation=Operation.GENERATE, model=model, prompt=fields.prompt, n=fields.n, size=fields.size,
         quality=fields.quality, style=fields.style, background=fields.background,
@@ -127,7 +122,7 @@ async def to_request(request: Request, model: str, data: Any, provider: str | No
         req.mask = await fetcher.image(fields.mask, "mask")
     # The predictions API names no operation: input images make it an edit where the model
     # edits, and a model that only edits is always asked to edit (so a missing image is named).
-    operations = (await request.app.state.services.directory.route(model, provider)).capabilities.operations
+    operations = (await services.directory.route(model, provider)).capabilities.operations
     if EDIT in operations and (req.images or GENERATE not in operations):
         req.operation = Operation.EDIT
     return req, data
@@ -145,23 +140,22 @@ def prefer(request: Request) -> tuple[bool, float | None]:
 @router.post("/models/{vendor}/{model:path}/predictions", summary="Create a prediction",
              responses={**ok(Prediction, description="Finished: a synchronous model, or one waited for"),
                         **ok(Submitted, 201, "Accepted as a task: poll it, or wait for the webhook"),
-                        **ERRORS(*GENERATING)})
-async def create_prediction(vendor: str, model: str, request: Request) -> Response:
-    ctx = await _authenticate(request)
-    body = await _json_body(request)
-    unknown = set(body) - TOP_LEVEL
+                        **ERRORS(*GENERATING)},
+             openapi_extra=body(json(PREDICTION)))
+async def create_prediction(vendor: str, model: str, request: Request, _: PrincipalDep, data: JsonBody,
+                            services: ServicesDep, ctx: ContextDep) -> Response:
+    unknown = set(data) - TOP_LEVEL
     if unknown:
         field = sorted(unknown)[0]
         raise InvalidRequest(f"Unrecognized request argument supplied: {field}", field=field, code="unknown_parameter")
-    services = request.app.state.services
-    webhook = await check_webhook(request, body.get("webhook"))
+    webhook = await check_webhook(services, data.get("webhook"))
     provider = VENDOR_PROVIDERS.get(vendor.lower())
     route = await services.directory.route(model, provider)
     run_async, wait = prefer(request)
     key = idempotency.key_from(request.headers)
     synchronous = not (route.capabilities.asynchronous or run_async or webhook)
     with input_fields():
-        req, client_input = await to_request(request, model, body.get("input"), provider)
+        req, client_input = await to_request(services, model, data.get("input"), provider)
         if synchronous and key is None:
             result = await services.engine.generate(req, ctx)
             return JSONResponse(render_sync(result, f"{vendor}/{model}", ctx.started))
@@ -169,7 +163,7 @@ async def create_prediction(vendor: str, model: str, request: Request) -> Respon
                                            run_in_background=not route.capabilities.asynchronous,
                                            idempotency_key=key)
     if synchronous:  # a synchronous model asked with an Idempotency-Key: answered when done
-        task = await _tasks.settled(request, task, ctx)
+        task = await _tasks.settled(services, task, ctx)
         return JSONResponse(await render_task(task, str(request.base_url), services))
     if wait:
         task = await services.tasks.wait(task.id, ctx.principal.key_id, wait)
@@ -182,18 +176,14 @@ check_webhook = _tasks.webhook
 
 
 @router.get("/tasks/{task_id}", summary="Get a task", responses={**ok(Prediction), **ERRORS(401, 404)})
-async def get_task(task_id: str, request: Request) -> Response:
-    ctx = await _authenticate(request)
-    services = request.app.state.services
-    task = await services.tasks.get(task_id, ctx.principal.key_id)
+async def get_task(task_id: str, request: Request, caller: PrincipalDep, services: ServicesDep) -> Response:
+    task = await services.tasks.get(task_id, caller.key_id)
     return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
 @router.post("/tasks/{task_id}/cancel", summary="Cancel a task", responses={**ok(Prediction), **ERRORS(*CANCELING)})
-async def cancel_task(task_id: str, request: Request) -> Response:
-    ctx = await _authenticate(request)
-    services = request.app.state.services
-    task = await services.tasks.cancel(task_id, ctx.principal.key_id)
+async def cancel_task(task_id: str, request: Request, caller: PrincipalDep, services: ServicesDep) -> Response:
+    task = await services.tasks.cancel(task_id, caller.key_id)
     return JSONResponse(await render_task(task, str(request.base_url), services))
 
 

@@ -18,10 +18,11 @@ from pixelgate.surfaces._answers import ReplicatePrediction, ReplicateProblem, W
 from pixelgate.services import idempotency
 from pixelgate.surfaces._route import surface_route, task_cost
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, ok
-from pixelgate.surfaces.openai_images import _authenticate, _json_body
-from pixelgate.surfaces.predictions import (VENDOR_PROVIDERS, _iso, _seconds, check_webhook, input_fields,
-                                            output_items, prefer, to_request)
+from pixelgate.surfaces._body import JsonBody
+from pixelgate.surfaces._openapi import CANCELING, GENERATING, Errors, body, json, ok
+from pixelgate.surfaces.deps import ContextDep, PrincipalDep, ServicesDep, TasksDep
+from pixelgate.surfaces.predictions import (PREDICTION, VENDOR_PROVIDERS, _iso, _seconds, check_webhook,
+                                            input_fields, output_items, prefer, to_request)
 
 STATUS = {"pending": "starting", "running": "processing"}
 TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
@@ -38,6 +39,9 @@ def render_error(exc: GatewayError) -> Response:
 
 
 router = APIRouter(route_class=surface_route("replicate", render_error), tags=["Replicate"])
+BODY = {"type": "object", "properties": {**PREDICTION["properties"], "webhook_completed": {"type": "string"},
+                                         "webhook_events_filter": {"type": "array", "items": {"type": "string"}},
+                                         "stream": {"type": "boolean"}}, "required": ["input"]}
 ERRORS = Errors(ReplicateProblem, "application/problem+json",
                 notes={400: "The request is invalid", 422: "Input validation failed: invalid_fields names the field"})
 
@@ -57,21 +61,20 @@ async def render(task: Task, base_url: str, services) -> dict:
 
 @router.post("/v1/models/{owner}/{name}/predictions", summary="Create a prediction", status_code=201,
              responses={**ok(ReplicatePrediction, 201, "The prediction (finished, if Prefer: wait saw it finish)"),
-                        **ERRORS(422, *GENERATING)})
-async def create(owner: str, name: str, request: Request) -> Response:
-    ctx = await _authenticate(request)
-    body = await _json_body(request)
-    unknown = set(body) - {"input", "webhook", "webhook_events_filter", "webhook_completed", "stream"}
+                        **ERRORS(422, *GENERATING)},
+             openapi_extra=body(json(BODY)))
+async def create(owner: str, name: str, request: Request, _: PrincipalDep, data: JsonBody, services: ServicesDep,
+                 ctx: ContextDep) -> Response:
+    unknown = set(data) - set(BODY["properties"])
     if unknown:
         field = sorted(unknown)[0]
         raise InvalidRequest(f"Unknown field '{field}'.", field=field, code="unknown_parameter")
-    services = request.app.state.services
     provider = VENDOR_PROVIDERS.get(owner.lower())
-    webhook = await check_webhook(request, body.get("webhook") or body.get("webhook_completed"))
-    events = body.get("webhook_events_filter")
+    webhook = await check_webhook(services, data.get("webhook") or data.get("webhook_completed"))
+    events = data.get("webhook_events_filter")
     route = await services.directory.route(name, provider)
     with input_fields():
-        req, client_input = await to_request(request, name, body.get("input"), provider)
+        req, client_input = await to_request(services, name, data.get("input"), provider)
         task = await services.tasks.submit(req, ctx, f"{owner}/{name}", client_input, webhook, events,
                                            run_in_background=not route.capabilities.asynchronous,
                                            idempotency_key=idempotency.key_from(request.headers))
@@ -83,23 +86,18 @@ async def create(owner: str, name: str, request: Request) -> Response:
 
 @router.get("/v1/predictions/{task_id}", summary="Get a prediction",
             responses={**ok(ReplicatePrediction), **ERRORS(401, 404)})
-async def get(task_id: str, request: Request) -> Response:
-    ctx = await _authenticate(request)
-    services = request.app.state.services
-    return JSONResponse(await render(await services.tasks.get(task_id, ctx.principal.key_id), str(request.base_url), services))
+async def get(task_id: str, request: Request, caller: PrincipalDep, services: ServicesDep) -> Response:
+    return JSONResponse(await render(await services.tasks.get(task_id, caller.key_id), str(request.base_url), services))
 
 
 @router.post("/v1/predictions/{task_id}/cancel", summary="Cancel a prediction",
              responses={**ok(ReplicatePrediction), **ERRORS(*CANCELING)})
-async def cancel(task_id: str, request: Request) -> Response:
-    ctx = await _authenticate(request)
-    services = request.app.state.services
-    task = await services.tasks.cancel(task_id, ctx.principal.key_id)
+async def cancel(task_id: str, request: Request, caller: PrincipalDep, services: ServicesDep) -> Response:
+    task = await services.tasks.cancel(task_id, caller.key_id)
     return JSONResponse(await render(task, str(request.base_url), services))
 
 
 @router.get("/v1/webhooks/default/secret", summary="The webhook signing secret",
             responses={**ok(WebhookSecret), **ERRORS(401)})
-async def webhook_secret(request: Request) -> Response:
-    ctx = await _authenticate(request)
-    return JSONResponse({"key": await request.app.state.services.tasks.webhook_secret(ctx.principal.key_id)})
+async def webhook_secret(caller: PrincipalDep, tasks: TasksDep) -> Response:
+    return JSONResponse({"key": await tasks.webhook_secret(caller.key_id)})

@@ -43,11 +43,13 @@ from pixelgate.surfaces._answers import OpenAIError, ResponseObject
 from pixelgate.surfaces._conversation import Turn
 from pixelgate.surfaces.deps import SettingsDep
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._openapi import GENERATING, Errors, ok
+from pixelgate.surfaces._openapi import GENERATING, Errors, body, conversational, json, ok, schema_of
 from pixelgate.surfaces._route import surface_route
-from pixelgate.surfaces.openai_images import ImageFields, _authenticate, _fields, _json_body, render_error, to_request
+from pixelgate.surfaces._body import json_body, parse
+from pixelgate.surfaces._route import authenticated, openai_error
+from pixelgate.surfaces.openai_images import ImageFields, to_request
 
-router = APIRouter(route_class=surface_route("responses", render_error), tags=["Responses"])
+router = APIRouter(route_class=surface_route("responses", openai_error), tags=["Responses"])
 ANSWERS = {**ok(ResponseObject, also={"text/event-stream": {"type": "string", "description": "with stream: true"}}),
            **Errors(OpenAIError)(*GENERATING)}
 
@@ -59,10 +61,22 @@ ECHOED = ("output_format", "size", "quality", "background")
 """Facts of the image the vendor reports, shown on the item as OpenAI shows them."""
 
 
-@router.post("/v1/responses", summary="Create a response (image generation)", responses=ANSWERS)
+_FIELDS = schema_of(ImageFields)
+BODY = conversational(_FIELDS, "input", {"anyOf": [
+    {"type": "string"}, {"type": "array", "items": {"type": "object", "description":
+                         "a message (role, content: text or input_text/input_image parts) or an "
+                         "image_generation_call item"}}]}, {
+    "tools": {"type": "array", "items": {"type": "object", "properties": {
+        "type": {"enum": ["image_generation"]}, **{k: _FIELDS["properties"][k] for k in (
+            "model", "size", "quality", "output_format", "output_compression", "background",
+            "moderation", "input_fidelity", "partial_images")}}, "required": ["type"]}}})
+
+
+@router.post("/v1/responses", summary="Create a response (image generation)", responses=ANSWERS,
+             openapi_extra=body(json(BODY)))
 async def create(request: Request, settings: SettingsDep) -> Response:
-    ctx = await _authenticate(request)
-    data = await _json_body(request)
+    ctx = await authenticated(request)
+    data = await json_body(request)
     for name in IGNORED:
         data.pop(name, None)
     model, stream = data.pop("model", None), data.pop("stream", False)
@@ -80,7 +94,7 @@ async def create(request: Request, settings: SettingsDep) -> Response:
     tool = image_tool(data.pop("tools", None))
     fields = {**data, **{k: v for k, v in tool.items() if k not in ("type", "model")}}
     fields["model"] = tool.get("model") or await _image_model(request, model, settings.image_tool_model)
-    req = to_request(_fields(ImageFields, fields), Operation.GENERATE)
+    req = to_request(parse(ImageFields, fields), Operation.GENERATE)
     req.delivery = Delivery.B64  # an image_generation_call's result is base64
     await _conversation.apply_conversation(request, req, turns, "input")
     envelope = {"id": "resp_" + ctx.request_id.removeprefix("req_"), "object": "response", "model": model,

@@ -42,11 +42,10 @@ from pixelgate.services.tasks import LIVE
 from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._answers import StabilityError, StabilityImage, StabilityInProgress, StabilityJob
 from pixelgate.surfaces._json import JSONResponse
-from pixelgate.surfaces._openapi import BINARY, GENERATING, Errors, ok
-from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces._openapi import BINARY, GENERATING, Errors, body, ok
+from pixelgate.surfaces._route import authenticated, surface_route
 from pixelgate.surfaces.deps import ContextDep, EngineDep, StorageDep, TasksDep
-from pixelgate.surfaces.ideogram import Body, _read
-from pixelgate.surfaces.openai_images import _authenticate
+from pixelgate.surfaces._body import Form, form_body
 
 PROVIDER = "stability"
 PREFIX = "/stability/v2beta/stable-image/"
@@ -117,20 +116,21 @@ def fields_of(route: str) -> tuple[dict[str, Any], set[str]]:
     return spec, required
 
 
-def _check(body: Body, route: str) -> dict[str, Any]:
+def _check(body: Form, route: str) -> dict[str, Any]:
     spec, required = fields_of(route)
+    files = body.grouped()
     # Stability's own examples send an empty `none` part to force multipart
-    body.files.pop("none", None)
+    files.pop("none", None)
     if body.fields.get("none") == "":
         del body.fields["none"]
-    for name in [*body.fields, *body.files]:
+    for name in [*body.fields, *files]:
         if name not in spec:
             raise InvalidRequest(f"{name}: unknown field for {route}", field=name, code="unknown_parameter")
     for name in sorted(required):
-        if not body.fields.get(name) and not body.files.get(name):
+        if not body.fields.get(name) and not files.get(name):
             raise InvalidRequest(f"{name}: is required", field=name, code="missing_required_parameter")
     p: dict[str, Any] = {}
-    for name, uploads in body.files.items():
+    for name, uploads in files.items():
         if spec[name] != "file" or len(uploads) > 1:
             raise InvalidRequest(f"{name}: must be {'one file' if spec[name] == 'file' else 'a text value'}",
                                  field=name)
@@ -170,7 +170,7 @@ async def _mask(upload, image: InputImage) -> InputImage:
 
 
 async def _request(request: Request, route: str) -> tuple[ImageRequest, dict[str, Any]]:
-    body = await _read(request, json_ok=False)
+    body = await form_body(request)
     p = _check(body, route)
     if route in ("generate/sd3", "generate/ultra"):
         _mode(route, p)
@@ -225,7 +225,7 @@ async def _task_image(task: Task, accept: str, storage) -> Response:
 
 
 async def _generate(request: Request, route: str, ctx, engine, storage) -> Response:
-    await _authenticate(request)
+    await authenticated(request)
     accept = _accept(request)
     req, client_input = await _request(request, route)
     with _native_names():
@@ -241,12 +241,23 @@ async def _generate(request: Request, route: str, ctx, engine, storage) -> Respo
     return image_answer(data, image.format, image.details.get("seed", req.seed or 0), accept)
 
 
+def request_body(route: str) -> dict:
+    """A route's multipart body, for the OpenAPI document."""
+    kinds = {"text": {"type": "string"}, "file": BINARY, "int": {"type": "string", "pattern": "^[0-9]+$"},
+             "number": {"type": "string", "pattern": r"^[0-9]*\.?[0-9]+$"}}
+    spec, required = fields_of(route)
+    props = {n: kinds[k] if isinstance(k, str) else {"type": "string", "enum": list(k)} for n, k in spec.items()}
+    schema: dict[str, Any] = {"type": "object", "properties": props, "required": sorted(required)}
+    return {"multipart/form-data": {"schema": schema}}
+
+
 def _route(route: str, summary: str) -> None:
     async def endpoint(request: Request, ctx: ContextDep, engine: EngineDep, storage: StorageDep) -> Response:
         return await _generate(request, route, ctx, engine, storage)
 
     endpoint.__name__ = "stability_" + route.replace("/", "_").replace("-", "_")
-    router.post(PREFIX + route, summary=summary, responses=ANSWERS_OF)(endpoint)
+    router.post(PREFIX + route, summary=summary, responses=ANSWERS_OF,
+                openapi_extra=body(request_body(route)))(endpoint)
 
 
 for _name, _summary in (("generate/ultra", "Stable Image Ultra"), ("generate/core", "Stable Image Core"),
@@ -263,7 +274,7 @@ for _name, _summary in (("generate/ultra", "Stable Image Ultra"), ("generate/cor
 @router.get("/stability/v2beta/results/{job_id}", summary="The result of an asynchronous request",
             responses={**_image_answer(StabilityImage), **ok(StabilityInProgress, 202, "Still running"), **ERRORS(401, 404, 502, 503, 504)})
 async def result(job_id: str, request: Request, tasks: TasksDep, storage: StorageDep) -> Response:
-    ctx = await _authenticate(request)
+    ctx = await authenticated(request)
     accept = _accept(request)
     try:
         task = await tasks.get(job_id, ctx.principal.key_id)
@@ -274,17 +285,3 @@ async def result(job_id: str, request: Request, tasks: TasksDep, storage: Storag
     if task.status in LIVE:
         return JSONResponse({"id": task.id, "status": "in-progress"}, status_code=202)
     return await _task_image(task, accept, storage)
-
-
-def request_bodies() -> dict[tuple[str, str], dict]:
-    """The routes' multipart bodies for the OpenAPI document."""
-    kinds = {"text": {"type": "string"}, "file": BINARY, "int": {"type": "string", "pattern": "^[0-9]+$"},
-             "number": {"type": "string", "pattern": r"^[0-9]*\.?[0-9]+$"}}
-    bodies = {}
-    for route in MODELS:
-        spec, required = fields_of(route)
-        props = {n: kinds[k] if isinstance(k, str) else {"type": "string", "enum": list(k)} for n, k in spec.items()}
-        schema: dict[str, Any] = {"type": "object", "properties": props, "required": sorted(required)}
-        bodies[(PREFIX + route, "post")] = {"multipart/form-data": {"schema": schema}}
-    return bodies
-

@@ -6,6 +6,7 @@ Ideogram's own error shapes."""
 from __future__ import annotations
 
 import io
+import time
 from datetime import datetime
 from decimal import Decimal
 
@@ -603,3 +604,79 @@ def test_an_empty_balance_is_a_402_in_ideograms_shape_before_any_upstream_call(g
         resp = c.post(f"{V3}/generate", files=curl_form(prompt=BIRD))
     assert resp.status_code == 402 and set(resp.json()) == {"error"} and "balance" in resp.json()["error"]
     assert state.api_requests() == []
+
+
+# -- asynchronous and idempotent, as the OpenAI API is --
+
+def _settled(c: httpx.Client, url: str, seconds: float = 15) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while (resp := c.get(url)).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return resp
+
+
+def test_respond_async_answers_a_task_and_then_exactly_the_synchronous_answer(gw):
+    gateway, state = gw
+    state.unsafe_images = 1
+    with client(gateway) as c:
+        accepted = c.post(f"{V3}/generate", headers={"Prefer": "respond-async"},
+                          files=curl_form(prompt=COVER, num_images="3", aspect_ratio="2x1", seed="7"))
+        assert accepted.status_code == 202, accepted.text
+        task = accepted.json()
+        assert task["status"] in ("pending", "running") and task["id"].startswith("task_")
+        assert task["polling_url"] == f"{gateway.base_url}/ideogram/tasks/{task['id']}"
+        done = _settled(c, task["polling_url"])
+        state.unsafe_images = 0
+        v4 = c.post(f"{V4}/generate", headers={"Prefer": "respond-async"}, files=curl_form(text_prompt="a cat"))
+        v4_done = _settled(c, v4.json()["polling_url"])
+        described = c.post("/ideogram/describe", headers={"Prefer": "respond-async"},
+                           files={"image_file": ("a.png", png(), "image/png")})
+        described_done = _settled(c, described.json()["polling_url"])
+        missing = c.get("/ideogram/tasks/task_nothing")
+        state.unsafe_images = 1
+        synchronous = c.post(f"{V3}/generate", files=curl_form(prompt=COVER, num_images="3", aspect_ratio="2x1",
+                                                                 seed="7"))
+    body = done.json()
+    assert [{k: v for k, v in i.items() if k != "url"} for i in body["data"]] == [
+        {k: v for k, v in i.items() if k != "url"} for i in synchronous.json()["data"]]
+    assert done.status_code == 200 and set(body) == {"created", "data"}, done.text  # no task fields
+    assert datetime.fromisoformat(body["created"]).tzinfo is not None
+    safe = [i for i in body["data"] if i["is_image_safe"]]
+    assert len(safe) == 2 and [i for i in body["data"] if not i["is_image_safe"]][0]["url"] is None
+    for item in safe:  # each image's own facts, kept on the task
+        assert item["resolution"] == "1408x704" and item["seed"] == 7 and item["style_type"] == "AUTO"
+        assert item["prompt"] == COVER and fetch_size(item["url"]) == (1408, 704)
+    assert v4_done.status_code == 200 and v4_done.json()["response_type"] == "url", v4_done.text
+    assert described_done.status_code == 200 and set(described_done.json()) == {"descriptions"}
+    assert described_done.json()["descriptions"][0]["text"]
+    assert missing.status_code == 404 and set(missing.json()) == {"error"}
+    assert len(state.api_requests()) == 4
+
+
+def test_a_failed_task_answers_the_synchronous_calls_error(gw):
+    gateway, state = gw
+    state.fail_next(429)
+    with client(gateway) as c:
+        accepted = c.post(f"{V3}/generate", headers={"Prefer": "respond-async"}, files=curl_form(prompt=BIRD))
+        failed = _settled(c, accepted.json()["polling_url"])
+    assert accepted.status_code == 202
+    assert failed.status_code == 429 and set(failed.json()) == {"error"}, failed.text
+
+
+def test_a_repeat_with_the_same_idempotency_key_gets_the_same_images_and_is_charged_once(gw):
+    gateway, state = gw
+    gateway.set_price("V3", "0.08")
+    account_id, key = gateway.paying_key("1")
+    form = curl_form(prompt=BIRD, num_images="2")
+    with client(gateway, key) as c:
+        first = c.post(f"{V3}/generate", files=form, headers={"Idempotency-Key": "order-1"})
+        again = c.post(f"{V3}/generate", files=form, headers={"Idempotency-Key": "order-1"})
+        other = c.post(f"{V3}/generate", files=curl_form(prompt=OWL), headers={"Idempotency-Key": "order-1"})
+    with gateway.http() as admin:
+        account = admin.get(f"/admin/accounts/{account_id}").json()
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json() == again.json() and len(first.json()["data"]) == 2  # the same images, the same links
+    assert again.headers["idempotent-replayed"] == "true"
+    assert first.headers["x-pixelgate-cost"] == "0.16" and again.headers["x-pixelgate-cost"] == "0"
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]
+    assert Decimal(account["spent"]) == Decimal("0.16") and len(state.api_requests()) == 1

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from pixelgate.config import Settings
 from pixelgate.errors import InvalidRequest
-from pixelgate.surfaces import midjourney as surface
+from pixelgate.surfaces.midjourney import tasks as surface
 from pixelgate.providers.midjourney_flags import check_flags
 from tests.conftest import ADMIN_KEY, database, mask_png, png, run_gateway
 from pixelgate.simulators.midjourney import MidjourneyEmulatorState, create_app

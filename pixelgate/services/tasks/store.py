@@ -147,9 +147,13 @@ async def _announced(session, task_id: str, event: str) -> bool:
 # -- what the row keeps: jobs (each with its stored images), output, and vendor facts (meta) --
 
 def stored(image) -> dict:
-    seed = image.details.get("seed")  # Stability's results answer it (a header)
+    """An image on the task: where it is stored, and the facts its surface shows beside it (a
+    task answered as the synchronous call would have been: Ideogram's resolution and seed,
+    Stability's seed)."""
+    seed = image.details.get("seed")
+    facts = {"width": image.width, "height": image.height, "details": image.details}
     return {"id": image.id, "format": image.format, "revised_prompt": image.revised_prompt,
-            **({"seed": seed} if isinstance(seed, int) else {})}
+            **({"seed": seed} if isinstance(seed, int) else {}), **{k: v for k, v in facts.items() if v}}
 
 
 def output(jobs: list[dict]) -> list[dict]:
