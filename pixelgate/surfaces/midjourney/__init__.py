@@ -45,9 +45,9 @@ from fastapi import APIRouter
 
 from pixelgate.surfaces.midjourney import submit, tasks
 from pixelgate.surfaces.midjourney.submit import button_request, follow_up_request, parent_task
-from pixelgate.surfaces.midjourney.wire import PROVIDER, render_task
+from pixelgate.surfaces.midjourney.wire import PROVIDER, render_error, render_task
 
-__all__ = ["PROVIDER", "button_request", "follow_up_request", "parent_task", "render_task", "router"]
+__all__ = ["PROVIDER", "button_request", "follow_up_request", "parent_task", "render_error", "render_task", "router"]
 
 router = APIRouter()
 for routes in (submit.router, tasks.router):  # every route also under /mj-fast, /mj-turbo and /mj-relax
