@@ -43,6 +43,7 @@ from pixelgate.surfaces import stability
 from pixelgate.surfaces import chat, responses
 from pixelgate.surfaces import _openapi
 from pixelgate.surfaces._limits import BodyLimit
+from pixelgate.surfaces._route import openai_error
 
 log = logging.getLogger("pixelgate")
 
@@ -181,7 +182,7 @@ def _unrouted_in_each_apis_shape(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
         message = f"No route {request.method} {path}." if exc.status_code == 404 else str(exc.detail)
         error = GatewayError(message, code=code, status=exc.status_code)
-        render = next((r for prefix, r in UNROUTED_SHAPES if path.startswith(prefix)), openai_images.render_error)
+        render = next((r for prefix, r in UNROUTED_SHAPES if path.startswith(prefix)), openai_error)
         response = render(error)
         response.headers.update(exc.headers or {})
         return response

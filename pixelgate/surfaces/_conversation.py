@@ -120,9 +120,9 @@ async def make(request: Request, req: ImageRequest, ctx: RequestContext, client_
     """The images, made at once, or by a task when the request must outlive its connection (an
     Idempotency-Key, an asynchronous vendor: surfaces._tasks), waited for here either way."""
     services = request.app.state.services
-    if await _tasks.needs_task(request, req, None):
-        task = await _tasks.submit(request, req, ctx, client_input, None)
-        task = await _tasks.settled(request, task, ctx)
+    if await _tasks.needs_task(request, services, req, None):
+        task = await _tasks.submit(request, services, req, ctx, client_input, None)
+        task = await _tasks.settled(services, task, ctx)
         items = await _tasks.images(task, str(request.base_url), services)
         images = [DeliveredImage(stored["id"], stored["format"], url=item.get("url"), b64=item.get("b64_json"),
                                  revised_prompt=stored.get("revised_prompt"))

@@ -364,12 +364,12 @@ async def _generate(model: str, request: Request, services, stream: bool) -> dic
     ctx = await _authenticate(request, services)
     req, facts = await parse(model, await json_body(request), services.fetcher)
     try:
-        if await _tasks.needs_task(request, req, None):
+        if await _tasks.needs_task(request, services, req, None):
             summary = {"prompt": req.prompt, "images": len(req.images), **facts}
-            task = await _tasks.submit(request, req, ctx, summary, None)
+            task = await _tasks.submit(request, services, req, ctx, summary, None)
             if _tasks.prefers_async(request) and not stream:
                 return JSONResponse(operation(task), status_code=202)
-            task = await _tasks.settled(request, task, ctx)
+            task = await _tasks.settled(services, task, ctx)
             return await render_task(task, str(request.base_url), services)
         ctx.answer_carries_bytes = True
         result = await services.engine.generate(req, ctx)

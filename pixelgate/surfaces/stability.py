@@ -44,7 +44,7 @@ from pixelgate.surfaces._answers import StabilityError, StabilityImage, Stabilit
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import BINARY, GENERATING, Errors, body, ok
 from pixelgate.surfaces._route import authenticated, surface_route
-from pixelgate.surfaces.deps import ContextDep, EngineDep, StorageDep, TasksDep
+from pixelgate.surfaces.deps import ContextDep, ServicesDep, StorageDep, TasksDep
 from pixelgate.surfaces._body import Form, form_body
 
 PROVIDER = "stability"
@@ -224,16 +224,17 @@ async def _task_image(task: Task, accept: str, storage) -> Response:
     return image_answer(data, item.get("format", "png"), item.get("seed", task.request.get("seed") or 0), accept)
 
 
-async def _generate(request: Request, route: str, ctx, engine, storage) -> Response:
+async def _generate(request: Request, route: str, ctx, services) -> Response:
+    engine, storage = services.engine, services.storage
     await authenticated(request)
     accept = _accept(request)
     req, client_input = await _request(request, route)
     with _native_names():
-        if await _tasks.needs_task(request, req, None):
-            task = await _tasks.submit(request, req, ctx, client_input, None)
+        if await _tasks.needs_task(request, services, req, None):
+            task = await _tasks.submit(request, services, req, ctx, client_input, None)
             if _tasks.prefers_async(request) or ENDPOINTS[req.model].asynchronous:
                 return JSONResponse({"id": task.id})
-            return await _task_image(await _tasks.settled(request, task, ctx), accept, storage)
+            return await _task_image(await _tasks.settled(services, task, ctx), accept, storage)
         ctx.answer_carries_bytes = True
         result = await engine.generate(req, ctx)
     image = result.images[0]
@@ -252,8 +253,8 @@ def request_body(route: str) -> dict:
 
 
 def _route(route: str, summary: str) -> None:
-    async def endpoint(request: Request, ctx: ContextDep, engine: EngineDep, storage: StorageDep) -> Response:
-        return await _generate(request, route, ctx, engine, storage)
+    async def endpoint(request: Request, ctx: ContextDep, services: ServicesDep) -> Response:
+        return await _generate(request, route, ctx, services)
 
     endpoint.__name__ = "stability_" + route.replace("/", "_").replace("-", "_")
     router.post(PREFIX + route, summary=summary, responses=ANSWERS_OF,
