@@ -102,10 +102,10 @@ def test_rate_limits(make_gateway):
         codes = [client.post(GEN, json={"model": "sandbox-image", "prompt": "x", "size": "16x16"}) for _ in range(3)]
     assert [c.status_code for c in codes] == [200, 200, 429]
     assert 1 <= int(codes[2].headers["retry-after"]) <= 60
-    body = {"model": "sandbox-image", "prompt": "x", "size": "16x16", "sandbox_delay_ms": 800}
+    body = {"model": "sandbox-image", "prompt": "x", "size": "16x16", "sandbox_delay_ms": 2000}
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(lambda: gateway.http(key=one_key).post(GEN, json=body).status_code)
-        time.sleep(0.3)
+        time.sleep(0.8)  # the first holds its slot by now, even on a loaded machine
         second = gateway.http(key=one_key).post(GEN, json=body)
         assert second.status_code == 429 and second.json()["error"]["code"] == "concurrency_limit_exceeded"
         assert slow.result() == 200
