@@ -99,6 +99,8 @@ SCENARIOS = [
     Scenario("large-c64", 64, 2, image_bytes=LARGE, default=False, about="1.5 MB images at c=64"),
     Scenario("slow-c1000-w1", 1000, 1, delay=2.0, stagger=True, default=False,
              about="as slow-c1000 with 1 worker"),
+    Scenario("slow-c10000", 10000, 2, delay=20.0, stagger=True, default=False,
+             about="upstream answers after 20 s, 10,000 in flight, arrivals spread out (~5 minutes)"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
