@@ -99,6 +99,12 @@ SCENARIOS = [
     Scenario("large-c64", 64, 2, image_bytes=LARGE, default=False, about="1.5 MB images at c=64"),
     Scenario("slow-c1000-w1", 1000, 1, delay=2.0, stagger=True, default=False,
              about="as slow-c1000 with 1 worker"),
+    # wrk connects all 10,000 at once and the staggered ones send their first request up to 20 s
+    # later: the gateway's guard against clients that connect and send nothing (10 s) would
+    # close them, so it is lengthened here.
+    Scenario("slow-c10000", 10000, 2, delay=20.0, stagger=True, default=False,
+             config=("header_timeout_seconds = 30",),
+             about="upstream answers after 20 s, 10,000 in flight, arrivals spread out (~5 minutes)"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 

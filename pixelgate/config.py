@@ -180,7 +180,8 @@ class Settings(BaseSettings):
     """A worker polling a task holds it this long; if the worker dies, another takes over after it."""
     cache_seconds: float = Field(default=2.0, ge=0)
     """How long keys and channels read from the database are trusted in one process."""
-    upstream_connections: int = Field(default=4096, ge=1)
+    upstream_connections: int = Field(default=16384, ge=1)
+    """Per worker; at most half its open-file limit (see services/transport.pool_size)."""
     header_timeout_seconds: float = Field(default=10, gt=0, le=600)
     """A client must send a request's headers within this long of connecting (or of its last
     answer), or the connection is closed: idle and trickling sockets are not held."""

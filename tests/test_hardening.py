@@ -133,6 +133,29 @@ def test_only_images_are_stored_whatever_the_vendor_sends(make_gateway, vendor):
     assert served.headers["content-type"] == "image/png" and served.content == v.image_bytes
 
 
+def test_a_base64_answer_passed_through_must_still_be_an_image(make_gateway, vendor):
+    """A b64_json answer the gateway keeps no copy of goes out as the vendor wrote it, checked by
+    its header only (decoded from the first 64 KiB of base64): a vendor's text that is no image
+    is refused, short or long, and an image whose header lies further in still passes."""
+    from PIL import Image
+
+    v, base, _ = vendor
+    gateway = make_gateway(channels=[openai_channel(base + "/v1")])
+    for text in (b'{"internal": "a JSON document, not an image"}', b"<html>" + b"x" * 200_000):
+        v.answer = {"created": 1, "data": [{"b64_json": base64.b64encode(text).decode()}]}
+        err = openai_error(_generate(gateway), 502, code="upstream_bad_response")
+        assert "not an image" in err["message"]
+    v.answer = {"created": 1, "data": [{"b64_json": "not base64 at all!" * 10_000}]}
+    assert "not valid base64" in openai_error(_generate(gateway), 502, code="upstream_bad_response")["message"]
+    late_header = io.BytesIO()  # a JPEG whose size comes after a 60 KB comment
+    Image.new("RGB", (48, 32), "red").save(late_header, "JPEG", comment=b"c" * 60_000)
+    for image in (late_header.getvalue(), png(40, 30)):
+        v.answer = {"created": 1, "data": [{"b64_json": base64.b64encode(image).decode()}]}
+        resp = _generate(gateway)
+        assert resp.status_code == 200, resp.text
+        assert base64.b64decode(resp.json()["data"][0]["b64_json"]) == image
+
+
 def test_the_delivery_hosts_providers_declare_match_their_vendors_urls():
     from pixelgate.providers import REGISTRY
     from pixelgate.services.fetch import image_source
@@ -737,9 +760,11 @@ def test_pixels_not_file_size_decide_what_is_decoded_off_the_event_loop(ideogram
 
 
 def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monkeypatch):
-    """A vendor's large base64 image is decoded, and a large downloaded one encoded for a b64_json
-    answer, in a thread; small ones stay on the loop (the thread hop would cost more). Checked by
-    where the coding runs, not by timing: base64 is fast enough that a timing test proves nothing."""
+    """A vendor's large base64 image the gateway stores is decoded, and a large downloaded one
+    encoded for a b64_json answer, in a thread; small ones stay on the loop (the thread hop would
+    cost more). One only passed through in a b64_json answer is not decoded beyond its header.
+    Checked by where the coding runs, not by timing: base64 is fast enough that a timing test
+    proves nothing."""
     import base64
 
     from PIL import Image
@@ -784,10 +809,16 @@ def test_base64_of_large_answers_is_coded_off_the_event_loop(make_gateway, monke
                 assert resp.status_code == 200, resp.text
                 assert base64.b64decode(resp.json()["data"][0]["b64_json"]) == (
                     small_png if model == "gpt-image-1-mini" else big_png)
-    large = [(name, on_loop) for name, size, on_loop in coded if size > delivery.LARGE]
-    small = [(name, on_loop) for name, size, on_loop in coded if size <= delivery.LARGE]
-    assert sorted(large) == [("b64decode", False), ("b64encode", False)], coded
-    assert small == [("b64decode", True)], coded
+            passed_through = list(coded)
+            coded.clear()
+            resp = client.post(GEN, json={"model": "gpt-image-1", "prompt": "x", "response_format": "url"})
+            assert resp.status_code == 200, resp.text
+            assert client.get(resp.json()["data"][0]["url"]).content == big_png
+    # passed through: the big one's head (64 KiB of base64) and the small one decoded, on the loop
+    assert sorted(passed_through) == sorted([("b64decode", delivery.SNIFF_B64, True),
+                                             ("b64decode", len(base64.b64encode(small_png)), True),
+                                             ("b64encode", len(big_png), False)]), passed_through
+    assert coded == [("b64decode", len(base64.b64encode(big_png)), False)], coded  # stored: whole, in a thread
 
 
 def test_price_fields_longer_than_their_columns_are_a_400(gateway):

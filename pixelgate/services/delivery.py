@@ -58,39 +58,38 @@ class ImageDelivery:
         return list(delivered)
 
     async def _store(self, image: UpstreamImage, req: ImageRequest, ctx: RequestContext) -> DeliveredImage:
+        # The client gets the bytes in this very answer and the gateway keeps no copy: a vendor's
+        # base64 that needs no conversion goes out as it came, checked by its header alone.
+        passing = (req.delivery is Delivery.B64 and ctx.answer_carries_bytes
+                   and self._settings.keep_images != "all")
+        if passing and image.b64 is not None:
+            fmt, width, height = await _identify_b64(image.b64)
+            if not _converts(req, fmt):
+                return _delivered(image, None, fmt, width, height, req, ctx, _decoded_size(image.b64), image.b64)
         if image.data is not None:
             data = image.data
         elif image.b64 is not None:
-            try:
-                data = await off_loop_if_large(len(image.b64), pybase64.b64decode, image.b64, validate=True)
-            except (binascii.Error, ValueError):
-                raise UpstreamBadResponse("The upstream sent an image that is not valid base64.") from None
+            data = await _b64decode(image.b64)
         else:
             data = await self._fetch(image.url or "", ctx)
-        fmt, width, height = _identify(data)
+        fmt, width, height = _identify(data)  # whatever is stored is an image, whole
         b64 = image.b64
-        if (req.output_format and req.output_format != fmt) or req.deliver_size:  # the vendor could not
+        if _converts(req, fmt):  # the vendor could not
             fmt = req.output_format or fmt
             data = await asyncio.to_thread(convert_format, data, fmt, req.output_compression, req.deliver_size)
             b64 = None
-        kept = True
-        if not (req.delivery is Delivery.B64 and ctx.answer_carries_bytes):
-            image_id = await self._storage.put(data)  # a link or a task must find it at once
-        elif self._settings.keep_images == "all":
+        if passing:
+            image_id = None
+        elif req.delivery is Delivery.B64 and ctx.answer_carries_bytes:  # keep_images = all
             image_id = await self._storage.put_soon(data)  # the client gets the bytes in this very answer
         else:
-            image_id, kept = secrets.token_hex(16), False
-        ctx.stored.append({"id": image_id, "format": fmt, "bytes": len(data), **({} if kept else {"kept": False}),
-                           **({"prompt": req.prompt[:PROMPT_LOGGED]} if req.prompt else {})})  # the console's gallery
-        name = file_name(image_id, fmt)
-        delivered = DeliveredImage(image_id, fmt, revised_prompt=image.revised_prompt, width=width,
-                                   height=height, details=image.details)
+            image_id = await self._storage.put(data)  # a link or a task must find it at once
+        if (req.delivery is Delivery.B64 or req.stream) and b64 is None:  # stream events always carry the bytes
+            b64 = (await off_loop_if_large(len(data), pybase64.b64encode, data)).decode()
+        delivered = _delivered(image, image_id, fmt, width, height, req, ctx, len(data),
+                               b64 if req.delivery is Delivery.B64 or req.stream else None)
         if req.delivery is Delivery.URL:
-            delivered.url = self._signer.url(ctx.base_url, name)
-        if req.delivery is Delivery.B64 or req.stream:  # stream events always carry the bytes
-            if b64 is None:
-                b64 = (await off_loop_if_large(len(data), pybase64.b64encode, data)).decode()
-            delivered.b64 = b64
+            delivered.url = self._signer.url(ctx.base_url, file_name(delivered.id, fmt))
         return delivered
 
     async def _fetch(self, url: str, ctx: RequestContext) -> bytes:
@@ -108,11 +107,64 @@ class ImageDelivery:
                 return await self._transports["http"].download(url, frozenset({own}), image_source(own, hosts))
 
 
+def _delivered(image: UpstreamImage, image_id: str | None, fmt: str, width: int, height: int,
+               req: ImageRequest, ctx: RequestContext, size: int, b64: str | memoryview | None) -> DeliveredImage:
+    """The answer's image and its log entry; without `image_id` it was kept nowhere (its random
+    id names no file)."""
+    kept = image_id is not None
+    image_id = image_id or secrets.token_hex(16)
+    ctx.stored.append({"id": image_id, "format": fmt, "bytes": size, **({} if kept else {"kept": False}),
+                       **({"prompt": req.prompt[:PROMPT_LOGGED]} if req.prompt else {})})  # the console's gallery
+    return DeliveredImage(image_id, fmt, b64=b64, revised_prompt=image.revised_prompt, width=width,
+                          height=height, details=image.details)
+
+
 def _identify(data: bytes) -> tuple[str, int, int]:
     """Format, width and height from the image header (no full decode). Only an image of a format
-    the gateway serves is stored: a vendor's JSON or HTML page would go out as image/png."""
+    the gateway serves is stored or answered: a vendor's JSON or HTML page would go out as image/png."""
+    found = _header(data)
+    if found is None:
+        raise UpstreamBadResponse("The upstream sent something that is not an image (PNG, JPEG, WEBP or GIF).")
+    return found
+
+
+def _header(data: bytes) -> tuple[str, int, int] | None:
     try:
-        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as img:
             return FORMATS[img.format][0], *img.size
-    except Exception:  # Pillow raises assorted types for bytes it cannot read
-        raise UpstreamBadResponse("The upstream sent something that is not an image (PNG, JPEG, WEBP or GIF).") from None
+    except Exception:  # Pillow raises assorted types for bytes it cannot read (or a cut-off header)
+        return None
+
+
+_FORMATS = list(FORMATS)
+SNIFF_B64 = 64 * 1024
+"""Characters of base64 (48 KiB of image) decoded to read an image's header: past any PNG's or
+GIF's, and a JPEG's unless its metadata is larger (then, as for WEBP, which Pillow reads whole,
+all of it is decoded)."""
+
+
+async def _identify_b64(b64: str | memoryview) -> tuple[str, int, int]:
+    """_identify of base64 text, decoding only its head when that holds the header: a 1.5 MB
+    image is answered without being decoded (or copied) whole."""
+    if len(b64) > SNIFF_B64:
+        found = _header(await _b64decode(b64[:SNIFF_B64]))
+        if found is not None:
+            return found
+    return _identify(await _b64decode(b64))
+
+
+async def _b64decode(b64: str | memoryview) -> bytes:
+    try:
+        return await off_loop_if_large(len(b64), pybase64.b64decode, b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise UpstreamBadResponse("The upstream sent an image that is not valid base64.") from None
+
+
+def _decoded_size(b64: str | memoryview) -> int:
+    tail = b64[-2:].encode() if isinstance(b64, str) else bytes(b64[-2:])
+    return len(b64) // 4 * 3 - (len(tail) - len(tail.rstrip(b"=")))
+
+
+def _converts(req: ImageRequest, fmt: str) -> bool:
+    """Whether the vendor's image must be re-encoded: another format, or another size, than asked."""
+    return bool((req.output_format and req.output_format != fmt) or req.deliver_size)

@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+if TYPE_CHECKING:  # redis-py is imported only by a gateway that uses Redis (~7 MB per worker)
+    import redis.asyncio as redis
 
 log = logging.getLogger("pixelgate.redis")
 
@@ -33,6 +32,10 @@ class RedisLink:
         self.own = own
         """Made by one user for itself (`link` of a URL), which `release` closes; the process's
         shared link is closed once, by whoever made it (app.py), after all its users stopped."""
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         # redis-py retries a timed-out call itself, with backoff: the breaker decides instead
         self.client = redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                      retry=Retry(NoBackoff(), 0))
@@ -71,7 +74,9 @@ class RedisLink:
                 await self.client.ping()
         except Exception as exc:
             self._trip("ping", exc)
-            if isinstance(exc, redis.TimeoutError):  # redis-py's own, not the builtin
+            from redis.exceptions import TimeoutError as RedisTimeout
+
+            if isinstance(exc, RedisTimeout):  # redis-py's own, not the builtin
                 raise TimeoutError(str(exc)) from exc
             raise
         self._recovered()

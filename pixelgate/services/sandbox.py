@@ -16,7 +16,7 @@ import time
 from typing import Any, AsyncIterator
 
 import orjson
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from pixelgate.domain.images import convert_format
 from pixelgate.providers.base import UpstreamCall, UpstreamReply
@@ -42,6 +42,8 @@ def render(prompt: str, seed: int, width: int, height: int, fmt: str = "png",
     img = ImageOps.colorize(gradient, colours[0], colours[1]).convert("RGBA")
     if transparent:
         img.putalpha(0)
+    from PIL import ImageDraw  # with its fonts (freetype): only once the sandbox draws
+
     draw = ImageDraw.Draw(img)
     for _ in range(6):
         x, y = rng.randrange(width), rng.randrange(height)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import resource
 from typing import Any, AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -136,6 +137,16 @@ def _size(n: int) -> str:
     return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
+def pool_size(wanted: int) -> int:
+    """At most `wanted` upstream connections, and at most half the open files this process may
+    have less a reserve: each request in flight also holds its client's socket, so a pool larger
+    than that would fail accepts (EMFILE) instead of queueing requests for a free connection."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, (soft - 256) // 2))
+
+
 class HttpTransport:
     def __init__(self, connections: int, simulators=None, max_bytes: int = DEFAULT_MAX_BYTES,
                  fetcher: Fetcher | None = None) -> None:
@@ -153,7 +164,7 @@ class HttpTransport:
             # An idle connection is dropped after 4 s, before the server drops it: servers close
             # idle keep-alive connections after as little as 5 s (uvicorn's and Node's default),
             # and a request sent on one just as it closes is reset, with the vendor never told.
-            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, keepalive_timeout=4,
+            connector = aiohttp.TCPConnector(limit=pool_size(self._connections), limit_per_host=0, keepalive_timeout=4,
                                              ttl_dns_cache=300, enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                                   skip_auto_headers=("User-Agent",))
