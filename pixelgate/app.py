@@ -90,7 +90,8 @@ async def start_services(settings: Settings) -> Services:
     renderers = {"predictions": lambda task, base: predictions.render_task(task, base, services),
                  "replicate": lambda task, base: replicate.render(task, base, services),
                  "midjourney": midjourney_task,
-                 "openai": lambda task, base: openai_images.render_webhook(task, base, services)}
+                 "openai": lambda task, base: openai_images.render_webhook(task, base, services),
+                 "chat": lambda task, base: chat.render_webhook(task, base, services)}
     webhooks = WebhookSender(sessions, fetcher, renderers, settings.webhook_retry_seconds,
                              settings.fetch_timeout_seconds, settings.poll_interval_seconds,
                              settings.webhook_per_destination)

@@ -116,6 +116,16 @@ class Made:
     meta: dict[str, Any]
 
 
+async def made_by(task, base_url: str, services) -> Made:
+    """A finished task's images, as `make` answers them."""
+    items = await _tasks.images(task, base_url, services)
+    images = [DeliveredImage(stored["id"], stored["format"], url=item.get("url"), b64=item.get("b64_json"),
+                             revised_prompt=stored.get("revised_prompt"))
+              for item, stored in zip(items, task.output or [])]
+    return Made(images, int(aware(task.completed_at or task.created_at).timestamp()),
+                (task.meta or {}).get("answer") or {})
+
+
 async def make(request: Request, req: ImageRequest, ctx: RequestContext, client_input: dict) -> Made:
     """The images, made at once, or by a task when the request must outlive its connection (an
     Idempotency-Key, an asynchronous vendor: surfaces._tasks), waited for here either way."""
@@ -123,12 +133,7 @@ async def make(request: Request, req: ImageRequest, ctx: RequestContext, client_
     if await _tasks.needs_task(request, services, req, None):
         task = await _tasks.submit(request, services, req, ctx, client_input, None)
         task = await _tasks.settled(services, task, ctx)
-        items = await _tasks.images(task, str(request.base_url), services)
-        images = [DeliveredImage(stored["id"], stored["format"], url=item.get("url"), b64=item.get("b64_json"),
-                                 revised_prompt=stored.get("revised_prompt"))
-                  for item, stored in zip(items, task.output or [])]
-        return Made(images, int(aware(task.completed_at or task.created_at).timestamp()),
-                    (task.meta or {}).get("answer") or {})
+        return await made_by(task, str(request.base_url), services)
     if req.delivery is Delivery.B64:
         ctx.answer_carries_bytes = True
     result = await services.engine.generate(req, ctx)

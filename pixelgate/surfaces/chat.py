@@ -38,10 +38,11 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import DeliveredImage, StreamPartial
 from pixelgate.errors import GatewayError, InvalidRequest, UpstreamBadResponse
 from pixelgate.services.engine import RequestContext
-from pixelgate.surfaces import _conversation
-from pixelgate.surfaces._answers import ChatCompletion, OpenAIError
+from pixelgate.services.tasks import LIVE
+from pixelgate.surfaces import _conversation, _tasks
+from pixelgate.surfaces._answers import ChatCompletion, ImageTask, OpenAIError
 from pixelgate.surfaces._conversation import Made, Turn
-from pixelgate.surfaces.deps import SettingsDep
+from pixelgate.surfaces.deps import PrincipalDep, ServicesDep, SettingsDep
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, body, conversational, json, ok, schema_of
 from pixelgate.surfaces._route import surface_route
@@ -51,6 +52,7 @@ from pixelgate.surfaces.openai_images import ImageFields, to_request
 
 router = APIRouter(route_class=surface_route("chat", openai_error), tags=["Chat"])
 ANSWERS = {**ok(ChatCompletion, also={"text/event-stream": {"type": "string", "description": "with stream: true"}}),
+           **ok(ImageTask, 202, "With Prefer: respond-async or a webhook: the task, running"),
            **Errors(OpenAIError)(*GENERATING)}
 
 IGNORED = frozenset({"temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "presence_penalty",
@@ -70,12 +72,12 @@ BODY = conversational(schema_of(ImageFields), "messages", {
     "image_config": {"type": "object", "properties": {"aspect_ratio": {"type": "string"},
                                                       "image_size": {"enum": ["1K", "2K", "4K"]}}},
     "modalities": {"type": "array", "items": {"enum": ["image", "text"]}},
-    "image_response": {"enum": ["data_url", "url"]}})
+    "image_response": {"enum": ["data_url", "url"]}, "webhook": {"type": "string", "format": "uri"}})
 
 
 @router.post("/v1/chat/completions", summary="Images from a chat conversation (OpenRouter's shape)",
              responses=ANSWERS, openapi_extra=body(json(BODY)))
-async def completions(request: Request, settings: SettingsDep) -> Response:
+async def completions(request: Request, settings: SettingsDep, services: ServicesDep) -> Response:
     ctx = await authenticated(request)
     data = await json_body(request)
     for name in IGNORED:
@@ -83,6 +85,7 @@ async def completions(request: Request, settings: SettingsDep) -> Response:
     messages, stream = data.pop("messages", None), data.pop("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false.", field="stream", code="invalid_type")
+    webhook = await _tasks.webhook(services, data.pop("webhook", None))
     req, as_url = request_of(data)
     await _conversation.apply_conversation(request, req, turns(messages), "messages")
     markdown = settings.chat_markdown_images
@@ -92,8 +95,41 @@ async def completions(request: Request, settings: SettingsDep) -> Response:
         body = _chunks(events, req, ctx, as_url, markdown)
         return StreamingResponse(_conversation.sse(request, ctx, body, _failed, b"data: [DONE]\n\n"),
                                  media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    if _tasks.prefers_async(request) or webhook:  # a task at once; its answer at its polling URL
+        task = await _tasks.submit(request, services, req, ctx, {**data, "prompt": req.prompt}, webhook)
+        return JSONResponse(_tasks.status(task, _polling_url(str(request.base_url), task.id)), status_code=202)
     made = await _conversation.make(request, req, ctx, {**data, "prompt": req.prompt})
     return JSONResponse(completion(ctx, req.model, made, as_url, markdown))
+
+
+def _polling_url(base_url: str, task_id: str) -> str:
+    return f"{base_url.rstrip('/')}/v1/chat/completions/{task_id}"
+
+
+async def render_task(task, base_url: str, services) -> dict:
+    """A finished task's chat completion, as the synchronous call would have answered it."""
+    made = await _conversation.made_by(task, base_url, services)
+    as_url = task.request.get("delivery") == Delivery.URL.value
+    return {**completion_of(task.request_id, task.model, made, as_url, services.settings.chat_markdown_images),
+            "id": "chatcmpl-" + task.id.removeprefix("task_")}
+
+
+async def render_webhook(task, base_url: str, services) -> dict:
+    """A task's webhook: its status and, once it succeeded, the completion itself."""
+    done = task.status == "succeeded"
+    return {**_tasks.status(task, _polling_url(base_url, task.id)), "error": task.error,
+            "result": await render_task(task, base_url, services) if done else None}
+
+
+@router.get("/v1/chat/completions/{task_id}", summary="A chat completion run as a task (Prefer: respond-async)",
+            responses={**ok(ChatCompletion), **ok(ImageTask, 202, "Still running"), **Errors(OpenAIError)(*GENERATING)})
+async def completion_task(task_id: str, request: Request, caller: PrincipalDep, services: ServicesDep) -> Response:
+    """202 with the status while the task runs; then the completion, or its error."""
+    task = await services.tasks.get(task_id, caller.key_id)
+    if task.status in LIVE:
+        return JSONResponse(_tasks.status(task, _polling_url(str(request.base_url), task.id)), status_code=202)
+    _tasks.raise_failure(task)
+    return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
 def request_of(data: dict) -> tuple[ImageRequest, bool]:
@@ -211,10 +247,15 @@ def _text(images: list[DeliveredImage], links: list[str], markdown: bool) -> str
 
 
 def completion(ctx: RequestContext, model: str, made: Made, as_url: bool, markdown: bool) -> dict:
+    return completion_of(ctx.request_id, model, made, as_url, markdown)
+
+
+def completion_of(request_id: str, model: str, made: Made, as_url: bool, markdown: bool) -> dict:
     links = [_link(image, as_url) for image in made.images]
     message = {"role": "assistant", "content": _text(made.images, links, markdown),
                "images": [{"type": "image_url", "image_url": {"url": link}} for link in links]}
-    return {"id": _completion_id(ctx), "object": "chat.completion", "created": made.created, "model": model,
+    return {"id": "chatcmpl-" + request_id.removeprefix("req_"), "object": "chat.completion",
+            "created": made.created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
             "usage": _usage(made.meta)}
 

@@ -242,3 +242,39 @@ def test_openapi_names_the_chat_route(gateway):
     operation = doc["paths"]["/v1/chat/completions"]["post"]
     assert operation["tags"] == ["Chat"] and "text/event-stream" in operation["responses"]["200"]["content"]
 
+
+
+def test_respond_async_answers_a_task_whose_polling_url_and_webhook_carry_the_completion(make_gateway):
+    """A chat completion that must outlive its connection: 202 with the task at once, its polling
+    URL 202 while it runs and then the completion the synchronous call would have answered; a
+    `webhook` in the body gets the task, signed, with that completion in `result`."""
+    import time
+
+    from tests.emulators.server import serve
+    from tests.surfaces.test_predictions import Receiver
+
+    receiver = Receiver(failures=0)
+    gateway = make_gateway(fetch_allow_hosts=["127.0.0.1"], poll_interval_seconds=0.05)
+    body = {"model": "sandbox-image", "size": "32x32", "sandbox_delay_ms": 300,
+            "messages": [{"role": "user", "content": "a heron at dawn"}]}
+    with serve(receiver.app()) as base, gateway.http() as client:
+        accepted = client.post("/v1/chat/completions", json=body, headers={"Prefer": "respond-async"})
+        assert accepted.status_code == 202, accepted.text
+        task = accepted.json()
+        assert task["polling_url"] == f"{gateway.base_url}/v1/chat/completions/{task['id']}"
+        deadline = time.monotonic() + 15
+        while (done := client.get(task["polling_url"])).status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hooked = client.post("/v1/chat/completions", json={**body, "webhook": base + "/hook"})
+        assert hooked.status_code == 202, hooked.text
+        while not receiver.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert done.status_code == 200, done.text
+    completion = done.json()
+    assert completion["object"] == "chat.completion" and completion["model"] == "sandbox-image"
+    assert _decode(completion["choices"][0]["message"]["images"][0]["image_url"]["url"]).size == (32, 32)
+    (headers, sent), = receiver.calls
+    payload = json.loads(sent)
+    assert payload["id"] == hooked.json()["id"] and payload["status"] == "succeeded"
+    assert payload["result"]["object"] == "chat.completion"
+    assert _decode(payload["result"]["choices"][0]["message"]["images"][0]["image_url"]["url"]).size == (32, 32)
