@@ -157,7 +157,7 @@ class ResponseObject(Open):
     id: str
     object: Literal["response"]
     created_at: int
-    status: Literal["completed", "in_progress", "queued", "failed"]
+    status: Literal["completed", "in_progress", "queued", "failed", "cancelled"]
     model: str
     output: list[ImageGenerationCall]
     usage: ResponseUsage | None

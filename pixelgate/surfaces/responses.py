@@ -38,10 +38,11 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import DeliveredImage, StreamPartial
 from pixelgate.errors import GatewayError, InvalidRequest, UpstreamBadResponse
 from pixelgate.services.engine import RequestContext
-from pixelgate.surfaces import _conversation
+from pixelgate.services.tasks import aware
+from pixelgate.surfaces import _conversation, _tasks
 from pixelgate.surfaces._answers import OpenAIError, ResponseObject
 from pixelgate.surfaces._conversation import Turn
-from pixelgate.surfaces.deps import SettingsDep
+from pixelgate.surfaces.deps import PrincipalDep, ServicesDep, SettingsDep
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, body, conversational, json, ok, schema_of
 from pixelgate.surfaces._route import surface_route
@@ -69,12 +70,13 @@ BODY = conversational(_FIELDS, "input", {"anyOf": [
     "tools": {"type": "array", "items": {"type": "object", "properties": {
         "type": {"enum": ["image_generation"]}, **{k: _FIELDS["properties"][k] for k in (
             "model", "size", "quality", "output_format", "output_compression", "background",
-            "moderation", "input_fidelity", "partial_images")}}, "required": ["type"]}}})
+            "moderation", "input_fidelity", "partial_images")}}, "required": ["type"]}},
+    "background": {"type": "boolean", "description": "run as a task: poll GET /v1/responses/{id}"}})
 
 
 @router.post("/v1/responses", summary="Create a response (image generation)", responses=ANSWERS,
              openapi_extra=body(json(BODY)))
-async def create(request: Request, settings: SettingsDep) -> Response:
+async def create(request: Request, settings: SettingsDep, services: ServicesDep) -> Response:
     ctx = await authenticated(request)
     data = await json_body(request)
     for name in IGNORED:
@@ -85,7 +87,14 @@ async def create(request: Request, settings: SettingsDep) -> Response:
     ctx.principal.require_model(model)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false.", field="stream", code="invalid_type")
-    for name in ("background", "previous_response_id", "conversation"):
+    background = data.pop("background", None)
+    if background not in (None, True, False):
+        raise InvalidRequest("'background' must be true or false.", field="background", code="invalid_type")
+    background = background is True or _tasks.prefers_async(request)
+    if background and stream:
+        raise InvalidRequest("'background' with 'stream' is not supported: poll GET /v1/responses/{id}.",
+                             field="background", code="unsupported_parameter")
+    for name in ("previous_response_id", "conversation"):
         if data.get(name) not in (None, False):
             raise InvalidRequest(f"'{name}' is not supported: send the conversation in 'input'.", field=name,
                                  code="unsupported_parameter")
@@ -105,10 +114,43 @@ async def create(request: Request, settings: SettingsDep) -> Response:
         body, failed = _events(events, req, ctx, envelope)
         return StreamingResponse(_conversation.sse(request, ctx, body, failed), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
+    if background:  # a task: this answer says it is queued, GET /v1/responses/{id} the rest
+        task = await _tasks.submit(request, services, req, ctx,
+                                   {**fields, "prompt": req.prompt, "response": {"model": model, "tool": tool}}, None)
+        return JSONResponse(await render_task(task, str(request.base_url), services))
     made = await _conversation.make(request, req, ctx, {**fields, "prompt": req.prompt})
-    items = [_item(ctx, i, image, made.meta) for i, image in enumerate(made.images)]
+    items = [_item(ctx.request_id, i, image, made.meta) for i, image in enumerate(made.images)]
     return JSONResponse({**envelope, "created_at": made.created, "status": "completed", "output": items,
                          "usage": _usage(made.meta)})
+
+
+STATUS = {"starting": "queued", "pending": "queued", "running": "in_progress", "succeeded": "completed",
+          "failed": "failed", "canceled": "cancelled"}
+"""A task's status as a Response's."""
+
+
+async def render_task(task, base_url: str, services) -> dict:
+    """A background response (a task), as OpenAI's Responses API shows one: its status, and its
+    output once completed."""
+    asked = (task.input or {}).get("response") or {}
+    status = STATUS.get(task.status, task.status)
+    body: dict[str, Any] = {
+        "id": "resp_" + task.id, "object": "response", "model": asked.get("model", task.model),
+        "tools": [asked.get("tool") or {"type": "image_generation"}], "tool_choice": "auto", "background": True,
+        "created_at": int(aware(task.created_at).timestamp()), "status": status, "output": [], "usage": None,
+        "error": task.error if status == "failed" else None, "incomplete_details": None}
+    if status == "completed":
+        made = await _conversation.made_by(task, base_url, services)
+        body |= {"output": [_item(task.request_id, i, image, made.meta) for i, image in enumerate(made.images)],
+                 "usage": _usage(made.meta)}
+    return body
+
+
+@router.get("/v1/responses/{response_id}", summary="A background response (background: true)",
+            responses={**ok(ResponseObject), **Errors(OpenAIError)(401, 404, 429, 500)})
+async def retrieve(response_id: str, caller: PrincipalDep, request: Request, services: ServicesDep) -> Response:
+    task = await services.tasks.get(response_id.removeprefix("resp_"), caller.key_id)
+    return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
 async def _image_model(request: Request, model: str, default: str) -> str:
@@ -179,13 +221,13 @@ def _content(content: Any, where: str) -> tuple[str, list[tuple[str, str]]]:
     return "\n".join(text), images
 
 
-def _item_id(ctx: RequestContext, index: int) -> str:
-    return f"ig_{ctx.request_id.removeprefix('req_')}{index:02d}"
+def _item_id(request_id: str, index: int) -> str:
+    return f"ig_{request_id.removeprefix('req_')}{index:02d}"
 
 
-def _item(ctx: RequestContext, index: int, image: DeliveredImage | None, meta: dict) -> dict:
+def _item(request_id: str, index: int, image: DeliveredImage | None, meta: dict) -> dict:
     """One image as an output item: in progress (None) or completed."""
-    item: dict[str, Any] = {"id": _item_id(ctx, index), "type": "image_generation_call",
+    item: dict[str, Any] = {"id": _item_id(request_id, index), "type": "image_generation_call",
                             "status": "in_progress" if image is None else "completed"}
     if image is not None:
         item |= {"result": _conversation.b64_text(image), "revised_prompt": image.revised_prompt,
@@ -214,8 +256,8 @@ def _events(events: AsyncIterator, req: ImageRequest, ctx: RequestContext, envel
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
     def begin(index: int) -> list[bytes]:
-        ids = {"output_index": index, "item_id": _item_id(ctx, index)}
-        return [event("response.output_item.added", output_index=index, item=_item(ctx, index, None, {})),
+        ids = {"output_index": index, "item_id": _item_id(ctx.request_id, index)}
+        return [event("response.output_item.added", output_index=index, item=_item(ctx.request_id, index, None, {})),
                 event("response.image_generation_call.in_progress", **ids),
                 event("response.image_generation_call.generating", **ids)]
 
@@ -227,7 +269,7 @@ def _events(events: AsyncIterator, req: ImageRequest, ctx: RequestContext, envel
         meta: dict = {}
         async for item in events:
             index = len(done)
-            ids = {"output_index": index, "item_id": _item_id(ctx, index)}
+            ids = {"output_index": index, "item_id": _item_id(ctx.request_id, index)}
             if item is None:
                 yield b": keep-alive\n\n"
             elif isinstance(item, StreamPartial):
@@ -235,7 +277,7 @@ def _events(events: AsyncIterator, req: ImageRequest, ctx: RequestContext, envel
                             partial_image_b64=_conversation.b64_text(item), partial_image_index=item.index)
             else:
                 meta = item.meta
-                done.append(_item(ctx, index, item.image, meta))
+                done.append(_item(ctx.request_id, index, item.image, meta))
                 yield event("response.image_generation_call.completed", **ids)
                 yield event("response.output_item.done", output_index=index, item=done[-1])
                 if len(done) < req.n:

@@ -99,7 +99,8 @@ def test_billing_allowlist_and_refusals(make_gateway):
     assert refused.value.body["param"] == "model"
     with gateway.http() as client:
         for body, param in (({"tools": [{"type": "web_search"}]}, "tools[0].type"),
-                            ({"background": True}, "background"),
+                            ({"background": True, "stream": True}, "background"),
+                            ({"background": "yes"}, "background"),
                             ({"previous_response_id": "resp_1"}, "previous_response_id"),
                             ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
                              "input[0].content[0].image_url"),
@@ -107,3 +108,26 @@ def test_billing_allowlist_and_refusals(make_gateway):
                             ({"tools": [{"type": "image_generation", "quality": "ultra"}]}, "quality")):
             sent = {"model": "sandbox-image", "input": "a fox", **body}
             openai_error(client.post(RESPONSES, json=sent), 400, param=param)
+
+
+def test_background_responses_are_tasks_retrieved_as_openai_retrieves_them(make_gateway):
+    """`background: true` (or Prefer: respond-async): the answer says queued at once, and
+    responses.retrieve follows it to completed with its image_generation_call."""
+    import time
+
+    gateway = make_gateway(image_tool_model="sandbox-image", poll_interval_seconds=0.05)
+    sdk = gateway.sdk()
+    queued = sdk.responses.create(model="gpt-4.1-mini", input="a red fox", background=True,
+                                  tools=[{"type": "image_generation", "size": "48x32"}],
+                                  extra_body={"sandbox_delay_ms": 300})
+    assert queued.status in ("queued", "in_progress") and queued.output == [] and queued.model == "gpt-4.1-mini"
+    deadline = time.monotonic() + 15
+    while (done := sdk.responses.retrieve(queued.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert done.status == "completed" and done.id == queued.id
+    [call] = done.output
+    assert call.type == "image_generation_call" and _image(call.result).size == (48, 32)
+    with gateway.http() as client:
+        missing = client.get("/v1/responses/resp_task_000000000000000000000000")
+    openai_error(missing, 404)
