@@ -65,7 +65,9 @@ def test_an_operators_first_session(browser, make_gateway, backend):
     page.wait_for_selector("#channel-studio")
     page.locator("#channel-studio button:has-text('Test')").click()
     page.wait_for_selector("#test-studio img")
-    assert page.locator("#test-studio img").evaluate("img => img.complete && img.naturalWidth > 0")
+    # the image loads after the element appears: wait for it (a loaded machine takes a while)
+    page.wait_for_function("() => { const img = document.querySelector('#test-studio img');"
+                           " return img && img.complete && img.naturalWidth > 0; }", timeout=15000)
     shot(page, "channels")
 
     # a price for the playground's model (unpriced models are refused)
