@@ -834,7 +834,8 @@ def test_price_fields_longer_than_their_columns_are_a_400(gateway):
 
 def test_a_vendor_error_echoing_the_channel_key_is_redacted_for_client_and_log(make_gateway, openai_upstream):
     state, base = openai_upstream
-    wrong = "sk-proj-ThisIsTheChannelsOwnSecret0123"
+    # The tail is not hexadecimal, so a random request id can never contain it by chance.
+    wrong = "sk-proj-ThisIsTheChannelsOwnSecretWXYZ"
     gateway = make_gateway(channels=[openai_channel(base, api_key=wrong)])
     with gateway.http() as client:
         resp = client.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x"})
