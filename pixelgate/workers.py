@@ -6,6 +6,7 @@ the benchmark saw 16 connections split 16+0, leaving a core idle.)"""
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
 import os
 import signal
@@ -73,9 +74,9 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
     takes the whole server down, so a supervisor (systemd, the orchestrator) restarts it cleanly.
     `on_bound(port)` runs once the port is ours (an OSError before it says why it is not); the
     port is the one bound, which --port 0 leaves to the system."""
-    import uvicorn
-
     if workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        import uvicorn
+
         keep_freed_memory()
         sock = _socket(host, port, share=False)
         if on_bound is not None:
@@ -87,22 +88,64 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
     probe = _socket(host, port)  # held while the workers bind beside it
     if on_bound is not None:
         on_bound(port)
+    _become_supervisor(probe, host, port, workers, options)
+
+
+def _become_supervisor(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
+    """Go on as a fresh interpreter that imports only this module: the command that checked the
+    configuration and the database holds the whole application (~90 MiB) it would otherwise keep
+    for nothing while the workers serve. Same process id, so signals and supervisors still
+    reach it; the probe socket is inherited by its descriptor."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # exec drops what is buffered
+    plan = json.dumps({"probe": probe.fileno(), "host": host, "port": port, "workers": workers, "options": options})
+    try:
+        os.execv(sys.executable, [sys.executable, "-c", "from pixelgate.workers import supervise_from_argv; "
+                                  "supervise_from_argv()", plan])
+    except OSError:  # no interpreter to exec (a frozen build): supervise from here
+        supervise(probe, host, port, workers, options)
+
+
+def supervise_from_argv() -> None:
+    plan = json.loads(sys.argv[1])
+    probe = socket.socket(fileno=plan["probe"])
+    supervise(probe, plan["host"], plan["port"], plan["workers"], plan["options"])
+
+
+def supervise(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker, args=(host, port, options), daemon=False) for _ in range(workers)]
     for process in processes:
         process.start()
     probe.close()
 
-    def stop(signum: int, _frame: Any) -> None:
+    asked_to_stop: list[int] = []
+
+    def stop_all() -> None:
         for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    def on_signal(signum: int, _frame: Any) -> None:
+        asked_to_stop.append(signum)
+        stop_all()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     while any(p.is_alive() for p in processes):
         for process in processes:
             process.join(timeout=0.5)
             if process.exitcode not in (None, 0) and any(p.is_alive() for p in processes):
-                stop(signal.SIGTERM, None)  # one died: stop the rest, exit non-zero
-    sys.exit(max((p.exitcode or 0) for p in processes) if any(p.exitcode for p in processes) else 0)
+                stop_all()  # one died: stop the rest, exit non-zero
+    sys.exit(_exit_status([p.exitcode for p in processes], bool(asked_to_stop)))
+
+
+def _exit_status(exit_codes: list[int | None], asked_to_stop: bool) -> int:
+    """0 when every worker ended well. A worker that shut down on SIGTERM ends by that signal
+    (uvicorn re-raises it once it has finished): a clean stop when the server was asked to stop,
+    a failure when it was not (a worker killed from outside). A failure exits 1 or the worker's
+    own status, never a negative number wrapped into 241."""
+    clean = (0, -signal.SIGTERM, -signal.SIGINT) if asked_to_stop else (0,)
+    if all(code in clean for code in exit_codes):
+        return 0
+    return max((code for code in exit_codes if code and code > 0), default=1)

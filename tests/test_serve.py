@@ -122,6 +122,10 @@ def test_workers_share_one_port_database_and_storage(backend, tmp_path):
             workers = [pid for pid in _children(proc.pid) if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()
                        and b"resource_tracker" not in open(f"/proc/{pid}/cmdline", "rb").read()]
             assert len(workers) == 2
+            # The process that checked the database has made way for a supervisor that holds none
+            # of the application (it kept ~90 MiB for nothing): no SQLite, no pydantic mapped.
+            maps = open(f"/proc/{proc.pid}/maps").read()
+            assert "pydantic_core" not in maps and "libsqlite3" not in maps and "_sqlite3" not in maps
             headers = {"Authorization": "Bearer pg-workers-test-key"}
 
             def one(i: int) -> httpx.Response:
@@ -144,4 +148,29 @@ def test_workers_share_one_port_database_and_storage(backend, tmp_path):
                 assert metric(text, "pixelgate_requests_total", model="sandbox-image", status="200") == 60
                 assert metric(text, "pixelgate_images_delivered_total", model="sandbox-image") == 60
         finally:
-            _stop(proc)
+            out = _stop(proc)
+        assert proc.returncode == 0, out  # SIGTERM reaches the supervisor: both workers stop cleanly
+
+
+def test_a_worker_killed_from_outside_stops_the_server_with_a_failure(tmp_path):
+    """A supervisor (systemd, the orchestrator) restarts a server that exits non-zero: a worker
+    that dies takes the others down and the server's status says it failed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PIXELGATE_ADMIN_KEY": "pg-workers-test-key", "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    proc = _start(["serve", "--workers", "2", "--port", str(port)], tmp_path, env)
+    try:
+        _wait_up(f"http://127.0.0.1:{port}", proc)
+        deadline = time.monotonic() + 30
+        while len(workers := [pid for pid in _children(proc.pid)
+                              if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()
+                              and b"resource_tracker" not in open(f"/proc/{pid}/cmdline", "rb").read()]) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.kill(workers[0], signal.SIGKILL)
+        assert proc.wait(timeout=30) == 1
+        assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+                       for pid in workers[1:])
+    finally:
+        _stop(proc) if proc.poll() is None else None
