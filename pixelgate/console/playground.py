@@ -16,32 +16,34 @@ from pixelgate.domain.images import load_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.services.engine import StreamCompleted
+from pixelgate.services.shared import Services
 from pixelgate.surfaces import midjourney
 from pixelgate.surfaces._body import parse
+from pixelgate.surfaces.deps import ServicesDep
 from pixelgate.surfaces.openai_images import FormFields, to_request
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 
 
 @router.get("/console/playground")
-async def playground(request: Request, model: str | None = None) -> Response:
-    principal = await _who(request, "playground")
-    services = request.app.state.services
+async def playground(request: Request, services: ServicesDep, model: str | None = None) -> Response:
+    principal = await _who(request, services, "playground")
     models = [m for m, _ in await services.directory.models() if principal.may_use(m)]
     chosen = model if model in models else (models[0] if models else None)
     caps = (await services.directory.route(chosen)).capabilities if chosen else None
     template = "_playground_form.html" if request.headers.get("hx-request") else "playground.html"
-    return _render(request, template, principal=principal, models=models, model=chosen, caps=caps,
+    return _render(request, services, template, principal=principal, models=models, model=chosen, caps=caps,
                    edits=caps is not None and Operation.EDIT in caps.operations)
 
 
 PLAYGROUND_FIELDS = ("model", "prompt", "n", "size", "quality", "style", "background", "output_format", "seed")
 
 
-async def _playground_request(request: Request, streamed: bool = False) -> tuple[ImageRequest, dict]:
+async def _playground_request(request: Request, services: Services, streamed: bool = False
+                              ) -> tuple[ImageRequest, dict]:
     """The playground's form as the OpenAI API would take it (the same fields and checks), with
     an uploaded image making it an edit; and the call's JSON body for the curl and SDK code."""
-    form = await _form(request)
+    form = await _form(request, services)
     body = {k: form[k] for k in PLAYGROUND_FIELDS if form.get(k)}
     fields = parse(FormFields, body)
     upload = request.state.uploads.get("image")
@@ -50,7 +52,7 @@ async def _playground_request(request: Request, streamed: bool = False) -> tuple
     if upload:
         req.images.append(await load_image(upload[1], "image", upload[0]))
     if streamed:
-        caps = (await request.app.state.services.directory.route(req.model)).capabilities
+        caps = (await services.directory.route(req.model)).capabilities
         if not caps.stream:  # never ask partial images of a model that cannot send them
             raise InvalidRequest(f"Model '{req.model}' does not stream partial images.", field="stream")
         req.stream, req.partial_images = True, 2
@@ -58,13 +60,12 @@ async def _playground_request(request: Request, streamed: bool = False) -> tuple
 
 
 @router.post("/console/playground")
-async def run_playground(request: Request) -> Response:
+async def run_playground(request: Request, services: ServicesDep) -> Response:
     """Generate as the signed-in key would through the OpenAI API, and show the same call as
     curl and as OpenAI SDK code. An asynchronous model becomes a task whose progress the page
     follows."""
-    principal = await _who(request, "playground")
-    services = request.app.state.services
-    req, body = await _playground_request(request)
+    principal = await _who(request, services, "playground")
+    req, body = await _playground_request(request, services)
     ctx = _context(request, principal)
     status, error, task = 200, None, None
     try:
@@ -82,7 +83,7 @@ async def run_playground(request: Request) -> Response:
     services.log_request(ctx, 201 if task is not None else status, error)
     base, edit = str(request.base_url).rstrip("/"), req.operation is Operation.EDIT
     curl, sdk = _same_call(base, body, edit)
-    return _render(request, "_playground_result.html", http_status=status, principal=principal, outcome=outcome,
+    return _render(request, services, "_playground_result.html", http_status=status, principal=principal, outcome=outcome,
                    curl=curl, sdk=sdk, chat=_chat_call(base, body, edit), request_id=ctx.request_id,
                    **(_task_view(task) if task else {}))
 
@@ -125,20 +126,19 @@ def _task_view(task: Task) -> dict:
 
 
 @router.get("/console/playground/tasks/{task_id}")
-async def playground_task(task_id: str, request: Request) -> Response:
+async def playground_task(task_id: str, request: Request, services: ServicesDep) -> Response:
     """The playground's view of a task, polled by the page every second while it runs."""
-    principal = await _who(request, "playground")
-    task = await _task_of(request, principal, task_id)
-    return _render(request, "_playground_task.html", principal=principal, **_task_view(task))
+    principal = await _who(request, services, "playground")
+    task = await _task_of(services, principal, task_id)
+    return _render(request, services, "_playground_task.html", principal=principal, **_task_view(task))
 
 
 @router.post("/console/playground/tasks/{task_id}/action")
-async def playground_action(task_id: str, request: Request) -> Response:
+async def playground_action(task_id: str, request: Request, services: ServicesDep) -> Response:
     """A Midjourney button (U1-U4, V1-V4, reroll...) of a finished grid: a follow-up task, made
     as POST /mj/submit/action makes it."""
-    principal = await _who(request, "playground")
-    form = await _form(request)
-    services = request.app.state.services
+    principal = await _who(request, services, "playground")
+    form = await _form(request, services)
     parent, upstream_id = await midjourney.parent_task(services, principal.key_id, task_id)
     custom_id = form.get("custom_id", "")
     req, meta = midjourney.button_request(parent, upstream_id, custom_id)
@@ -154,16 +154,15 @@ async def playground_action(task_id: str, request: Request) -> Response:
     finally:
         await ctx.finish()
     services.log_request(ctx, 201)
-    return _render(request, "_playground_task.html", principal=principal, **_task_view(task))
+    return _render(request, services, "_playground_task.html", principal=principal, **_task_view(task))
 
 
 @router.post("/console/playground/stream")
-async def stream_playground(request: Request) -> Response:
+async def stream_playground(request: Request, services: ServicesDep) -> Response:
     """The same, for a model that streams: partial images as server-sent events while the image
     is made, then the finished image's link (the page draws each as it arrives)."""
-    principal = await _who(request, "playground")
-    services = request.app.state.services
-    req, _ = await _playground_request(request, streamed=True)
+    principal = await _who(request, services, "playground")
+    req, _ = await _playground_request(request, services, streamed=True)
     ctx = _context(request, principal)
 
     def event(name: str, data: dict) -> bytes:

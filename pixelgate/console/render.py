@@ -1,18 +1,23 @@
 """Turning a page's data into HTML: the Jinja environment, its filters (money, price terms) and
-the headers every console answer carries."""
+the headers every console answer carries. The environment is made when the first page is
+rendered (templates()): a gateway whose console is never opened loads no Jinja."""
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation, localcontext
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 
 from pixelgate.console.session import csrf_token
-from pixelgate.services.storage import file_name
+from pixelgate.services.shared import Services
+from pixelgate.services.storage import UrlSigner, file_name
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 HERE = Path(__file__).parent
 SCALE = 8
@@ -53,7 +58,6 @@ def money(amount: Any, currency: str) -> str:
     return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency}"
 
 
-@pass_context
 def _money_filter(context, amount: Any, currency: str | None = None) -> str:
     return money(amount, currency or context.get("currency") or "USD")
 
@@ -70,20 +74,25 @@ def price_terms(operation: str, dimensions: dict, tokens: Any = None) -> str:
     return ", ".join(parts)
 
 
-templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-templates.filters["money"] = _money_filter
+@cache
+def templates() -> Environment:
+    """The console's Jinja environment, made (and Jinja imported) on the first page rendered."""
+    from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+
+    environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    environment.filters["money"] = pass_context(_money_filter)
+    return environment
 
 
-def render(request: Request, template: str, /, *, http_status: int = 200, nav: list | None = None,
-           **context: Any) -> HTMLResponse:
+def render(request: Request, services: Services, template: str, /, *, http_status: int = 200,
+           nav: list | None = None, **context: Any) -> HTMLResponse:
     session = getattr(request.state, "console_session", None)  # read by the route, if signed in
-    services = request.app.state.services
-    html = templates.get_template(template).render(
-        request=request, nav=nav or [], csrf=csrf_token(request, session.id) if session else "",
-        image_url=lambda image: image_url(request, image), price_terms=price_terms,
+    html = templates().get_template(template).render(
+        request=request, nav=nav or [], csrf=csrf_token(services.signer, session.id) if session else "",
+        image_url=lambda image: image_url(request, services.signer, image), price_terms=price_terms,
         **{"currency": services.engine.billing.currency, **context})
     return HTMLResponse(html, status_code=http_status)  # ConsoleRoute adds SECURITY_HEADERS
 
 
-def image_url(request: Request, image: dict) -> str:
-    return request.app.state.services.signer.url(str(request.base_url), file_name(image["id"], image["format"]))
+def image_url(request: Request, signer: UrlSigner, image: dict) -> str:
+    return signer.url(str(request.base_url), file_name(image["id"], image["format"]))

@@ -8,6 +8,8 @@ The rule for a conversation (both APIs):
     gateway made, sent back as the client received it), its last image is the input of an edit,
     if the model can edit; otherwise the prompt makes a new image;
   - system/developer messages and the images of earlier user messages are not used.
+
+The routes hand their services (surfaces.deps.ServicesDep) to these helpers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pixelgate.domain.result import DeliveredImage, StreamPartial
 from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from pixelgate.providers.base import Capabilities
 from pixelgate.services.engine import RequestContext, StreamCompleted
+from pixelgate.services.shared import Services
 from pixelgate.services.tasks import aware
 from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._route import format_amount
@@ -52,14 +55,25 @@ def markdown_images(text: str) -> list[str]:
     return _MARKDOWN_IMAGE.findall(text)
 
 
-async def capabilities(request: Request, model: str) -> Capabilities | None:
+def stream_flag(data: dict, ignored: frozenset[str]) -> bool:
+    """The body's `stream` (true or false), taken out of `data` with the fields that mean nothing
+    to an image model (`ignored`: accepted, unused)."""
+    for name in ignored:
+        data.pop(name, None)
+    stream = data.pop("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be true or false.", field="stream", code="invalid_type")
+    return stream
+
+
+async def capabilities(services: Services, model: str) -> Capabilities | None:
     try:
-        return (await request.app.state.services.directory.route(model)).capabilities
+        return (await services.directory.route(model)).capabilities
     except ModelNotFound:
         return None  # the engine says why when it prepares the request
 
 
-async def apply_conversation(request: Request, req: ImageRequest, turns: list[Turn], field: str) -> None:
+async def apply_conversation(services: Services, req: ImageRequest, turns: list[Turn], field: str) -> None:
     """Set the prompt, the operation and the input images of `req` from the conversation, by the
     rule in this module's docstring."""
     users = [i for i, t in enumerate(turns) if t.role == "user"]
@@ -73,18 +87,17 @@ async def apply_conversation(request: Request, req: ImageRequest, turns: list[Tu
     req.prompt, sources = last.text, last.images
     if not sources:
         earlier = [t for t in turns[: users[-1]] if t.role == "assistant" and t.images]
-        caps = await capabilities(request, req.model) if earlier else None
+        caps = await capabilities(services, req.model) if earlier else None
         if caps is not None and Operation.EDIT in caps.operations:
             sources = earlier[-1].images[-1:]
     req.operation = Operation.EDIT if sources else Operation.GENERATE
     for url, where in sources:
-        req.images.append(await input_image(request, url, where))
+        req.images.append(await input_image(services, url, where))
 
 
-async def input_image(request: Request, url: str, field: str) -> InputImage:
+async def input_image(services: Services, url: str, field: str) -> InputImage:
     """An image part: a signed link of this gateway is read from its own storage (the Fetcher
     refuses a private address, where a gateway often lives); anything else as every client URL."""
-    services = request.app.state.services
     parts = urlsplit(url)
     if parts.scheme in ("http", "https") and (match := _OWN_FILE.match(parts.path)):
         query = parse_qs(parts.query)
@@ -116,7 +129,7 @@ class Made:
     meta: dict[str, Any]
 
 
-async def made_by(task, base_url: str, services) -> Made:
+async def made_by(task, base_url: str, services: Services) -> Made:
     """A finished task's images, as `make` answers them."""
     items = await _tasks.images(task, base_url, services)
     images = [DeliveredImage(stored["id"], stored["format"], url=item.get("url"), b64=item.get("b64_json"),
@@ -126,10 +139,10 @@ async def made_by(task, base_url: str, services) -> Made:
                 (task.meta or {}).get("answer") or {})
 
 
-async def make(request: Request, req: ImageRequest, ctx: RequestContext, client_input: dict) -> Made:
+async def make(request: Request, services: Services, req: ImageRequest, ctx: RequestContext,
+               client_input: dict) -> Made:
     """The images, made at once, or by a task when the request must outlive its connection (an
     Idempotency-Key, an asynchronous vendor: surfaces._tasks), waited for here either way."""
-    services = request.app.state.services
     if await _tasks.needs_task(request, services, req, None):
         task = await _tasks.submit(request, services, req, ctx, client_input, None)
         task = await _tasks.settled(services, task, ctx)
@@ -140,13 +153,13 @@ async def make(request: Request, req: ImageRequest, ctx: RequestContext, client_
     return Made(result.images, result.created, result.meta)
 
 
-async def stream(request: Request, req: ImageRequest, ctx: RequestContext
+async def stream(services: Services, req: ImageRequest, ctx: RequestContext
                  ) -> AsyncIterator[StreamPartial | StreamCompleted | None]:
     """The images as they come, refused (an error answer) before anything is sent if the request
     is invalid: partial images from a model that streams them, else each image when done. None
     marks a silence of KEEP_ALIVE_SECONDS."""
-    engine = request.app.state.services.engine
-    caps = await capabilities(request, req.model)
+    engine = services.engine
+    caps = await capabilities(services, req.model)
     if caps is not None and caps.stream:
         req.stream = True
         return _keep_alive(await engine.stream(req, ctx))
@@ -192,11 +205,10 @@ async def _keep_alive(events: AsyncIterator) -> AsyncIterator:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def sse(request: Request, ctx: RequestContext, body: AsyncIterator[bytes],
+async def sse(services: Services, ctx: RequestContext, body: AsyncIterator[bytes],
               failed: Callable[[GatewayError], list[bytes]], ending: bytes = b"") -> AsyncIterator[bytes]:
     """A stream's events, its failure told in its API's own events, its request logged when it
     ends, and its cost in a closing SSE comment (the headers left before the images were made)."""
-    services = request.app.state.services
     status, error = 200, None
     try:
         async for chunk in body:

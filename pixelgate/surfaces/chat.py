@@ -80,25 +80,22 @@ BODY = conversational(schema_of(ImageFields), "messages", {
 async def completions(request: Request, settings: SettingsDep, services: ServicesDep) -> Response:
     ctx = await authenticated(request)
     data = await json_body(request)
-    for name in IGNORED:
-        data.pop(name, None)
-    messages, stream = data.pop("messages", None), data.pop("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be true or false.", field="stream", code="invalid_type")
+    stream = _conversation.stream_flag(data, IGNORED)
+    messages = data.pop("messages", None)
     webhook = await _tasks.webhook(services, data.pop("webhook", None))
     req, as_url = request_of(data)
-    await _conversation.apply_conversation(request, req, turns(messages), "messages")
+    await _conversation.apply_conversation(services, req, turns(messages), "messages")
     markdown = settings.chat_markdown_images
     if stream:
-        events = await _conversation.stream(request, req, ctx)
+        events = await _conversation.stream(services, req, ctx)
         request.state.log_deferred = True
         body = _chunks(events, req, ctx, as_url, markdown)
-        return StreamingResponse(_conversation.sse(request, ctx, body, _failed, b"data: [DONE]\n\n"),
+        return StreamingResponse(_conversation.sse(services, ctx, body, _failed, b"data: [DONE]\n\n"),
                                  media_type="text/event-stream", headers={"cache-control": "no-cache"})
     if _tasks.prefers_async(request) or webhook:  # a task at once; its answer at its polling URL
         task = await _tasks.submit(request, services, req, ctx, {**data, "prompt": req.prompt}, webhook)
         return JSONResponse(_tasks.status(task, _polling_url(str(request.base_url), task.id)), status_code=202)
-    made = await _conversation.make(request, req, ctx, {**data, "prompt": req.prompt})
+    made = await _conversation.make(request, services, req, ctx, {**data, "prompt": req.prompt})
     return JSONResponse(completion(ctx, req.model, made, as_url, markdown))
 
 

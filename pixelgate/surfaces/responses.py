@@ -38,6 +38,7 @@ from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import DeliveredImage, StreamPartial
 from pixelgate.errors import GatewayError, InvalidRequest, UpstreamBadResponse
 from pixelgate.services.engine import RequestContext
+from pixelgate.services.shared import Services
 from pixelgate.services.tasks import aware
 from pixelgate.surfaces import _conversation, _tasks
 from pixelgate.surfaces._answers import OpenAIError, ResponseObject
@@ -79,14 +80,11 @@ BODY = conversational(_FIELDS, "input", {"anyOf": [
 async def create(request: Request, settings: SettingsDep, services: ServicesDep) -> Response:
     ctx = await authenticated(request)
     data = await json_body(request)
-    for name in IGNORED:
-        data.pop(name, None)
-    model, stream = data.pop("model", None), data.pop("stream", False)
+    model = data.pop("model", None)
     if not isinstance(model, str) or not model:
         raise InvalidRequest("Missing required parameter: 'model'.", field="model", code="missing_required_parameter")
     ctx.principal.require_model(model)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be true or false.", field="stream", code="invalid_type")
+    stream = _conversation.stream_flag(data, IGNORED)
     background = data.pop("background", None)
     if background not in (None, True, False):
         raise InvalidRequest("'background' must be true or false.", field="background", code="invalid_type")
@@ -102,23 +100,23 @@ async def create(request: Request, settings: SettingsDep, services: ServicesDep)
     turns = input_turns(data.pop("input", None))
     tool = image_tool(data.pop("tools", None))
     fields = {**data, **{k: v for k, v in tool.items() if k not in ("type", "model")}}
-    fields["model"] = tool.get("model") or await _image_model(request, model, settings.image_tool_model)
+    fields["model"] = tool.get("model") or await _image_model(services, model, settings.image_tool_model)
     req = to_request(parse(ImageFields, fields), Operation.GENERATE)
     req.delivery = Delivery.B64  # an image_generation_call's result is base64
-    await _conversation.apply_conversation(request, req, turns, "input")
+    await _conversation.apply_conversation(services, req, turns, "input")
     envelope = {"id": "resp_" + ctx.request_id.removeprefix("req_"), "object": "response", "model": model,
                 "tools": [tool], "tool_choice": "auto", "error": None, "incomplete_details": None}
     if stream:
-        events = await _conversation.stream(request, req, ctx)
+        events = await _conversation.stream(services, req, ctx)
         request.state.log_deferred = True
         body, failed = _events(events, req, ctx, envelope)
-        return StreamingResponse(_conversation.sse(request, ctx, body, failed), media_type="text/event-stream",
+        return StreamingResponse(_conversation.sse(services, ctx, body, failed), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
     if background:  # a task: this answer says it is queued, GET /v1/responses/{id} the rest
         task = await _tasks.submit(request, services, req, ctx,
                                    {**fields, "prompt": req.prompt, "response": {"model": model, "tool": tool}}, None)
         return JSONResponse(await render_task(task, str(request.base_url), services))
-    made = await _conversation.make(request, req, ctx, {**fields, "prompt": req.prompt})
+    made = await _conversation.make(request, services, req, ctx, {**fields, "prompt": req.prompt})
     items = [_item(ctx.request_id, i, image, made.meta) for i, image in enumerate(made.images)]
     return JSONResponse({**envelope, "created_at": made.created, "status": "completed", "output": items,
                          "usage": _usage(made.meta)})
@@ -153,8 +151,8 @@ async def retrieve(response_id: str, caller: PrincipalDep, request: Request, ser
     return JSONResponse(await render_task(task, str(request.base_url), services))
 
 
-async def _image_model(request: Request, model: str, default: str) -> str:
-    return model if await _conversation.capabilities(request, model) is not None else default
+async def _image_model(services: Services, model: str, default: str) -> str:
+    return model if await _conversation.capabilities(services, model) is not None else default
 
 
 def image_tool(tools: Any) -> dict:
