@@ -181,7 +181,9 @@ class HttpTransport:
         if call.content is not None:
             kwargs["data"] = call.content
         elif call.json is not None:
-            kwargs["data"] = orjson.dumps(call.json)
+            # orjson's bytes keep the 4 KiB buffer they were written in; copied to their size, a
+            # request that waits minutes for its vendor holds 0.1 KiB (4 KiB x 10,000 in flight).
+            kwargs["data"] = bytes(memoryview(orjson.dumps(call.json)))
             kwargs["headers"] = {**call.headers, "Content-Type": "application/json"}
         elif call.form is not None:
             form = aiohttp.FormData(default_to_multipart=True)  # vendors want multipart even without files
