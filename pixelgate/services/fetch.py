@@ -278,7 +278,9 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     if (resp.content_length or 0) > limit:
         raise TooLarge()
     chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(1 << 20):
+    # iter_chunks hands over the chunks as the socket gave them; iter_chunked(n) joins them into
+    # n-byte pieces first, a second copy of every image before the join below.
+    async for chunk, _ in resp.content.iter_chunks():
         size += len(chunk)
         if size > limit:
             raise TooLarge()
