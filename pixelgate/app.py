@@ -96,7 +96,8 @@ async def start_services(settings: Settings) -> Services:
                              settings.fetch_timeout_seconds, settings.poll_interval_seconds,
                              settings.webhook_per_destination)
     services.tasks = TaskService(sessions, engine, webhooks, settings.poll_interval_seconds,
-                                 settings.task_deadline_seconds, settings.task_lease_seconds)
+                                 settings.task_deadline_seconds, settings.task_lease_seconds,
+                                 settings.task_store_retry_seconds)
     services.tasks.start()
     services.auth_failures = AuthFailures(settings.auth_failures_per_minute, 60, redis, settings.redis_namespace)
     keys.throttle = services.auth_failures

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     task_deadline_seconds: float = Field(default=3600, gt=0)
     """An asynchronous task still unfinished after this long fails (and is refunded)."""
+    task_store_retry_seconds: float = Field(default=1800, gt=0)
+    """How long a task whose images the vendor finished keeps trying to store them while the
+    image store is unavailable (again and again, at doubling waits up to a minute; the vendor is
+    not asked again and what it made stays on the task row), before the task fails, charged
+    nothing. It is charged once, when its images are stored."""
     webhook_retry_seconds: float = Field(default=1.0, gt=0)
     """First wait before a failed webhook is sent again; it doubles with each try (9 tries)."""
     webhook_per_destination: int = Field(default=4, ge=1)

@@ -1,7 +1,11 @@
 """Delivery: a vendor's images made the gateway's. Each is taken as the vendor gave it (bytes,
 base64, or a URL fetched at once, since vendor URLs expire), converted where the vendor could not
 make the asked format or size, stored (or not, for base64 the client already holds), and
-answered as a signed link of the gateway's own or as base64."""
+answered as a signed link of the gateway's own or as base64.
+
+When the image store fails, what the vendor made is not lost with the request: ImagesNotStored
+carries it (a URL already fetched is kept as its bytes, since it expires), so that a task can keep
+it and store it later without asking the vendor again (services.tasks)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from pixelgate.config import Settings
 from pixelgate.domain.images import FORMATS, convert_format
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.domain.result import DeliveredImage, Finished, UpstreamImage
-from pixelgate.errors import UpstreamBadResponse
+from pixelgate.errors import StorageUnavailable, UpstreamBadResponse
 from pixelgate.providers import REGISTRY
 from pixelgate.services.context import RequestContext
 from pixelgate.services.fetch import image_source, origin
@@ -33,6 +37,16 @@ PROMPT_LOGGED = 500
 LARGE = 256 * 1024
 """Bytes of work above which a step leaves the event loop for a thread (below it, the hop costs
 more than the work): base64 of big images, builds that encode images or convert a mask."""
+
+
+class ImagesNotStored(StorageUnavailable):
+    """The vendor's images were made, and fetched, but the image store failed: `made` is the
+    vendor's answer with every image as bytes or base64 (no URL left to expire). Answered as the
+    StorageUnavailable it is (503, nothing charged) where nothing keeps it."""
+
+    def __init__(self, message: str, made: Finished) -> None:
+        super().__init__(message)
+        self.made = made
 
 
 async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -53,7 +67,14 @@ class ImageDelivery:
     async def deliver(self, finished: Finished, req: ImageRequest, ctx: RequestContext) -> list[DeliveredImage]:
         if not finished.images and req.operation is not Operation.DESCRIBE:  # describe answers text
             raise UpstreamBadResponse("The upstream answered without any image.")
-        delivered = await asyncio.gather(*(self._store(image, req, ctx) for image in finished.images))
+        delivered = await asyncio.gather(*(self._store(image, req, ctx) for image in finished.images),
+                                         return_exceptions=True)  # each image fetched, even if another fails
+        failures = [d for d in delivered if isinstance(d, BaseException)]
+        if failures:
+            failure = next((f for f in failures if not isinstance(f, StorageUnavailable)), failures[0])
+            if isinstance(failure, StorageUnavailable):  # every image is in hand: only the store failed
+                raise ImagesNotStored(failure.message, finished) from failure
+            raise failure
         ctx.images_delivered += len(delivered)
         return list(delivered)
 
@@ -72,6 +93,7 @@ class ImageDelivery:
             data = await _b64decode(image.b64)
         else:
             data = await self._fetch(image.url or "", ctx)
+            image.data, image.url = data, None  # vendor URLs expire: a second try at storing needs the bytes
         fmt, width, height = _identify(data)  # whatever is stored is an image, whole
         b64 = image.b64
         if _converts(req, fmt):  # the vendor could not

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -35,6 +36,7 @@ SEGMENT_BYTES = 1 << 30
 SEGMENT_SECONDS = 86400
 """A segment holds at most a day of images, so that retention can drop a day at a time."""
 _ID = re.compile(r"^([0-9a-f]{12})([0-9a-f]{12})([0-9a-f]{8})$")
+log = logging.getLogger("pixelgate.storage")
 
 
 async def open_storage(settings) -> ImageStore:
@@ -76,8 +78,11 @@ class LocalStorage:
             if self._pid != os.getpid():  # after a fork: a child must not append to its parent's
                 self._fd, self._writes = None, {}
             retired = self._fd
-            self._segment, self._end, self._pid, self._begun = secrets.token_hex(6), 0, os.getpid(), time.time()
-            self._fd = os.open(self.root / f"{self._segment}.seg", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            segment = secrets.token_hex(6)
+            # opened before anything changes: if it fails (a full or read-only disk), the next
+            # put tries a new segment again, rather than writing the old one's fd at offset 0
+            fd = os.open(self.root / f"{segment}.seg", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd, self._segment, self._end, self._pid, self._begun = fd, segment, 0, os.getpid(), time.time()
             if retired is not None and not self._writes.get(retired):
                 os.close(retired)
         offset, self._end = self._end, self._end + size
@@ -96,16 +101,27 @@ class LocalStorage:
                 os.close(fd)
 
     async def put(self, data: bytes) -> str:
-        """Store the image; returns its id once the bytes are written (readable by any worker)."""
-        image_id, fd, offset = self._place(data)
+        """Store the image; returns its id once the bytes are written (readable by any worker).
+        StorageUnavailable if the disk refuses (full, read-only, gone), as S3's store does."""
+        try:
+            image_id, fd, offset = self._place(data)
+        except OSError as exc:
+            raise self._unusable(exc) from None
         try:
             if len(data) <= INLINE_WRITE_BYTES:
                 _write(fd, data, offset)  # cheaper than a hop to a thread
             else:
                 await asyncio.to_thread(_write, fd, data, offset)
+        except OSError as exc:
+            raise self._unusable(exc) from None
         finally:
             self._done(fd)
         return image_id
+
+    def _unusable(self, exc: OSError) -> StorageUnavailable:
+        """The details for the log, never for clients."""
+        log.warning("image storage %s is not usable (put): %s", self.root, exc)
+        return StorageUnavailable("The image store is unavailable; nothing was charged. Try again shortly.")
 
     async def put_soon(self, data: bytes) -> str:
         """Store in the background, for images whose bytes the client receives in the answer
@@ -114,7 +130,10 @@ class LocalStorage:
         bounded, and the clients slow to the pace of the disk."""
         if len(data) <= INLINE_WRITE_BYTES or self._pending_bytes + len(data) > PENDING_BYTES:
             return await self.put(data)
-        image_id, fd, offset = self._place(data)
+        try:
+            image_id, fd, offset = self._place(data)
+        except OSError as exc:
+            raise self._unusable(exc) from None
         job = asyncio.get_running_loop().run_in_executor(None, _write, fd, data, offset)
         self._pending.add(job)
         self._pending_bytes += len(data)
@@ -125,6 +144,8 @@ class LocalStorage:
         self._pending.discard(job)
         self._pending_bytes -= size
         self._done(fd)
+        if not job.cancelled() and job.exception() is not None:
+            log.warning("background image write failed: %s", job.exception())
 
     async def drain(self) -> None:
         if self._pending:

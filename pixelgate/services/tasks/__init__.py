@@ -10,6 +10,10 @@ The Task row is the source of truth, and every change to it is a conditional UPD
             (input images in storage) is on the row, and any worker runs it, again after a
             crash (at most MAX_RUNS times).
   running   vendor jobs recorded on the row; any worker polls them, one at a time by lease.
+            A job the vendor finished whose images the image store would not take (down, hung)
+            keeps what the vendor made on the row ("made"), and is stored again at doubling waits
+            by any worker, never asked of the vendor again, until task_store_retry_seconds; then
+            the task fails, charged nothing (worker.py).
   succeeded / failed / canceled
             the outcome, its settlement (the ledger) and its webhook (an outbox row) are written
             in ONE transaction: there is no moment at which a task is finished but unbilled,

@@ -19,24 +19,26 @@ from pixelgate.domain.request import ImageRequest
 from pixelgate.domain.result import Finished, Submitted
 from pixelgate.errors import GatewayError, NotFound
 from pixelgate.services import idempotency
+from pixelgate.services.delivery import ImagesNotStored
 from pixelgate.services.engine import Engine, RequestContext, merge
 from pixelgate.services.leases import now
 from pixelgate.services.tasks.snapshot import request_snapshot
-from pixelgate.services.tasks.store import LIVE, TERMINAL, TaskStore, answer, facts, new_task_id, stored
+from pixelgate.services.tasks.store import LIVE, TERMINAL, TaskStore, answer, facts, made, new_task_id, stored
 from pixelgate.services.tasks.worker import TaskWorker
 from pixelgate.services.webhooks import WebhookSender
 
 
 class TaskService:
     def __init__(self, sessions: async_sessionmaker, engine: Engine, webhooks: WebhookSender,
-                 poll_interval: float, deadline_seconds: float, lease_seconds: float = 30) -> None:
+                 poll_interval: float, deadline_seconds: float, lease_seconds: float = 30,
+                 store_retry_seconds: float = 1800) -> None:
         self._sessions = sessions
         self._engine = engine
         self.webhooks = webhooks
         self._deadline = timedelta(seconds=deadline_seconds)
         self.store = TaskStore(sessions, engine.billing, webhooks, lease_seconds, poll_interval)
         self.store.on_finish = self._finished
-        self.worker = TaskWorker(self.store, engine, poll_interval)
+        self.worker = TaskWorker(self.store, engine, poll_interval, store_retry_seconds)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         """Requests of this process waiting for a task (wait), woken by its finish."""
 
@@ -120,8 +122,12 @@ class TaskService:
             meta["answer"] = answer(merged.meta)
             if "token_usage" in merged.meta:
                 meta["token_usage"] = merged.meta["token_usage"]
-            images = await self._engine.deliver(merged, req, ctx)
-            jobs.append({"id": None, "poll_url": None, "images": [stored(i) for i in images]})
+            try:
+                images = await self._engine.deliver(merged, req, ctx)
+                jobs.append({"id": None, "poll_url": None, "images": [stored(i) for i in images]})
+            except ImagesNotStored as exc:  # the client gets its task: the worker stores them, as for a job
+                jobs.append({"id": None, "poll_url": None, "images": None, "made": await made(exc.made)})
+                meta["storing"] = {"since": now().isoformat(), "attempts": 1, "error": exc.message}
         values = dict(channel=channel, started_at=now(), jobs=jobs, meta=meta)
         if all(j["images"] is not None for j in jobs):
             ctx.cost = await self.store.finish(task.id, token, "succeeded", **values)
@@ -202,7 +208,8 @@ class TaskService:
         if task.status in TERMINAL:
             return task
         channel = await self._engine.directory.channel(task.channel) if task.channel else None
-        jobs = [Submitted(j["id"], j["poll_url"]) for j in task.jobs if j["id"] and j["images"] is None]
+        jobs = [Submitted(j["id"], j["poll_url"]) for j in task.jobs
+                if j["id"] and j["images"] is None and j.get("made") is None]  # a job finished is not stopped
         if channel is None or not jobs or not self._engine.can_cancel(channel):
             note = "" if not jobs else " The vendor cannot stop the job; its result is discarded."
             await self.store.finish(task_id, None, "canceled", error={"code": "canceled",

@@ -10,13 +10,16 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, AsyncContextManager, Callable
 
+import pybase64
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from pixelgate import wirejson
 from pixelgate.db.models import Task, WebhookDelivery
 from pixelgate.domain.prices import token_usage
-from pixelgate.domain.result import Finished, Pending, Submitted
+from pixelgate.domain.result import Finished, Pending, Submitted, UpstreamImage
 from pixelgate.services.billing import Billing, Quote
+from pixelgate.services.delivery import off_loop_if_large
 from pixelgate.services.leases import Leases, now
 from pixelgate.services.webhooks import WebhookSender, new_delivery
 
@@ -98,11 +101,13 @@ class TaskStore:
         """Change a live task this worker holds; LeaseLost if another worker took it over."""
         await self.leases.write(task_id, token, **values)
 
-    async def hand_back(self, task: Task, token: str, event: str | None = None, **values: Any) -> None:
-        """Let go of a task that waits on its vendor: write `values`, release the lease and set the
-        next poll; with `event` (a change of the vendor's status), its webhook in the same
-        transaction, once per event."""
-        values.update(lease_until=None, lease_token=None, next_poll_at=now() + self._poll_interval)
+    async def hand_back(self, task: Task, token: str, event: str | None = None, after: timedelta | None = None,
+                        **values: Any) -> None:
+        """Let go of a task that waits on its vendor (or on the image store): write `values`,
+        release the lease and set the next poll (after the poll interval, or `after`); with
+        `event` (a change of the vendor's status), its webhook in the same transaction, once per
+        event."""
+        values.update(lease_until=None, lease_token=None, next_poll_at=now() + (after or self._poll_interval))
         async with self._sessions() as session, session.begin():
             await self.leases.write(task.id, token, session=session, **values)
             if event is not None and not await _announced(session, task.id, event):
@@ -123,6 +128,8 @@ class TaskStore:
         async with self._sessions() as session, session.begin():
             await self.leases.write(task_id, token, session=session, **values)
             task = await session.get(Task, task_id)
+            if storing(task):  # what the vendor made, kept while the store was down, leaves the row
+                task.jobs = [{k: v for k, v in job.items() if k != "made"} for job in task.jobs]
             delivered = len(task.output or []) if status == "succeeded" else 0
             quote = Quote.from_snapshot(task.request.get("quote") or task.request)
             charge = quote.charge(delivered, token_usage((task.meta or {}).get("token_usage")))
@@ -158,6 +165,35 @@ def stored(image) -> dict:
 
 def output(jobs: list[dict]) -> list[dict]:
     return [image for job in jobs for image in (job["images"] or [])]
+
+
+# -- what the vendor made, kept on a job while the image store cannot take it (job["made"]) --
+
+async def made(finished: Finished) -> dict:
+    """The vendor's finished answer as the row keeps it until its images are stored: each image
+    as base64 (delivery has fetched any URL already: they expire), with the vendor's facts."""
+    images = []
+    for image in finished.images:
+        b64, url = None, image.url
+        if image.b64 is not None:
+            b64, url = wirejson.as_text(image.b64), None
+        elif image.data is not None:
+            b64 = (await off_loop_if_large(len(image.data), pybase64.b64encode, image.data)).decode()
+            url = None
+        images.append({"b64": b64, "url": url, "revised_prompt": image.revised_prompt, "details": image.details})
+    return {"images": images, "meta": finished.meta}
+
+
+def finished_from(kept: dict) -> Finished:
+    """What made() kept, as the vendor's answer again."""
+    return Finished([UpstreamImage(b64=i.get("b64"), url=i.get("url") if not i.get("b64") else None,
+                                   revised_prompt=i.get("revised_prompt"), details=dict(i.get("details") or {}))
+                     for i in kept["images"]], dict(kept.get("meta") or {}))
+
+
+def storing(task: Task) -> bool:
+    """Whether the vendor finished images of the task that wait for the image store."""
+    return any(job.get("made") is not None for job in task.jobs or [])
 
 
 def facts(outcome: Submitted | Pending | Finished) -> dict:
