@@ -215,7 +215,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         from pixelgate.services.routing import ChannelDirectory
         from pixelgate.services.storage import open_storage
 
-        store = await open_storage(settings.model_copy(update={"image_retention_days": None}))
+        outage: list[str] = []
+        store = await open_storage(settings.model_copy(update={"image_retention_days": None}), outage.append)
         await store.aclose()  # a wrong bucket or endpoint stops here, in one line
         db = make_engine(settings.resolved_database_url)
         try:
@@ -223,7 +224,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
             channels = await ChannelDirectory(sessionmaker(db)).list()
             warnings = [w if w.startswith("channel ") else f"channel {cfg.name!r}: {w}" for cfg in settings.channels
                         for w in await channel_warnings(cfg, settings, sessionmaker(db))]
-            return started, any(c.enabled and c.provider != "sandbox" for c in channels), warnings
+            return started, any(c.enabled and c.provider != "sandbox" for c in channels), outage + warnings
         finally:
             await db.dispose()
 

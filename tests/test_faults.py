@@ -6,10 +6,14 @@ shape, within a bounded time, and charges nothing; never a 500. /readyz names wh
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +22,7 @@ from pixelgate.errors import StorageUnavailable
 from pixelgate.services.s3storage import S3Storage
 from tests.conftest import _pg, openai_error
 from tests.emulators.server import black_hole
+from tests.s3server import _create_bucket
 
 GEN = "/v1/images/generations"
 SMALL = {"model": "sandbox-image", "prompt": "x", "size": "16x16"}
@@ -159,3 +164,32 @@ def test_ready_names_a_database_that_is_gone(make_gateway):
     assert status == 503 and body == {"status": "unavailable",
                                       "checks": {"database": "unavailable", "storage": "ok"}}
     assert httpx.get(gateway.base_url + "/healthz").status_code == 200  # alive: restarting it would not help
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_gateway_started_during_a_storage_outage_serves_and_recovers(make_gateway, killable_s3):
+    """A restart during an S3 outage (a deploy, a crashed worker) brings the gateway up: what needs
+    no storage is served, what does answers 503, /readyz says storage, and all is well once the
+    store is back. (A wrong bucket still refuses to start: tests/services/test_s3_storage.py.)"""
+    killable_s3.kill()
+    gateway = make_gateway(storage_timeout_seconds=1, **killable_s3.settings())
+    assert httpx.get(gateway.base_url + "/healthz").status_code == 200
+    status, body = _ready(gateway)
+    assert status == 503 and body["checks"]["storage"] != "ok" and body["checks"]["database"] == "ok"
+    with gateway.http() as client:
+        assert client.post(GEN, json={**SMALL, "response_format": "b64_json"}).status_code == 200
+        openai_error(client.post(GEN, json={**SMALL, "response_format": "url"}), 503, code="storage_unavailable")
+
+        port = int(killable_s3.endpoint.rsplit(":", 1)[1])  # the store comes back where it was
+        moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+        back = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            _create_bucket(killable_s3.endpoint, killable_s3.bucket)
+            resp = client.post(GEN, json={**SMALL, "response_format": "url"})
+            assert resp.status_code == 200, resp.text
+            assert httpx.get(resp.json()["data"][0]["url"]).status_code == 200
+            assert _ready(gateway)[0] == 200
+        finally:
+            back.kill()
+            back.wait(10)

@@ -174,3 +174,27 @@ def test_a_worker_killed_from_outside_stops_the_server_with_a_failure(tmp_path):
                        for pid in workers[1:])
     finally:
         _stop(proc) if proc.poll() is None else None
+
+
+def test_serve_starts_during_a_storage_outage_and_says_so(tmp_path):
+    """An S3 store that does not answer is an outage, not a wrong setting: serve starts (the
+    operator is told), where a missing bucket refuses (tests/services/test_s3_storage.py)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port, dead = s.getsockname()[1], _free_port_nobody_listens_on()
+    env = {**os.environ, "PIXELGATE_ADMIN_KEY": "pg-outage-test-key", "PIXELGATE_DATA_DIR": str(tmp_path / "data"),
+           "PIXELGATE_STORAGE_URL": "s3://images/gw", "PIXELGATE_S3_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
+           "PIXELGATE_STORAGE_TIMEOUT_SECONDS": "1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+    proc = _start(["serve", "--port", str(port)], tmp_path, env)
+    try:
+        _wait_up(f"http://127.0.0.1:{port}", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 503
+    finally:
+        out = _stop(proc)
+    assert "starting anyway" in out and f"127.0.0.1:{dead}" in out, out
+
+
+def _free_port_nobody_listens_on() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import time
 from datetime import date, timedelta
@@ -37,6 +38,8 @@ from pixelgate.errors import StorageUnavailable
 from pixelgate.services.imagestore import PENDING_BYTES
 from pixelgate.services.supervisor import supervise
 
+_SERVER_FAILURE = re.compile(r"status(?: code)?:? 5\d\d|Server error")
+
 log = logging.getLogger("pixelgate.storage")
 
 EPOCH = date(2020, 1, 1)
@@ -49,6 +52,16 @@ def day_of(image_id: str) -> date | None:
         return EPOCH + timedelta(days=int(image_id[:4], 16))
     except ValueError:
         return None
+
+
+class StorageUnreachable(StorageUnavailable):
+    """The store did not answer, or answered with its own failure (5xx): an outage, which a
+    restart cannot mend, unlike a wrong bucket, endpoint or key (its 4xx answers)."""
+
+
+def _outage(exc: Exception) -> bool:
+    text = str(exc)
+    return isinstance(exc, TimeoutError) or "error sending request" in text or bool(_SERVER_FAILURE.search(text))
 
 
 class S3Storage:
@@ -106,8 +119,9 @@ class S3Storage:
                 first = f"no answer in {self.timeout + size / BYTES_PER_SECOND:g} s"
             problem = f"image storage {self.where} is not usable ({what}): {first}"
             log.warning("%s", problem)
-            raise StorageUnavailable(problem if what == "check" else "The image store is unavailable; "
-                                     "nothing was charged. Try again shortly.") from None
+            if what == "check":
+                raise (StorageUnreachable if _outage(exc) else StorageUnavailable)(problem) from None
+            raise StorageUnavailable("The image store is unavailable; nothing was charged. Try again shortly.") from None
 
     async def check(self) -> None:
         """Fail fast, with one line, when the bucket is unreachable or the credentials are wrong."""

@@ -24,6 +24,7 @@ import re
 import secrets
 import time
 from pathlib import Path
+from typing import Callable
 
 from pixelgate.domain.images import EXTENSION
 from pixelgate.errors import StorageUnavailable
@@ -39,15 +40,23 @@ _ID = re.compile(r"^([0-9a-f]{12})([0-9a-f]{12})([0-9a-f]{8})$")
 log = logging.getLogger("pixelgate.storage")
 
 
-async def open_storage(settings) -> ImageStore:
+async def open_storage(settings, outage: Callable[[str], None] | None = None) -> ImageStore:
     """The store the settings name: S3 for `storage_url = "s3://bucket/prefix"`, else local
-    segments under storage_dir. Checked before serving, so a wrong bucket or key fails fast."""
+    segments under storage_dir. Checked before serving, so a wrong bucket or key fails fast
+    (StorageUnavailable). A store that does not answer is an outage, not a wrong setting: it is
+    told to `outage` (default: the log) and the gateway starts, so that a restart during an
+    outage still serves what needs no storage, /readyz says what is down, and stored work resumes
+    when the store is back."""
     if settings.storage_url:
-        from pixelgate.services.s3storage import S3Storage
+        from pixelgate.services.s3storage import S3Storage, StorageUnreachable
 
         store: ImageStore = S3Storage(settings.storage_url, settings.s3_endpoint_url, settings.s3_region,
                                       settings.s3_addressing_style, settings.storage_timeout_seconds)
-        await store.check()
+        try:
+            await store.check()
+        except StorageUnreachable as exc:
+            (outage or log.warning)(f"{exc}; starting anyway: requests that store images answer 503 "
+                                    "storage_unavailable, and /readyz reports it, until it answers")
     else:
         store = LocalStorage(settings.resolved_storage_dir)
     if settings.image_retention_days:
