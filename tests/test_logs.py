@@ -49,6 +49,9 @@ def _serve_and_fail(tmp_path, log_format: str, workers: int) -> tuple[str, dict]
                           json={"model": "sandbox-image", "prompt": "x", "size": "16x16"}, timeout=30)
         assert resp.status_code == 200, resp.text
         seen["ok_id"] = resp.headers["x-request-id"]
+        gemini = httpx.get(base + "/v1beta/models", params={"key": created["key"]}, timeout=30)  # logged without it
+        assert gemini.status_code == 200, gemini.text
+        seen["gemini_id"] = gemini.headers["x-request-id"]
         with sqlite3.connect(tmp_path / "data" / "pixelgate.db", timeout=30) as db:
             db.execute("ALTER TABLE api_keys RENAME TO api_keys_gone")
         broken = httpx.post(base + GEN, headers={"Authorization": "Bearer pg-never-seen-before-0000000000"},
@@ -76,6 +79,8 @@ def test_text_access_lines_and_an_error_with_its_traceback(tmp_path):
                     r'key_name="web app\\nFAKE LINE" model=sandbox-image channel=sandbox images=1 cost=0.04 '
                     r"currency=USD ms=\d+\.\d$", line), line
     assert "\nFAKE LINE" not in out  # the name's newline is escaped, it forges no line
+    assert any(f"GET /v1beta/models 200 request_id={seen['gemini_id']} surface=gemini" in line
+               for line in out.splitlines())
     # the 500: an ERROR line naming the request, its traceback right after, and its access line
     lines = out.splitlines()
     at = next(i for i, line in enumerate(lines) if " ERROR " in line and f"request_id={seen['error_id']}" in line)

@@ -2,19 +2,9 @@
 
 Upstream (no stored copy in ../shared/upstreams/; from Stability's v2beta reference as recorded,
 platform.stability.ai/docs/api-reference, and third-party copies of it), base
-https://api.stability.ai, header `Authorization: Bearer <key>`, every body multipart/form-data:
-  POST /v2beta/stable-image/generate/ultra   prompt, negative_prompt, aspect_ratio, seed, output_format,
-                                             image + strength (image-to-image)
-  POST /v2beta/stable-image/generate/core    prompt, negative_prompt, aspect_ratio, seed, output_format,
-                                             style_preset
-  POST /v2beta/stable-image/generate/sd3     prompt, model (sd3.5-large | -large-turbo | -medium |
-                                             sd3.5-flash), mode text-to-image (aspect_ratio) |
-                                             image-to-image (image, strength), negative_prompt, cfg_scale,
-                                             seed, output_format (jpeg | png)
-  POST /v2beta/stable-image/edit/{inpaint, outpaint, search-and-replace, search-and-recolor,
-                                  remove-background, erase}      image (+ mask: white = edit) + fields
-  POST /v2beta/stable-image/upscale/{fast, conservative}         image (+ prompt, creativity)
-  POST /v2beta/stable-image/upscale/creative                     -> {"id"}, then
+https://api.stability.ai, header `Authorization: Bearer <key>`, every body multipart/form-data. The
+endpoints and the fields each takes are data, in stability_endpoints.py; the one asynchronous one:
+  POST /v2beta/stable-image/upscale/creative -> {"id"}, then
   GET  /v2beta/results/{id}                  202 {"id", "status": "in-progress"} | 200 the image
   -> with `Accept: image/*` the image's bytes, headers `finish-reason` (SUCCESS | CONTENT_FILTERED)
      and `seed`; with `Accept: application/json` {"image": <base64>, "finish_reason", "seed"}
@@ -28,10 +18,7 @@ or, with a mask, an inpaint. CONTENT_FILTERED (a blurred image) is a refusal, no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
-
-from pydantic import Field, create_model
+from typing import Any
 
 from pixelgate.domain import masks, sizes
 from pixelgate.domain.images import EXTENSION, MIME_BY_FORMAT
@@ -41,88 +28,14 @@ from pixelgate.domain.sizes import Size
 from pixelgate.errors import (InvalidRequest, UpstreamBadResponse, UpstreamContentFiltered, UpstreamError,
                               UpstreamUnavailable)
 from pixelgate.providers.base import (EDIT, GENERATE, Capabilities, Channel, FilePart, Provider, UpstreamCall,
-                                      UpstreamReply, VendorOptions, error_for_status)
+                                      UpstreamReply, error_for_status)
+from pixelgate.providers.stability_endpoints import (CORE, ENDPOINTS, GENERATORS, INPAINT, MAX_SEED, RATIOS,
+                                                     SD3_MODELS, ULTRA, Endpoint, options_model)
 
 MB = 1024 * 1024
-MAX_SEED = 4294967294
-RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
-STYLE_PRESETS = ("3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
-                 "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami",
-                 "photographic", "pixel-art", "tile-texture")
-SD3_MODELS = ("sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-flash")
-ULTRA, CORE = "stable-image-ultra", "stable-image-core"
 DEFAULT_STRENGTH = 0.5
 """Image-to-image needs a strength; Stability has no default, so an edit without one sends the middle."""
-GENERATE_PATH = "/v2beta/stable-image/generate/"
 RESULTS_PATH = "/v2beta/results/"
-
-# The vendor's fields, as (type, pydantic Field) for the options models; creativity's range is
-# each endpoint's own (Endpoint.creativity).
-_TEXT = (str | None, Field(default=None, min_length=1, max_length=10000))
-_PIXELS = (int | None, Field(default=None, ge=0, le=2000))
-FIELDS: dict[str, tuple[Any, Any]] = {
-    "negative_prompt": (str | None, Field(default=None, max_length=10000)),
-    "aspect_ratio": (Literal[RATIOS] | None, None),  # type: ignore[valid-type]
-    "style_preset": (Literal[STYLE_PRESETS] | None, None),  # type: ignore[valid-type]
-    "strength": (float | None, Field(default=None, ge=0, le=1)),
-    "cfg_scale": (float | None, Field(default=None, ge=1, le=10)),
-    "grow_mask": (int | None, Field(default=None, ge=0, le=20)),
-    "search_prompt": _TEXT, "select_prompt": _TEXT,
-    "left": _PIXELS, "right": _PIXELS, "up": _PIXELS, "down": _PIXELS,
-}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    path: str
-    fields: tuple[str, ...]
-    """Vendor fields taken besides prompt, seed, output_format, image and mask."""
-    prompt: Literal["required", "optional", "none"] = "required"
-    required: tuple[str, ...] = ()
-    creativity: tuple[float, float] | None = None
-    mask: bool = False
-    formats: tuple[str, ...] = ("png", "jpeg", "webp")
-    """output_format values the endpoint takes (the engine converts to any other)."""
-    seed: bool = True
-    asynchronous: bool = False
-
-
-_EDIT, _UPSCALE = "/v2beta/stable-image/edit/", "/v2beta/stable-image/upscale/"
-_SEARCH = ("negative_prompt", "grow_mask", "style_preset")
-OPERATION_MODELS: dict[str, Endpoint] = {
-    "stability-inpaint": Endpoint(_EDIT + "inpaint", _SEARCH, mask=True),
-    "stability-outpaint": Endpoint(_EDIT + "outpaint", ("left", "right", "up", "down", "style_preset"),
-                                   "optional", creativity=(0, 1)),
-    "stability-search-and-replace": Endpoint(_EDIT + "search-and-replace", ("search_prompt", *_SEARCH),
-                                             required=("search_prompt",)),
-    "stability-search-and-recolor": Endpoint(_EDIT + "search-and-recolor", ("select_prompt", *_SEARCH),
-                                             required=("select_prompt",)),
-    "stability-remove-background": Endpoint(_EDIT + "remove-background", (), "none", formats=("png", "webp"),
-                                            seed=False),
-    "stability-erase": Endpoint(_EDIT + "erase", ("grow_mask",), "none", mask=True),
-    "stability-upscale-fast": Endpoint(_UPSCALE + "fast", (), "none", seed=False),
-    "stability-upscale-conservative": Endpoint(_UPSCALE + "conservative", ("negative_prompt",),
-                                               creativity=(0.2, 0.5)),
-    "stability-upscale-creative": Endpoint(_UPSCALE + "creative", ("negative_prompt", "style_preset"),
-                                           creativity=(0.1, 0.5), asynchronous=True),
-}
-GENERATORS: dict[str, Endpoint] = {
-    ULTRA: Endpoint(GENERATE_PATH + "ultra", ("negative_prompt", "aspect_ratio", "strength")),
-    CORE: Endpoint(GENERATE_PATH + "core", ("negative_prompt", "aspect_ratio", "style_preset")),
-    **{m: Endpoint(GENERATE_PATH + "sd3", ("negative_prompt", "aspect_ratio", "strength", "cfg_scale"),
-                   formats=("png", "jpeg")) for m in SD3_MODELS},
-}
-INPAINT = OPERATION_MODELS["stability-inpaint"]
-ENDPOINTS = {**GENERATORS, **OPERATION_MODELS}
-
-
-def _options(model: str, endpoint: Endpoint) -> type[VendorOptions]:
-    fields = {name: FIELDS[name] for name in endpoint.fields}
-    if endpoint.creativity:
-        lo, hi = endpoint.creativity
-        fields["creativity"] = (float | None, Field(default=None, ge=lo, le=hi))
-    name = "".join(part.capitalize() for part in model.replace(".", "-").split("-")) + "Options"
-    return create_model(name, __base__=VendorOptions, **fields)  # type: ignore[call-overload]
 
 
 def _fit(size: Size) -> str | None:
@@ -146,7 +59,7 @@ def _caps(model: str) -> Capabilities:
         output_formats=("png", "webp") if endpoint.formats == ("png", "webp") else ("png", "jpeg", "webp"),
         max_images=1, image_formats=("png", "jpeg", "webp"), image_max_bytes=10 * MB,
         image_needs_alpha_without_mask=endpoint.mask,  # inpaint and erase read the alpha channel then
-        asynchronous=endpoint.asynchronous, options=_options(model, endpoint))
+        asynchronous=endpoint.asynchronous, options=options_model(model, endpoint))
 
 
 class Stability(Provider):
@@ -156,40 +69,18 @@ class Stability(Provider):
 
     def build(self, req: ImageRequest, model: str, channel: Channel) -> UpstreamCall:
         endpoint = ENDPOINTS.get(model) or ENDPOINTS.get(req.model) or GENERATORS[ULTRA]
-        extras = dict(req.extras)
         if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
             raise InvalidRequest(f"Invalid value: {req.seed}. 'seed' must be between 0 and {MAX_SEED}.", field="seed")
         if req.mask is not None and endpoint in GENERATORS.values():
             endpoint = INPAINT  # an edit with a mask is Stability's inpaint, whatever generator was named
-        taken = set(endpoint.fields) | ({"creativity"} if endpoint.creativity else set())
-        for name in extras:
-            if name not in taken:
-                raise InvalidRequest(f"'{name}' is not taken by {endpoint.path} (an edit with a mask inpaints).",
-                                     field=name, code="unsupported_parameter")
-        for name in endpoint.required:
-            if not extras.get(name):
-                raise InvalidRequest(f"Missing required parameter: '{name}'.", field=name,
-                                     code="missing_required_parameter")
+        fields = _vendor_fields(req, endpoint)
         form: list[tuple[str, str | FilePart]] = []
         if endpoint.prompt != "none" and req.prompt:
             form.append(("prompt", req.prompt))
         if endpoint.path.endswith("/sd3"):
             form += [("model", model if model in SD3_MODELS else req.model),
                      ("mode", "image-to-image" if req.images else "text-to-image")]
-        if req.images:
-            if "aspect_ratio" in extras:
-                raise InvalidRequest("'aspect_ratio' is not taken with an input image: the output keeps its shape.",
-                                     field="aspect_ratio", code="unsupported_parameter")
-            if "strength" in taken:
-                extras.setdefault("strength", DEFAULT_STRENGTH)
-        elif "strength" in extras:
-            raise InvalidRequest("'strength' is taken only with an input image (image-to-image).", field="strength",
-                                 code="unsupported_parameter")
-        elif req.size is not None and (ratio := _fit(sizes.parse(req.size))):
-            if "aspect_ratio" in extras:
-                raise InvalidRequest("Give 'size' or 'aspect_ratio', not both.", field="aspect_ratio")
-            extras["aspect_ratio"] = ratio
-        form += [(k, _text(v)) for k, v in extras.items() if v is not None]
+        form += [(k, _text(v)) for k, v in fields.items() if v is not None]
         if req.seed is not None and endpoint.seed:
             form.append(("seed", str(req.seed)))
         fmt = req.output_format or "png"
@@ -230,6 +121,35 @@ class Stability(Provider):
             return UpstreamUnavailable(f"upstream is out of credits: {message}", code="upstream_insufficient_credits")
         field = messages[0].split(":", 1)[0].strip() if messages and ":" in messages[0] else None
         return error_for_status(reply.status, message, field=_client_field(field))
+
+
+def _vendor_fields(req: ImageRequest, endpoint: Endpoint) -> dict[str, Any]:
+    """The request's vendor fields (its extras), refused unless the endpoint takes them, with what
+    Stability leaves to us filled in: an image-to-image strength, the aspect ratio nearest `size`."""
+    fields = dict(req.extras)
+    taken = set(endpoint.fields) | ({"creativity"} if endpoint.creativity else set())
+    for name in fields:
+        if name not in taken:
+            raise InvalidRequest(f"'{name}' is not taken by {endpoint.path} (an edit with a mask inpaints).",
+                                 field=name, code="unsupported_parameter")
+    for name in endpoint.required:
+        if not fields.get(name):
+            raise InvalidRequest(f"Missing required parameter: '{name}'.", field=name,
+                                 code="missing_required_parameter")
+    if req.images:
+        if "aspect_ratio" in fields:
+            raise InvalidRequest("'aspect_ratio' is not taken with an input image: the output keeps its shape.",
+                                 field="aspect_ratio", code="unsupported_parameter")
+        if "strength" in taken:
+            fields.setdefault("strength", DEFAULT_STRENGTH)
+    elif "strength" in fields:
+        raise InvalidRequest("'strength' is taken only with an input image (image-to-image).", field="strength",
+                             code="unsupported_parameter")
+    elif req.size is not None and (ratio := _fit(sizes.parse(req.size))):
+        if "aspect_ratio" in fields:
+            raise InvalidRequest("Give 'size' or 'aspect_ratio', not both.", field="aspect_ratio")
+        fields["aspect_ratio"] = ratio
+    return fields
 
 
 def _client_field(field: str | None) -> str | None:

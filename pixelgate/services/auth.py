@@ -63,16 +63,19 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def token_from_headers(headers: Mapping[str, str]) -> str | None:
+def presented_token(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
     """The key, from whichever header the client's SDK uses: `Authorization: Bearer` (OpenAI,
     predictions, Replicate), `Api-Key` (Ideogram), `mj-api-secret` (midjourney-proxy) or
-    `x-goog-api-key` (Gemini)."""
+    `x-goog-api-key` (Gemini); else the URL's `?key=`, looked at only when `query` is given (by
+    Gemini's routes, as Google's clients send it there): a key in a URL lands in proxies' logs, so
+    no other API invites it. The access log (access.py) writes the path without the query."""
     auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return headers.get("api-key") or headers.get("mj-api-secret") or headers.get("x-goog-api-key") or None
+    return (headers.get("api-key") or headers.get("mj-api-secret") or headers.get("x-goog-api-key")
+            or (query.get("key") if query is not None else None) or None)
 
 
 def key_view(row: ApiKey) -> dict:

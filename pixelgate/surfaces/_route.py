@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from pixelgate.db.session import as_unavailable, unavailable
 from pixelgate.errors import GatewayError, InvalidRequest
 from pixelgate.logs import REQUEST_ID
-from pixelgate.services.auth import Principal, token_from_headers
+from pixelgate.services.auth import Principal, presented_token
 from pixelgate.services.engine import RequestContext
 from pixelgate.surfaces._json import JSONResponse
 
@@ -35,9 +35,11 @@ def context(request: Request) -> RequestContext:
 
 async def authenticate(request: Request) -> Principal:
     """The calling key's principal; a key that does not verify counts against the client's
-    address (services.auth: the guessing throttle). Kept on the request's context, for its log."""
+    address (services.auth: the guessing throttle). Kept on the request's context, for its log.
+    The URL's `?key=` counts only on a route made with key_in_query (Gemini's)."""
+    query = request.query_params if getattr(request.scope.get("route"), "key_in_query", False) else None
     principal = await request.app.state.services.keys.authenticate(
-        token_from_headers(request.headers), request.client.host if request.client else "")
+        presented_token(request.headers, query), request.client.host if request.client else "")
     if (ctx := getattr(request.state, "ctx", None)) is not None:
         ctx.principal = principal
     return principal
@@ -55,7 +57,10 @@ def openai_error(exc: GatewayError) -> Response:
                                    "code": exc.code}}, status_code=exc.status)
 
 
-def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True) -> type[APIRoute]:
+def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True,
+                  key_in_query: bool = False) -> type[APIRoute]:
+    """The route class of a surface's routes; `key_in_query`: its clients may send the key as
+    `?key=` (authenticate)."""
     class SurfaceRoute(APIRoute):
         def get_route_handler(self):
             handler = super().get_route_handler()
@@ -92,6 +97,7 @@ def surface_route(surface: str, render_error: ErrorRenderer, logged: bool = True
 
             return handle
 
+    SurfaceRoute.key_in_query = key_in_query  # read by authenticate, from the matched route
     return SurfaceRoute
 
 

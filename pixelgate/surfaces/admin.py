@@ -17,7 +17,7 @@ from pixelgate.config import ChannelConfig
 from pixelgate.db.models import PriceRow, RequestLog, Task
 from pixelgate.domain.catalog import TokenRates
 from pixelgate.errors import InvalidRequest, NotFound
-from pixelgate.services.auth import key_view, token_from_headers
+from pixelgate.services.auth import key_view, presented_token
 from pixelgate.services.routing import channel_view, channel_warnings
 from pixelgate.services import metrics
 from pixelgate.services.usage import MAX_ID, usage
@@ -120,7 +120,7 @@ def account_view(account) -> dict:
 async def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
     """Prometheus text format; scrape it with the `metrics_token` (or the admin key) as bearer token."""
     expected = settings.metrics_token
-    token = token_from_headers(request.headers)
+    token = presented_token(request.headers)
     if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
         await admin_caller(await principal(request))
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

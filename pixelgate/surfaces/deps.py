@@ -43,7 +43,7 @@ def _billing(request: Request) -> Billing:
 
 
 async def principal(request: Request) -> Principal:
-    """The caller's key, from whichever header its SDK sends (services.auth.token_from_headers),
+    """The caller's key, from whichever header its SDK sends (services.auth.presented_token),
     set on the request's context; Unauthorized (401) without a good one (a key that does not
     verify counts against the client's address). Raised while the route is served, so each API
     answers it in its own shape."""

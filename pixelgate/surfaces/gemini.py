@@ -49,8 +49,7 @@ from pixelgate import wirejson
 from pixelgate.domain.images import MIME_BY_FORMAT, load_image
 from pixelgate.domain.prices import token_usage
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
-from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, Unauthorized, UpstreamContentFiltered
-from pixelgate.services.auth import token_from_headers
+from pixelgate.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamContentFiltered
 from pixelgate.services.engine import RequestContext
 from pixelgate.services.fetch import decode_inline
 from pixelgate.services.tasks import LIVE, aware
@@ -58,8 +57,8 @@ from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._answers import GeminiError, GeminiModel, GeminiModelList, GeminiOperation, GeminiResponse
 from pixelgate.surfaces._json import JSONResponse
 from pixelgate.surfaces._openapi import GENERATING, Errors, body, json, ok
-from pixelgate.surfaces._route import context, surface_route
-from pixelgate.surfaces.deps import ServicesDep
+from pixelgate.surfaces._route import surface_route
+from pixelgate.surfaces.deps import ContextDep, PrincipalDep, ServicesDep
 from pixelgate.surfaces._body import json_body
 from pixelgate.surfaces.openai_images import _models
 
@@ -72,11 +71,14 @@ FIELDS = {"prompt": "contents", "image": "contents.parts.inlineData", "images": 
           "size": "generationConfig.imageConfig"}
 """The engine's names for the request's fields -> where a Gemini request has them."""
 TYPE = "type.googleapis.com/google.rpc."
+MISSING_KEY = ("Method doesn't allow unregistered callers. Send the gateway key as "
+               "'x-goog-api-key: <key>' or '?key=<key>'.")
+"""Google's answer to a request without a key, naming where Google's clients send one."""
 
 
 def render_error(exc: GatewayError) -> Response:
     field = FIELDS.get(exc.field or "", exc.field)
-    message = exc.message
+    message = MISSING_KEY if exc.code == "missing_api_key" else exc.message
     if field and exc.status == 400 and field.split(".")[0].split("[")[0] in TOP and field not in message:
         # as Google names a field of the body: "* GenerateContentRequest.<field>: why"
         message = f"* GenerateContentRequest.{field}: {message}"
@@ -96,11 +98,12 @@ GENERATED = {**ok(GeminiResponse, description="The images, one candidate each; a
 STREAMED = {**ok([GeminiResponse], description="Without alt=sse: a JSON array of the one answer",
                  also={"text/event-stream": {"type": "string", "description": "alt=sse: `data: <answer>`"}}),
             **ERRORS(*GENERATING)}
-router = APIRouter(route_class=surface_route("gemini", render_error), tags=["Gemini"])
-models_router = APIRouter(route_class=surface_route("gemini", render_error, logged=False), tags=["Gemini"])
+router = APIRouter(route_class=surface_route("gemini", render_error, key_in_query=True), tags=["Gemini"])
+models_router = APIRouter(route_class=surface_route("gemini", render_error, logged=False, key_in_query=True),
+                          tags=["Gemini"])
 
 
-class _GoogleClientRoute(surface_route("gemini", render_error, logged=False)):  # type: ignore[misc]
+class _GoogleClientRoute(surface_route("gemini", render_error, logged=False, key_in_query=True)):  # type: ignore[misc]
     """A route that only a Gemini client's request reaches (its key in `x-goog-api-key` or
     `?key=`): GET /v1/models is OpenAI's list for everyone else."""
 
@@ -350,18 +353,7 @@ REQUEST_SCHEMA = {"type": "object", "required": ["contents"], "properties": {
 
 # -- routes --
 
-async def _authenticate(request: Request, services) -> RequestContext:
-    ctx = context(request)
-    token = token_from_headers(request.headers) or request.query_params.get("key")
-    if not token:
-        raise Unauthorized("Method doesn't allow unregistered callers. Send the gateway key as "
-                           "'x-goog-api-key: <key>' or '?key=<key>'.", code="missing_api_key")
-    ctx.principal = await services.keys.authenticate(token, request.client.host if request.client else "")
-    return ctx
-
-
-async def _generate(model: str, request: Request, services, stream: bool) -> dict | Response:
-    ctx = await _authenticate(request, services)
+async def _generate(model: str, request: Request, services, ctx: RequestContext, stream: bool) -> dict | Response:
     req, facts = await parse(model, await json_body(request), services.fetcher)
     try:
         if await _tasks.needs_task(request, services, req, None):
@@ -387,19 +379,20 @@ async def _generate(model: str, request: Request, services, stream: bool) -> dic
 
 @route("POST", "/models/{model:path}:generateContent", summary="Generate content (images)", responses=GENERATED,
        openapi_extra=body(json(REQUEST_SCHEMA)))
-async def generate_content(model: str, request: Request, services: ServicesDep) -> Response:
+async def generate_content(model: str, request: Request, _: PrincipalDep, services: ServicesDep, ctx: ContextDep
+                           ) -> Response:
     """Images from text, or an edit of the images in the conversation, from any model the key may use."""
-    result = await _generate(model, request, services, stream=False)
+    result = await _generate(model, request, services, ctx, stream=False)
     return result if isinstance(result, Response) else JSONResponse(result)
 
 
 @route("POST", "/models/{model:path}:streamGenerateContent", summary="Generate content, streamed",
        responses=STREAMED, openapi_extra=body(json(REQUEST_SCHEMA)))
-async def stream_generate_content(model: str, request: Request, services: ServicesDep, alt: str | None = None
-                                  ) -> Response:
+async def stream_generate_content(model: str, request: Request, _: PrincipalDep, services: ServicesDep,
+                                  ctx: ContextDep, alt: str | None = None) -> Response:
     """The answer once made, as one server-sent event (alt=sse) or a JSON array: an image model
     sends its image in one piece, and an error before it comes as a plain HTTP error."""
-    result = await _generate(model, request, services, stream=True)
+    result = await _generate(model, request, services, ctx, stream=True)
     if alt == "sse":
         return Response(b"data: " + wirejson.dumps(result) + b"\r\n\r\n", media_type="text/event-stream",
                         headers={"cache-control": "no-cache"})
@@ -408,10 +401,9 @@ async def stream_generate_content(model: str, request: Request, services: Servic
 
 @route("GET", "/operations/{task_id}", summary="An operation (Prefer: respond-async)",
        responses={**ok(GeminiOperation), **ERRORS(401, 404)})
-async def get_operation(task_id: str, request: Request, services: ServicesDep) -> Response:
+async def get_operation(task_id: str, request: Request, caller: PrincipalDep, services: ServicesDep) -> Response:
     """The task, `done` once finished, with its `response` (the generateContent answer) or `error`."""
-    ctx = await _authenticate(request, services)
-    task = await services.tasks.get(task_id, ctx.principal.key_id)
+    task = await services.tasks.get(task_id, caller.key_id)
     if task.status in LIVE:
         return JSONResponse(operation(task))
     try:
@@ -433,14 +425,13 @@ def _model(entry: dict) -> dict:
 
 @route("GET", "/models", models_router, v1_models_router, summary="List models",
        responses={**ok(GeminiModelList), **ERRORS(400, 401)})
-async def list_models(request: Request, services: ServicesDep, pageSize: int = 50, pageToken: str = "") -> Response:
+async def list_models(caller: PrincipalDep, services: ServicesDep, pageSize: int = 50, pageToken: str = "") -> Response:
     """The image models the key may use, `pageSize` at a time (the next page by `nextPageToken`)."""
-    ctx = await _authenticate(request, services)
     if not 1 <= pageSize <= 1000:
         raise InvalidRequest("pageSize must be between 1 and 1000.", field="pageSize")
     if pageToken and not pageToken.isdigit():
         raise InvalidRequest("pageToken is not one this list gave.", field="pageToken")
-    models = [_model(m) for m in await _models(services.directory, services.settings) if ctx.principal.may_use(m["id"])]
+    models = [_model(m) for m in await _models(services.directory, services.settings) if caller.may_use(m["id"])]
     start = int(pageToken or 0)
     body: dict[str, Any] = {"models": models[start:start + pageSize]}
     if start + pageSize < len(models):
@@ -450,10 +441,9 @@ async def list_models(request: Request, services: ServicesDep, pageSize: int = 5
 
 @route("GET", "/models/{model:path}", models_router, v1_models_router, summary="Get a model",
        responses={**ok(GeminiModel), **ERRORS(401, 404)})
-async def get_model(model: str, request: Request, services: ServicesDep) -> Response:
-    ctx = await _authenticate(request, services)
+async def get_model(model: str, caller: PrincipalDep, services: ServicesDep) -> Response:
     name = model.removeprefix("models/")
     for entry in await _models(services.directory, services.settings):
-        if entry["id"] == name and ctx.principal.may_use(name):
+        if entry["id"] == name and caller.may_use(name):
             return JSONResponse(_model(entry))
     raise ModelNotFound(f"models/{name} is not found for API version v1beta.", field="model")

@@ -37,7 +37,7 @@ from pixelgate.domain import masks
 from pixelgate.domain.images import InputImage, load_image
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import GatewayError, InvalidRequest, NotFound, UpstreamContentFiltered
-from pixelgate.providers.stability import CORE, ENDPOINTS, MAX_SEED, RATIOS, SD3_MODELS, ULTRA, Endpoint
+from pixelgate.providers.stability_endpoints import CORE, ENDPOINTS, MAX_SEED, RATIOS, SD3_MODELS, ULTRA, Endpoint
 from pixelgate.services.tasks import LIVE
 from pixelgate.surfaces import _tasks
 from pixelgate.surfaces._answers import StabilityError, StabilityImage, StabilityInProgress, StabilityJob

@@ -233,7 +233,12 @@ def test_sdk_raises_client_errors_with_googles_status(vendors):
         assert tools.status_code == 400 and "tools" in tools.json()["error"]["message"]
     with httpx.Client(base_url=gateway.base_url) as anonymous:
         missing = anonymous.post(GEN.format("sandbox-image"), json={"contents": []})
+        # ?key= is Gemini's alone: no other API invites a key into its URLs
+        openai = anonymous.post("/v1/images/generations", params={"key": ADMIN_KEY},
+                                json={"model": "sandbox-image", "prompt": "a fox"})
     assert missing.status_code == 401 and missing.json()["error"]["status"] == "UNAUTHENTICATED"
+    assert "'x-goog-api-key: <key>' or '?key=<key>'" in missing.json()["error"]["message"]
+    assert openai.status_code == 401 and openai.json()["error"]["code"] == "missing_api_key"
 
 
 @pytest.mark.long(10)

@@ -29,7 +29,7 @@ the client is not charged). Images stored before the outcome was written are lef
 
 The parts: store.py writes the row (and nothing else does), worker.py is the loop that claims
 due tasks and advances them, service.py is what the APIs call (submit, get, wait, cancel),
-snapshot.py keeps a request on the row so that any worker can run it.
+snapshot.py keeps a request on the row so that any worker can run it (and gives back its context).
 """
 
 from pixelgate.services.tasks.service import TaskService

@@ -1,14 +1,17 @@
 """The request as a task keeps it on its row: everything, so that any worker of any instance can
-run it again (input images go to image storage and are kept by id)."""
+run it again (input images go to image storage and are kept by id), under the context the row
+gives back (task_context)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from pixelgate.db.models import Task
 from pixelgate.domain.images import InputImage
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import GatewayError
+from pixelgate.services.context import RequestContext
 
 _IMAGE_FIELDS = ("images", "mask", "style_images")
 
@@ -47,3 +50,12 @@ async def request_from_snapshot(data: dict, storage=None) -> ImageRequest:
         req.style_images = [await load(r) for r in data.get("style_images") or []]
         req.mask = await load(data["mask"]) if data.get("mask") else None
     return req
+
+
+def task_context(task: Task) -> RequestContext:
+    """The context a worker runs a task's request under, as its submitting request had it: its
+    request id (which the task's log lines name), surface, origin (its links' base URL), and the
+    channel its jobs ran on, whose hosts alone may serve their images (a synchronous model's task
+    has none until it has run: its run picks one)."""
+    return RequestContext(request_id=task.request_id, surface=task.surface, base_url=task.origin or "",
+                          channel=task.channel)

@@ -28,7 +28,7 @@ from pixelgate.services.delivery import ImagesNotStored
 from pixelgate.services.engine import Engine, RequestContext
 from pixelgate.services.leases import now
 from pixelgate.services.supervisor import supervise
-from pixelgate.services.tasks.snapshot import request_from_snapshot
+from pixelgate.services.tasks.snapshot import request_from_snapshot, task_context
 from pixelgate.services.tasks.store import TaskStore, answer, aware, facts, finished_from, made, stored, storing
 
 log = logging.getLogger("pixelgate.tasks")
@@ -126,7 +126,7 @@ class TaskWorker:
                 "code": "task_interrupted", "message": f"The task was interrupted {MAX_RUNS} times."})
             return
         await self._store.write(task.id, token, status="running", runs=runs, started_at=task.started_at or now())
-        ctx = RequestContext(request_id=task.request_id, surface=task.surface, base_url=task.origin or "")
+        ctx = task_context(task)
         try:
             req = await request_from_snapshot(task.request, self._engine.storage)
             result = await self._engine.produce(await self._engine.route_for(req), req, ctx)
@@ -145,8 +145,7 @@ class TaskWorker:
     async def _poll(self, task: Task, token: str) -> None:
         """Poll the task's unfinished jobs once; finish it when all are done."""
         req = await request_from_snapshot(task.request)
-        ctx = RequestContext(request_id=task.request_id, surface=task.surface, base_url=task.origin or "",
-                             channel=task.channel)  # its images may come from that channel's hosts only
+        ctx = task_context(task)
         jobs = [dict(j) for j in task.jobs]
         meta = dict(task.meta or {})
         progress: list[float] = []
