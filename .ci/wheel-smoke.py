@@ -36,14 +36,17 @@ def main() -> None:
         subprocess.run([str(work / "venv" / "bin" / "pip"), "install", "-qq", "--disable-pip-version-check",
                         "-c", str(ROOT / "requirements.lock"), str(wheel)], check=True, env=env)
         (work / "run").mkdir()
-        proc = subprocess.Popen([str(work / "venv" / "bin" / "pixelgate"), "serve", "--port", "0"], cwd=work / "run",
+        proc = subprocess.Popen([str(work / "venv" / "bin" / "pixelgate"), "serve", "--port", "0", "--workers", "2"],
+                                cwd=work / "run",
                                 env={**env, "PIXELGATE_ADMIN_KEY": KEY}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             smoke(proc)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+            status = proc.wait(30)
+        if status != 0:  # a clean stop of its supervisor and both workers
+            sys.exit(f"wheel smoke: the installed gateway stopped with status {status} on SIGTERM")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wheel smoke: installed wheel served an image in {time.monotonic() - started:.0f} s")
