@@ -11,10 +11,12 @@ from pixelgate.services.redisconn import RedisLink, link
 
 
 class AuthFailures:
-    """A fixed-window count of failed credential checks (keys that did not verify) per client
-    address. Past `limit` in a window, that address's further failures are answered 429 until
-    the window ends: guessing keys should be slow. A key that verifies still passes (see
-    services.auth), and console sign-in counts its failures there too.
+    """A sliding-window count of failed credential checks (keys that did not verify) per client
+    address. Past `limit` in the last `window` seconds, that address's further failures are
+    answered 429: guessing keys should be slow. The window slides (the previous fixed window's
+    count, weighted by how much of it is still inside the last `window` seconds, plus this
+    one's), so the turn of a minute does not hand a guesser a fresh allowance. A key that
+    verifies still passes (see services.auth), and console sign-in counts its failures there too.
 
     In this process without Redis; with `redis_url`, counted in Redis under `namespace`, shared
     by every worker and instance. Redis down: the throttle steps aside (logged) rather than
@@ -25,7 +27,7 @@ class AuthFailures:
         self.limit = limit
         self.window = window
         self._namespace = namespace
-        self._counts: dict[str, tuple[int, int]] = {}  # address -> (window number, failures)
+        self._counts: dict[str, dict[int, int]] = {}  # address -> {window number: failures}
         self._redis = link(redis) if limit else None
 
     async def close(self) -> None:
@@ -33,25 +35,33 @@ class AuthFailures:
             await self._redis.release()
 
     def _window(self) -> tuple[int, float]:
-        now = time.time()
-        number = int(now // self.window)
-        return number, (number + 1) * self.window - now
+        """This fixed window's number, and how far into it we are (0 to 1)."""
+        position = time.time() / self.window
+        return int(position), position - int(position)
 
     async def check(self, address: str) -> None:
-        """RateLimited if `address` has used up its failures in this window."""
+        """RateLimited if `address` has used up its failures in the last window."""
         if not self.limit:
             return
-        number, left = self._window()
+        number, into = self._window()
         if self._redis is not None:  # Redis failed: not throttled
-            failures = int(await self._redis.run(lambda r: r.get(self._key(address, number)), 0,
-                                                 "authentication failure throttle") or 0)
+            counts = await self._redis.run(
+                lambda r: r.mget(self._key(address, number - 1), self._key(address, number)), None,
+                "authentication failure throttle")
+            previous, current = (int(c or 0) for c in counts) if counts else (0, 0)
         else:
-            seen = self._counts.get(address)
-            failures = seen[1] if seen and seen[0] == number else 0
-        if failures >= self.limit:
+            seen = self._counts.get(address, {})
+            previous, current = seen.get(number - 1, 0), seen.get(number, 0)
+        # The previous window's failures still inside the last `window` seconds, rounded up:
+        # the turn of a minute lets through no extra guess.
+        if math.ceil(previous * (1 - into) - 1e-9) + current >= self.limit:
+            if current >= self.limit or not previous:
+                wait = (1 - into) * self.window
+            else:  # until enough of the previous window has slid out
+                wait = ((previous - (self.limit - current - 1)) / previous - into) * self.window
+            wait = max(1, math.ceil(min(wait, self.window)))
             raise RateLimited(f"Too many requests with an unknown API key from this address; try again "
-                              f"in {math.ceil(left)} s.", code="too_many_auth_failures",
-                              headers={"Retry-After": str(math.ceil(left))})
+                              f"in {wait} s.", code="too_many_auth_failures", headers={"Retry-After": str(wait)})
 
     async def failed(self, address: str) -> None:
         if not self.limit:
@@ -60,13 +70,15 @@ class AuthFailures:
         if self._redis is not None:  # Redis failed: not counted
             key = self._key(address, number)
             await self._redis.run(lambda r: r.pipeline(transaction=True).incr(key)
-                                  .expire(key, math.ceil(self.window) + 1).execute(), None,
+                                  .expire(key, math.ceil(2 * self.window) + 1).execute(), None,
                                   "counting an authentication failure")
             return
-        seen = self._counts.get(address)
-        self._counts[address] = (number, (seen[1] if seen and seen[0] == number else 0) + 1)
-        if len(self._counts) > 100_000:  # addresses of past windows need no entry
-            self._counts = {a: c for a, c in self._counts.items() if c[0] == number}
+        seen = self._counts.setdefault(address, {})
+        seen[number] = seen.get(number, 0) + 1
+        for old in [n for n in seen if n < number - 1]:
+            del seen[old]
+        if len(self._counts) > 100_000:  # addresses with nothing in the last two windows need no entry
+            self._counts = {a: c for a, c in self._counts.items() if max(c) >= number - 1}
 
     def _key(self, address: str, number: int) -> str:
         return f"{self._namespace}:authfail:{address}:{number}"
