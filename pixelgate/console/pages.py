@@ -114,7 +114,7 @@ class ConsoleRoute(APIRoute):
                 if isinstance(exc, RequestValidationError):  # a query or path value of the wrong type
                     exc = _validation_error(exc)
                 template = "_error.html" if request.headers.get("hx-request") else "error.html"
-                services = deps.services(request)
+                services = await deps.services(request)
                 response = _render(request, services, template, http_status=exc.status, status=exc.status,
                                    message=exc.message, field=exc.field,
                                    principal=await principal_of(request, services))

@@ -23,22 +23,25 @@ from pixelgate.services.tasks import TaskService
 from pixelgate.surfaces._route import authenticate
 
 
-def services(request: Request) -> Services:
+# Every dependency here is `async def`, though none awaits: FastAPI runs a plain `def` one in
+# its thread pool, a thread hop per dependency per request (it made a 0.7 ms request 3 ms).
+
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
 def _service(name: str):
-    def get(request: Request):
+    async def get(request: Request):
         return getattr(request.app.state.services, name)
     get.__name__ = name
     return Depends(get)
 
 
-def _context(request: Request) -> RequestContext:
+async def _context(request: Request) -> RequestContext:
     return request.state.ctx
 
 
-def _billing(request: Request) -> Billing:
+async def _billing(request: Request) -> Billing:
     return request.app.state.services.engine.billing
 
 
