@@ -29,7 +29,7 @@ from pixelgate.app import create_app
 from pixelgate.config import Settings
 from pixelgate.simulators.openai_images import OpenAIEmulatorState
 from pixelgate.simulators.openai_images import create_app as create_openai_emulator
-from tests.emulators.server import run_in_thread, serve
+from tests.emulators.server import ABANDONED, run_in_thread, serve
 
 pytest_plugins = ["tests.s3server"]  # S3 servers on loopback: s3_store (moto), seaweed_store
 
@@ -129,6 +129,7 @@ def database(backend: str, tmp_path) -> Iterator[str]:
         shutil.copyfile(_sqlite_template(), tmp_path / "gateway.db")
         yield f"sqlite+aiosqlite:///{tmp_path}/gateway.db"
         return
+    abandoned = len(ABANDONED)
     if _POOL:
         name = _POOL.pop()
     else:
@@ -138,6 +139,8 @@ def database(backend: str, tmp_path) -> Iterator[str]:
         yield f"postgresql+asyncpg://{PG_DSN.split('://', 1)[1]}/{name}"
     finally:
         try:
+            if len(ABANDONED) > abandoned:  # a gateway left running may still write here
+                raise RuntimeError("not to be reused")
             _empty(name)
             _POOL.append(name)
         except Exception:
