@@ -32,6 +32,21 @@ def _start(args, cwd, env=None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def _start_anywhere(args, cwd, env) -> tuple[subprocess.Popen, str, str]:
+    """`serve --port 0 ...`: the system picks the port (a port picked first and passed on may be
+    taken by another test in between). The process, its base URL, and what it said until then."""
+    proc = _start([*args, "--port", "0"], cwd, env)
+    said = ""
+    while not (found := re.search(r"listening on (http://127\.0\.0\.1:\d+) ", said)):
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(said)
+        said += line
+    base = found.group(1)
+    _wait_up(base, proc)
+    return proc, base, said
+
+
 def _wait_up(url: str, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -108,17 +123,12 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 @pytest.mark.long
 def test_workers_share_one_port_database_and_storage(backend, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with database(backend, tmp_path) as url:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": "pg-workers-test-key",
                "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
                "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
-        proc = _start(["serve", "--workers", "2", "--port", str(port)], tmp_path, env)
-        base = f"http://127.0.0.1:{port}"
+        proc, base, _ = _start_anywhere(["serve", "--workers", "2"], tmp_path, env)
         try:
-            _wait_up(base, proc)
             workers = [pid for pid in _children(proc.pid) if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()
                        and b"resource_tracker" not in open(f"/proc/{pid}/cmdline", "rb").read()]
             assert len(workers) == 2
@@ -155,13 +165,9 @@ def test_workers_share_one_port_database_and_storage(backend, tmp_path):
 def test_a_worker_killed_from_outside_stops_the_server_with_a_failure(tmp_path):
     """A supervisor (systemd, the orchestrator) restarts a server that exits non-zero: a worker
     that dies takes the others down and the server's status says it failed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "PIXELGATE_ADMIN_KEY": "pg-workers-test-key", "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
-    proc = _start(["serve", "--workers", "2", "--port", str(port)], tmp_path, env)
+    proc, _, _ = _start_anywhere(["serve", "--workers", "2"], tmp_path, env)
     try:
-        _wait_up(f"http://127.0.0.1:{port}", proc)
         deadline = time.monotonic() + 30
         while len(workers := [pid for pid in _children(proc.pid)
                               if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()
@@ -179,19 +185,16 @@ def test_a_worker_killed_from_outside_stops_the_server_with_a_failure(tmp_path):
 def test_serve_starts_during_a_storage_outage_and_says_so(tmp_path):
     """An S3 store that does not answer is an outage, not a wrong setting: serve starts (the
     operator is told), where a missing bucket refuses (tests/services/test_s3_storage.py)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port, dead = s.getsockname()[1], _free_port_nobody_listens_on()
+    dead = _free_port_nobody_listens_on()
     env = {**os.environ, "PIXELGATE_ADMIN_KEY": "pg-outage-test-key", "PIXELGATE_DATA_DIR": str(tmp_path / "data"),
            "PIXELGATE_STORAGE_URL": "s3://images/gw", "PIXELGATE_S3_ENDPOINT_URL": f"http://127.0.0.1:{dead}",
            "PIXELGATE_STORAGE_TIMEOUT_SECONDS": "1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
-    proc = _start(["serve", "--port", str(port)], tmp_path, env)
+    proc, base, said = _start_anywhere(["serve"], tmp_path, env)
     try:
-        _wait_up(f"http://127.0.0.1:{port}", proc)
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 503
+        assert httpx.get(f"{base}/readyz").status_code == 503
     finally:
-        out = _stop(proc)
-    assert "starting anyway" in out and f"127.0.0.1:{dead}" in out, out
+        _stop(proc)
+    assert "starting anyway" in said and f"127.0.0.1:{dead}" in said, said
 
 
 def _free_port_nobody_listens_on() -> int:

@@ -278,9 +278,10 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     if (resp.content_length or 0) > limit:
         raise TooLarge()
     chunks, size = [], 0
-    # iter_chunks hands over the chunks as the socket gave them; iter_chunked(n) joins them into
-    # n-byte pieces first, a second copy of every image before the join below.
-    async for chunk, _ in resp.content.iter_chunks():
+    # iter_any hands over what the socket has given (one chunk, usually, uncopied); iter_chunked(n)
+    # joins chunks into n-byte pieces first, a second copy of every image before the join below.
+    # (Not iter_chunks: on some responses it returns (b"", True) without waiting, and spins.)
+    async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > limit:
             raise TooLarge()
