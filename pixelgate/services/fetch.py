@@ -280,7 +280,7 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     chunks, size = [], 0
     # iter_any hands over what the socket has given (one chunk, usually, uncopied); iter_chunked(n)
     # joins chunks into n-byte pieces first, a second copy of every image before the join below.
-    # (Not iter_chunks: on some responses it returns (b"", True) without waiting, and spins.)
+    # (Not iter_chunks: a gateway's event loop was found spinning inside its iterator, frozen.)
     async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > limit:
