@@ -91,7 +91,10 @@ async def start_services(settings: Settings) -> Services:
                  "replicate": lambda task, base: replicate.render(task, base, services),
                  "midjourney": midjourney_task,
                  "openai": lambda task, base: openai_images.render_webhook(task, base, services),
-                 "chat": lambda task, base: chat.render_webhook(task, base, services)}
+                 "chat": lambda task, base: chat.render_webhook(task, base, services),
+                 "ideogram": lambda task, base: ideogram.render_webhook(task, base, services),
+                 "responses": lambda task, base: responses.render_task(task, base, services),
+                 "gemini": lambda task, base: gemini.render_operation(task, base, services)}
     webhooks = WebhookSender(sessions, fetcher, renderers, settings.webhook_retry_seconds,
                              settings.fetch_timeout_seconds, settings.poll_interval_seconds,
                              settings.webhook_per_destination)

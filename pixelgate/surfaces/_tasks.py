@@ -100,6 +100,13 @@ async def images(task: Task, base_url: str, services) -> list[dict]:
     return items
 
 
+async def webhook_body(task: Task, polling_url: str, render) -> dict:
+    """A task's webhook on an API that answers images: its status and, once it succeeded, `result`,
+    the answer the synchronous call would have given (`render()`)."""
+    done = task.status == "succeeded"
+    return {**status(task, polling_url), "error": task.error, "result": await render() if done else None}
+
+
 def status(task: Task, polling_url: str) -> dict:
     """A task still running (or just accepted), as the 202 answers show it."""
     return {"id": task.id, "object": "image.task", "status": task.status, "progress": task.progress,

@@ -113,9 +113,7 @@ async def render_task(task, base_url: str, services) -> dict:
 
 async def render_webhook(task, base_url: str, services) -> dict:
     """A task's webhook: its status and, once it succeeded, the completion itself."""
-    done = task.status == "succeeded"
-    return {**_tasks.status(task, _polling_url(base_url, task.id)), "error": task.error,
-            "result": await render_task(task, base_url, services) if done else None}
+    return await _tasks.webhook_body(task, _polling_url(base_url, task.id), lambda: render_task(task, base_url, services))
 
 
 @router.get("/v1/chat/completions/{task_id}", summary="A chat completion run as a task (Prefer: respond-async)",

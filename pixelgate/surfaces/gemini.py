@@ -22,7 +22,8 @@ in lowerCamelCase or snake_case, as Google takes both. The prompt is the last us
 any: the last user turn's own, or else the image an earlier model turn answered, so that
 multi-turn editing ("now make it blue") works as with Gemini. Sampling fields that mean nothing to
 an image model (temperature, topP, thinkingConfig, safetySettings...) are accepted and ignored;
-any other field is a 400 naming it.
+any other field is a 400 naming it, but for the gateway's own `webhook` (a URL): the request runs
+as a task, and the URL is sent its operation (as GET /v1beta/operations/{id} shows it) once done.
 
 Answers {"candidates": [{"content": {"role": "model", "parts": [{"text"}?, {"inlineData"}]},
 "finishReason": "STOP", "index": i}], "usageMetadata", "modelVersion", "responseId"}: one
@@ -354,11 +355,13 @@ REQUEST_SCHEMA = {"type": "object", "required": ["contents"], "properties": {
 # -- routes --
 
 async def _generate(model: str, request: Request, services, ctx: RequestContext, stream: bool) -> dict | Response:
-    req, facts = await parse(model, await json_body(request), services.fetcher)
+    body = await json_body(request)
+    webhook = await _tasks.webhook(services, body.pop("webhook", None)) if isinstance(body, dict) else None
+    req, facts = await parse(model, body, services.fetcher)
     try:
-        if await _tasks.needs_task(request, services, req, None):
+        if await _tasks.needs_task(request, services, req, webhook):
             summary = {"prompt": req.prompt, "images": len(req.images), **facts}
-            task = await _tasks.submit(request, services, req, ctx, summary, None)
+            task = await _tasks.submit(request, services, req, ctx, summary, webhook)
             if _tasks.prefers_async(request) and not stream:
                 return JSONResponse(operation(task), status_code=202)
             task = await _tasks.settled(services, task, ctx)
@@ -404,16 +407,22 @@ async def stream_generate_content(model: str, request: Request, _: PrincipalDep,
 async def get_operation(task_id: str, request: Request, caller: PrincipalDep, services: ServicesDep) -> Response:
     """The task, `done` once finished, with its `response` (the generateContent answer) or `error`."""
     task = await services.tasks.get(task_id, caller.key_id)
+    return JSONResponse(await render_operation(task, str(request.base_url), services))
+
+
+async def render_operation(task, base_url: str, services) -> dict:
+    """A task as its operation: running, or done with the generateContent answer (a refusal is one,
+    as Gemini answers it) or the error. Also the body of its webhook."""
     if task.status in LIVE:
-        return JSONResponse(operation(task))
+        return operation(task)
     try:
         _tasks.raise_failure(task)
     except GatewayError as exc:
         if _refused(exc):
-            return JSONResponse(operation(task, response=refusal(exc, task.model, task.request_id)))
-        return JSONResponse(operation(task, error={"code": exc.status, "message": exc.message,
-                                                   "status": STATUS.get(exc.status, "UNKNOWN")}))
-    return JSONResponse(operation(task, response=await render_task(task, str(request.base_url), services)))
+            return operation(task, response=refusal(exc, task.model, task.request_id))
+        return operation(task, error={"code": exc.status, "message": exc.message,
+                                      "status": STATUS.get(exc.status, "UNKNOWN")})
+    return operation(task, response=await render_task(task, base_url, services))
 
 
 def _model(entry: dict) -> dict:

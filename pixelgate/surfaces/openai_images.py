@@ -205,9 +205,8 @@ async def render_task(task, base_url: str, services) -> dict:
 
 async def render_webhook(task, base_url: str, services) -> dict:
     """A task's webhook: its status and, once it succeeded, the answer itself."""
-    done = task.status == "succeeded"
-    return {**_tasks.status(task, f"{base_url.rstrip('/')}/v1/images/tasks/{task.id}"), "error": task.error,
-            "result": await render_task(task, base_url, services) if done else None}
+    return await _tasks.webhook_body(task, f"{base_url.rstrip('/')}/v1/images/tasks/{task.id}",
+                                     lambda: render_task(task, base_url, services))
 
 
 @router.get("/v1/images/tasks/{task_id}", summary="An image task (Prefer: respond-async)",

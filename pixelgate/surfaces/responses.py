@@ -21,8 +21,9 @@ response.output_item.added, response.image_generation_call.in_progress / .genera
 .partial_image (a model that streams previews) / .completed, response.output_item.done, and
 response.completed; `: keep-alive` comments while a model works in silence; an `error` event and
 response.failed on failure. An Idempotency-Key makes a repeat answer the first request's images.
-`background: true` is refused (there is no GET /v1/responses/{id} to poll), and `Prefer:
-respond-async` is not honoured: the answer comes when the images are done.
+`background: true` (or `Prefer: respond-async`, or the gateway's own `webhook` field) runs it as a
+task: the answer is the response `queued`, GET /v1/responses/{id} polls it, and the webhook is sent
+the response object once it has ended.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ BODY = conversational(_FIELDS, "input", {"anyOf": [
         "type": {"enum": ["image_generation"]}, **{k: _FIELDS["properties"][k] for k in (
             "model", "size", "quality", "output_format", "output_compression", "background",
             "moderation", "input_fidelity", "partial_images")}}, "required": ["type"]}},
-    "background": {"type": "boolean", "description": "run as a task: poll GET /v1/responses/{id}"}})
+    "background": {"type": "boolean", "description": "run as a task: poll GET /v1/responses/{id}"},
+    "webhook": {"type": "string", "format": "uri", "description": "run as a task; this URL is sent the "
+                                                                  "response once it has ended"}})
 
 
 @router.post("/v1/responses", summary="Create a response (image generation)", responses=ANSWERS,
@@ -88,10 +91,12 @@ async def create(request: Request, settings: SettingsDep, services: ServicesDep)
     background = data.pop("background", None)
     if background not in (None, True, False):
         raise InvalidRequest("'background' must be true or false.", field="background", code="invalid_type")
-    background = background is True or _tasks.prefers_async(request)
+    webhook = await _tasks.webhook(services, data.pop("webhook", None))
+    background = background is True or _tasks.prefers_async(request) or webhook is not None
     if background and stream:
-        raise InvalidRequest("'background' with 'stream' is not supported: poll GET /v1/responses/{id}.",
-                             field="background", code="unsupported_parameter")
+        given = "webhook" if webhook is not None else "background"
+        raise InvalidRequest(f"'{given}' with 'stream' is not supported: poll GET /v1/responses/{{id}}.",
+                             field=given, code="unsupported_parameter")
     for name in ("previous_response_id", "conversation"):
         if data.get(name) not in (None, False):
             raise InvalidRequest(f"'{name}' is not supported: send the conversation in 'input'.", field=name,
@@ -114,7 +119,7 @@ async def create(request: Request, settings: SettingsDep, services: ServicesDep)
                                  headers={"cache-control": "no-cache"})
     if background:  # a task: this answer says it is queued, GET /v1/responses/{id} the rest
         task = await _tasks.submit(request, services, req, ctx,
-                                   {**fields, "prompt": req.prompt, "response": {"model": model, "tool": tool}}, None)
+                                   {**fields, "prompt": req.prompt, "response": {"model": model, "tool": tool}}, webhook)
         return JSONResponse(await render_task(task, str(request.base_url), services))
     made = await _conversation.make(request, services, req, ctx, {**fields, "prompt": req.prompt})
     items = [_item(ctx.request_id, i, image, made.meta) for i, image in enumerate(made.images)]

@@ -31,7 +31,9 @@ Like the OpenAI API, asynchronous and idempotent (surfaces/_tasks.py): with `Pre
 respond-async` every POST answers 202 with the task at once {"id", "object": "image.task",
 "status", "polling_url"}, and GET /ideogram/tasks/{id} answers 202 while it runs, then exactly
 what the synchronous call would have answered (or its error); an `Idempotency-Key` makes a
-repeat answer the first request's images, charged once.
+repeat answer the first request's images, charged once. A `webhook` field (the gateway's own,
+beside the others) runs the request as a task and is told when it ends: {status, error, result},
+`result` being that same answer.
 
 Every rule of the document is checked before anything is spent, by the models of `forms`; the
 engine's own checks name the internal fields, which `_native_names` renames back. Field mapping:
@@ -113,8 +115,9 @@ async def _fields(request: Request, model: type[forms.Form], json_ok: bool = Fal
     else:
         posted = await form_body(request)
         data, files = posted.fields, posted.grouped()
-    if wrapped:
-        data = parse(forms.Envelope, data).image_request
+    if wrapped:  # the gateway's `webhook` may sit beside image_request or inside it
+        envelope = parse(forms.Envelope, data)
+        data = envelope.image_request | ({"webhook": envelope.webhook} if envelope.webhook else {})
     for name in set(data) & set(files):
         raise InvalidRequest(f"Parameter '{name}' was given as text and as a file.", field=name)
     return parse(model, {**data, **files}).given()
@@ -175,10 +178,11 @@ async def _run(request: Request, services, ctx, req: ImageRequest, p: dict[str, 
     waited for. `shape`: fields the answer adds to Ideogram's (4.0's response_type)."""
     names = {"n": "num_images", "size": "resolution" if "resolution" in p else "aspect_ratio",
              "image": image_field, "prompt": "prompt" if "prompt" in p else "text_prompt"}
+    webhook = await _tasks.webhook(services, p.pop("webhook", None))
     with _native_names(names):
-        if await _tasks.needs_task(request, services, req, None):
+        if await _tasks.needs_task(request, services, req, webhook):
             given = {k: v for k, v in p.items() if k not in (image_field, "mask", "style_reference_images")}
-            task = await _tasks.submit(request, services, req, ctx, given, None, meta={"shape": shape})
+            task = await _tasks.submit(request, services, req, ctx, given, webhook, meta={"shape": shape})
             if _tasks.prefers_async(request):
                 return JSONResponse(_tasks.status(task, _polling_url(str(request.base_url), task.id)), status_code=202)
             task = await _tasks.settled(services, task, ctx)
@@ -234,6 +238,11 @@ async def render_task(task: Task, base_url: str, services) -> dict:
     created = aware(task.completed_at or task.created_at).timestamp()
     return {**render(images, answer, snapshot.get("prompt"), snapshot.get("seed"),
                      (source["width"], source["height"]) if source else None, created), **meta.get("shape", {})}
+
+
+async def render_webhook(task: Task, base_url: str, services) -> dict:
+    """A task's webhook: its status and, once it succeeded, the answer itself."""
+    return await _tasks.webhook_body(task, _polling_url(base_url, task.id), lambda: render_task(task, base_url, services))
 
 
 @router.get("/ideogram/tasks/{task_id}", summary="A task (Prefer: respond-async)",

@@ -80,6 +80,8 @@ that take it."""
 
 class Form(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    webhook: StrictStr | None = None
+    """The gateway's own field: a URL told when the request's task ends (surfaces._tasks)."""
 
     def given(self) -> dict[str, Any]:
         """The fields the client gave (files as UploadFiles, or lists of them)."""
