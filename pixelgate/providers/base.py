@@ -8,7 +8,7 @@ a vendor module only translates between ImageRequest and the vendor's wire forma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import orjson
 from pydantic import BaseModel

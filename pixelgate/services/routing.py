@@ -285,8 +285,8 @@ class ChannelDirectory:
         cfg = ChannelConfig.model_validate(merged)  # the same rules as the config file
         async with self._sessions() as session, session.begin():
             row = (await session.execute(select(ChannelRow).where(ChannelRow.name == name))).scalar_one()
-            for field in EDITABLE:
-                setattr(row, field, getattr(cfg, field))
+            for column in EDITABLE:
+                setattr(row, column, getattr(cfg, column))
             row.source = "admin"
         await self._changed()
         return row
