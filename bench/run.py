@@ -199,12 +199,12 @@ def descendants(root: int) -> list[int]:
 
 
 def worker_pids(root: int) -> list[int]:
-    """uvicorn's worker processes (spawned children), or the root itself with one worker."""
+    """The gateway's worker processes (pixelgate.workers), or the root itself with one worker."""
     found = []
     for pid in descendants(root)[1:]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"spawn_main" in fh.read():
+                if b"work_from_argv" in fh.read():
                     found.append(pid)
         except OSError:
             pass

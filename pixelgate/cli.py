@@ -228,7 +228,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         finally:
             await db.dispose()
 
-    from pixelgate.services.s3storage import StorageUnavailable
+    from pixelgate.errors import StorageUnavailable  # not s3storage's: obstore is 4 MB a local-disk gateway need not hold
     from pixelgate.services.sealing import SealingError
 
     try:

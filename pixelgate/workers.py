@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ctypes
 import json
-import multiprocessing
 import os
 import signal
 import socket
+import subprocess
 import sys
 from typing import Any
 
@@ -59,6 +59,7 @@ def _config(options: dict[str, Any]) -> Any:
 
     options = dict(options)
     options["http"] = protocol(options.get("http", "auto"), options.pop("header_timeout", HEADER_TIMEOUT))
+    options.setdefault("ws", "none")  # no route takes a websocket: 4 MB of websockets a worker need not load
     return uvicorn.Config("pixelgate.app:app_from_environment", factory=True, **options)
 
 
@@ -112,19 +113,29 @@ def supervise_from_argv() -> None:
     supervise(probe, plan["host"], plan["port"], plan["workers"], plan["options"])
 
 
+def _start_worker(host: str, port: int, options: dict[str, Any]) -> subprocess.Popen:
+    """A worker: a fresh interpreter running _worker. (multiprocessing's spawn would also start
+    its resource tracker, a third process of 13 MiB that tracks nothing of ours.)"""
+    plan = json.dumps({"host": host, "port": port, "options": options})
+    return subprocess.Popen([sys.executable, "-c", "from pixelgate.workers import work_from_argv; work_from_argv()",
+                             plan])
+
+
+def work_from_argv() -> None:
+    plan = json.loads(sys.argv[1])
+    _worker(plan["host"], plan["port"], plan["options"])
+
+
 def supervise(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(host, port, options), daemon=False) for _ in range(workers)]
-    for process in processes:
-        process.start()
+    processes = [_start_worker(host, port, options) for _ in range(workers)]
     probe.close()
 
     asked_to_stop: list[int] = []
 
     def stop_all() -> None:
         for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
 
     def on_signal(signum: int, _frame: Any) -> None:
         asked_to_stop.append(signum)
@@ -132,12 +143,15 @@ def supervise(probe: socket.socket, host: str, port: int, workers: int, options:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    while any(p.is_alive() for p in processes):
+    while any(p.poll() is None for p in processes):
         for process in processes:
-            process.join(timeout=0.5)
-            if process.exitcode not in (None, 0) and any(p.is_alive() for p in processes):
+            try:
+                process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            if process.returncode not in (None, 0) and any(p.poll() is None for p in processes):
                 stop_all()  # one died: stop the rest, exit non-zero
-    sys.exit(_exit_status([p.exitcode for p in processes], bool(asked_to_stop)))
+    sys.exit(_exit_status([p.returncode for p in processes], bool(asked_to_stop)))
 
 
 def _exit_status(exit_codes: list[int | None], asked_to_stop: bool) -> int:
