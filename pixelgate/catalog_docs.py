@@ -43,7 +43,7 @@ def models_table() -> str:
 
 def _price(p: CatalogPrice) -> str:
     scope = [p.operation] if p.operation != "*" else []
-    scope += [v for v in p.dimensions.values()]
+    scope += ["with a mask" if k == "mask" else v for k, v in p.dimensions.items()]
     return describe(p.amount, p.tokens, p.currency) + (f" ({', '.join(scope)})" if scope else "")
 
 

@@ -18,7 +18,7 @@ from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, Setting
                                TomlConfigSettingsSource, YamlConfigSettingsSource)
 
 
-from pixelgate.domain.catalog import RetiredPolicy, TokenRates
+from pixelgate.domain.catalog import PriceDimension, RetiredPolicy, TokenRates
 
 
 class ConfigError(Exception):
@@ -84,7 +84,7 @@ class PriceConfig(BaseModel):
     """A token price (per million tokens), as GPT image and Gemini models bill; `amount` is then ignored."""
     currency: str | None = None
     operation: str = "*"
-    dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
+    dimensions: dict[PriceDimension, str] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):

@@ -26,7 +26,7 @@ from pixelgate.console.render import HERE, SECURITY_HEADERS, render
 from pixelgate.console.session import (COOKIE, LOGIN_COOKIE, MAX_AGE, close, csrf_valid, current, open_session,
                                        principal_of, same)
 from pixelgate.db.models import Account, RequestLog, Task
-from pixelgate.domain.catalog import catalog
+from pixelgate.domain.catalog import PRICE_DIMENSIONS, catalog
 from pixelgate.domain.request import Delivery, ImageRequest, Operation
 from pixelgate.errors import GatewayError, InvalidRequest, NotFound
 from pixelgate.providers.base import GENERATE
@@ -393,7 +393,7 @@ async def set_price(request: Request, services: ServicesDep) -> Response:
     await _who(request, services, "prices")
     form = await _form(request, services)
     body = _parse(admin.PriceCreate, {**{k: form.get(k) for k in ("model", "amount", "currency", "operation")},
-                                      "dimensions": {k: form[k] for k in ("quality", "size", "tier", "speed")
+                                      "dimensions": {k: form[k] for k in PRICE_DIMENSIONS
                                                      if form.get(k)}})
     await services.engine.billing.set_price(body.model, body.amount, body.currency, body.operation,
                                             dict(body.dimensions))  # the newest wins, as on the admin API

@@ -19,13 +19,19 @@ from datetime import date
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CATALOG_FILE = Path(__file__).resolve().parent.parent / "catalog.toml"
 Status = Literal["current", "deprecated", "retired"]
 RetiredPolicy = Literal["successor", "refuse", "upstream"]
+
+
+PriceDimension = Literal["quality", "size", "tier", "speed", "mask"]
+"""What a price may depend on besides model and operation (services.billing.request_dimensions
+reads them off a request); `mask` is "yes" for an edit with a mask."""
+PRICE_DIMENSIONS: tuple[str, ...] = get_args(PriceDimension)
 
 
 class _Strict(BaseModel):
@@ -67,7 +73,7 @@ class CatalogPrice(_Strict):
     tokens: TokenRates | None = None
     currency: str = "USD"
     operation: str = "*"
-    dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
+    dimensions: dict[PriceDimension, str] = Field(default_factory=dict)
     source: str
     """Where the price was read: a URL or a source document."""
     date: date

@@ -79,6 +79,8 @@ def request_dimensions(req: ImageRequest) -> dict[str, str]:
     dims: dict[str, str] = {}
     if req.quality:
         dims["quality"] = req.quality
+    if req.mask is not None:  # a masked edit may be another endpoint at another price (Stability's inpaint)
+        dims["mask"] = "yes"
     speed = req.extras.get("rendering_speed") or req.extras.get("mode")  # Ideogram's; Midjourney's
     if isinstance(speed, str):
         dims["speed"] = speed

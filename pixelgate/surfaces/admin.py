@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 
 from pixelgate.config import ChannelConfig
 from pixelgate.db.models import PriceRow, RequestLog, Task
-from pixelgate.domain.catalog import TokenRates
+from pixelgate.domain.catalog import PriceDimension, TokenRates
 from pixelgate.errors import InvalidRequest, NotFound
 from pixelgate.services.auth import key_view, presented_token
 from pixelgate.services.routing import channel_view, channel_warnings
@@ -260,7 +260,7 @@ class PriceCreate(BaseModel):
     """A token price (per million tokens); `amount` is then ignored."""
     currency: str | None = Field(default=None, min_length=3, max_length=8)
     operation: str = Field(default="*", min_length=1, max_length=32)
-    dimensions: dict[Literal["quality", "size", "tier", "speed"], str] = Field(default_factory=dict)
+    dimensions: dict[PriceDimension, str] = Field(default_factory=dict)
 
 
 @router.get("/prices", summary="The price table", responses={**ok(PriceList), **ERRORS()})

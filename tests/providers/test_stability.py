@@ -260,3 +260,19 @@ def test_emulator_is_strict(gw):
             raw = client.post(url, headers=auth, files={"prompt": (None, "a forbidden x")})
             assert raw.headers["finish-reason"] == "CONTENT_FILTERED" and raw.headers["content-type"] == "image/png"
             err(client.get(base + "/v2beta/results/nope", headers=auth), 404, "id")
+
+
+def test_a_masked_edit_is_billed_as_the_inpaint_it_becomes(gw):
+    """An edit with a mask is Stability's inpaint whatever generator was named (5 credits); without
+    a mask, the named model's image-to-image at its own price."""
+    gateway, state = gw
+    with gateway.http() as client:
+        masked = client.post("/v1/images/edits", data={"model": "sd3.5-large", "prompt": "a red door",
+                                                       "response_format": "b64_json"},
+                             files={"image": ("a.png", png(128, 128)), "mask": ("m.png", mask_png(128, 128))})
+        plain = client.post("/v1/images/edits", data={"model": "sd3.5-large", "prompt": "a red door",
+                                                      "response_format": "b64_json"},
+                            files={"image": ("a.png", png(128, 128))})
+    assert masked.status_code == 200 and plain.status_code == 200, (masked.text, plain.text)
+    assert [r.path for r in state.requests] == ["/v2beta/stable-image/edit/inpaint", "/v2beta/stable-image/generate/sd3"]
+    assert masked.headers["x-pixelgate-cost"] == "0.05" and plain.headers["x-pixelgate-cost"] == "0.065"
