@@ -1,17 +1,21 @@
 """`pixelgate serve --workers N`: N processes, each with its own listening socket on the same
 port (SO_REUSEPORT), so the kernel spreads new connections evenly across them. (With one shared
 socket, whichever worker wakes first takes a whole batch of connections, and they stay with it:
-the benchmark saw 16 connections split 16+0, leaving a core idle.)"""
+the benchmark saw 16 connections split 16+0, leaving a core idle.) The workers are forked from
+a supervisor that imported the application once, so they share its code and data."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import traceback
 from typing import Any
 
 
@@ -93,10 +97,11 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
 
 
 def _become_supervisor(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
-    """Go on as a fresh interpreter that imports only this module: the command that checked the
-    configuration and the database holds the whole application (~90 MiB) it would otherwise keep
-    for nothing while the workers serve. Same process id, so signals and supervisors still
-    reach it; the probe socket is inherited by its descriptor."""
+    """Go on as a fresh interpreter: the command that checked the configuration and the database
+    ran an event loop, threads and connections (S3's client runs a thread pool), after which a
+    fork is unsafe, and holds garbage of that work. The fresh one imports the application, starts
+    nothing of it, and forks the workers (_ForkedWorker). Same process id, so signals and
+    supervisors still reach it; the probe socket is inherited by its descriptor."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # exec drops what is buffered
     plan = json.dumps({"probe": probe.fileno(), "host": host, "port": port, "workers": workers, "options": options})
@@ -113,21 +118,64 @@ def supervise_from_argv() -> None:
     supervise(probe, plan["host"], plan["port"], plan["workers"], plan["options"])
 
 
-def _start_worker(host: str, port: int, options: dict[str, Any]) -> subprocess.Popen:
-    """A worker: a fresh interpreter running _worker. (multiprocessing's spawn would also start
-    its resource tracker, a third process of 13 MiB that tracks nothing of ours.)"""
-    plan = json.dumps({"host": host, "port": port, "options": options})
-    return subprocess.Popen([sys.executable, "-c", "from pixelgate.workers import work_from_argv; work_from_argv()",
-                             plan])
+class _ForkedWorker:
+    """A worker forked from the supervisor after the supervisor imported the application (and
+    started nothing of it: no event loop, no thread, no connection). The ~900 modules' code and
+    data are then one copy shared by every worker, copy-on-write, instead of one per worker.
+    Looks like a subprocess.Popen to `supervise`."""
+
+    def __init__(self, host: str, port: int, options: dict[str, Any], probe: socket.socket) -> None:
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:  # the worker: serve, then leave without running the supervisor's code
+            status = 1
+            try:
+                probe.close()  # in the port's group, the kernel would hand it connections nobody accepts
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C ends it by that signal, as a stop
+                _worker(host, port, options)
+                status = 0
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.02)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
 
 
-def work_from_argv() -> None:
-    plan = json.loads(sys.argv[1])
-    _worker(plan["host"], plan["port"], plan["options"])
+def _preload() -> None:
+    """Import what every worker runs, once, in the supervisor; then keep the collector away from
+    it, so that neither the supervisor nor the workers' collections write to the shared pages."""
+    import pixelgate.app  # noqa: F401
+    import pixelgate.httpserver  # noqa: F401
+    import uvicorn  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 def supervise(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
-    processes = [_start_worker(host, port, options) for _ in range(workers)]
+    _preload()
+    processes = [_ForkedWorker(host, port, options, probe) for _ in range(workers)]
     probe.close()
 
     asked_to_stop: list[int] = []
