@@ -8,7 +8,7 @@ It prints figures; it is not a timed test. For every scenario it
   3. starts a fresh `pixelgate serve` (its own temp data dir, SQLite, N workers) whose one
      channel points at that upstream, checks one answer end to end (the image comes back
      byte-identical, uncompressed), warms it up, then loads it with wrk at the same concurrency,
-     sampling the RSS of the gateway's processes every 50 ms from /proc,
+     sampling the memory (PSS) of the gateway's processes every 50 ms from /proc,
   4. reports requests/s, p50/p99 latency, the latency the gateway adds (gateway minus direct),
      errors (HTTP status >= 400 and socket errors/timeouts), the gateway's peak memory, and
      how the machine's CPU time was split between the gateway, the upstream and wrk.
@@ -199,16 +199,22 @@ def descendants(root: int) -> list[int]:
 
 
 def worker_pids(root: int) -> list[int]:
-    """The gateway's worker processes (pixelgate.workers), or the root itself with one worker."""
-    found = []
-    for pid in descendants(root)[1:]:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"work_from_argv" in fh.read():
-                    found.append(pid)
-        except OSError:
-            pass
-    return sorted(found) or [root]
+    """The gateway's worker processes (forked by the supervisor), or the root itself with one worker."""
+    return sorted(descendants(root)[1:]) or [root]
+
+
+def pss_bytes(pid: int) -> int:
+    """A process's proportional set size: its own pages, plus its share of those it shares (the
+    forked workers share the supervisor's imported code; RSS would count those pages once per
+    process, as if each had its own)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
 
 
 def rss_bytes(pid: int) -> int:
@@ -305,7 +311,7 @@ def wait_quiet(limit: float, patience: float) -> float:
 
 
 class MemorySampler(threading.Thread):
-    """Sum of RSS over a process tree every `interval` seconds; the tree is re-read each second."""
+    """Sum of PSS over a process tree every `interval` seconds; the tree is re-read each second."""
 
     def __init__(self, root: int, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
@@ -321,7 +327,7 @@ class MemorySampler(threading.Thread):
             self.peak, self.samples = 0, 0
 
     def current(self) -> int:
-        return sum(rss_bytes(p) for p in self.pids)
+        return sum(pss_bytes(p) for p in self.pids)
 
     def run(self) -> None:
         last_tree = time.monotonic()
@@ -467,9 +473,9 @@ class Outcome:
     b64_bytes: int
     direct: LoadResult
     gateway: LoadResult
-    idle_rss: int
-    peak_rss: int
-    rss_samples: int
+    idle_pss: int
+    peak_pss: int
+    pss_samples: int
     cpu_gateway: float
     cpu_upstream: float
     cpu_upstream_direct: float
@@ -483,6 +489,8 @@ class Outcome:
     upstream_steady: float = 0.0
     upstream_peak_direct: int = 0
     upstream_steady_direct: float = 0.0
+    idle_workers: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    """(PSS, RSS) in bytes of each worker at idle."""
 
     @property
     def added_p50(self) -> float:
@@ -498,8 +506,8 @@ class Outcome:
         return self.gateway.rps * self.gateway.mean_ms / 1000
 
     @property
-    def per_request_rss(self) -> float:
-        return max(0, self.peak_rss - self.idle_rss) / max(1, self.scenario.concurrency)
+    def per_request_pss(self) -> float:
+        return max(0, self.peak_pss - self.idle_pss) / max(1, self.scenario.concurrency)
 
 
 def start_upstream(port: int, sc: Scenario, tmp: Path) -> subprocess.Popen:
@@ -674,7 +682,10 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         sampler = MemorySampler(gateway.pid, 0.05)
         idle = sampler.current()
         sampler.start()
-        print(f"  gateway : {sc.workers} worker(s), idle RSS {idle / 2**20:.0f} MiB; "
+        each = ", ".join(f"{pss_bytes(p) / 2**20:.0f}/{rss_bytes(p) / 2**20:.0f}" for p in sampler.pids)
+        idle_workers = [(pss_bytes(p), rss_bytes(p)) for p in worker_pids(gateway.pid)]
+        print(f"  gateway : {sc.workers} worker(s), idle PSS {idle / 2**20:.0f} MiB "
+              f"(PSS/RSS MiB by process, supervisor first: {each}); "
               f"warm-up {warmup:g} s, run {duration:g} s", flush=True)
         run_wrk(gw_url, gw_lua, sc.concurrency, warmup, args.threads, timeout)
         if sc.delay:
@@ -709,6 +720,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         outcome = Outcome(sc, len(png), b64_len, direct, result, idle, sampler.peak, sampler.samples,
                           cpu_gw, cpu_up, cpu_up_direct, other, other_direct, cpu_w, check)
         outcome.conns_per_worker = conns
+        outcome.idle_workers = idle_workers
         if flight and flight_direct:
             ramp = sc.delay * (2.2 if sc.stagger else 1.2)  # the first answers come back after that
             outcome.upstream_peak, outcome.upstream_steady = flight.peak, flight.steady(ramp)
@@ -812,7 +824,7 @@ def size(n: int) -> str:
 def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
     head = ["scenario", "workers", "conc", "image b64", "direct req/s", "direct p50 / p99 ms",
             "gateway req/s", "gateway p50 / p99 ms", "added p50 / p99 ms", "errors gw (direct)",
-            "gw peak RSS (idle)", "conns per worker", "CPU cores gw (per worker) / upstream / wrk / other"]
+            "gw peak PSS (idle)", "conns per worker", "CPU cores gw (per worker) / upstream / wrk / other"]
     rows = []
     for o in outcomes:
         d, g, s = o.direct, o.gateway, o.scenario
@@ -823,7 +835,7 @@ def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
                      f"{d.rps:,.0f}", f"{d.p50_ms:.3f} / {d.p99_ms:.3f}",
                      f"{g.rps:,.0f}", f"{g.p50_ms:.3f} / {g.p99_ms:.3f}",
                      f"{o.added_p50:+.3f} / {o.added_p99:+.3f}",
-                     f"{g.errors} ({d.errors})", f"{mib(o.peak_rss)} ({mib(o.idle_rss)})",
+                     f"{g.errors} ({d.errors})", f"{mib(o.peak_pss)} ({mib(o.idle_pss)})",
                      "+".join(str(c) for c in o.conns_per_worker) or "?", cores])
     return head, rows
 
@@ -865,11 +877,11 @@ def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
         out.append((f"1.5 MB images, c=16, 2 workers{how}: >= 600 req/s",
                     o.gateway.rps >= 600 and o.gateway.errors == 0,
                     f"{o.gateway.rps:,.0f} req/s, {o.gateway.errors} errors"))
-        copies = o.per_request_rss / o.b64_bytes
+        copies = o.per_request_pss / o.b64_bytes
         out.append((f"1.5 MB images{how}: each image held in memory no more than twice", copies <= 2.0,
-                    f"(peak {mib(o.peak_rss)} - idle {mib(o.idle_rss)}) / {o.scenario.concurrency} in flight = "
-                    f"{o.per_request_rss / 1e6:.2f} MB per request = {copies:.2f} x the {size(o.b64_bytes)} "
-                    f"base64 image ({o.per_request_rss / o.png_bytes:.2f} x the {size(o.png_bytes)} PNG)"))
+                    f"(peak {mib(o.peak_pss)} - idle {mib(o.idle_pss)}) / {o.scenario.concurrency} in flight = "
+                    f"{o.per_request_pss / 1e6:.2f} MB per request = {copies:.2f} x the {size(o.b64_bytes)} "
+                    f"base64 image ({o.per_request_pss / o.png_bytes:.2f} x the {size(o.png_bytes)} PNG)"))
     if "slow-c1000" in by:
         o = by["slow-c1000"]
         out.append(("slow upstream: 1,000 in flight at no error",
@@ -880,6 +892,12 @@ def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
                     f"({o.gateway.errors_status} HTTP >= 400, {o.gateway.errors_socket} socket/timeouts)"))
         out.append(("slow upstream: gateway adds < 20 ms at the median", o.added_p50 < 20.0,
                     f"adds {o.added_p50:.1f} ms (p50 {o.gateway.p50_ms:.1f} vs direct {o.direct.p50_ms:.1f})"))
+    for o in outcomes:  # the first scenario of 1 and of 2 workers
+        if o.idle_workers and o is next(x for x in outcomes if x.scenario.workers == o.scenario.workers):
+            pss, rss = max(o.idle_workers)
+            out.append((f"idle memory of one worker < 100 MB ({o.scenario.workers} worker(s), PSS)", pss < 100e6,
+                        f"{pss / 1e6:.0f} MB PSS ({rss / 1e6:.0f} MB RSS, which counts pages shared with the "
+                        f"supervisor and the other workers once per process) in {o.scenario.name}"))
     return out
 
 
@@ -1044,7 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
                     kept = o
                 print(f"  -> direct {o.direct.rps:,.0f} req/s p50 {o.direct.p50_ms:.3f} ms; gateway "
                       f"{o.gateway.rps:,.0f} req/s p50 {o.gateway.p50_ms:.3f} ms p99 {o.gateway.p99_ms:.3f} ms, "
-                      f"{o.gateway.errors} errors, peak RSS {mib(o.peak_rss)}", flush=True)
+                      f"{o.gateway.errors} errors, peak PSS {mib(o.peak_pss)}", flush=True)
                 if not noisy(o, args.quiet_cores):
                     break
                 busy = max(o.cpu_other / o.gateway.seconds, o.cpu_other_direct / o.direct.seconds)
@@ -1061,7 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(d, ignore_errors=True)
 
     print(f"\nResults ({time.monotonic() - started:.0f} s in all; latency in ms; 'added' = gateway minus "
-          "direct; errors = HTTP >= 400 + socket errors + timeouts; RSS = sum over the gateway's "
+          "direct; errors = HTTP >= 400 + socket errors + timeouts; PSS = memory summed over the gateway's "
           "processes, sampled every 50 ms; CPU = cores busy on average during the gateway run)\n")
     print_table(outcomes, markdown=False)
     if args.markdown:
@@ -1075,7 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n!! no figures for {', '.join(failed)}: the gateway failed (see above)")
     codes = sorted({o.code for o in outcomes})
     if len(codes) > 1:
-        print(f"\n!! the scenarios ran different copies of pixelgate/: "
+        print("\n!! the scenarios ran different copies of pixelgate/: "
               + ", ".join(f"{o.scenario.name}={o.code}" for o in outcomes))
     checks = verdicts(outcomes)
     if checks:
@@ -1092,9 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
               "results": [{"scenario": dataclasses.asdict(o.scenario), "png_bytes": o.png_bytes,
                            "b64_bytes": o.b64_bytes, "direct": dataclasses.asdict(o.direct),
                            "gateway": dataclasses.asdict(o.gateway), "added_p50_ms": o.added_p50,
-                           "added_p99_ms": o.added_p99, "idle_rss": o.idle_rss, "peak_rss": o.peak_rss,
-                           "rss_samples": o.rss_samples, "per_request_rss": o.per_request_rss,
-                           "in_flight": o.in_flight, "cpu_gateway_s": o.cpu_gateway,
+                           "added_p99_ms": o.added_p99, "idle_pss": o.idle_pss, "peak_pss": o.peak_pss,
+                           "pss_samples": o.pss_samples, "per_request_pss": o.per_request_pss,
+                           "in_flight": o.in_flight, "idle_workers_pss_rss": o.idle_workers, "cpu_gateway_s": o.cpu_gateway,
                            "cpu_upstream_s": o.cpu_upstream, "cpu_upstream_direct_s": o.cpu_upstream_direct,
                            "cpu_workers_s": o.cpu_workers, "connections_per_worker": o.conns_per_worker, "cpu_other_s": o.cpu_other,
                            "cpu_other_direct_s": o.cpu_other_direct,
