@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import traceback
@@ -91,6 +90,8 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
     with _socket(host, port, share=False) as alone:  # fail here, in the parent, if the port is taken
         port = alone.getsockname()[1]
     probe = _socket(host, port)  # held while the workers bind beside it
+    # From here a stop waits, blocked (the mask outlives exec), for the watcher to take it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     if on_bound is not None:
         on_bound(port)
     _become_supervisor(probe, host, port, workers, options)
@@ -100,7 +101,7 @@ def _become_supervisor(probe: socket.socket, host: str, port: int, workers: int,
     """Go on as a fresh interpreter: the command that checked the configuration and the database
     ran an event loop, threads and connections (S3's client runs a thread pool), after which a
     fork is unsafe, and holds garbage of that work. The fresh one imports the application, starts
-    nothing of it, and forks the workers (_ForkedWorker). Same process id, so signals and
+    nothing of it, and forks the workers. Same process id, so signals and
     supervisors still reach it; the probe socket is inherited by its descriptor."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # exec drops what is buffered
@@ -112,59 +113,30 @@ def _become_supervisor(probe: socket.socket, host: str, port: int, workers: int,
         supervise(probe, host, port, workers, options)
 
 
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+"""The signals that stop the server."""
+
+
 def supervise_from_argv() -> None:
     plan = json.loads(sys.argv[1])
     probe = socket.socket(fileno=plan["probe"])
     supervise(probe, plan["host"], plan["port"], plan["workers"], plan["options"])
 
 
-class _ForkedWorker:
-    """A worker forked from the supervisor after the supervisor imported the application (and
-    started nothing of it: no event loop, no thread, no connection). The ~900 modules' code and
-    data are then one copy shared by every worker, copy-on-write, instead of one per worker.
-    Looks like a subprocess.Popen to `supervise`."""
-
-    def __init__(self, host: str, port: int, options: dict[str, Any], probe: socket.socket) -> None:
-        self.returncode: int | None = None
-        self.pid = os.fork()
-        if self.pid == 0:  # the worker: serve, then leave without running the supervisor's code
-            status = 1
-            try:
-                probe.close()  # in the port's group, the kernel would hand it connections nobody accepts
-                signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C ends it by that signal, as a stop
-                _worker(host, port, options)
-                status = 0
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(status)
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout)
-            time.sleep(0.02)
-        return self.returncode  # type: ignore[return-value]
-
-    def send_signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
+def supervise(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
+    """Import the application once, fork the workers from it, and watch them. A stop asked for
+    before the watcher listens is held back (blocked) until it does, never lost nor fatal."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    _preload()
+    pids = [_fork_worker(host, port, options, probe) for _ in range(workers)]
+    probe.close()
+    _become_watcher(pids)
 
 
 def _preload() -> None:
-    """Import what every worker runs, once, in the supervisor; then keep the collector away from
-    it, so that neither the supervisor nor the workers' collections write to the shared pages."""
+    """Import what every worker runs, once, before forking them: its code and data are then one
+    copy shared by every worker, copy-on-write, instead of one per worker. Then keep the collector
+    away from it, so that no collection writes to the shared pages."""
     import pixelgate.app  # noqa: F401
     import pixelgate.httpserver  # noqa: F401
     import uvicorn  # noqa: F401
@@ -173,33 +145,91 @@ def _preload() -> None:
     gc.freeze()
 
 
-def supervise(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
-    _preload()
-    processes = [_ForkedWorker(host, port, options, probe) for _ in range(workers)]
-    probe.close()
+def _fork_worker(host: str, port: int, options: dict[str, Any], probe: socket.socket) -> int:
+    """A worker forked from a process that imported the application and started nothing of it
+    (no event loop, no thread, no connection); its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1  # the worker: serve, then leave without running the supervisor's code
+    try:
+        probe.close()  # in the port's group, the kernel would hand it connections nobody accepts
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C ends it by that signal, as a stop
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+        _worker(host, port, options)
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
+
+def _become_watcher(pids: list[int]) -> None:
+    """Once the workers are forked the supervisor needs none of the application: it goes on as a
+    fresh interpreter again (same pid; the workers stay its children), and the imported pages are
+    the workers' alone to share. A stop asked for meanwhile waits, blocked, until the watcher
+    listens (the signal mask outlives exec)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        os.execv(sys.executable, [sys.executable, "-c", "from pixelgate.workers import watch_from_argv; "
+                                  "watch_from_argv()", json.dumps(pids)])
+    except OSError:  # no interpreter to exec (a frozen build): watch from here
+        watch(pids)
+
+
+def watch_from_argv() -> None:
+    watch(json.loads(sys.argv[1]))
+
+
+class _Child:
+    """A forked worker, watched as a subprocess.Popen would be."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.returncode
+
+
+def watch(pids: list[int]) -> None:
+    """Until every worker has ended: a stop asked for goes to each; one that dies stops the rest."""
+    children = [_Child(pid) for pid in pids]
     asked_to_stop: list[int] = []
 
     def stop_all() -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        for child in children:
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGTERM)
 
     def on_signal(signum: int, _frame: Any) -> None:
         asked_to_stop.append(signum)
         stop_all()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while any(p.poll() is None for p in processes):
-        for process in processes:
-            try:
-                process.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
-            if process.returncode not in (None, 0) and any(p.poll() is None for p in processes):
+    for signum in _STOPS:
+        signal.signal(signum, on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    while any(c.poll() is None for c in children):
+        for child in children:
+            child.wait(timeout=0.5)
+            if child.returncode not in (None, 0) and any(c.poll() is None for c in children):
                 stop_all()  # one died: stop the rest, exit non-zero
-    sys.exit(_exit_status([p.returncode for p in processes], bool(asked_to_stop)))
+    sys.exit(_exit_status([c.returncode for c in children], bool(asked_to_stop)))
 
 
 def _exit_status(exit_codes: list[int | None], asked_to_stop: bool) -> int:

@@ -206,3 +206,31 @@ def _free_port_nobody_listens_on() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_stop_asked_for_while_the_workers_start_stops_them_all(tmp_path):
+    """SIGTERM as soon as serve says it listens: the supervisor is still importing, forking, or
+    becoming the watcher. The stop waits for the watcher (never kills it before its workers,
+    which would leave them serving with no parent), and everything ends cleanly."""
+    env = {**os.environ, "PIXELGATE_ADMIN_KEY": "pg-workers-test-key", "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    proc = _start(["serve", "--workers", "2", "--port", "0"], tmp_path, env)
+    said = ""
+    while not (found := re.search(r"listening on http://127\.0\.0\.1:(\d+) ", said)):
+        line = proc.stdout.readline()
+        assert line, said
+        said += line
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, proc.stdout.read()
+    marker = f'"port": {found.group(1)},'.encode()
+    deadline = time.monotonic() + 10
+    while left := [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, marker)]:
+        assert time.monotonic() < deadline, f"workers left serving: {left}"
+        time.sleep(0.1)
+
+
+def _cmdline_has(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return marker in fh.read()
+    except OSError:
+        return False
