@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -90,8 +91,7 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
     with _socket(host, port, share=False) as alone:  # fail here, in the parent, if the port is taken
         port = alone.getsockname()[1]
     probe = _socket(host, port)  # held while the workers bind beside it
-    # From here a stop waits, blocked (the mask outlives exec), for the watcher to take it.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    _hold_stops()
     if on_bound is not None:
         on_bound(port)
     _become_supervisor(probe, host, port, workers, options)
@@ -103,18 +103,44 @@ def _become_supervisor(probe: socket.socket, host: str, port: int, workers: int,
     fork is unsafe, and holds garbage of that work. The fresh one imports the application, starts
     nothing of it, and forks the workers. Same process id, so signals and
     supervisors still reach it; the probe socket is inherited by its descriptor."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # exec drops what is buffered
-    plan = json.dumps({"probe": probe.fileno(), "host": host, "port": port, "workers": workers, "options": options})
+    plan = {"probe": probe.fileno(), "host": host, "port": port, "workers": workers, "options": options}
     try:
-        os.execv(sys.executable, [sys.executable, "-c", "from pixelgate.workers import supervise_from_argv; "
-                                  "supervise_from_argv()", plan])
+        _exec_self("supervise_from_argv", plan)
     except OSError:  # no interpreter to exec (a frozen build): supervise from here
         supervise(probe, host, port, workers, options)
 
 
+def _exec_self(entry: str, plan: Any) -> None:
+    """Become a fresh interpreter (same pid, same descriptors, same signal mask) that runs this
+    module's `entry` with `plan` as JSON in its argv; raises OSError only."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # exec drops what is buffered
+    for signum in _held:  # pending on this thread (blocked), it outlives exec
+        signal.pthread_kill(threading.get_ident(), signum)
+    os.execv(sys.executable, [sys.executable, "-c", f"from pixelgate.workers import {entry}; {entry}()",
+                              json.dumps(plan)])
+
+
 _STOPS = {signal.SIGINT, signal.SIGTERM}
 """The signals that stop the server."""
+_held: list[int] = []
+"""Stops asked for while they were held (_hold_stops)."""
+
+
+def _hold_stops() -> None:
+    """From the moment `serve` says it listens until the watcher listens, a stop must neither kill
+    the process half-way (workers forked, no watcher) nor be lost. Blocked, it waits on this thread
+    across both execs, which keep the mask and what is pending. Only another thread could take it
+    meanwhile: the threads of the checks (the database's) are waited for first; one that stays (an
+    S3 client's pool) has it recorded by a handler and raised again on this thread before exec,
+    which leaves a window of microseconds in which it could be lost."""
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main:
+            thread.join(timeout=2)
+    for signum in _STOPS:  # before blocking, so that no thread ever meets the default action (death)
+        signal.signal(signum, lambda taken, _frame: _held.append(taken))
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
 
 
 def supervise_from_argv() -> None:
@@ -124,9 +150,9 @@ def supervise_from_argv() -> None:
 
 
 def supervise(probe: socket.socket, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
-    """Import the application once, fork the workers from it, and watch them. A stop asked for
-    before the watcher listens is held back (blocked) until it does, never lost nor fatal."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    """Import the application once, fork the workers from it, and watch them. The stop signals are
+    blocked (since `serve`) until the watcher listens: a stop asked for meanwhile is never lost nor
+    fatal."""
     _preload()
     pids = [_fork_worker(host, port, options, probe) for _ in range(workers)]
     probe.close()
@@ -154,7 +180,8 @@ def _fork_worker(host: str, port: int, options: dict[str, Any], probe: socket.so
     status = 1  # the worker: serve, then leave without running the supervisor's code
     try:
         probe.close()  # in the port's group, the kernel would hand it connections nobody accepts
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C ends it by that signal, as a stop
+        for signum in _STOPS:  # a Ctrl-C or SIGTERM before uvicorn listens ends it by that signal, as a stop
+            signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
         _worker(host, port, options)
         status = 0
@@ -173,12 +200,8 @@ def _become_watcher(pids: list[int]) -> None:
     fresh interpreter again (same pid; the workers stay its children), and the imported pages are
     the workers' alone to share. A stop asked for meanwhile waits, blocked, until the watcher
     listens (the signal mask outlives exec)."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     try:
-        os.execv(sys.executable, [sys.executable, "-c", "from pixelgate.workers import watch_from_argv; "
-                                  "watch_from_argv()", json.dumps(pids)])
+        _exec_self("watch_from_argv", pids)
     except OSError:  # no interpreter to exec (a frozen build): watch from here
         watch(pids)
 
@@ -224,6 +247,8 @@ def watch(pids: list[int]) -> None:
     for signum in _STOPS:
         signal.signal(signum, on_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    for signum in _held:  # taken while held, in this same image (no exec: a frozen build)
+        on_signal(signum, None)
     while any(c.poll() is None for c in children):
         for child in children:
             child.wait(timeout=0.5)

@@ -356,7 +356,7 @@ REQUEST_SCHEMA = {"type": "object", "required": ["contents"], "properties": {
 
 async def _generate(model: str, request: Request, services, ctx: RequestContext, stream: bool) -> dict | Response:
     body = await json_body(request)
-    webhook = await _tasks.webhook(services, body.pop("webhook", None)) if isinstance(body, dict) else None
+    webhook = await _tasks.webhook(services, body.pop("webhook", None))
     req, facts = await parse(model, body, services.fetcher)
     try:
         if await _tasks.needs_task(request, services, req, webhook):
