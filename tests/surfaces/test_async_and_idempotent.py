@@ -9,7 +9,6 @@ import base64
 import io
 import os
 import signal
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -23,7 +22,7 @@ from sqlalchemy import select
 from pixelgate.db.models import Task
 
 from tests.conftest import ADMIN_KEY, database, openai_channel
-from tests.test_serve import _start, _stop, _wait_up
+from tests.test_serve import _start_anywhere, _stop
 
 GEN = "/v1/images/generations"
 
@@ -174,10 +173,6 @@ def test_an_asynchronous_vendor_waited_for_on_the_openai_api_runs_as_a_task(make
 @pytest.mark.long(20)
 def test_kill_9_while_an_openai_client_waits_then_its_retry_gets_the_first_jobs_image(backend, tmp_path):
     admin_key, idem = "pg-idempotent-restart-admin", "retry-after-crash"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
     admin = {"Authorization": f"Bearer {admin_key}"}
     with database(backend, tmp_path) as url:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": admin_key,
@@ -186,9 +181,10 @@ def test_kill_9_while_an_openai_client_waits_then_its_retry_gets_the_first_jobs_
                "PIXELGATE_SANDBOX": "true"}  # a production database: the sandbox is asked for
         ask = dict(model="sandbox-async", prompt="survive", size="32x32", response_format="b64_json",
                    extra_headers={"Idempotency-Key": idem}, extra_body={"sandbox_job_seconds": 3})
-        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        # --port 0 both times (a port picked first may be taken by another test in between): the
+        # retry goes to wherever the restarted gateway listens, as a client behind a proxy would
+        proc, base, _ = _start_anywhere(["serve"], tmp_path, env)
         try:
-            _wait_up(base, proc)
             with httpx.Client(base_url=base, headers=admin) as client:
                 assert client.post("/admin/prices", json={"model": "sandbox-async", "amount": "0.5"}).status_code == 201
                 account = client.post("/admin/accounts", json={"name": "a", "balance": "10"}).json()
@@ -204,10 +200,9 @@ def test_kill_9_while_an_openai_client_waits_then_its_retry_gets_the_first_jobs_
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        proc, base, _ = _start_anywhere(["serve"], tmp_path, env)
         try:
-            _wait_up(base, proc)
-            retried = sdk.images.generate(**ask)
+            retried = sdk.with_options(base_url=base + "/v1").images.generate(**ask)
             with httpx.Client(base_url=base, headers=admin) as client:
                 usage = client.get("/admin/usage").json()
                 after = client.get(f"/admin/accounts/{account['id']}").json()
