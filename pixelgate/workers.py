@@ -68,10 +68,23 @@ def _config(options: dict[str, Any]) -> Any:
 
 
 def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+    _serve_on(_socket(host, port), options)
+
+
+def _serve_on(sock: socket.socket, options: dict[str, Any]) -> None:
     import uvicorn
 
     keep_freed_memory()
-    uvicorn.Server(_config(options)).run(sockets=[_socket(host, port)])
+    uvicorn.Server(_config(options)).run(sockets=[sock])
+
+
+def serve_one_from_argv() -> None:
+    """The one-worker server, in the interpreter `serve` became once its checks were done. A stop
+    asked for before uvicorn listens ends it by that signal (nothing was started to stop)."""
+    for signum in _STOPS:  # until uvicorn's handlers are in place; Python's SIGINT would print a traceback
+        signal.signal(signum, signal.SIG_DFL)
+    plan = json.loads(sys.argv[1])
+    _serve_on(socket.socket(fileno=plan["listen"]), plan["options"])
 
 
 def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: Any) -> None:
@@ -80,13 +93,13 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
     `on_bound(port)` runs once the port is ours (an OSError before it says why it is not); the
     port is the one bound, which --port 0 leaves to the system."""
     if workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
-        import uvicorn
-
-        keep_freed_memory()
         sock = _socket(host, port, share=False)
         if on_bound is not None:
             on_bound(sock.getsockname()[1])
-        uvicorn.Server(_config(options)).run(sockets=[sock])
+        try:  # as a fresh interpreter: the checks' garbage, and Alembic if they migrated, left behind
+            _exec_self("serve_one_from_argv", {"listen": sock.fileno(), "options": options})
+        except OSError:  # no interpreter to exec (a frozen build): serve from here
+            _serve_on(sock, options)
         return
     with _socket(host, port, share=False) as alone:  # fail here, in the parent, if the port is taken
         port = alone.getsockname()[1]

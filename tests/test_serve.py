@@ -234,3 +234,23 @@ def _cmdline_has(pid: str, marker: bytes) -> bool:
             return marker in fh.read()
     except OSError:
         return False
+
+
+def test_one_worker_serves_as_a_fresh_interpreter_under_the_pid_it_was_started_with(tmp_path):
+    """`serve` without --workers checks everything (and migrates a new database), then becomes a
+    fresh interpreter that only serves: same pid (what systemd and `kill` know), none of the
+    checks' modules (Alembic) or garbage. It serves, and a SIGTERM still stops it cleanly."""
+    env = {**os.environ, "PIXELGATE_ADMIN_KEY": "pg-one-worker-test-key", "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    proc, base, said = _start_anywhere(["serve"], tmp_path, env)
+    try:
+        assert "(1 worker)" in said
+        assert _cmdline_has(str(proc.pid), b"serve_one_from_argv"), "still the process that ran the checks"
+        resp = httpx.post(base + "/v1/images/generations", headers={"Authorization": "Bearer pg-one-worker-test-key"},
+                          json={"model": "sandbox-image", "prompt": "one worker", "size": "64x64",
+                                "response_format": "b64_json"}, timeout=30)
+        assert resp.status_code == 200, resp.text
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "Traceback" not in out, out
