@@ -491,6 +491,8 @@ class Outcome:
     upstream_steady_direct: float = 0.0
     idle_workers: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     """(PSS, RSS) in bytes of each worker at idle."""
+    nginx: LoadResult | None = None
+    """The same load through nginx (a C reverse proxy, same workers): what any proxy reaches here."""
 
     @property
     def added_p50(self) -> float:
@@ -508,6 +510,47 @@ class Outcome:
     @property
     def per_request_pss(self) -> float:
         return max(0, self.peak_pss - self.idle_pss) / max(1, self.scenario.concurrency)
+
+
+NGINX_CONF = """daemon off;
+worker_processes %(workers)d;
+error_log %(tmp)s/nginx-error.log warn;
+pid %(tmp)s/nginx.pid;
+events { worker_connections %(connections)d; }
+http {
+  access_log off;
+  client_body_temp_path %(tmp)s/nginx-body;
+  proxy_temp_path %(tmp)s/nginx-proxy;
+  upstream vendor { server 127.0.0.1:%(upstream)d; keepalive %(keepalive)d; }
+  server {
+    listen 127.0.0.1:%(port)d reuseport;
+    location / {
+      proxy_pass http://vendor;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;            # pass the answer on as it arrives, as the gateway does
+      proxy_request_buffering off;
+      proxy_buffer_size 1m;           # read 1 MiB at a time: with the default 4-8 KB it makes half the rate
+      proxy_buffers 4 1m;
+      proxy_busy_buffers_size 2m;
+    }
+  }
+}
+"""
+
+
+def start_nginx(port: int, upstream_port: int, sc: Scenario, tmp: Path) -> subprocess.Popen:
+    """nginx as a plain reverse proxy to the upstream: no auth, no parsing, no records; the
+    throughput any proxy reaches on this machine, where it shares the cores with wrk and the
+    upstream as the gateway does."""
+    conf = tmp / f"nginx-{port}.conf"
+    conf.write_text(NGINX_CONF % {"workers": sc.workers, "tmp": tmp, "upstream": upstream_port, "port": port,
+                                  "connections": max(1024, 2 * sc.concurrency + 64),
+                                  "keepalive": max(16, sc.concurrency)})
+    proc = CHILDREN.start([shutil.which("nginx") or "nginx", "-c", str(conf), "-p", str(tmp)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc, 30, tmp / "nginx-error.log")
+    return proc
 
 
 def start_upstream(port: int, sc: Scenario, tmp: Path) -> subprocess.Popen:
@@ -672,6 +715,18 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
         other_direct = (machine_cpu()[0] - m0) - cpu_up_direct - direct.wrk_cpu_s - (self_cpu() - self0)
         if sc.delay:
             time.sleep(sc.delay + 0.5)
+        nginx_result = None
+        if args.nginx and not sc.delay:
+            nginx_port = free_port()
+            nginx = start_nginx(nginx_port, up_port, sc, tmp)
+            try:
+                nginx_url = f"http://127.0.0.1:{nginx_port}{PATH}"
+                print(f"  nginx   : {sc.workers} worker(s), warm-up {warmup:g} s, run {duration:g} s", flush=True)
+                run_wrk(nginx_url, direct_lua, sc.concurrency, warmup, args.threads, timeout)
+                wait_quiet(args.quiet_cores, args.wait_quiet)
+                nginx_result = run_wrk(nginx_url, direct_lua, sc.concurrency, duration, args.threads, timeout)
+            finally:
+                CHILDREN.stop(nginx)
 
         gateway, gw_log = start_gateway(gw_port, up_port, sc, tmp, args.gateway_env, args.code_dir,
                                         args.config_line)
@@ -721,6 +776,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, tmp: Path) -> Outcome:
                           cpu_gw, cpu_up, cpu_up_direct, other, other_direct, cpu_w, check)
         outcome.conns_per_worker = conns
         outcome.idle_workers = idle_workers
+        outcome.nginx = nginx_result
         if flight and flight_direct:
             ramp = sc.delay * (2.2 if sc.stagger else 1.2)  # the first answers come back after that
             outcome.upstream_peak, outcome.upstream_steady = flight.peak, flight.steady(ramp)
@@ -823,7 +879,7 @@ def size(n: int) -> str:
 
 def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
     head = ["scenario", "workers", "conc", "image b64", "direct req/s", "direct p50 / p99 ms",
-            "gateway req/s", "gateway p50 / p99 ms", "added p50 / p99 ms", "errors gw (direct)",
+            "nginx req/s", "gateway req/s", "gateway p50 / p99 ms", "added p50 / p99 ms", "errors gw (direct)",
             "gw peak PSS (idle)", "conns per worker", "CPU cores gw (per worker) / upstream / wrk / other"]
     rows = []
     for o in outcomes:
@@ -833,7 +889,7 @@ def table_rows(outcomes: list[Outcome]) -> tuple[list[str], list[list[str]]]:
                  f"{g.wrk_cpu_s / g.seconds:.2f} / {max(0.0, o.cpu_other) / g.seconds:.2f}")
         rows.append([s.name, str(s.workers), str(s.concurrency), size(o.b64_bytes),
                      f"{d.rps:,.0f}", f"{d.p50_ms:.3f} / {d.p99_ms:.3f}",
-                     f"{g.rps:,.0f}", f"{g.p50_ms:.3f} / {g.p99_ms:.3f}",
+                     f"{o.nginx.rps:,.0f}" if o.nginx else "-", f"{g.rps:,.0f}", f"{g.p50_ms:.3f} / {g.p99_ms:.3f}",
                      f"{o.added_p50:+.3f} / {o.added_p99:+.3f}",
                      f"{g.errors} ({d.errors})", f"{mib(o.peak_pss)} ({mib(o.idle_pss)})",
                      "+".join(str(c) for c in o.conns_per_worker) or "?", cores])
@@ -877,6 +933,13 @@ def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
         out.append((f"1.5 MB images, c=16, 2 workers{how}: >= 600 req/s",
                     o.gateway.rps >= 600 and o.gateway.errors == 0,
                     f"{o.gateway.rps:,.0f} req/s, {o.gateway.errors} errors"))
+        if not how:
+            ceiling = (f"; nginx, proxying the same load on the same cores, makes {o.nginx.rps:,.0f} = "
+                       f"{o.nginx.rps / o.direct.rps:.0%} of direct, and the gateway {o.gateway.rps / o.nginx.rps:.0%} "
+                       f"of nginx" if o.nginx else "")
+            out.append(("1.5 MB images, c=16: at least half the direct rate", o.gateway.rps >= o.direct.rps / 2,
+                        f"{o.gateway.rps:,.0f} of {o.direct.rps:,.0f} req/s direct = "
+                        f"{o.gateway.rps / o.direct.rps:.0%}{ceiling}"))
         copies = o.per_request_pss / o.b64_bytes
         out.append((f"1.5 MB images{how}: each image held in memory no more than twice", copies <= 2.0,
                     f"(peak {mib(o.peak_pss)} - idle {mib(o.idle_pss)}) / {o.scenario.concurrency} in flight = "
@@ -892,6 +955,12 @@ def verdicts(outcomes: list[Outcome]) -> list[tuple[str, bool, str]]:
                     f"({o.gateway.errors_status} HTTP >= 400, {o.gateway.errors_socket} socket/timeouts)"))
         out.append(("slow upstream: gateway adds < 20 ms at the median", o.added_p50 < 20.0,
                     f"adds {o.added_p50:.1f} ms (p50 {o.gateway.p50_ms:.1f} vs direct {o.direct.p50_ms:.1f})"))
+    if "slow-c10000" in by:
+        o = by["slow-c10000"]
+        out.append(("10,000 in flight to a 20 s upstream: 0 errors, gateway memory < 500 MB",
+                    o.gateway.errors == 0 and o.upstream_peak >= 10000 and o.peak_pss < 500e6,
+                    f"{o.gateway.errors} errors, upstream held {o.upstream_peak:,} at most; peak {o.peak_pss / 1e6:.0f} MB "
+                    f"PSS = idle {o.idle_pss / 1e6:.0f} MB + {o.per_request_pss / 1e3:.0f} KB per request in flight"))
     for o in outcomes:  # the first scenario of 1 and of 2 workers
         if o.idle_workers and o is next(x for x in outcomes if x.scenario.workers == o.scenario.workers):
             pss, rss = max(o.idle_workers)
@@ -959,6 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown too")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy record one gateway worker per scenario into bench/out/")
+    parser.add_argument("--no-nginx", dest="nginx", action="store_false",
+                        help="skip the reference run through nginx (made when nginx is installed)")
     parser.add_argument("--keep-logs", action="store_true", help="copy gateway logs into bench/out/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--tmp-dir", help="where the temp data dirs go (default: the system's)")
@@ -997,6 +1068,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
     ensure_wrk(not args.no_install)
+    if args.nginx and not shutil.which("nginx"):
+        print("(nginx not found: no reference run through a C proxy; Debian package 'nginx-light')", flush=True)
+        args.nginx = False
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536 if hard == resource.RLIM_INFINITY else hard
@@ -1060,7 +1134,8 @@ def main(argv: list[str] | None = None) -> int:
                 o.code = args.code_hash
                 if kept is None or disturbance(o) < disturbance(kept):
                     kept = o
-                print(f"  -> direct {o.direct.rps:,.0f} req/s p50 {o.direct.p50_ms:.3f} ms; gateway "
+                via = f"nginx {o.nginx.rps:,.0f} req/s; " if o.nginx else ""
+                print(f"  -> direct {o.direct.rps:,.0f} req/s p50 {o.direct.p50_ms:.3f} ms; {via}gateway "
                       f"{o.gateway.rps:,.0f} req/s p50 {o.gateway.p50_ms:.3f} ms p99 {o.gateway.p99_ms:.3f} ms, "
                       f"{o.gateway.errors} errors, peak PSS {mib(o.peak_pss)}", flush=True)
                 if not noisy(o, args.quiet_cores):
@@ -1110,6 +1185,7 @@ def main(argv: list[str] | None = None) -> int:
               "results": [{"scenario": dataclasses.asdict(o.scenario), "png_bytes": o.png_bytes,
                            "b64_bytes": o.b64_bytes, "direct": dataclasses.asdict(o.direct),
                            "gateway": dataclasses.asdict(o.gateway), "added_p50_ms": o.added_p50,
+                           "nginx": dataclasses.asdict(o.nginx) if o.nginx else None,
                            "added_p99_ms": o.added_p99, "idle_pss": o.idle_pss, "peak_pss": o.peak_pss,
                            "pss_samples": o.pss_samples, "per_request_pss": o.per_request_pss,
                            "in_flight": o.in_flight, "idle_workers_pss_rss": o.idle_workers, "cpu_gateway_s": o.cpu_gateway,

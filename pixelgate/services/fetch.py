@@ -118,6 +118,12 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+READ_BUFFER = 4 * 1024 * 1024
+"""How much of an answer aiohttp may hold before it stops reading the socket (its default, 64 KB,
+is far below one image: a 1.5 MB answer then stopped and resumed reading a dozen times, and the
+benchmark's 1.5 MB answers went through at two thirds of the rate). What we read, we read whole."""
+
+
 class Fetcher:
     def __init__(self, allowed_hosts: list[str], max_bytes: int, timeout: float) -> None:
         self._allowed = frozenset(h.lower() for h in allowed_hosts)
@@ -130,14 +136,15 @@ class Fetcher:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._allowed), limit=256)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER)
         return self._session
 
     @property
     def trusted_session(self) -> aiohttp.ClientSession:
         """For origins the caller vouches for (a channel's own host): no address check."""
         if self._trusted_session is None:
-            self._trusted_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+            self._trusted_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+                                                          read_bufsize=READ_BUFFER)
         return self._trusted_session
 
     async def close(self) -> None:
