@@ -28,8 +28,7 @@ import pytest
 from tests.conftest import PG_DSN, REDIS_URL, database
 from pixelgate.simulators.bfl import BFLEmulatorState, create_app as create_bfl
 from tests.emulators.server import serve
-from tests.s3server import _free_port
-from tests.test_serve import _start, _stop, _wait_up
+from tests.test_serve import _start_anywhere, _stop
 
 pytestmark = pytest.mark.long(60)  # the whole module: its instances are shared by its tests
 
@@ -66,10 +65,9 @@ class Fleet:
     def start(self, name: str, port: int | None = None) -> Instance:
         data = self.tmp / name
         data.mkdir(exist_ok=True)
-        port = port or _free_port()
-        proc = _start(["serve", "--port", str(port)], data, {**self.env, "PIXELGATE_DATA_DIR": str(data / "data")})
-        instance = Instance(name, port, proc)
-        _wait_up(instance.base, proc)
+        proc, base, _ = _start_anywhere(["serve"], data, {**self.env, "PIXELGATE_DATA_DIR": str(data / "data")},
+                                        port=port or 0)
+        instance = Instance(name, int(base.rsplit(":", 1)[1]), proc)
         self.instances.append(instance)
         return instance
 
@@ -214,7 +212,6 @@ def test_a_killed_instance_leaves_every_task_to_the_other(fleet):
 def test_twenty_kill_9_rounds_lose_nothing_and_charge_nothing_twice(fleet):
     b = fleet.start("b")
     account_id, key = _paying_key(b.base)
-    port = _free_port()
     acknowledged: dict[str, str] = {}
     rng = random.Random(20261205)
     kinds = ["async", "sync-task", "sync"]
@@ -231,7 +228,7 @@ def test_twenty_kill_9_rounds_lose_nothing_and_charge_nothing_twice(fleet):
 
     counter = 0
     for round_ in range(20):
-        a = fleet.start("a", port)
+        a = fleet.start("a")
         threads = []
         for _ in range(4):
             counter += 1

@@ -83,6 +83,27 @@ def _generate(gateway, **fields):
 
 # -- 1. what a vendor hands us --
 
+def test_a_vendors_cookie_is_never_sent_back_for_any_channel(make_gateway):
+    """A vendor's Set-Cookie (Cloudflare's __cf_bm on api.openai.com, a load balancer's affinity)
+    is not kept: one pool serves every channel, so a kept cookie would go out with other
+    customers' keys to the same host, and stale ones with the next requests."""
+    seen: list[str | None] = []
+
+    async def generate(request: Request):
+        await request.body()
+        seen.append(request.headers.get("cookie"))
+        return JSONResponse({"created": 1, "data": [{"b64_json": base64.b64encode(png(16, 16)).decode()}]},
+                            headers={"set-cookie": "__cf_bm=first-tenant; Path=/; HttpOnly"})
+
+    with serve(Starlette(routes=[Route("/v1/images/generations", generate, methods=["POST"])])) as base:
+        gateway = make_gateway(channels=[openai_channel(base + "/v1", name="first", api_key="sk-first-tenant"),
+                                         openai_channel(base + "/v1", name="second", api_key="sk-second-tenant",
+                                                        priority=-1)])
+        for _ in range(3):
+            assert _generate(gateway).status_code == 200
+    assert seen == [None, None, None]
+
+
 def test_a_vendor_image_url_on_loopback_is_not_fetched(make_gateway, vendor):
     v, base, secret = vendor
     gateway = make_gateway(channels=[openai_channel(base + "/v1")])
@@ -498,23 +519,15 @@ def test_slow_and_idle_connections_are_closed_after_the_header_timeout(tmp_path)
     import os
     import signal
     import subprocess
-    import sys
 
-    port = _free_port()
-    env = {**os.environ, "PIXELGATE_PORT": str(port), "PIXELGATE_DATA_DIR": str(tmp_path),
+    from tests.test_serve import _start_anywhere
+
+    env = {**os.environ, "PIXELGATE_DATA_DIR": str(tmp_path),
            "PIXELGATE_HEADER_TIMEOUT_SECONDS": "1", "PIXELGATE_ADMIN_KEY": ADMIN_KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "pixelgate", "serve"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, base, _ = _start_anywhere(["serve"], tmp_path, env)  # the system picks the port
+    port = int(base.rsplit(":", 1)[1])
     sockets: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         for i in range(250):
             s = socket.create_connection(("127.0.0.1", port))
             if i >= 200:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import socket
 import sqlite3
 
 import httpx
@@ -16,30 +15,21 @@ import pytest
 
 from tests.conftest import openai_channel
 from tests.services.test_routing import _free_port
-from tests.test_serve import _start, _stop, _wait_up
+from tests.test_serve import _start_anywhere, _stop
 
 ADMIN = "pg-logs-test-admin-key-0000000000000000"
 GEN = "/v1/images/generations"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve_and_fail(tmp_path, log_format: str, workers: int) -> tuple[str, dict]:
     """Serve, make one priced request with a named key, then break the database under the running
     gateway (its key table renamed) so that an unknown key's lookup raises; the output and what
     the client saw."""
-    port = _port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")},
            "PIXELGATE_ADMIN_KEY": ADMIN, "PIXELGATE_LOG_FORMAT": log_format, "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
-    proc = _start(["serve", "--port", str(port), "--workers", str(workers)], tmp_path, env)
-    base = f"http://127.0.0.1:{port}"
+    proc, base, said = _start_anywhere(["serve", "--workers", str(workers)], tmp_path, env)
     seen: dict = {}
     try:
-        _wait_up(base, proc)
         admin = {"Authorization": f"Bearer {ADMIN}"}
         assert httpx.post(base + "/admin/prices", headers=admin,
                           json={"model": "sandbox-image", "amount": "0.04"}).status_code == 201
@@ -65,7 +55,7 @@ def _serve_and_fail(tmp_path, log_format: str, workers: int) -> tuple[str, dict]
         assert page.status_code == 500, page.text
         seen["console_id"] = re.search(r"request id (req_\w+)", page.json()["error"]["message"]).group(1)
     finally:
-        out = _stop(proc)
+        out = said + _stop(proc)
     assert seen["key"] not in out and ADMIN not in out
     return out, seen
 

@@ -11,8 +11,8 @@ import sys
 import httpx
 import pytest
 
-from tests.test_cli import _clean_env, _free_port, _until_started
-from tests.test_serve import _start, _stop, _wait_up
+from tests.test_cli import _clean_env
+from tests.test_serve import _start_anywhere, _stop
 
 
 def _second_terminal(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -24,12 +24,9 @@ def _second_terminal(*args: str, cwd) -> subprocess.CompletedProcess:
 
 @pytest.mark.long(20)
 def test_a_client_key_made_in_a_second_terminal_reaches_the_simulated_vendors(tmp_path):
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    gateway = _start(["serve", "--port", str(port)], tmp_path, _clean_env(PIXELGATE_SIMULATE_VENDORS="true"))
+    gateway, base, said = _start_anywhere(["serve"], tmp_path, _clean_env(PIXELGATE_SIMULATE_VENDORS="true"))
     try:
-        admin_key = re.search(r"created admin key \(shown once, keep it\): (pg-\S+)", _until_started(gateway)).group(1)
-        _wait_up(base, gateway)
+        admin_key = re.search(r"created admin key \(shown once, keep it\): (pg-\S+)", said).group(1)
         token = _second_terminal("keys", "create", "--name", "me", cwd=tmp_path).stdout.strip().split(": ")[-1]
         listed = json.loads(_second_terminal("keys", "list", cwd=tmp_path).stdout)
         assert "me" in [k["name"] for k in listed]

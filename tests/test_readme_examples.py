@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_cli import _clean_env, _free_port, _until_started
-from tests.test_serve import _start, _stop, _wait_up
+from tests.test_cli import _clean_env
+from tests.test_serve import _start_anywhere, _stop
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -58,13 +58,10 @@ def test_every_readme_example_runs_offline(tmp_path):
         pytest.skip("the README's shell examples use curl")
     blocks = _blocks()
     assert len(blocks) >= 6 and START in blocks[0][1] and EXPORT in blocks[0][1]
-    port = _free_port()
-    server = _start(["serve", "--port", str(port)], tmp_path, _clean_env(PIXELGATE_SIMULATE_VENDORS="true"))
+    server, base, said = _start_anywhere(["serve"], tmp_path, _clean_env(PIXELGATE_SIMULATE_VENDORS="true"))
+    port = int(base.rsplit(":", 1)[1])
     try:
-        said = _until_started(server)
         key = re.search(r"created admin key \(shown once, keep it\): (pg-\S+)", said).group(1)
-        base = f"http://127.0.0.1:{port}"
-        _wait_up(base, server)
         env = {**os.environ, "PG_KEY": key}
         ran, last_task = 0, None
         for lang, text in blocks:

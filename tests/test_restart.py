@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
 import httpx
@@ -16,7 +15,7 @@ from starlette.routing import Route
 
 from tests.conftest import database
 from tests.emulators.server import serve
-from tests.test_serve import _start, _stop, _wait_up
+from tests.test_serve import _start_anywhere, _stop
 
 KEY = "pg-restart-test-admin-key"
 
@@ -29,19 +28,14 @@ def test_task_survives_kill_9(backend, tmp_path):
         calls.append(await request.body())
         return Response(status_code=204)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {KEY}"}
     with database(backend, tmp_path) as url, serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as rx:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": KEY,
                "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
                "PIXELGATE_DATA_DIR": str(tmp_path / "data"), "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1",
                "PIXELGATE_TASK_LEASE_SECONDS": "1", "PIXELGATE_FETCH_ALLOW_HOSTS": '["127.0.0.1"]'}
-        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        proc, base, _ = _start_anywhere(["serve"], tmp_path, env)
         try:
-            _wait_up(base, proc)
             resp = httpx.post(base + "/models/sandbox/sandbox-async/predictions", headers=headers, json={
                 "input": {"prompt": "survive", "size": "32x32", "sandbox_job_seconds": 2}, "webhook": rx + "/hook"})
             assert resp.status_code == 201, resp.text
@@ -51,9 +45,8 @@ def test_task_survives_kill_9(backend, tmp_path):
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        proc, _, _ = _start_anywhere(["serve"], tmp_path, env, port=int(base.rsplit(":", 1)[1]))  # its links name it
         try:
-            _wait_up(base, proc)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 task = httpx.get(f"{base}/tasks/{task_id}", headers=headers).json()

@@ -32,10 +32,11 @@ def _start(args, cwd, env=None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _start_anywhere(args, cwd, env) -> tuple[subprocess.Popen, str, str]:
+def _start_anywhere(args, cwd, env, port: int = 0) -> tuple[subprocess.Popen, str, str]:
     """`serve --port 0 ...`: the system picks the port (a port picked first and passed on may be
-    taken by another test in between). The process, its base URL, and what it said until then."""
-    proc = _start([*args, "--port", "0"], cwd, env)
+    taken by another test in between). The process, its base URL, and what it said until then.
+    `port`: where a restarted gateway must listen again (its links name it)."""
+    proc = _start([*args, "--port", str(port)], cwd, env)
     said = ""
     while not (found := re.search(r"listening on (http://127\.0\.0\.1:\d+) ", said)):
         line = proc.stdout.readline()

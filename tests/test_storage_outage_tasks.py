@@ -34,8 +34,7 @@ from pixelgate.services.storage import LocalStorage
 from pixelgate.simulators.bfl import BFLEmulatorState, create_app as create_bfl
 from tests.conftest import database, openai_channel, openai_error, png
 from tests.emulators.server import serve
-from tests.s3server import _free_port
-from tests.test_serve import _start, _wait_up
+from tests.test_serve import _start_anywhere
 
 GEN = "/v1/images/generations"
 
@@ -385,13 +384,11 @@ def test_an_instance_killed_during_the_outage_leaves_the_storing_to_another(tmp_
         instances = []
 
         def start(name: str) -> str:
-            port = _free_port()
             (tmp_path / name).mkdir()
-            proc = _start(["serve", "--port", str(port)], tmp_path / name,
-                          {**env, "PIXELGATE_DATA_DIR": str(tmp_path / name / "data")})
+            proc, base, _ = _start_anywhere(["serve"], tmp_path / name,
+                                            {**env, "PIXELGATE_DATA_DIR": str(tmp_path / name / "data")})
             instances.append(proc)
-            _wait_up(f"http://127.0.0.1:{port}", proc)
-            return f"http://127.0.0.1:{port}"
+            return base
 
         try:
             a = start("a")

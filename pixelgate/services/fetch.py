@@ -136,7 +136,8 @@ class Fetcher:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._allowed), limit=256)
-            self._session = aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER)
+            self._session = aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER,
+                                                  cookie_jar=aiohttp.DummyCookieJar())  # one pool, many callers
         return self._session
 
     @property
@@ -144,7 +145,7 @@ class Fetcher:
         """For origins the caller vouches for (a channel's own host): no address check."""
         if self._trusted_session is None:
             self._trusted_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                                          read_bufsize=READ_BUFFER)
+                                                          read_bufsize=READ_BUFFER, cookie_jar=aiohttp.DummyCookieJar())
         return self._trusted_session
 
     async def close(self) -> None:

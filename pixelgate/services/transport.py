@@ -166,7 +166,10 @@ class HttpTransport:
             # and a request sent on one just as it closes is reset, with the vendor never told.
             connector = aiohttp.TCPConnector(limit=pool_size(self._connections), limit_per_host=0, keepalive_timeout=4,
                                              ttl_dns_cache=300, enable_cleanup_closed=True)
+            # No cookie jar: the pool serves every channel, so a vendor's Set-Cookie would go
+            # back with other customers' keys.
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=READ_BUFFER,
+                                                  cookie_jar=aiohttp.DummyCookieJar(),
                                                   skip_auto_headers=("User-Agent",))
         return self._session
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -213,21 +212,17 @@ def test_every_default_price_names_its_source():
 def test_failed_task_after_restart_is_refunded_once(backend, tmp_path):
     import httpx
 
-    from tests.test_serve import _start, _stop, _wait_up
+    from tests.test_serve import _start_anywhere, _stop
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {ADMIN_KEY}"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with database(backend, tmp_path) as url:
         env = {**os.environ, "PIXELGATE_DATABASE_URL": url, "PIXELGATE_ADMIN_KEY": ADMIN_KEY,
                "PIXELGATE_SANDBOX": "true",  # a database server: the sandbox is off unless asked for
                "PIXELGATE_DATA_DIR": str(tmp_path / "data"), "PIXELGATE_POLL_INTERVAL_SECONDS": "0.1",
                "PIXELGATE_TASK_LEASE_SECONDS": "1",
                "PIXELGATE_PRICES": '[{"model": "sandbox-async", "amount": "0.5"}]'}
-        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        proc, base, _ = _start_anywhere(["serve"], tmp_path, env)
         try:
-            _wait_up(base, proc)
             account = httpx.post(base + "/admin/accounts", headers=headers, json={"name": "a", "balance": "2"}).json()
             key = httpx.post(base + "/admin/keys", headers=headers,
                              json={"name": "k", "account_id": account["id"]}).json()["key"]
@@ -240,9 +235,8 @@ def test_failed_task_after_restart_is_refunded_once(backend, tmp_path):
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        proc = _start(["serve", "--port", str(port)], tmp_path, env)
+        proc, _, _ = _start_anywhere(["serve"], tmp_path, env, port=int(base.rsplit(":", 1)[1]))
         try:
-            _wait_up(base, proc)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 task = httpx.get(f"{base}/tasks/{task_id}", headers={"Authorization": f"Bearer {key}"}).json()
