@@ -96,6 +96,7 @@ def test_a_vendors_cookie_is_never_sent_back_for_any_channel(make_gateway):
                             headers={"set-cookie": "__cf_bm=first-tenant; Path=/; HttpOnly"})
 
     with serve(Starlette(routes=[Route("/v1/images/generations", generate, methods=["POST"])])) as base:
+        base = base.replace("127.0.0.1", "localhost")  # a cookie jar takes no cookie from an IP address
         gateway = make_gateway(channels=[openai_channel(base + "/v1", name="first", api_key="sk-first-tenant"),
                                          openai_channel(base + "/v1", name="second", api_key="sk-second-tenant",
                                                         priority=-1)])
