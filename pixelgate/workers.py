@@ -131,7 +131,13 @@ def _exec_self(entry: str, plan: Any) -> None:
     for signum in _held:  # pending on this thread (blocked), it outlives exec
         signal.pthread_kill(threading.get_ident(), signum)
     os.execv(sys.executable, [sys.executable, "-c", f"from pixelgate.workers import {entry}; {entry}()",
-                              json.dumps(plan)])
+                              json.dumps(plan), *_command()])
+
+
+def _command() -> list[str]:
+    """The command the operator ran (`pixelgate serve --port 8080`), carried along after the plan
+    through every exec, so that `ps` and `pkill -f "pixelgate serve"` still find the server."""
+    return sys.argv[2:] if sys.argv[:1] == ["-c"] else sys.argv
 
 
 _STOPS = {signal.SIGINT, signal.SIGTERM}

@@ -255,3 +255,21 @@ def test_one_worker_serves_as_a_fresh_interpreter_under_the_pid_it_was_started_w
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Traceback" not in out, out
+
+
+def test_every_process_of_the_server_still_shows_the_command_that_started_it(tmp_path):
+    """`serve` re-executes itself (one worker: as the server; several: as the supervisor, then the
+    watcher); each process's command line still ends with what the operator ran, so `ps` and
+    `pkill -f "pixelgate serve"` find them all."""
+    env = {**os.environ, "PIXELGATE_ADMIN_KEY": "pg-command-line-test-key", "PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    for workers in ("1", "2"):
+        proc, base, _ = _start_anywhere(["serve", "--workers", workers], tmp_path, env)
+        try:
+            pids = [proc.pid, *_children(proc.pid)]
+            assert len(pids) == (1 if workers == "1" else 3), pids
+            for pid in pids:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+                assert b" ".join(argv).rstrip().endswith(f"serve --workers {workers} --port 0".encode()), argv
+        finally:
+            _stop(proc)
