@@ -98,7 +98,7 @@ def serve(host: str, port: int, workers: int, on_bound: Any = None, **options: A
             on_bound(sock.getsockname()[1])
         try:  # as a fresh interpreter: the checks' garbage, and Alembic if they migrated, left behind
             _exec_self("serve_one_from_argv", {"listen": sock.fileno(), "options": options})
-        except OSError:  # no interpreter to exec (a frozen build): serve from here
+        except OSError:  # no exec that keeps the process (a frozen build, Windows): serve from here
             _serve_on(sock, options)
         return
     with _socket(host, port, share=False) as alone:  # fail here, in the parent, if the port is taken
@@ -119,13 +119,15 @@ def _become_supervisor(probe: socket.socket, host: str, port: int, workers: int,
     plan = {"probe": probe.fileno(), "host": host, "port": port, "workers": workers, "options": options}
     try:
         _exec_self("supervise_from_argv", plan)
-    except OSError:  # no interpreter to exec (a frozen build): supervise from here
+    except OSError:  # no exec that keeps the process (a frozen build, Windows): supervise from here
         supervise(probe, host, port, workers, options)
 
 
 def _exec_self(entry: str, plan: Any) -> None:
     """Become a fresh interpreter (same pid, same descriptors, same signal mask) that runs this
     module's `entry` with `plan` as JSON in its argv; raises OSError only."""
+    if os.name != "posix":  # Windows' exec starts another process (another pid) and ends this one
+        raise OSError("exec does not keep the process here")
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # exec drops what is buffered
     for signum in _held:  # pending on this thread (blocked), it outlives exec
@@ -221,7 +223,7 @@ def _become_watcher(pids: list[int]) -> None:
     listens (the signal mask outlives exec)."""
     try:
         _exec_self("watch_from_argv", pids)
-    except OSError:  # no interpreter to exec (a frozen build): watch from here
+    except OSError:  # no exec that keeps the process (a frozen build, Windows): watch from here
         watch(pids)
 
 
