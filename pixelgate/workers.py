@@ -81,8 +81,7 @@ def _serve_on(sock: socket.socket, options: dict[str, Any]) -> None:
 def serve_one_from_argv() -> None:
     """The one-worker server, in the interpreter `serve` became once its checks were done. A stop
     asked for before uvicorn listens ends it by that signal (nothing was started to stop)."""
-    for signum in _STOPS:  # until uvicorn's handlers are in place; Python's SIGINT would print a traceback
-        signal.signal(signum, signal.SIG_DFL)
+    _stops_end_the_process()
     plan = json.loads(sys.argv[1])
     _serve_on(socket.socket(fileno=plan["listen"]), plan["options"])
 
@@ -164,6 +163,15 @@ def _hold_stops() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
 
 
+def _stops_end_the_process() -> None:
+    """In a process about to serve: until uvicorn's handlers are in place, a Ctrl-C or SIGTERM ends
+    it by that signal, as a stop (Python's own SIGINT handler would print a traceback); and stops
+    held since `serve` (_hold_stops) are let through."""
+    for signum in _STOPS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+
+
 def supervise_from_argv() -> None:
     plan = json.loads(sys.argv[1])
     probe = socket.socket(fileno=plan["probe"])
@@ -201,9 +209,7 @@ def _fork_worker(host: str, port: int, options: dict[str, Any], probe: socket.so
     status = 1  # the worker: serve, then leave without running the supervisor's code
     try:
         probe.close()  # in the port's group, the kernel would hand it connections nobody accepts
-        for signum in _STOPS:  # a Ctrl-C or SIGTERM before uvicorn listens ends it by that signal, as a stop
-            signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+        _stops_end_the_process()
         _worker(host, port, options)
         status = 0
     except SystemExit as exc:

@@ -20,7 +20,7 @@ import binascii
 import fnmatch
 import ipaddress
 import socket
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -124,6 +124,13 @@ is far below one image: a 1.5 MB answer then stopped and resumed reading a dozen
 benchmark's 1.5 MB answers went through at two thirds of the rate). What we read, we read whole."""
 
 
+def outbound_session(connector: aiohttp.BaseConnector, **options: Any) -> aiohttp.ClientSession:
+    """A pool toward vendors and the hosts they name. No cookie jar: one pool serves every
+    channel and client, so a vendor's Set-Cookie would go back with other customers' keys."""
+    return aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER,
+                                 cookie_jar=aiohttp.DummyCookieJar(), **options)
+
+
 class Fetcher:
     def __init__(self, allowed_hosts: list[str], max_bytes: int, timeout: float) -> None:
         self._allowed = frozenset(h.lower() for h in allowed_hosts)
@@ -136,16 +143,14 @@ class Fetcher:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._allowed), limit=256)
-            self._session = aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER,
-                                                  cookie_jar=aiohttp.DummyCookieJar())  # one pool, many callers
+            self._session = outbound_session(connector)
         return self._session
 
     @property
     def trusted_session(self) -> aiohttp.ClientSession:
         """For origins the caller vouches for (a channel's own host): no address check."""
         if self._trusted_session is None:
-            self._trusted_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                                          read_bufsize=READ_BUFFER, cookie_jar=aiohttp.DummyCookieJar())
+            self._trusted_session = outbound_session(aiohttp.TCPConnector(limit=256))
         return self._trusted_session
 
     async def close(self) -> None:

@@ -22,7 +22,7 @@ import yarl
 from pixelgate.errors import (UpstreamBadResponse, UpstreamError, UpstreamTimeout,
                               UpstreamUnavailable)
 from pixelgate.providers.base import FilePart, UpstreamCall, UpstreamReply
-from pixelgate.services.fetch import READ_BUFFER, Fetcher, FetchError, TooLarge, read_capped
+from pixelgate.services.fetch import Fetcher, FetchError, TooLarge, outbound_session, read_capped
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -166,11 +166,7 @@ class HttpTransport:
             # and a request sent on one just as it closes is reset, with the vendor never told.
             connector = aiohttp.TCPConnector(limit=pool_size(self._connections), limit_per_host=0, keepalive_timeout=4,
                                              ttl_dns_cache=300, enable_cleanup_closed=True)
-            # No cookie jar: the pool serves every channel, so a vendor's Set-Cookie would go
-            # back with other customers' keys.
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=READ_BUFFER,
-                                                  cookie_jar=aiohttp.DummyCookieJar(),
-                                                  skip_auto_headers=("User-Agent",))
+            self._session = outbound_session(connector, auto_decompress=True, skip_auto_headers=("User-Agent",))
         return self._session
 
     async def close(self) -> None:
